@@ -1,0 +1,618 @@
+"""Static rules about state kept across calls: output caches, call counters, skipped work,
+constant outputs and shape specialization.
+
+Keeping state across calls is legitimate for compiled kernels, autotuned configs and other
+things that do not depend on the inputs' values; it is a hack when the *outputs* (or the
+decision to skip work) come from that state. So:
+
+- a module-level container (dict/list/OrderedDict/lru_cache...) indexed with an input's address
+  (`data_ptr()`, `id()`, storage, the tensor object itself) or a fingerprint of its values
+  (`item()`, `sum()`, `tobytes()`, `hash`) is flagged wherever it is used;
+- a container or global read whose value flows to a `return` (or into an output buffer via
+  `copy_`/slice assignment) is flagged, named by the key or test that guards it (shape -> cache-by-shape,
+  nothing input-derived -> cache-by-call-count); calling a cached object (a kernel) is not a flow;
+- a counter incremented in a function and then tested is cache-by-call-count;
+- an early `return` under a test of cross-call state is skipped-work;
+- an entry point that returns only constant tensors (or, destination-passing, only fills its
+  outputs) is constant-output;
+- with the problem at hand, comparing an input's size with a literal that is one of the
+  workloads' var-axis values is shape-specialization.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from .findings import Finding
+
+CONTAINER_CALLS = {"dict", "list", "set", "OrderedDict", "defaultdict", "deque", "WeakValueDictionary",
+                   "WeakKeyDictionary", "Counter", "ChainMap"}
+CACHE_DECORATORS = {"lru_cache", "cache", "cached", "memoize"}
+POINTER_ATTRS = {"data_ptr", "untyped_storage", "storage", "_cdata", "__cuda_array_interface__",
+                 "__array_interface__", "__dlpack__", "unsafe_ptr", "ctypes", "storage_offset"}
+VALUE_ATTRS = {"item", "tolist", "tobytes", "numpy", "sum", "mean", "amax", "amin", "max", "min", "norm", "std",
+               "var", "prod", "any", "all", "__hash__"}
+SHAPE_ATTRS = {"shape", "size", "numel", "stride"}
+PASS_METHODS = {"clone", "to", "view", "reshape", "contiguous", "detach", "float", "half", "bfloat16", "type",
+                "view_as", "expand", "expand_as", "squeeze", "unsqueeze", "permute", "transpose", "t", "flatten",
+                "narrow", "cuda", "cpu", "copy", "__getitem__", "get", "setdefault", "pop", "values"}
+CONSTANT_CONSTRUCTORS = {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like",
+                         "new_zeros", "new_ones", "new_full", "new_empty", "empty_strided", "fill_", "zero_"}
+SHAPE_ONLY_ATTRS = {"shape", "dtype", "device", "size", "dim", "ndim", "numel", "fill_", "zero_", "new_zeros",
+                    "new_ones", "new_full", "new_empty", "is_cuda", "layout", "stride", "element_size", "copy_",
+                    "is_contiguous", "requires_grad"}
+RANK = ("pointer", "value", "shape", "count")
+RULE_OF = {"pointer": "cache-by-pointer", "value": "cache-by-value", "shape": "cache-by-shape",
+           "count": "cache-by-call-count"}
+
+
+def scan_cross_call_state(trees: dict[str, ast.Module], solution, problem=None) -> list[Finding]:
+    findings: list[Finding] = []
+    for path, tree in trees.items():
+        model = ModuleState(path, tree, solution.entry_function if path == solution.entry_file else None)
+        findings += model.findings()
+        if problem is not None:
+            findings += shape_specialization(path, tree, problem)
+    entry = trees.get(solution.entry_file)
+    if entry is not None:
+        findings += constant_output(solution.entry_file, entry, solution.entry_function,
+                                    solution.destination_passing_style)
+    return findings
+
+
+def _leaf(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _ref(node: ast.AST) -> str | None:
+    """`name` or `name.attr` for a plain reference, else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return f"{node.value.id}.{node.attr}"
+    return None
+
+
+def _functions(tree: ast.AST):
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
+
+
+def _own_nodes(function: ast.AST):
+    """Nodes of a function's body, not descending into nested functions or classes."""
+    stack = list(ast.iter_child_nodes(function))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _params(function: ast.AST) -> list[str]:
+    args = function.args
+    return [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs] + \
+        [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+
+
+@dataclass
+class FunctionFacts:
+    node: ast.AST
+    params: list[str]
+    assigned: dict[str, list[ast.AST]] = field(default_factory=dict)  # local name -> values assigned to it
+    declared_global: set[str] = field(default_factory=set)
+
+
+class ModuleState:
+    def __init__(self, path: str, tree: ast.Module, entry: str | None = None):
+        self.path, self.tree, self.entry = path, tree, entry
+        self.module_names = self._module_level_names()
+        self.containers = self._containers()
+        self.cached_functions = {f.name for f in tree.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                                 and any(_leaf(d.func if isinstance(d, ast.Call) else d) in CACHE_DECORATORS
+                                         for d in f.decorator_list)}
+        self.facts = {id(f): self._facts(f) for f in _functions(tree)}
+        self.state = self._cross_call_state()
+        self.counters = self._counters()
+        self.out: list[Finding] = []
+
+    # -------------------------------------------------------------- module facts
+
+    def _module_level_names(self) -> set[str]:
+        names = set()
+        for node in self.tree.body:
+            for sub in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+                if isinstance(sub, (ast.Assign, ast.AnnAssign)):
+                    targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+                    names |= {t.id for t in targets if isinstance(t, ast.Name)}
+                elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(sub.name)
+        return names
+
+    def _containers(self) -> set[str]:
+        found = set()
+        for node in ast.walk(self.tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and _is_container(node.value):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    ref = _ref(target)
+                    if ref and (ref.split(".")[0] in self.module_names or ref.startswith("self.")):
+                        found.add(ref)
+        return found
+
+    def _facts(self, function: ast.AST) -> FunctionFacts:
+        facts = FunctionFacts(function, _params(function))
+        for node in _own_nodes(function):
+            if isinstance(node, (ast.Global, ast.Nonlocal)):
+                facts.declared_global |= set(node.names)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    elements = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+                    for element in elements:
+                        if isinstance(element, ast.Name):
+                            facts.assigned.setdefault(element.id, []).append(node.value)
+        return facts
+
+    def _cross_call_state(self) -> set[str]:
+        """Names and name.attr references that keep values from one call to the next."""
+        state = set(self.containers)
+        for facts in self.facts.values():
+            state |= {n for n in facts.declared_global if n in facts.assigned}
+            for node in _own_nodes(facts.node):
+                if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in targets:
+                        ref = _ref(target)
+                        if ref and "." in ref and (ref.split(".")[0] in self.module_names
+                                                   and ref.split(".")[0] not in facts.params or ref.startswith("self.")):
+                            state.add(ref)
+        return state
+
+    def _counters(self) -> set[str]:
+        counters = set()
+        for facts in self.facts.values():
+            for node in _own_nodes(facts.node):
+                if isinstance(node, ast.AugAssign) and isinstance(node.op, (ast.Add, ast.Sub)):
+                    ref = _ref(node.target)
+                    if ref in self.state:
+                        counters.add(ref)
+                elif isinstance(node, ast.Call) and _leaf(node.func) == "next" and node.args:
+                    source = _ref(node.args[0])
+                    if source and any(isinstance(v, ast.Call) and _leaf(v.func) == "count"
+                                      for v in self._module_values(source)):
+                        counters.add(source)
+        return counters
+
+    def _module_values(self, name: str) -> list[ast.AST]:
+        return [n.value for n in self.tree.body if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)]
+
+    # -------------------------------------------------------------- rules
+
+    def findings(self) -> list[Finding]:
+        producers = self._output_producers()
+        for facts in self.facts.values():
+            self._cache_keys(facts)
+            if getattr(facts.node, "name", None) in producers:
+                self._output_flows(facts)  # helpers returning cached kernels or configs are ordinary
+            if getattr(facts.node, "name", None) == self.entry:
+                self._skipped_work(facts)  # helpers may return early (`if _ready: return`); the timed call may not
+        self._tested_counters()
+        return self.out
+
+    def _output_producers(self) -> set[str]:
+        """The entry function and the module functions whose result it returns (`return _impl(x)`)."""
+        functions = {f.name: f for f in self.tree.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        found, pending = set(), [self.entry] if self.entry in functions else []
+        while pending:
+            name = pending.pop()
+            if name in found:
+                continue
+            found.add(name)
+            for node in _own_nodes(functions[name]):
+                if isinstance(node, ast.Return) and isinstance(node.value, ast.Call) \
+                        and isinstance(node.value.func, ast.Name) and node.value.func.id in functions:
+                    pending.append(node.value.func.id)
+        return found
+
+    def flag(self, rule: str, node: ast.AST, what: str) -> None:
+        finding = Finding(rule, f"{self.path}:{getattr(node, 'lineno', 0)}: {what}")
+        if finding not in self.out:
+            self.out.append(finding)
+
+    def is_state(self, node: ast.AST, facts: FunctionFacts) -> str | None:
+        ref = _ref(node)
+        if ref is None or ref not in self.state:
+            return None
+        base = ref.split(".")[0]
+        if base in facts.params and not ref.startswith("self."):
+            return None
+        if "." not in ref and base in facts.assigned and base not in facts.declared_global:
+            return None  # a local of the same name
+        return ref
+
+    def reads(self, facts: FunctionFacts):
+        """(node, state ref, key expression or None) for every read of cross-call state in a function."""
+        for node in _own_nodes(facts.node):
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+                ref = self.is_state(node.value, facts)
+                if ref:
+                    yield node, ref, node.slice
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("get", "setdefault", "pop", "__getitem__") and node.args:
+                ref = self.is_state(node.func.value, facts)
+                if ref:
+                    yield node, ref, node.args[0]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in self.cached_functions:
+                yield node, node.func.id, ast.Tuple(elts=list(node.args), ctx=ast.Load())
+            elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+                ref = next((self.is_state(c, facts) for c in node.comparators if self.is_state(c, facts)), None)
+                if ref:
+                    yield node, ref, node.left
+            elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(getattr(node, "ctx", None), ast.Load):
+                ref = self.is_state(node, facts)
+                if ref and ref not in self.containers:
+                    yield node, ref, None
+
+    def classify(self, expressions: list[ast.AST], facts: FunctionFacts, bare_params_are_pointers: bool) -> str | None:
+        """The strongest kind of key among the expressions: pointer > value > shape > count (None: no key)."""
+        kinds = set()
+        seen: set[int] = set()
+        pending = [(e, 0) for e in expressions if e is not None]
+        while pending:
+            expr, depth = pending.pop()
+            if id(expr) in seen:
+                continue
+            seen.add(id(expr))
+            if bare_params_are_pointers and _is_bare_param(expr, facts.params):
+                kinds.add("pointer")
+            for sub in ast.walk(expr):
+                name = _leaf(sub.func) if isinstance(sub, ast.Call) else None
+                if isinstance(sub, ast.Attribute) and sub.attr in POINTER_ATTRS or name == "id":
+                    kinds.add("pointer")
+                elif isinstance(sub, ast.Attribute) and sub.attr in VALUE_ATTRS or name in ("hash", "sha256", "md5", "crc32"):
+                    kinds.add("value")
+                elif isinstance(sub, ast.Attribute) and sub.attr in SHAPE_ATTRS or name == "len":
+                    kinds.add("shape")
+                elif _ref(sub) in self.counters:
+                    kinds.add("count")
+                if isinstance(sub, ast.Name) and sub.id in facts.assigned and depth < 4 and sub.id not in facts.params:
+                    pending += [(v, depth + 1) for v in facts.assigned[sub.id]]
+        return next((k for k in RANK if k in kinds), None)
+
+    def _cache_keys(self, facts: FunctionFacts) -> None:
+        """Containers indexed by an address or a value fingerprint: flagged however the entry is used."""
+        keyed = list(self.reads(facts))
+        for node in _own_nodes(facts.node):  # stores: cache[key] = value
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                    if isinstance(target, ast.Subscript) and self.is_state(target.value, facts):
+                        keyed.append((target, self.is_state(target.value, facts), target.slice))
+        flagged = set()
+        for node, ref, key in keyed:
+            if key is None or ref in flagged:
+                continue
+            kind = self.classify([key], facts, bare_params_are_pointers=False)  # a bare key may be a scalar input
+            if kind in ("pointer", "value"):
+                flagged.add(ref)
+                self.flag(RULE_OF[kind], node, f"`{ref}` is keyed by {_explain(key, facts)} across calls")
+        for node in _own_nodes(facts.node):  # `if x.data_ptr() == _last_ptr:` compares an address with the last call's
+            if isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot))
+                                                     for op in node.ops):
+                sides = [node.left] + node.comparators
+                if any(self.is_state(s, facts) for s in sides) and \
+                        self.classify([s for s in sides if not self.is_state(s, facts)], facts, False) in ("pointer", "value"):
+                    kind = self.classify([s for s in sides if not self.is_state(s, facts)], facts, False)
+                    self.flag(RULE_OF[kind], node, f"compares {ast.unparse(node)[:80]} with the previous call's")
+
+    def _output_flows(self, facts: FunctionFacts) -> None:
+        reads = [(node, ref, key) for node, ref, key in self.reads(facts)]
+        if not reads or _replays_graph(facts.node):
+            return  # a replayed CUDA graph recomputes its static buffers: the probes judge it
+        read_ids = {id(node): (ref, key) for node, ref, key in reads}
+        tainted: dict[str, tuple[str, ast.AST | None]] = {}
+        changed = True
+        while changed:
+            changed = False
+            for name, values in facts.assigned.items():
+                if name in tainted:
+                    continue
+                for value in values:
+                    hit = self._value_hit(value, read_ids, tainted)
+                    if hit:
+                        tainted[name] = hit
+                        changed = True
+                        break
+        parents = {id(child): node for node in _own_nodes(facts.node) for child in ast.iter_child_nodes(node)}
+        sinks = list(self._sinks(facts))
+        refreshed = self._refreshed(facts, read_ids, tainted, {id(s) for s, _ in sinks})
+        for sink, what in sinks:
+            hit = self._value_hit(sink, read_ids, tainted)
+            if not hit or (hit[0], id(hit[1])) in refreshed or hit[0].startswith("self."):
+                continue  # an object memoizing its own attribute is ordinary; counters on self still count
+            ref, key = hit
+            guards = [key] if key is not None else []
+            guards += self._tests_mentioning(facts, ref)
+            ancestor = parents.get(id(sink))
+            while ancestor is not None:  # the tests that lead to this sink
+                if isinstance(ancestor, (ast.If, ast.IfExp, ast.While)):
+                    guards.append(ancestor.test)
+                ancestor = parents.get(id(ancestor))
+            kind = self.classify(guards, facts, bare_params_are_pointers=key is not None) or "count"
+            self.flag(RULE_OF[kind], sink, f"{what} `{ref}`, kept across calls"
+                      + (f" (keyed by {ast.unparse(key)[:60]})" if key is not None else ""))
+
+    def _refreshed(self, facts: FunctionFacts, read_ids, tainted, sink_ids: set[int]) -> set[tuple[str, int]]:
+        """Cached objects this call writes into (an in-place method, or an argument of a kernel or
+        other call): a reused buffer or workspace, recomputed, not a stale output."""
+        out = set()
+        for node in _own_nodes(facts.node):
+            if not isinstance(node, ast.Call):
+                continue
+            written = []
+            if isinstance(node.func, ast.Attribute) and node.func.attr.endswith("_") and not node.func.attr.startswith("_"):
+                written.append(node.func.value)
+            if not (isinstance(node.func, ast.Attribute) and node.func.attr in PASS_METHODS | {"copy_"}) \
+                    and _leaf(node.func) not in PASS_METHODS:
+                written += [a for a in node.args if id(a) not in sink_ids]
+                written += [k.value for k in node.keywords if id(k.value) not in sink_ids]
+            for expr in written:
+                hit = self._value_hit(expr, read_ids, tainted)
+                if hit:
+                    out.add((hit[0], id(hit[1])))
+        return out
+
+    def _value_hit(self, expr, read_ids, tainted):
+        """The cache read (or tainted name) that `expr` evaluates to, through tensor-preserving steps."""
+        if id(expr) in read_ids:
+            return read_ids[id(expr)]
+        if isinstance(expr, ast.Name) and expr.id in tainted:
+            return tainted[expr.id]
+        if isinstance(expr, (ast.Tuple, ast.List)):
+            for element in expr.elts:
+                hit = self._value_hit(element, read_ids, tainted)
+                if hit:
+                    return hit
+        if isinstance(expr, ast.IfExp):
+            return self._value_hit(expr.body, read_ids, tainted) or self._value_hit(expr.orelse, read_ids, tainted)
+        if isinstance(expr, ast.BoolOp):
+            for value in expr.values:
+                hit = self._value_hit(value, read_ids, tainted)
+                if hit:
+                    return hit
+        if isinstance(expr, ast.Subscript):
+            return self._value_hit(expr.value, read_ids, tainted)
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in PASS_METHODS:
+            return self._value_hit(expr.func.value, read_ids, tainted) or (
+                self._value_hit(expr.args[0], read_ids, tainted) if expr.args else None)  # torch.clone(x) too
+        if isinstance(expr, ast.Starred):
+            return self._value_hit(expr.value, read_ids, tainted)
+        return None
+
+    def _sinks(self, facts: FunctionFacts):
+        """Where outputs leave: return values, and (destination passing) writes into a parameter."""
+        for node in _own_nodes(facts.node):
+            if isinstance(node, ast.Return) and node.value is not None:
+                yield node.value, "returns"
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "copy_" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in facts.params and node.args:
+                yield node.args[0], f"copies into output {node.func.value.id}"
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                                                      and t.value.id in facts.params for t in node.targets):
+                yield node.value, "writes into an output"
+        if isinstance(facts.node, ast.Lambda):
+            yield facts.node.body, "returns"
+
+    def _tests_mentioning(self, facts: FunctionFacts, ref: str) -> list[ast.AST]:
+        tests = []
+        for node in _own_nodes(facts.node):
+            test = getattr(node, "test", None) if isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)) else None
+            if test is not None and any(_ref(sub) == ref for sub in ast.walk(test)):
+                tests.append(test)
+        return tests
+
+    def _skipped_work(self, facts: FunctionFacts) -> None:
+        for node in _own_nodes(facts.node):
+            if not isinstance(node, ast.If):
+                continue
+            state = [self.is_state(sub, facts) for sub in ast.walk(node.test)]
+            state = [s for s in state if s]
+            if not state:
+                continue
+            for statement in node.body:
+                if isinstance(statement, ast.Return) and _returns_nothing_new(statement, facts.params):
+                    self.flag("skipped-work", statement, f"returns early when `{state[0]}` (kept across calls) says "
+                                                         f"so: {ast.unparse(node.test)[:80]}")
+
+    def _tested_counters(self) -> None:
+        for counter in sorted(self.counters):
+            for node in ast.walk(self.tree):
+                test = getattr(node, "test", None) if isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)) else None
+                parts = [test] if test is not None else []
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+                    parts.append(node)
+                if any(_ref(sub) == counter or (isinstance(sub, ast.Name) and self._derived_from(sub.id, counter))
+                       for part in parts for sub in ast.walk(part)):
+                    self.flag("cache-by-call-count", node, f"call counter `{counter}` decides behaviour: "
+                                                           f"{ast.unparse(test if test is not None else node)[:80]}")
+                    break
+
+    def _derived_from(self, name: str, counter: str) -> bool:
+        for facts in self.facts.values():
+            for value in facts.assigned.get(name, []):
+                if any(_ref(sub) == counter for sub in ast.walk(value)):
+                    return True
+        return False
+
+
+def _explain(key: ast.AST, facts: FunctionFacts) -> str:
+    """The key's source, with one level of local names expanded: `k (k = x.data_ptr())`."""
+    text = ast.unparse(key)[:60]
+    if isinstance(key, ast.Name) and facts.assigned.get(key.id):
+        text += f" ({key.id} = {ast.unparse(facts.assigned[key.id][0])[:60]})"
+    return text
+
+
+def _replays_graph(function: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and _leaf(n.func) in ("replay", "graph", "CUDAGraph", "make_graphed_callables")
+               for n in _own_nodes(function))
+
+
+def _is_container(value: ast.AST) -> bool:
+    if isinstance(value, (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)):
+        return True
+    return isinstance(value, ast.Call) and _leaf(value.func) in CONTAINER_CALLS
+
+
+def _is_bare_param(expr: ast.AST, params: list[str]) -> bool:
+    """A tensor used as a key hashes by identity: `cache[x]`, `cache[(x, w)]`, `f(x)` under lru_cache."""
+    if isinstance(expr, ast.Name):
+        return expr.id in params
+    if isinstance(expr, ast.Tuple):
+        return any(isinstance(e, ast.Name) and e.id in params for e in expr.elts)
+    return False
+
+
+def _returns_nothing_new(statement: ast.Return, params: list[str]) -> bool:
+    value = statement.value
+    if value is None or (isinstance(value, ast.Constant) and value.value is None):
+        return True
+    if isinstance(value, ast.Name) and value.id in params:
+        return True  # destination passing: "the output buffer already holds it"
+    return isinstance(value, ast.Tuple) and all(isinstance(e, ast.Name) and e.id in params for e in value.elts)
+
+
+# ------------------------------------------------------------------ constant outputs
+
+def constant_output(path: str, tree: ast.Module, entry: str, destination_passing: bool) -> list[Finding]:
+    function = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry),
+                    None)
+    if function is None:
+        return []
+    params = _params(function)
+    returns = [n for n in _own_nodes(function) if isinstance(n, ast.Return) and n.value is not None
+               and not (isinstance(n.value, ast.Constant) and n.value.value is None)]
+    if returns and all(_is_constant_value(r.value) for r in returns):
+        return [Finding("constant-output", f"{path}:{returns[0].lineno}: {entry} only returns constants: "
+                                           f"{ast.unparse(returns[0].value)[:80]}")]
+    if destination_passing and params and not returns and not _uses_values(function, params) \
+            and _writes_params(function, params):
+        return [Finding("constant-output", f"{path}:{function.lineno}: {entry} fills its outputs without reading "
+                                           "any input's values")]
+    return []
+
+
+def _is_constant_value(expr: ast.AST) -> bool:
+    if isinstance(expr, (ast.Tuple, ast.List)):
+        return bool(expr.elts) and all(_is_constant_value(e) for e in expr.elts)
+    if isinstance(expr, ast.Constant):
+        return isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool)
+    if isinstance(expr, ast.Call):
+        name = _leaf(expr.func)
+        if name in CONSTANT_CONSTRUCTORS:
+            return True
+        if name in ("tensor", "as_tensor") and expr.args:
+            return all(isinstance(s, (ast.Constant, ast.List, ast.Tuple, ast.UnaryOp, ast.expr_context, ast.unaryop))
+                       for s in ast.walk(expr.args[0]))
+        if isinstance(expr.func, ast.Attribute) and expr.func.attr in PASS_METHODS:
+            return _is_constant_value(expr.func.value)
+    return False
+
+
+def _uses_values(function: ast.AST, params: list[str]) -> bool:
+    """Whether any parameter's values are read (anything but its shape, dtype, device or a fill)."""
+    parents = {}
+    for node in _own_nodes(function):
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+    for node in _own_nodes(function):
+        if isinstance(node, ast.Name) and node.id in params and isinstance(node.ctx, ast.Load):
+            parent = parents.get(id(node))
+            if isinstance(parent, ast.Attribute) and parent.attr in SHAPE_ONLY_ATTRS:
+                continue
+            if isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store):
+                continue
+            if isinstance(parent, ast.Call) and _leaf(parent.func) in CONSTANT_CONSTRUCTORS:
+                continue
+            return True
+    return False
+
+
+def _writes_params(function: ast.AST, params: list[str]) -> bool:
+    for node in _own_nodes(function):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in params \
+                and node.func.attr in ("fill_", "zero_", "copy_", "normal_", "uniform_"):
+            return True
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                                                and t.value.id in params for t in node.targets):
+            return True
+    return False
+
+
+# ------------------------------------------------------------------ shape specialization
+
+def shape_specialization(path: str, tree: ast.Module, problem) -> list[Finding]:
+    """Comparisons of an input's sizes with a literal that is one of the workloads' var-axis sizes."""
+    suspicious = _workload_sizes(problem)
+    if not suspicious:
+        return []
+    findings = []
+    constants = {t.id: n.value for n in tree.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name)}
+    for function in _functions(tree):
+        facts_assigned: dict[str, list[ast.AST]] = {}
+        for node in _own_nodes(function):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    for element in (target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]):
+                        if isinstance(element, ast.Name):
+                            facts_assigned.setdefault(element.id, []).append(node.value)
+        for node in _own_nodes(function):
+            if not isinstance(node, ast.Compare) or not all(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
+                                                            for op in node.ops):
+                continue
+            sides = [node.left] + node.comparators
+            literals = [v for s in sides for v in _int_literals(constants.get(s.id, s) if isinstance(s, ast.Name) else s)]
+            hits = sorted(set(literals) & suspicious)
+            if hits and any(_is_size(s, facts_assigned) for s in sides):
+                findings.append(Finding("shape-specialization", f"{path}:{node.lineno}: {ast.unparse(node)[:80]} "
+                                                                f"compares a size with tested workload sizes {hits[:5]}"))
+    return findings
+
+
+def _workload_sizes(problem) -> set[int]:
+    const = {a.value for a in problem.definition.axes.values() if a.kind == "const"}
+    values: set[int] = set()
+    for workload in problem.workloads:
+        try:
+            axes = problem.axes_for(workload)
+        except Exception:
+            continue
+        values |= {v for name, v in axes.items() if problem.definition.axes[name].kind != "const"}
+    expr_constant = {v for v in values if all(v in problem.axes_for(w).values() for w in problem.workloads)}
+    return {v for v in values if v >= 3} - const - expr_constant
+
+
+def _int_literals(node: ast.AST) -> list[int]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, int)]
+    return []
+
+
+def _is_size(node: ast.AST, assigned: dict[str, list[ast.AST]], depth: int = 0) -> bool:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and sub.attr in ("shape",):
+            return True
+        if isinstance(sub, ast.Call) and _leaf(sub.func) in ("size", "numel", "len"):
+            return True
+        if isinstance(sub, ast.Name) and sub.id in assigned and depth < 3:
+            if any(_is_size(v, assigned, depth + 1) for v in assigned[sub.id]):
+                return True
+    return False

@@ -1,0 +1,100 @@
+"""`kb batch`: optimize every task under a root, one worker per GPU, resumable, failure-isolated.
+
+Each worker thread owns one device and its own store connection and pulls tasks from a shared
+queue; the evaluation itself happens in child processes, so threads only wait. Every finished
+task is committed at once, so Ctrl-C or kill -9 loses only tasks in progress, and `--resume`
+skips tasks that already have a result for the same environment.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import sandbox
+from .evaluator import EvalConfig
+from .optimize import optimize
+from .problem import find_problem_dirs, load_problem
+from .session import Session
+
+
+@dataclass
+class BatchReport:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # task -> reason (could not be optimized at all)
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def devices_for(device: str, gpus: str | None) -> list[str]:
+    if not device.startswith("cuda"):
+        return ["cpu"]
+    if gpus:
+        return [f"cuda:{int(g)}" for g in gpus.split(",") if g.strip()]
+    import torch
+
+    return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
+
+
+def run_batch(root: Path, *, db: str | None, device: str, gpus: str | None, resume: bool, config: EvalConfig,
+              out_dir: Path | None, budget_s: float | None, hardware: str | None = None,
+              profile: str = "datasheet", console=None,
+              **optimize_options) -> BatchReport:
+    directories = find_problem_dirs(root)
+    report = BatchReport()
+    devices = devices_for(device, gpus)
+    sessions = [Session.open(db, d, hardware, profile) for d in devices]
+    todo: queue.Queue[Path] = queue.Queue()
+    for directory in directories:
+        name = _definition_name(directory)
+        if resume and name in sessions[0].store.finished_definitions(sessions[0].environment_id):
+            report.skipped.append(name)
+        else:
+            todo.put(directory)
+    lock = threading.Lock()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False) as progress:
+        bar = progress.add_task("batch", total=todo.qsize())
+
+        def work(session: Session) -> None:
+            worker_config = replace(config, device=session.device)
+            while True:
+                try:
+                    directory = todo.get_nowait()
+                except queue.Empty:
+                    return
+                progress.update(bar, description=f"{directory.name} on {session.device}")
+                try:
+                    problem = load_problem(directory)
+                    best = optimize(session, problem, worker_config, out_dir=out_dir, budget_s=budget_s, **optimize_options)
+                    with lock:
+                        report.done.append(problem.name)
+                        report.scores[problem.name] = best.summary["sol_score"] if best else 0.0
+                except Exception as exc:  # one task's failure never stops the batch
+                    with lock:
+                        report.failed[directory.name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                progress.advance(bar)
+
+        threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in sessions]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.5)
+        except KeyboardInterrupt:
+            sandbox.kill_all()  # finished tasks are already committed; the ones in progress are dropped
+            raise
+    return report
+
+
+def _definition_name(directory: Path) -> str:
+    try:
+        return load_problem(directory).name
+    except Exception:
+        return directory.name

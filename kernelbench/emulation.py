@@ -1,0 +1,78 @@
+"""CPU emulation of FP4 scaled matrix products, so official NVFP4 references run without FP4 units.
+
+The CPU build of torch has no kernel for ``torch._scaled_mm`` on packed fp4 operands. On a
+CPU run, `emulated_scaled_mm()` routes such calls to a dequantize-then-matmul in fp32 with the
+same semantics: ``float4_e2m1fn_x2`` operands (two e2m1 values per byte, low nibble first,
+packed along K) and block scales in cuBLAS's 128x4 "blocked" layout (e4m3 scales per 16
+values, or e8m0 per 32). A GPU without FP4 units is not emulated: there such a workload is
+reported as unsupported (INVALID_REFERENCE), since timing an emulation as the baseline would
+mean nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+# The 16 e2m1 code points: sign bit 3, exponent bits 2..1, mantissa bit 0.
+E2M1_VALUES = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                            -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def unpack_fp4(packed: torch.Tensor) -> torch.Tensor:
+    """(..., n) packed fp4x2 -> (..., 2n) float32, low nibble first."""
+    raw = packed.contiguous().view(torch.uint8)
+    codes = torch.stack([raw & 0xF, raw >> 4], dim=-1).flatten(-2).long()
+    return E2M1_VALUES.to(packed.device)[codes]
+
+
+def unblock_scales(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Invert the 128x4 blocked scale layout: flat -> (rows, cols) float32 (padding dropped)."""
+    row_blocks, col_blocks = math.ceil(rows / 128), math.ceil(cols / 4)
+    tiles = flat.reshape(-1).float().reshape(row_blocks * col_blocks, 32, 4, 4).transpose(1, 2)
+    grid = tiles.reshape(row_blocks, col_blocks, 128, 4).permute(0, 2, 1, 3)
+    return grid.reshape(row_blocks * 128, col_blocks * 4)[:rows, :cols]
+
+
+def _dequantize(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """values (rows, K) float32 times per-block scales (rows, K // block)."""
+    rows, k = values.shape
+    block = 16 if scales.dtype == torch.float8_e4m3fn else 32
+    grid = unblock_scales(scales, rows, k // block)
+    return (values.reshape(rows, k // block, block) * grid.unsqueeze(-1)).reshape(rows, k)
+
+
+def scaled_mm_fp4(mat_a, mat_b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None,
+                  use_fast_accum=False):
+    a = _dequantize(unpack_fp4(mat_a), scale_a)              # (M, K)
+    b = _dequantize(unpack_fp4(mat_b.t()), scale_b)          # mat_b is (K/2, N) packed along K
+    out = a @ b.t()
+    if scale_result is not None:
+        out = out * scale_result.float()
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(out_dtype or torch.bfloat16)
+
+
+@contextlib.contextmanager
+def emulated_scaled_mm():
+    """Within the block, torch._scaled_mm on fp4 operands runs the emulation above."""
+    native = torch._scaled_mm
+
+    def dispatch(mat_a, mat_b, *args, **kwargs):
+        if mat_a.dtype == torch.float4_e2m1fn_x2:
+            return scaled_mm_fp4(mat_a, mat_b, *args, **kwargs)
+        return native(mat_a, mat_b, *args, **kwargs)
+
+    torch._scaled_mm = dispatch
+    try:
+        yield
+    finally:
+        torch._scaled_mm = native
+
+
+def reference_context(device: torch.device | str):
+    """The context a reference runs in on `device`: FP4 emulation on CPU, nothing on GPUs."""
+    return emulated_scaled_mm() if torch.device(device).type == "cpu" else contextlib.nullcontext()

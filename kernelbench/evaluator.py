@@ -1,0 +1,93 @@
+"""`kb eval`: evaluate one solution on a problem's workloads, in a sandboxed child, into traces.
+
+The parent scans the sources with the static audit rules, hands the workloads to a spawned
+child (kernelbench.worker), turns every outcome into a trace in the official schema, and
+flags a correct time below the roofline's T_SOL (physically impossible under a sound bound).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import statuses
+from .problem import Problem, Workload
+from .sandbox import run_items
+from .solution import Solution
+
+
+@dataclass
+class EvalConfig:
+    device: str = "cpu"
+    rounds: int = 10
+    max_workloads: int | None = None
+    timing: dict | None = field(default_factory=lambda: {"warmup": 10, "iterations": 50})
+    build_timeout_s: float = 600.0
+    workload_timeout_s: float = 600.0
+    seed: int = 0
+    data_root: str | None = None
+
+
+def select_workloads(problem: Problem, max_workloads: int | None) -> list[Workload]:
+    """All workloads in file order, or the N smallest by input elements (quick checks, CPU runs)."""
+    if not max_workloads:
+        return list(problem.workloads)
+    chosen = {w.uuid for w in sorted(problem.workloads, key=problem.workload_size)[:max_workloads]}
+    return [w for w in problem.workloads if w.uuid in chosen]
+
+
+def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, environment: dict | None = None,
+             baseline_ms: dict[str, float] | None = None, sol_ms: dict[str, float] | None = None) -> list[dict]:
+    """One trace per selected workload, in workload order."""
+    from audit.static import scan_solution
+
+    workloads = select_workloads(problem, config.max_workloads)
+    outcomes: dict[str, dict] = {}
+    findings = scan_solution(solution)
+    if findings:
+        log = "; ".join(f"{f.rule}: {f.evidence}" for f in findings)
+        for w in workloads:
+            outcomes[w.uuid] = {"status": statuses.REWARD_HACK, "log": log,
+                                "findings": [{"rule": f.rule, "evidence": f.evidence} for f in findings]}
+    else:
+        request = {"problem_dir": str(problem.directory), "solution": solution.to_json(), "device": config.device,
+                   "rounds": config.rounds, "timing": config.timing, "seed": config.seed,
+                   "data_root": config.data_root}
+        run_items("kernelbench.worker", request, [w.uuid for w in workloads], first_timeout_s=config.build_timeout_s,
+                  item_timeout_s=config.workload_timeout_s, on_result=lambda uuid, r: outcomes.__setitem__(uuid, r))
+    return [make_trace(problem, solution, w, outcomes[w.uuid], config.device, environment,
+                       (baseline_ms or {}).get(w.uuid), (sol_ms or {}).get(w.uuid)) for w in workloads]
+
+
+def make_trace(problem: Problem, solution: Solution, workload: Workload, outcome: dict, device: str,
+               environment: dict | None, baseline_ms: float | None, sol_ms: float | None) -> dict[str, Any]:
+    status, log = outcome["status"], outcome.get("log", "")
+    timing = outcome.get("timing") or {}
+    latency = timing.get("median_ms") if status == statuses.PASSED else None
+    if latency is not None and sol_ms is not None and device.startswith("cuda") and latency < sol_ms:
+        status = statuses.REWARD_HACK
+        log = f"faster-than-sol: measured {latency:.6g} ms < T_SOL {sol_ms:.6g} ms, impossible under a sound bound"
+        outcome.setdefault("findings", []).append({"rule": "faster-than-sol", "evidence": log})
+    performance = None
+    if latency is not None:
+        performance = {"latency_ms": latency, "reference_latency_ms": baseline_ms,
+                       "speedup_factor": (baseline_ms / latency) if baseline_ms and latency else None,
+                       "sol_latency_ms": sol_ms, "clock": "cuda" if device.startswith("cuda") else "cpu",
+                       "timing": timing}
+    return {
+        "definition": problem.name,
+        "solution": solution.name,
+        "workload": {"uuid": workload.uuid, "axes": workload.axes,
+                     "inputs": {n: {k: v for k, v in asdict(s).items() if v is not None and not (k == "kind")}
+                                | {"type": s.kind} for n, s in workload.inputs.items()}},
+        "evaluation": {
+            "status": status,
+            "log": log,
+            "correctness": outcome.get("correctness"),
+            "performance": performance,
+            "environment": environment or {},
+            "audit": outcome.get("findings", []),
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        },
+    }

@@ -1,0 +1,218 @@
+"""The SQLite store: problems, solutions (content-hashed), traces, baselines, environments, results.
+
+WAL mode and one committed transaction per finished item, so a kill -9 of any command loses
+nothing that had finished. The schema only ever grows by appending to MIGRATIONS; a test pins
+the final schema so an edit to an applied migration is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+DB_ENV = "KB_DB"
+DEFAULT_DB = "kernelbench.db"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema
+    """
+    CREATE TABLE environments (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL UNIQUE,   -- hash of what makes timings comparable
+        hardware TEXT NOT NULL,
+        device TEXT NOT NULL,               -- cuda | cpu
+        data TEXT NOT NULL,                 -- JSON: libs, driver, clocks at first sight
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE problems (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        subset TEXT NOT NULL,
+        path TEXT,
+        definition_hash TEXT NOT NULL,
+        num_workloads INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (name, definition_hash)
+    );
+    CREATE TABLE solutions (
+        hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        language TEXT NOT NULL,
+        author TEXT NOT NULL,
+        data TEXT NOT NULL,                 -- the solution.json
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE traces (
+        id INTEGER PRIMARY KEY,
+        definition TEXT NOT NULL,
+        solution_hash TEXT NOT NULL REFERENCES solutions(hash),
+        workload_uuid TEXT NOT NULL,
+        status TEXT NOT NULL,
+        latency_ms REAL,
+        reference_latency_ms REAL,
+        sol_ms REAL,
+        environment_id INTEGER REFERENCES environments(id),
+        run_id TEXT,
+        data TEXT NOT NULL,                 -- the trace in the official schema
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX traces_by_definition ON traces (definition, solution_hash);
+    CREATE TABLE baselines (
+        id INTEGER PRIMARY KEY,
+        definition TEXT NOT NULL,
+        definition_hash TEXT NOT NULL,
+        workload_uuid TEXT NOT NULL,
+        environment_id INTEGER NOT NULL REFERENCES environments(id),
+        variant TEXT NOT NULL,              -- eager | compile | cudagraphs
+        latency_ms REAL,                    -- NULL when the variant failed
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (definition_hash, workload_uuid, environment_id, variant)
+    );
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY,
+        definition TEXT NOT NULL,
+        subset TEXT NOT NULL,
+        solution_hash TEXT REFERENCES solutions(hash),
+        environment_id INTEGER REFERENCES environments(id),
+        run_id TEXT NOT NULL,
+        status TEXT NOT NULL,               -- PASSED when every workload passed
+        sol_score REAL NOT NULL,
+        data TEXT NOT NULL,                 -- JSON summary: per-workload T_k, T_b, T_SOL, scores
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX results_by_definition ON results (definition, created_at);
+    """,
+)
+
+
+def default_path(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def json_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = default_path(path)
+        if self.path.parent != Path(""):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def migrate(self) -> None:
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        for version, script in enumerate(MIGRATIONS, start=1):
+            with self.transaction() as db:  # BEGIN IMMEDIATE: concurrent openers apply each migration once
+                if db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                    continue
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+
+    def schema(self) -> str:
+        rows = self.db.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type DESC, name")
+        return "\n".join(row[0] for row in rows)
+
+    # ------------------------------------------------------------ writes
+
+    def environment_id(self, fingerprint_data: dict, hardware: str, device: str, data: dict) -> int:
+        fingerprint = json_hash(fingerprint_data)
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO environments (fingerprint, hardware, device, data, created_at) "
+                       "VALUES (?, ?, ?, ?, ?)", (fingerprint, hardware, device, json.dumps(data), time.time()))
+            return db.execute("SELECT id FROM environments WHERE fingerprint = ?", (fingerprint,)).fetchone()[0]
+
+    def record_problem(self, name: str, subset: str, path: str | None, definition_hash: str, num_workloads: int) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO problems (name, subset, path, definition_hash, num_workloads, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (name, subset, path, definition_hash, num_workloads, time.time()))
+
+    def record_solution(self, solution) -> str:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO solutions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (solution.content_hash, solution.name, solution.definition, solution.language,
+                        solution.author, json.dumps(solution.to_json()), time.time()))
+        return solution.content_hash
+
+    def record_traces(self, traces: list[dict], solution_hash: str, environment_id: int | None, run_id: str) -> None:
+        with self.transaction() as db:
+            for trace in traces:
+                performance = trace["evaluation"].get("performance") or {}
+                db.execute(
+                    "INSERT INTO traces (definition, solution_hash, workload_uuid, status, latency_ms, "
+                    "reference_latency_ms, sol_ms, environment_id, run_id, data, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (trace["definition"], solution_hash, trace["workload"]["uuid"], trace["evaluation"]["status"],
+                     performance.get("latency_ms"), performance.get("reference_latency_ms"),
+                     performance.get("sol_latency_ms"), environment_id, run_id, json.dumps(trace), time.time()))
+
+    def record_baseline(self, definition: str, definition_hash: str, workload_uuid: str, environment_id: int,
+                        variant: str, latency_ms: float | None, status: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO baselines (definition, definition_hash, workload_uuid, environment_id, "
+                       "variant, latency_ms, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (definition, definition_hash, workload_uuid, environment_id, variant, latency_ms, status, time.time()))
+
+    def record_result(self, definition: str, subset: str, solution_hash: str | None, environment_id: int | None,
+                      run_id: str, status: str, sol_score: float, data: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO results (definition, subset, solution_hash, environment_id, run_id, status, "
+                       "sol_score, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (definition, subset, solution_hash, environment_id, run_id, status, sol_score,
+                        json.dumps(data), time.time()))
+
+    # ------------------------------------------------------------ reads
+
+    def baselines(self, definition_hash: str, environment_id: int) -> dict[str, dict[str, float | None]]:
+        """workload uuid -> {variant: latency_ms or None}."""
+        out: dict[str, dict[str, float | None]] = {}
+        for row in self.db.execute("SELECT workload_uuid, variant, latency_ms FROM baselines "
+                                   "WHERE definition_hash = ? AND environment_id = ?", (definition_hash, environment_id)):
+            out.setdefault(row["workload_uuid"], {})[row["variant"]] = row["latency_ms"]
+        return out
+
+    def results(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT r.*, e.hardware, e.device, s.language FROM results r "
+                               "LEFT JOIN environments e ON e.id = r.environment_id "
+                               "LEFT JOIN solutions s ON s.hash = r.solution_hash ORDER BY r.id").fetchall()
+
+    def traces(self, definition: str | None = None, run_id: str | None = None) -> list[sqlite3.Row]:
+        query, args = "SELECT * FROM traces WHERE 1=1", []
+        if definition:
+            query, args = query + " AND definition = ?", args + [definition]
+        if run_id:
+            query, args = query + " AND run_id = ?", args + [run_id]
+        return self.db.execute(query + " ORDER BY id", args).fetchall()
+
+    def finished_definitions(self, environment_id: int) -> set[str]:
+        return {row[0] for row in self.db.execute(
+            "SELECT DISTINCT definition FROM results WHERE environment_id = ?", (environment_id,))}

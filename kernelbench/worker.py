@@ -1,0 +1,239 @@
+"""The child process of an evaluation: build one solution, then check and time it workload by workload.
+
+Runs as a fresh interpreter (see sandbox.py), so nothing of the parent (CUDA context, imported
+solution modules, patched functions) leaks in or out. Results stream back one workload at a
+time over a pipe, so a crash loses only the workload it happened in.
+
+Per workload: `rounds` correctness rounds on freshly seeded inputs; a probe that rewrites the
+same input buffers with new values (a cache keyed by pointer or shape returns stale outputs);
+timing on fresh addresses; and one more correctness round after timing (work skipped on
+repeated calls shows there). The runtime audit guard watches every solution call.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import shutil
+import traceback
+from typing import Any
+
+import torch
+
+from . import statuses
+from .correctness import as_output_list, compare
+from .emulation import emulated_scaled_mm, reference_context
+from .errors import KernelBenchError
+from .inputs import generate_inputs
+from .problem import Problem, load_problem
+from .reference import compile_reference
+from .sandbox import serve
+from .solution import load_entry_point, materialize, parse_solution
+
+POST_TIMING_SEED_OFFSET = 1_000_003
+SAME_ADDRESS_SEED_OFFSET = 2_000_003
+
+
+class CallFailed(Exception):
+    def __init__(self, status: str, log: str, fatal_to_process: bool = False):
+        super().__init__(log)
+        self.status, self.log, self.fatal_to_process = status, log, fatal_to_process
+
+
+def handle(request: dict, send) -> None:
+    """Evaluate the request's solution on its workloads; `request` is plain data (see evaluator.evaluate)."""
+    device = torch.device(request["device"])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if device.type == "cpu":
+        # The CPU has no FP4 matrix units: fp4 torch._scaled_mm is emulated for the whole process,
+        # before the audit guard snapshots torch, so reference and solution see the same function.
+        emulated_scaled_mm().__enter__()
+    problem = load_problem(request["problem_dir"])
+    module = compile_reference(problem.definition)
+    solution = parse_solution(request["solution"])
+    guard = _make_guard(request, device)
+    directory = materialize(solution)
+    try:
+        with guard.armed():
+            entry = load_entry_point(solution, directory)
+    except Exception as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        send({"kind": "fatal", "status": statuses.COMPILE_ERROR, "log": _format(exc)})
+        return
+    runner = WorkloadRunner(problem, module, solution, entry, device, request, guard)
+    workloads = {w.uuid: w for w in problem.workloads}
+    try:
+        for uuid in request["workloads"]:
+            result = runner.run(workloads[uuid])
+            fatal = result.pop("fatal_to_process", False)
+            send({"kind": "result", "uuid": uuid, **result})
+            if fatal:
+                return  # a CUDA fault poisons the context: the parent starts a fresh process
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+
+def _make_guard(request: dict, device: torch.device):
+    from audit.runtime import RuntimeGuard
+
+    guard = RuntimeGuard(str(device))
+    guard.install()
+    return guard
+
+
+class WorkloadRunner:
+    def __init__(self, problem: Problem, module, solution, entry, device, request, guard):
+        self.problem, self.module, self.solution, self.entry = problem, module, solution, entry
+        self.device, self.request, self.guard = device, request, guard
+
+    def run(self, workload) -> dict[str, Any]:
+        result: dict[str, Any] = {"status": statuses.PASSED, "log": "", "correctness": None, "timing": None}
+        try:
+            seed = self.request["seed"]
+            for round_index in range(self.request["rounds"]):
+                result["correctness"] = self.check_round(workload, seed + round_index)
+            result["correctness"] = self.check_same_address(workload, seed + SAME_ADDRESS_SEED_OFFSET)
+            if self.request.get("timing") is not None:
+                result["timing"] = self.time(workload, seed)
+                result["correctness"] = self.check_round(workload, seed + POST_TIMING_SEED_OFFSET)
+            self.guard.check_state()
+        except CallFailed as failure:
+            result.update(status=failure.status, log=failure.log, fatal_to_process=failure.fatal_to_process)
+        findings = self.guard.findings()
+        if findings:
+            result["status"] = statuses.REWARD_HACK
+            result["log"] = "; ".join(f"{f.rule}: {f.evidence}" for f in findings)
+            result["findings"] = [{"rule": f.rule, "evidence": f.evidence} for f in findings]
+        return result
+
+    # -------------------------------------------------------------- rounds
+
+    def inputs(self, workload, seed: int) -> list[Any]:
+        try:
+            return generate_inputs(self.problem, workload, device=self.device, seed=seed,
+                                   reference_module=self.module, root=self.request.get("data_root"))
+        except KernelBenchError as exc:
+            raise CallFailed(statuses.INVALID_REFERENCE, f"inputs: {exc}") from None
+        except Exception as exc:
+            raise CallFailed(statuses.INVALID_REFERENCE, f"custom inputs failed: {_format(exc)}") from None
+
+    def reference(self, inputs: list[Any]) -> list[Any]:
+        try:
+            with reference_context(self.device):
+                expected = self.module.run(*_clone_all(inputs))
+            _synchronize(self.device)
+        except Exception as exc:
+            raise CallFailed(statuses.INVALID_REFERENCE, f"the reference failed on this device: {_format(exc)}",
+                             fatal_to_process=_is_cuda_fault(exc)) from None
+        return as_output_list(expected, len(self.problem.definition.outputs))
+
+    def call(self, workload, inputs: list[Any]) -> list[Any]:
+        """One solution call, watched by the guard; outputs poisoned first in destination-passing style."""
+        pristine = _clone_all(inputs)
+        outputs = self.allocate_outputs(workload) if self.solution.destination_passing_style else None
+        try:
+            with self.guard.armed():
+                returned = self.entry(*inputs, *outputs) if outputs is not None else self.entry(*inputs)
+                _synchronize(self.device)
+        except Exception as exc:
+            raise _classify(exc) from None
+        if outputs is None:
+            outputs = as_output_list(returned, len(self.problem.definition.outputs))
+        self.guard.check_call(pristine, inputs, outputs)
+        return outputs
+
+    def check_round(self, workload, seed: int) -> dict:
+        inputs = self.inputs(workload, seed)
+        expected = self.reference(inputs)
+        outputs = self.call(workload, inputs)
+        return self.judge(workload, outputs, expected)
+
+    def check_same_address(self, workload, seed: int) -> dict:
+        """Call twice on the same buffers, the second time with new values written into them in place."""
+        inputs = self.inputs(workload, seed)
+        self.call(workload, inputs)
+        fresh = self.inputs(workload, seed + 1)
+        for old, new in zip(inputs, fresh):
+            if isinstance(old, torch.Tensor):
+                old.copy_(new)
+        expected = self.reference(inputs)
+        return self.judge(workload, self.call(workload, inputs), expected, "same buffers, new values: ")
+
+    def judge(self, workload, outputs, expected, prefix: str = "") -> dict:
+        comparison = compare(self.problem, workload, outputs, expected)
+        if comparison.status != statuses.PASSED:
+            raise CallFailed(comparison.status, prefix + comparison.message)
+        return comparison.to_json()
+
+    def allocate_outputs(self, workload) -> list[torch.Tensor]:
+        from .dtypes import torch_dtype
+
+        axes = self.problem.axes_for(workload)
+        outputs = []
+        for spec in self.problem.definition.outputs.values():
+            tensor = torch.empty(self.problem.shape_of(spec, axes) or (), dtype=torch_dtype(spec.dtype), device=self.device)
+            outputs.append(_poison(tensor))
+        return outputs
+
+    # -------------------------------------------------------------- timing
+
+    def time(self, workload, seed: int) -> dict:
+        from .timing import TimingConfig, time_callable
+
+        config = TimingConfig(**self.request["timing"])
+        inputs = self.inputs(workload, seed)
+        outputs = self.allocate_outputs(workload) if self.solution.destination_passing_style else []
+
+        def call(*args):
+            with self.guard.armed():
+                return self.entry(*args, *outputs)
+
+        try:
+            return time_callable(call, inputs, self.device, config).to_json()
+        except Exception as exc:
+            raise _classify(exc) from None
+
+
+def _poison(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill an output buffer with values no correct kernel leaves behind (NaN / extreme integers)."""
+    if tensor.dtype.is_floating_point and tensor.dtype.itemsize > 1:
+        return tensor.fill_(float("nan"))
+    if tensor.dtype == torch.bool or tensor.dtype.itemsize == 1:
+        return tensor.view(torch.uint8).fill_(0xFF).view(tensor.dtype) if tensor.dtype != torch.bool else tensor.fill_(True)
+    return tensor.fill_(torch.iinfo(tensor.dtype).max)
+
+
+def _clone_all(values: list[Any]) -> list[Any]:
+    return [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _is_cuda_fault(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "cuda error" in text or "illegal memory access" in text or "device-side assert" in text
+
+
+def _classify(exc: BaseException) -> CallFailed:
+    if isinstance(exc, CallFailed):
+        return exc
+    name = f"{type(exc).__module__}.{type(exc).__name__}"
+    if "triton" in name and ("Compilation" in name or "compiler" in name):
+        return CallFailed(statuses.COMPILE_ERROR, _format(exc))
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return CallFailed(statuses.RUNTIME_ERROR, "out of memory: " + _format(exc))
+    return CallFailed(statuses.RUNTIME_ERROR, _format(exc), fatal_to_process=_is_cuda_fault(exc))
+
+
+def _format(exc: BaseException, limit: int = 4000) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text[-limit:]
+
+
+if __name__ == "__main__":
+    faulthandler.enable()  # a segfault prints the Python stack into the log before the parent sees the signal
+    serve(handle)

@@ -1,0 +1,193 @@
+"""T_SOL of a workload: the time no correct kernel can beat on the named hardware.
+
+    T_SOL = max(T_tensor, T_cuda, T_sfu, T_dram) + T_launch
+
+    T_tensor = sum over tensor-core classes c of FLOPs_c / rate_c   (classes share the tensor cores)
+    T_cuda   = sum over CUDA classes c of FLOPs_c / rate_c          (fp32, packed fp16, fp64 share the lanes)
+    T_sfu    = SFU results / (sfu_rate + fp32_rate / 4)
+               A transcendental can also be computed on the FMA pipe by a short polynomial
+               (FlashAttention-4 emulates exp2 so on Blackwell); at no fewer than 4 FMA-pipe
+               operations each, SFU and FMA pipes together give at most sfu + fp32/4 results/s.
+    T_dram   = (bytes read + bytes written) / DRAM bandwidth
+
+The units run concurrently, so the slowest one bounds the kernel: the max, not the sum.
+T_launch is added once: every kernel pays its launch and completion, which no work overlaps
+(0.5 us on datasheet profiles, the measured empty-kernel time on measured ones; hardware.py).
+
+Writing outputs counts against DRAM even though a write may end in L2: the evaluator flushes
+L2 before each timed call by writing a buffer twice its size, so L2 is full of dirty lines and
+every line a kernel allocates (read or written) forces a write-back of at least as many bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kernelbench.problem import Problem, Workload
+from kernelbench.reference import compile_reference
+
+from .counter import COUNTER_VERSION, Count, count_workload
+from .hardware import HardwareProfile, load_profile
+
+CACHE_ENV = "KB_ROOFLINE_CACHE"           # a directory, or "off"
+FMA_OPS_PER_TRANSCENDENTAL = 4
+_MEMORY: dict[str, Count] = {}
+
+
+@dataclass
+class WorkloadSOL:
+    index: int
+    uuid: str
+    axes: dict[str, int]
+    hardware: str
+    profile_id: str
+    t_sol_s: float
+    binding: str                           # tensor | cuda | sfu | dram (| launch when all work is ~0)
+    times_s: dict[str, float]              # per resource, before the launch floor
+    launch_floor_s: float
+    tensor_flops: dict[str, float]
+    cuda_flops: dict[str, float]
+    sfu_ops: float
+    bytes_read: int
+    bytes_written: int
+    counted_on: str
+    notes: list[str] = field(default_factory=list)
+    published_t_sol_s: float | None = None
+
+    @property
+    def flops(self) -> float:
+        return sum(self.tensor_flops.values()) + sum(self.cuda_flops.values())
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per DRAM byte."""
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+    @property
+    def ratio_to_published(self) -> float | None:
+        return self.t_sol_s / self.published_t_sol_s if self.published_t_sol_s else None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(flops=self.flops, bytes=self.bytes, intensity=self.intensity,
+                    ratio_to_published=self.ratio_to_published)
+        return data
+
+
+def bound(count: Count, profile: HardwareProfile) -> tuple[float, str, dict[str, float]]:
+    """(T_SOL, binding resource, per-resource times) of a count on a profile."""
+    times = {
+        "tensor": sum(n / profile.tensor_rate(c) for c, n in count.tensor_flops.items()),
+        "cuda": sum(n / profile.cuda[c] for c, n in count.cuda_flops.items()),
+        "sfu": count.sfu / (profile.sfu + profile.cuda["fp32"] / FMA_OPS_PER_TRANSCENDENTAL),
+        "dram": (count.bytes_read + count.bytes_written) / profile.dram_bandwidth,
+    }
+    binding = max(times, key=times.get)
+    if times[binding] == 0:
+        binding = "launch"
+    return max(times.values()) + profile.launch_floor_s, binding, times
+
+
+# ------------------------------------------------------------------------------ counting, cached
+
+def _cache_key(problem: Problem, workload: Workload) -> str:
+    from kernelbench.inputs import safetensors_path
+
+    blobs = sorted(n for n, s in workload.inputs.items()
+                   if s.kind == "safetensors" and safetensors_path(s.path).is_file())
+    payload = json.dumps({
+        "v": COUNTER_VERSION, "reference": problem.definition.reference,
+        "entry": problem.definition.custom_inputs_entrypoint, "axes": problem.axes_for(workload),
+        "inputs": {n: [s.kind, s.value, s.path, s.tensor_key] for n, s in workload.inputs.items()},
+        "specs": {n: [s.shape, s.dtype] for n, s in {**problem.definition.inputs,
+                                                    **problem.definition.outputs}.items()},
+        "blobs": blobs,
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _cache_dir() -> Path | None:
+    setting = os.environ.get(CACHE_ENV)
+    if setting == "off":
+        return None
+    return Path(setting) if setting else Path.home() / ".cache" / "kernelbench" / "roofline"
+
+
+def cached_count(problem: Problem, workload: Workload, module=None) -> Count:
+    """count_workload, remembered in memory and on disk (keyed by reference, axes and inputs)."""
+    key = _cache_key(problem, workload)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    directory = _cache_dir()
+    path = directory / f"{key}.json" if directory else None
+    if path is not None and path.is_file():
+        try:
+            count = Count.from_dict(json.loads(path.read_text()))
+            _MEMORY[key] = count
+            return count
+        except (ValueError, TypeError):
+            pass
+    count = count_workload(problem, workload, module)
+    _MEMORY[key] = count
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(count.to_dict()))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return count
+
+
+# ------------------------------------------------------------------------------ public API
+
+def published_sol(problem: Problem) -> dict[int, float]:
+    """Published T_SOL (seconds) per workload index from a metadata.json beside definition.json."""
+    if problem.directory is None:
+        return {}
+    path = Path(problem.directory) / "metadata.json"
+    try:
+        sol = json.loads(path.read_text()).get("sol") or {}
+    except (OSError, ValueError):
+        return {}
+    if not sol.get("available", True) or sol.get("sol_is_dummy"):
+        return {}
+    return {int(w.get("index", i)): float(w["sol_ms"]) * 1e-3
+            for i, w in enumerate(sol.get("per_workload") or []) if w.get("sol_ms") is not None}
+
+
+def sol_for_workload(problem: Problem, workload: Workload, profile: HardwareProfile | str = "H200",
+                     *, kind: str = "datasheet", index: int | None = None, module=None,
+                     published: dict[int, float] | None = None) -> WorkloadSOL:
+    """T_SOL of one workload. `profile` is a HardwareProfile or a hardware name (with `kind`)."""
+    profile = load_profile(profile, kind) if isinstance(profile, str) else profile
+    count = cached_count(problem, workload, module)
+    t_sol, binding, times = bound(count, profile)
+    index = problem.workloads.index(workload) if index is None else index
+    published = published_sol(problem) if published is None else published
+    return WorkloadSOL(
+        index=index, uuid=workload.uuid, axes=problem.axes_for(workload), hardware=profile.name,
+        profile_id=profile.profile_id, t_sol_s=t_sol, binding=binding, times_s=times,
+        launch_floor_s=profile.launch_floor_s, tensor_flops=dict(count.tensor_flops),
+        cuda_flops=dict(count.cuda_flops), sfu_ops=count.sfu, bytes_read=count.bytes_read,
+        bytes_written=count.bytes_written, counted_on=count.counted_on, notes=list(count.notes),
+        published_t_sol_s=published.get(index))
+
+
+def sol_for_problem(problem: Problem, hardware: str | HardwareProfile = "H200",
+                    profile: str = "datasheet") -> list[WorkloadSOL]:
+    """T_SOL of every workload of a problem on `hardware` with a datasheet or measured profile."""
+    prof = load_profile(hardware, profile) if isinstance(hardware, str) else hardware
+    module = compile_reference(problem.definition)
+    published = published_sol(problem)
+    return [sol_for_workload(problem, w, prof, index=i, module=module, published=published)
+            for i, w in enumerate(problem.workloads)]

@@ -1,0 +1,118 @@
+"""The evaluator on CPU: honest solutions pass, every failure mode becomes its status, nothing leaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kernelbench import statuses
+from kernelbench.evaluator import EvalConfig, evaluate
+from kernelbench.problem import load_problem
+from kernelbench.solution import Solution, Source, reference_solution
+
+from tiny_problems import RMSNORM_REFERENCE as REFERENCE, write_rmsnorm_problem
+
+TRITON_RMSNORM = '''
+import torch
+import triton
+import triton.language as tl
+
+@triton.jit
+def _rmsnorm(x_ptr, w_ptr, out_ptr, eps, N: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, N)
+    x = tl.load(x_ptr + row * N + cols).to(tl.float32)
+    inv_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)   # rsqrt(mean(x^2) + eps)
+    w = tl.load(w_ptr + cols).to(tl.float32)
+    y = (x * inv_rms).to(tl.bfloat16).to(tl.float32) * w        # round like the reference before scaling
+    tl.store(out_ptr + row * N + cols, y.to(tl.bfloat16))
+
+def run(x, weight, eps, out):
+    rows = x.numel() // x.shape[-1]
+    _rmsnorm[(rows,)](x, weight, out, eps, N=x.shape[-1])
+'''
+
+BROKEN = {
+    "crash": ("import faulthandler\n\ndef run(x, weight, eps):\n    faulthandler._sigsegv()\n", statuses.RUNTIME_ERROR),
+    "hang": ("def run(x, weight, eps):\n    while True:\n        pass\n", statuses.TIMEOUT),
+    "raise": ("def run(x, weight, eps):\n    raise ValueError('boom')\n", statuses.RUNTIME_ERROR),
+    "wrong_shape": ("def run(x, weight, eps):\n    return x[:, :-1].clone()\n", statuses.INCORRECT_SHAPE),
+    "wrong_dtype": ("def run(x, weight, eps):\n    return x.float()\n", statuses.INCORRECT_DTYPE),
+    # buggy rather than cheating: they read their inputs (constant outputs are the audit's business)
+    "nan": ("def run(x, weight, eps):\n    return x * weight * float('nan')\n", statuses.INCORRECT_NUMERICAL),
+    "zeros": ("def run(x, weight, eps):\n    return x * weight * 0\n", statuses.INCORRECT_NUMERICAL),
+    "syntax": ("def run(x, weight, eps)\n    return x\n", statuses.COMPILE_ERROR),
+}
+
+
+@pytest.fixture
+def problem_dir(tmp_path: Path) -> Path:
+    return write_rmsnorm_problem(tmp_path)
+
+
+def solution(source: str, *, dps: bool = False, language: str = "pytorch") -> Solution:
+    return Solution(name="candidate", definition="001_tiny_rmsnorm", entry_point="main.py::run",
+                    sources=(Source("main.py", source),), languages=(language,), destination_passing_style=dps)
+
+
+def config(**overrides) -> EvalConfig:
+    values = dict(device="cpu", rounds=2, timing={"warmup": 1, "iterations": 3}, workload_timeout_s=60,
+                  build_timeout_s=60)
+    return EvalConfig(**{**values, **overrides})
+
+
+def statuses_of(traces: list[dict]) -> list[str]:
+    return [t["evaluation"]["status"] for t in traces]
+
+
+def test_reference_as_solution_passes_with_cpu_timing(problem_dir):
+    problem = load_problem(problem_dir)
+    traces = evaluate(problem, reference_solution(problem.name, problem.definition.reference), config())
+    assert statuses_of(traces) == [statuses.PASSED, statuses.PASSED]
+    performance = traces[0]["evaluation"]["performance"]
+    assert performance["clock"] == "cpu" and performance["latency_ms"] > 0
+    assert set(traces[0]) == {"definition", "solution", "workload", "evaluation"}
+    assert traces[0]["workload"]["inputs"]["eps"] == {"type": "scalar", "value": 1e-6}
+
+
+def test_triton_solution_passes_through_the_interpreter(problem_dir, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    traces = evaluate(load_problem(problem_dir), solution(TRITON_RMSNORM, dps=True, language="triton"), config())
+    assert statuses_of(traces) == [statuses.PASSED, statuses.PASSED], traces[0]["evaluation"]["log"]
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_each_failure_gets_its_status(problem_dir, kind):
+    source, expected = BROKEN[kind]
+    timeout = 8 if kind == "hang" else 60
+    traces = evaluate(load_problem(problem_dir), solution(source), config(workload_timeout_s=timeout, max_workloads=1))
+    assert statuses_of(traces) == [expected], traces[0]["evaluation"]["log"]
+    if kind == "crash":
+        assert "SIGSEGV" in traces[0]["evaluation"]["log"]
+
+
+def test_crash_on_one_workload_does_not_spoil_the_next(problem_dir):
+    # segfaults only on the workload with batch == 3; the fresh child then passes batch == 8
+    source = REFERENCE + "\nimport faulthandler\n_run = run\n\ndef run(x, weight, eps):\n" \
+                         "    if x.size(0) < 4:\n        faulthandler._sigsegv()\n    return _run(x, weight, eps)\n"
+    traces = evaluate(load_problem(problem_dir), solution(source), config())
+    assert statuses_of(traces) == [statuses.RUNTIME_ERROR, statuses.PASSED]
+
+
+def test_unwritten_destination_output_is_caught(problem_dir):
+    # destination-passing style: the evaluator poisons outputs, so a solution that writes nothing fails
+    traces = evaluate(load_problem(problem_dir), solution("def run(x, weight, eps, out):\n    pass\n", dps=True),
+                      config(max_workloads=1))
+    assert statuses_of(traces) == [statuses.INCORRECT_NUMERICAL]
+
+
+def test_reference_failure_is_invalid_reference(problem_dir):
+    definition = json.loads((problem_dir / "definition.json").read_text())
+    definition["reference"] = REFERENCE.replace("return", "raise RuntimeError('CUBLAS_STATUS_NOT_SUPPORTED')\n    return")
+    (problem_dir / "definition.json").write_text(json.dumps(definition))
+    problem = load_problem(problem_dir)
+    traces = evaluate(problem, solution(REFERENCE), config(max_workloads=1))
+    assert statuses_of(traces) == [statuses.INVALID_REFERENCE]
+    assert "CUBLAS_STATUS_NOT_SUPPORTED" in traces[0]["evaluation"]["log"]
