@@ -1,5 +1,4 @@
-"""Static rules about state kept across calls: output caches, call counters, skipped work,
-constant outputs and shape specialization.
+"""Static rules about state kept across calls: output caches, call counters and skipped work.
 
 Keeping state across calls is legitimate for compiled kernels, autotuned configs and other
 things that do not depend on the inputs' values; it is a hack when the *outputs* (or the
@@ -12,11 +11,7 @@ decision to skip work) come from that state. So:
   `copy_`/slice assignment) is flagged, named by the key or test that guards it (shape -> cache-by-shape,
   nothing input-derived -> cache-by-call-count); calling a cached object (a kernel) is not a flow;
 - a counter incremented in a function and then tested is cache-by-call-count;
-- an early `return` under a test of cross-call state is skipped-work;
-- an entry point that returns only constant tensors (or, destination-passing, only fills its
-  outputs) is constant-output;
-- with the problem at hand, comparing an input's size with a literal that is one of the
-  workloads' var-axis values is shape-specialization.
+- an early `return` in the entry point under a test of cross-call state is skipped-work.
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from .astutil import functions_in, leaf, own_nodes, params_of, ref_of
 from .findings import Finding
 
 CONTAINER_CALLS = {"dict", "list", "set", "OrderedDict", "defaultdict", "deque", "WeakValueDictionary",
@@ -37,65 +33,16 @@ SHAPE_ATTRS = {"shape", "size", "numel", "stride"}
 PASS_METHODS = {"clone", "to", "view", "reshape", "contiguous", "detach", "float", "half", "bfloat16", "type",
                 "view_as", "expand", "expand_as", "squeeze", "unsqueeze", "permute", "transpose", "t", "flatten",
                 "narrow", "cuda", "cpu", "copy", "__getitem__", "get", "setdefault", "pop", "values"}
-CONSTANT_CONSTRUCTORS = {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like",
-                         "new_zeros", "new_ones", "new_full", "new_empty", "empty_strided", "fill_", "zero_"}
-SHAPE_ONLY_ATTRS = {"shape", "dtype", "device", "size", "dim", "ndim", "numel", "fill_", "zero_", "new_zeros",
-                    "new_ones", "new_full", "new_empty", "is_cuda", "layout", "stride", "element_size", "copy_",
-                    "is_contiguous", "requires_grad"}
 RANK = ("pointer", "value", "shape", "count")
 RULE_OF = {"pointer": "cache-by-pointer", "value": "cache-by-value", "shape": "cache-by-shape",
            "count": "cache-by-call-count"}
 
 
-def scan_cross_call_state(trees: dict[str, ast.Module], solution, problem=None) -> list[Finding]:
+def scan_cross_call_state(trees: dict[str, ast.Module], solution) -> list[Finding]:
     findings: list[Finding] = []
     for path, tree in trees.items():
-        model = ModuleState(path, tree, solution.entry_function if path == solution.entry_file else None)
-        findings += model.findings()
-        if problem is not None:
-            findings += shape_specialization(path, tree, problem)
-    entry = trees.get(solution.entry_file)
-    if entry is not None:
-        findings += constant_output(solution.entry_file, entry, solution.entry_function,
-                                    solution.destination_passing_style)
+        findings += ModuleState(path, tree, solution.entry_function if path == solution.entry_file else None).findings()
     return findings
-
-
-def _leaf(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return None
-
-
-def _ref(node: ast.AST) -> str | None:
-    """`name` or `name.attr` for a plain reference, else None."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-        return f"{node.value.id}.{node.attr}"
-    return None
-
-
-def _functions(tree: ast.AST):
-    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
-
-
-def _own_nodes(function: ast.AST):
-    """Nodes of a function's body, not descending into nested functions or classes."""
-    stack = list(ast.iter_child_nodes(function))
-    while stack:
-        node = stack.pop()
-        yield node
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            stack.extend(ast.iter_child_nodes(node))
-
-
-def _params(function: ast.AST) -> list[str]:
-    args = function.args
-    return [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs] + \
-        [a.arg for a in (args.vararg, args.kwarg) if a is not None]
 
 
 @dataclass
@@ -112,9 +59,9 @@ class ModuleState:
         self.module_names = self._module_level_names()
         self.containers = self._containers()
         self.cached_functions = {f.name for f in tree.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                                 and any(_leaf(d.func if isinstance(d, ast.Call) else d) in CACHE_DECORATORS
+                                 and any(leaf(d.func if isinstance(d, ast.Call) else d) in CACHE_DECORATORS
                                          for d in f.decorator_list)}
-        self.facts = {id(f): self._facts(f) for f in _functions(tree)}
+        self.facts = {id(f): self._facts(f) for f in functions_in(tree)}
         self.state = self._cross_call_state()
         self.counters = self._counters()
         self.out: list[Finding] = []
@@ -138,14 +85,14 @@ class ModuleState:
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and _is_container(node.value):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for target in targets:
-                    ref = _ref(target)
+                    ref = ref_of(target)
                     if ref and (ref.split(".")[0] in self.module_names or ref.startswith("self.")):
                         found.add(ref)
         return found
 
     def _facts(self, function: ast.AST) -> FunctionFacts:
-        facts = FunctionFacts(function, _params(function))
-        for node in _own_nodes(function):
+        facts = FunctionFacts(function, params_of(function))
+        for node in own_nodes(function):
             if isinstance(node, (ast.Global, ast.Nonlocal)):
                 facts.declared_global |= set(node.names)
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and node.value is not None:
@@ -162,11 +109,11 @@ class ModuleState:
         state = set(self.containers)
         for facts in self.facts.values():
             state |= {n for n in facts.declared_global if n in facts.assigned}
-            for node in _own_nodes(facts.node):
+            for node in own_nodes(facts.node):
                 if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                     for target in targets:
-                        ref = _ref(target)
+                        ref = ref_of(target)
                         if ref and "." in ref and (ref.split(".")[0] in self.module_names
                                                    and ref.split(".")[0] not in facts.params or ref.startswith("self.")):
                             state.add(ref)
@@ -175,14 +122,14 @@ class ModuleState:
     def _counters(self) -> set[str]:
         counters = set()
         for facts in self.facts.values():
-            for node in _own_nodes(facts.node):
+            for node in own_nodes(facts.node):
                 if isinstance(node, ast.AugAssign) and isinstance(node.op, (ast.Add, ast.Sub)):
-                    ref = _ref(node.target)
+                    ref = ref_of(node.target)
                     if ref in self.state:
                         counters.add(ref)
-                elif isinstance(node, ast.Call) and _leaf(node.func) == "next" and node.args:
-                    source = _ref(node.args[0])
-                    if source and any(isinstance(v, ast.Call) and _leaf(v.func) == "count"
+                elif isinstance(node, ast.Call) and leaf(node.func) == "next" and node.args:
+                    source = ref_of(node.args[0])
+                    if source and any(isinstance(v, ast.Call) and leaf(v.func) == "count"
                                       for v in self._module_values(source)):
                         counters.add(source)
         return counters
@@ -213,7 +160,7 @@ class ModuleState:
             if name in found:
                 continue
             found.add(name)
-            for node in _own_nodes(functions[name]):
+            for node in own_nodes(functions[name]):
                 if isinstance(node, ast.Return) and isinstance(node.value, ast.Call) \
                         and isinstance(node.value.func, ast.Name) and node.value.func.id in functions:
                     pending.append(node.value.func.id)
@@ -225,7 +172,7 @@ class ModuleState:
             self.out.append(finding)
 
     def is_state(self, node: ast.AST, facts: FunctionFacts) -> str | None:
-        ref = _ref(node)
+        ref = ref_of(node)
         if ref is None or ref not in self.state:
             return None
         base = ref.split(".")[0]
@@ -237,7 +184,7 @@ class ModuleState:
 
     def reads(self, facts: FunctionFacts):
         """(node, state ref, key expression or None) for every read of cross-call state in a function."""
-        for node in _own_nodes(facts.node):
+        for node in own_nodes(facts.node):
             if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
                 ref = self.is_state(node.value, facts)
                 if ref:
@@ -271,14 +218,14 @@ class ModuleState:
             if bare_params_are_pointers and _is_bare_param(expr, facts.params):
                 kinds.add("pointer")
             for sub in ast.walk(expr):
-                name = _leaf(sub.func) if isinstance(sub, ast.Call) else None
+                name = leaf(sub.func) if isinstance(sub, ast.Call) else None
                 if isinstance(sub, ast.Attribute) and sub.attr in POINTER_ATTRS or name == "id":
                     kinds.add("pointer")
                 elif isinstance(sub, ast.Attribute) and sub.attr in VALUE_ATTRS or name in ("hash", "sha256", "md5", "crc32"):
                     kinds.add("value")
                 elif isinstance(sub, ast.Attribute) and sub.attr in SHAPE_ATTRS or name == "len":
                     kinds.add("shape")
-                elif _ref(sub) in self.counters:
+                elif ref_of(sub) in self.counters:
                     kinds.add("count")
                 if isinstance(sub, ast.Name) and sub.id in facts.assigned and depth < 4 and sub.id not in facts.params:
                     pending += [(v, depth + 1) for v in facts.assigned[sub.id]]
@@ -287,7 +234,7 @@ class ModuleState:
     def _cache_keys(self, facts: FunctionFacts) -> None:
         """Containers indexed by an address or a value fingerprint: flagged however the entry is used."""
         keyed = list(self.reads(facts))
-        for node in _own_nodes(facts.node):  # stores: cache[key] = value
+        for node in own_nodes(facts.node):  # stores: cache[key] = value
             if isinstance(node, (ast.Assign, ast.AugAssign)):
                 for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
                     if isinstance(target, ast.Subscript) and self.is_state(target.value, facts):
@@ -300,7 +247,7 @@ class ModuleState:
             if kind in ("pointer", "value"):
                 flagged.add(ref)
                 self.flag(RULE_OF[kind], node, f"`{ref}` is keyed by {_explain(key, facts)} across calls")
-        for node in _own_nodes(facts.node):  # `if x.data_ptr() == _last_ptr:` compares an address with the last call's
+        for node in own_nodes(facts.node):  # `if x.data_ptr() == _last_ptr:` compares an address with the last call's
             if isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot))
                                                      for op in node.ops):
                 sides = [node.left] + node.comparators
@@ -327,7 +274,7 @@ class ModuleState:
                         tainted[name] = hit
                         changed = True
                         break
-        parents = {id(child): node for node in _own_nodes(facts.node) for child in ast.iter_child_nodes(node)}
+        parents = {id(child): node for node in own_nodes(facts.node) for child in ast.iter_child_nodes(node)}
         sinks = list(self._sinks(facts))
         refreshed = self._refreshed(facts, read_ids, tainted, {id(s) for s, _ in sinks})
         for sink, what in sinks:
@@ -350,14 +297,14 @@ class ModuleState:
         """Cached objects this call writes into (an in-place method, or an argument of a kernel or
         other call): a reused buffer or workspace, recomputed, not a stale output."""
         out = set()
-        for node in _own_nodes(facts.node):
+        for node in own_nodes(facts.node):
             if not isinstance(node, ast.Call):
                 continue
             written = []
             if isinstance(node.func, ast.Attribute) and node.func.attr.endswith("_") and not node.func.attr.startswith("_"):
                 written.append(node.func.value)
             if not (isinstance(node.func, ast.Attribute) and node.func.attr in PASS_METHODS | {"copy_"}) \
-                    and _leaf(node.func) not in PASS_METHODS:
+                    and leaf(node.func) not in PASS_METHODS:
                 written += [a for a in node.args if id(a) not in sink_ids]
                 written += [k.value for k in node.keywords if id(k.value) not in sink_ids]
             for expr in written:
@@ -395,7 +342,7 @@ class ModuleState:
 
     def _sinks(self, facts: FunctionFacts):
         """Where outputs leave: return values, and (destination passing) writes into a parameter."""
-        for node in _own_nodes(facts.node):
+        for node in own_nodes(facts.node):
             if isinstance(node, ast.Return) and node.value is not None:
                 yield node.value, "returns"
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "copy_" \
@@ -409,14 +356,14 @@ class ModuleState:
 
     def _tests_mentioning(self, facts: FunctionFacts, ref: str) -> list[ast.AST]:
         tests = []
-        for node in _own_nodes(facts.node):
+        for node in own_nodes(facts.node):
             test = getattr(node, "test", None) if isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)) else None
-            if test is not None and any(_ref(sub) == ref for sub in ast.walk(test)):
+            if test is not None and any(ref_of(sub) == ref for sub in ast.walk(test)):
                 tests.append(test)
         return tests
 
     def _skipped_work(self, facts: FunctionFacts) -> None:
-        for node in _own_nodes(facts.node):
+        for node in own_nodes(facts.node):
             if not isinstance(node, ast.If):
                 continue
             state = [self.is_state(sub, facts) for sub in ast.walk(node.test)]
@@ -435,7 +382,7 @@ class ModuleState:
                 parts = [test] if test is not None else []
                 if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
                     parts.append(node)
-                if any(_ref(sub) == counter or (isinstance(sub, ast.Name) and self._derived_from(sub.id, counter))
+                if any(ref_of(sub) == counter or (isinstance(sub, ast.Name) and self._derived_from(sub.id, counter))
                        for part in parts for sub in ast.walk(part)):
                     self.flag("cache-by-call-count", node, f"call counter `{counter}` decides behaviour: "
                                                            f"{ast.unparse(test if test is not None else node)[:80]}")
@@ -444,7 +391,7 @@ class ModuleState:
     def _derived_from(self, name: str, counter: str) -> bool:
         for facts in self.facts.values():
             for value in facts.assigned.get(name, []):
-                if any(_ref(sub) == counter for sub in ast.walk(value)):
+                if any(ref_of(sub) == counter for sub in ast.walk(value)):
                     return True
         return False
 
@@ -458,14 +405,14 @@ def _explain(key: ast.AST, facts: FunctionFacts) -> str:
 
 
 def _replays_graph(function: ast.AST) -> bool:
-    return any(isinstance(n, ast.Call) and _leaf(n.func) in ("replay", "graph", "CUDAGraph", "make_graphed_callables")
-               for n in _own_nodes(function))
+    return any(isinstance(n, ast.Call) and leaf(n.func) in ("replay", "graph", "CUDAGraph", "make_graphed_callables")
+               for n in own_nodes(function))
 
 
 def _is_container(value: ast.AST) -> bool:
     if isinstance(value, (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)):
         return True
-    return isinstance(value, ast.Call) and _leaf(value.func) in CONTAINER_CALLS
+    return isinstance(value, ast.Call) and leaf(value.func) in CONTAINER_CALLS
 
 
 def _is_bare_param(expr: ast.AST, params: list[str]) -> bool:
@@ -484,135 +431,3 @@ def _returns_nothing_new(statement: ast.Return, params: list[str]) -> bool:
     if isinstance(value, ast.Name) and value.id in params:
         return True  # destination passing: "the output buffer already holds it"
     return isinstance(value, ast.Tuple) and all(isinstance(e, ast.Name) and e.id in params for e in value.elts)
-
-
-# ------------------------------------------------------------------ constant outputs
-
-def constant_output(path: str, tree: ast.Module, entry: str, destination_passing: bool) -> list[Finding]:
-    function = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry),
-                    None)
-    if function is None:
-        return []
-    params = _params(function)
-    returns = [n for n in _own_nodes(function) if isinstance(n, ast.Return) and n.value is not None
-               and not (isinstance(n.value, ast.Constant) and n.value.value is None)]
-    if returns and all(_is_constant_value(r.value) for r in returns):
-        return [Finding("constant-output", f"{path}:{returns[0].lineno}: {entry} only returns constants: "
-                                           f"{ast.unparse(returns[0].value)[:80]}")]
-    if destination_passing and params and not returns and not _uses_values(function, params) \
-            and _writes_params(function, params):
-        return [Finding("constant-output", f"{path}:{function.lineno}: {entry} fills its outputs without reading "
-                                           "any input's values")]
-    return []
-
-
-def _is_constant_value(expr: ast.AST) -> bool:
-    if isinstance(expr, (ast.Tuple, ast.List)):
-        return bool(expr.elts) and all(_is_constant_value(e) for e in expr.elts)
-    if isinstance(expr, ast.Constant):
-        return isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool)
-    if isinstance(expr, ast.Call):
-        name = _leaf(expr.func)
-        if name in CONSTANT_CONSTRUCTORS:
-            return True
-        if name in ("tensor", "as_tensor") and expr.args:
-            return all(isinstance(s, (ast.Constant, ast.List, ast.Tuple, ast.UnaryOp, ast.expr_context, ast.unaryop))
-                       for s in ast.walk(expr.args[0]))
-        if isinstance(expr.func, ast.Attribute) and expr.func.attr in PASS_METHODS:
-            return _is_constant_value(expr.func.value)
-    return False
-
-
-def _uses_values(function: ast.AST, params: list[str]) -> bool:
-    """Whether any parameter's values are read (anything but its shape, dtype, device or a fill)."""
-    parents = {}
-    for node in _own_nodes(function):
-        for child in ast.iter_child_nodes(node):
-            parents[id(child)] = node
-    for node in _own_nodes(function):
-        if isinstance(node, ast.Name) and node.id in params and isinstance(node.ctx, ast.Load):
-            parent = parents.get(id(node))
-            if isinstance(parent, ast.Attribute) and parent.attr in SHAPE_ONLY_ATTRS:
-                continue
-            if isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store):
-                continue
-            if isinstance(parent, ast.Call) and _leaf(parent.func) in CONSTANT_CONSTRUCTORS:
-                continue
-            return True
-    return False
-
-
-def _writes_params(function: ast.AST, params: list[str]) -> bool:
-    for node in _own_nodes(function):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and isinstance(node.func.value, ast.Name) and node.func.value.id in params \
-                and node.func.attr in ("fill_", "zero_", "copy_", "normal_", "uniform_"):
-            return True
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
-                                                and t.value.id in params for t in node.targets):
-            return True
-    return False
-
-
-# ------------------------------------------------------------------ shape specialization
-
-def shape_specialization(path: str, tree: ast.Module, problem) -> list[Finding]:
-    """Comparisons of an input's sizes with a literal that is one of the workloads' var-axis sizes."""
-    suspicious = _workload_sizes(problem)
-    if not suspicious:
-        return []
-    findings = []
-    constants = {t.id: n.value for n in tree.body if isinstance(n, ast.Assign)
-                 for t in n.targets if isinstance(t, ast.Name)}
-    for function in _functions(tree):
-        facts_assigned: dict[str, list[ast.AST]] = {}
-        for node in _own_nodes(function):
-            if isinstance(node, ast.Assign):
-                for target in node.targets:
-                    for element in (target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]):
-                        if isinstance(element, ast.Name):
-                            facts_assigned.setdefault(element.id, []).append(node.value)
-        for node in _own_nodes(function):
-            if not isinstance(node, ast.Compare) or not all(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
-                                                            for op in node.ops):
-                continue
-            sides = [node.left] + node.comparators
-            literals = [v for s in sides for v in _int_literals(constants.get(s.id, s) if isinstance(s, ast.Name) else s)]
-            hits = sorted(set(literals) & suspicious)
-            if hits and any(_is_size(s, facts_assigned) for s in sides):
-                findings.append(Finding("shape-specialization", f"{path}:{node.lineno}: {ast.unparse(node)[:80]} "
-                                                                f"compares a size with tested workload sizes {hits[:5]}"))
-    return findings
-
-
-def _workload_sizes(problem) -> set[int]:
-    const = {a.value for a in problem.definition.axes.values() if a.kind == "const"}
-    values: set[int] = set()
-    for workload in problem.workloads:
-        try:
-            axes = problem.axes_for(workload)
-        except Exception:
-            continue
-        values |= {v for name, v in axes.items() if problem.definition.axes[name].kind != "const"}
-    expr_constant = {v for v in values if all(v in problem.axes_for(w).values() for w in problem.workloads)}
-    return {v for v in values if v >= 3} - const - expr_constant
-
-
-def _int_literals(node: ast.AST) -> list[int]:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
-        return [node.value]
-    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, int)]
-    return []
-
-
-def _is_size(node: ast.AST, assigned: dict[str, list[ast.AST]], depth: int = 0) -> bool:
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Attribute) and sub.attr in ("shape",):
-            return True
-        if isinstance(sub, ast.Call) and _leaf(sub.func) in ("size", "numel", "len"):
-            return True
-        if isinstance(sub, ast.Name) and sub.id in assigned and depth < 3:
-            if any(_is_size(v, assigned, depth + 1) for v in assigned[sub.id]):
-                return True
-    return False

@@ -29,7 +29,7 @@ Probes and what they catch:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -178,7 +178,7 @@ def perturbed_workload(problem, workload=None):
         """Unused values nearest the base value first (small probes stay cheap)."""
         v = base.axes[name]
         near = sorted(range(max(v - 8, 1), v + 9), key=lambda c: (abs(c - v), c))
-        return [c for c in near + [2 * v + 1, 2 * v + 3] if c not in used[name]]
+        return [c for c in near + [2 * v + 1, 2 * v + 3] if c != v and c not in used[name]]
 
     def legal(axes: dict) -> Workload | None:
         trial = dataclasses.replace(base, uuid=f"{base.uuid}-shape-probe", axes=axes)

@@ -29,6 +29,7 @@ import kernelbench.timing  # noqa: F401
 
 from .checks import check_post_timing, check_shape_probe, fresh_rounds, perturbed_workload, same_address_probe
 from .findings import Finding, unique
+from .rules import DETECTED_BY, RULES
 from .runtime import RuntimeGuard
 from .static import scan_solution
 
@@ -45,6 +46,13 @@ class AuditReport:
     @property
     def rules(self) -> set[str]:
         return {f.rule for f in self.findings}
+
+    def verdicts(self) -> list[dict]:
+        """One row per rule, in catalogue order: flagged or clean, with its evidence (`kb audit`'s table)."""
+        return [{"rule": rule, "verdict": "flagged" if any(f.rule == rule for f in self.findings) else "clean",
+                 "evidence": [f.evidence for f in self.findings if f.rule == rule],
+                 "detected_by": list(DETECTED_BY[rule]), "rationale": rationale}
+                for rule, rationale in RULES.items()]
 
 
 class SolutionFailed(Exception):

@@ -35,8 +35,7 @@ _in_hook: set[int] = set()      # threads currently inside the hook (reentrancy)
 _installed = False
 
 # stdlib modules whose purpose is to read frames: calls through them count as the caller's
-INSPECTING_STDLIB = {"inspect.py", "traceback.py", "pdb.py", "bdb.py", "trace.py", "cProfile.py", "profile.py",
-                     "gc.py", "linecache.py"}
+INSPECTING_STDLIB = {"inspect.py", "traceback.py", "pdb.py", "bdb.py", "trace.py", "cProfile.py", "profile.py"}
 
 
 class Blocked(PermissionError):

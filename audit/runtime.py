@@ -27,22 +27,16 @@ and the evaluator-level probes (audit.checks) are there to catch.
 from __future__ import annotations
 
 import _thread
-import builtins
-import gc
-import json
-import math
 import os
 import sys
-import threading
-import time
 import types
-from pathlib import Path
-from typing import Any
 
 import torch
 
 from . import hooks
 from .findings import Finding
+from .snapshots import (EVALUATOR_ROOTS, backend_flags, dispatch_state, set_flag, snapshot_identities,
+                        watched_namespaces)
 from .tensors import overlaps, same_bits
 
 MAX_FINDINGS = 64
@@ -59,7 +53,6 @@ INTROSPECTION_EVENTS = {"sys._getframe", "sys._current_frames", "sys._getframemo
 FRAME_ATTRS = {"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"}
 RAW_MEMORY_EVENTS = {"ctypes.string_at", "ctypes.wstring_at", "ctypes.cdata"}
 LIBC_SYMBOLS = {"system", "popen", "fork", "vfork", "execv", "execve", "execvp", "execl", "execlp", "posix_spawn"}
-EVALUATOR_ROOTS = ("kernelbench", "audit", "kb_reference_")
 SYSTEM_DIRS = ("/dev/", "/sys/", "/proc/", "/etc/", "/usr/", "/opt/", "/lib/", "/lib64/", "/bin/", "/sbin/",
                "/run/nvidia", "/var/lib/nvidia", "/var/run/nvidia")
 SHARED_MEMORY_DIRS = ("/dev/shm/", "/dev/mqueue/", "/run/shm/")  # under /dev, but places to leave results for later
@@ -109,8 +102,8 @@ class RuntimeGuard:
                                      sys.exec_prefix, sys.base_exec_prefix, *hooks.cache_dirs(),
                                      *self.places.trusted, *self.places.guard, *self._allowed_extra,
                                      os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")])
-        self._namespaces = _watched_namespaces()
-        self._identities = _snapshot_identities(self._namespaces)
+        self._namespaces = watched_namespaces()
+        self._identities = snapshot_identities(self._namespaces)
         self._modules = {name: module for name, module in sys.modules.items()
                          if isinstance(module, types.ModuleType)}
         self._watched_classes = {id(obj) for _, obj in self._namespaces if isinstance(obj, type)}
@@ -119,9 +112,14 @@ class RuntimeGuard:
         self._flags = backend_flags(self.device)
         self._environ = dict(os.environ)
         self._cwd = os.getcwd()
-        self._dispatch = _dispatch_state()
+        self._dispatch = dispatch_state()
         self._thread_idents = set(sys._current_frames())
         self._l2_limit = self._persisting_l2()
+        self._stream = self._window = None
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            from .gpu import access_policy_window
+
+            self._stream, self._window = torch.cuda.current_stream(), access_policy_window()
         self._installed = True
         hooks.GUARDS.append(self)
 
@@ -153,17 +151,7 @@ class RuntimeGuard:
             self.record("lazy-output", f"output {i} is a {type(value).__module__}.{type(value).__qualname__}, "
                                        "not a plain torch.Tensor")
         if self.device.type == "cuda" and torch.cuda.is_available():
-            from .gpu import access_policy_window, unsettled_outputs
-
-            late = unsettled_outputs(plain)
-            if late:
-                self.record("unsynced-stream", f"outputs {late} changed after the call returned (work on a stream "
-                                               "not joined to the caller's)")
-            window = access_policy_window()
-            if window:
-                self.record("persisting-l2", f"the current stream has an access-policy window of {window[1]} bytes "
-                                             f"(hit ratio {window[2]:.2f})")
-            self._check_l2()
+            self._check_streams(plain)
         for i, (before, after) in enumerate(zip(inputs_before, inputs_after)):
             if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
                 if before.shape != after.shape or before.dtype != after.dtype or not same_bits(before, after):
@@ -191,7 +179,7 @@ class RuntimeGuard:
             self.record("global-state", f"environment changed: {', '.join(changed[:8])}")
         if os.getcwd() != self._cwd:
             self.record("global-state", f"working directory changed to {os.getcwd()}")
-        dispatch = _dispatch_state()
+        dispatch = dispatch_state()
         for key, before in self._dispatch.items():
             now = dispatch.get(key)
             if key == "aten impls":
@@ -224,7 +212,7 @@ class RuntimeGuard:
         flags = backend_flags(self.device)
         for name, (before, _) in self._flags.items():
             if flags.get(name, (before,))[0] != before:
-                _set_flag(name, before)
+                set_flag(name, before)
         if dict(os.environ) != self._environ:
             os.environ.clear()
             os.environ.update(self._environ)
@@ -321,7 +309,7 @@ class RuntimeGuard:
             return
         shared = full.startswith(SHARED_MEMORY_DIRS)
         if not shared and ((full + os.sep).startswith(self._allowed) or full.startswith(SYSTEM_DIRS)
-                           or self._in_solution_dir(full) or self._is_loaded_source(full)):
+                           or self._in_solution_dir(full, frame) or self._is_loaded_source(full)):
             return
         origin = self.places.stack_has_solution(frame) or "during a solution call"
         self.record("file-access", f"{origin}: opens {full}")
@@ -333,11 +321,15 @@ class RuntimeGuard:
         return any(isinstance(getattr(m, "__file__", None), str) and hooks._normcase(hooks._abspath(m.__file__)) == full
                    for m in list(sys.modules.values()))
 
-    def _in_solution_dir(self, full: str) -> bool:
-        """Files beside the solution's own modules (its sources, a .cu file it reads)."""
-        for module in list(sys.modules.values()):
-            file = getattr(module, "__file__", None)
-            if isinstance(file, str) and self.places.kind(file) == "solution":
+    def _in_solution_dir(self, full: str, frame) -> bool:
+        """Files beside the solution's own code (its sources, a .cu file it reads, its __pycache__):
+        the directories of solution modules and of solution frames on the stack."""
+        files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
+        while frame is not None:
+            files.append(frame.f_code.co_filename)
+            frame = frame.f_back
+        for file in files:
+            if isinstance(file, str) and not file.startswith("<") and self.places.kind(file) == "solution":
                 directory = hooks._normcase(os.path.dirname(hooks._abspath(file))) + os.sep
                 if full.startswith(directory):
                     self._allowed = self._allowed + (directory,)
@@ -412,6 +404,38 @@ class RuntimeGuard:
                 if isinstance(owner, str) and owner.startswith(EVALUATOR_ROOTS):
                     self.record("evaluator-import", f"{os.path.basename(file)}: {attr} refers to {owner}")
 
+    def _check_streams(self, outputs: list) -> None:
+        """CUDA: work still pending on the solution's streams once the caller's stream drained, outputs that
+        change after the call returned, the current stream left switched, a persisting-L2 window or set-aside."""
+        from .gpu import access_policy_window, pending_streams, unsettled_outputs
+
+        for stream in pending_streams(self._solution_streams()):
+            self.record("unsynced-stream", f"stream {stream.cuda_stream:#x} still had work when the caller's stream "
+                                           "had finished (not joined back)")
+        late = unsettled_outputs(outputs)
+        if late:
+            self.record("unsynced-stream", f"outputs {late} changed after the call returned (work on a stream not "
+                                           "joined to the caller's)")
+        if torch.cuda.current_stream() != self._stream:
+            self.record("unsynced-stream", "the call returned with another stream current than the caller's")
+        window = access_policy_window()
+        if window and window != self._window:
+            self.record("persisting-l2", f"the current stream has an access-policy window of {window[1]} bytes "
+                                         f"(hit ratio {window[2]:.2f})")
+        self._check_l2()
+
+    def _solution_streams(self) -> list:
+        """CUDA streams held by the solution's modules (module globals, or in a list/tuple/dict there)."""
+        streams = []
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if self._modules.get(name) is module or not isinstance(file, str) or self.places.kind(file) != "solution":
+                continue
+            for value in list(vars(module).values()):
+                items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+                streams += [v for v in items if isinstance(v, torch.cuda.Stream)]
+        return streams
+
     def _persisting_l2(self) -> int | None:
         if self.device.type != "cuda" or not torch.cuda.is_available():
             return None
@@ -439,135 +463,3 @@ def _describe(value) -> str:
 def _show_args(args: tuple, limit: int = 120) -> str:
     text = " ".join(repr(a) for a in args[:2])
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _watched_namespaces() -> list[tuple[str, Any]]:
-    """(label, module or class) whose attributes the solution must leave alone."""
-    import torch.nn.functional as F
-
-    found: list[tuple[str, Any]] = [
-        ("torch", torch), ("torch.Tensor", torch.Tensor), ("torch.nn.functional", F), ("torch.cuda", torch.cuda),
-        ("torch.cuda.Event", torch.cuda.Event), ("torch.cuda.Stream", torch.cuda.Stream), ("torch._C", torch._C),
-        ("torch.linalg", torch.linalg), ("torch.fft", torch.fft), ("torch.special", torch.special),
-        ("torch.testing", torch.testing), ("torch.library", torch.library), ("time", time), ("gc", gc),
-        ("sys", sys), ("os", os), ("json", json), ("builtins", builtins), ("threading", threading),
-        ("_thread", _thread), ("math", math),
-    ]
-    for name in ("torch._C._VariableFunctions", "torch._tensor", "torch.functional", "numpy", "triton",
-                 "triton.testing", "triton.language", "triton.runtime.jit"):
-        module = sys.modules.get(name)
-        if module is not None:
-            found.append((name, module))
-    for name, module in list(sys.modules.items()):
-        if isinstance(module, types.ModuleType) and name.startswith(EVALUATOR_ROOTS):
-            found.append((name, module))
-            for value in list(vars(module).values()):
-                if isinstance(value, type) and getattr(value, "__module__", None) == name:
-                    found.append((f"{name}.{value.__qualname__}", value))
-    return found
-
-
-def _snapshot_identities(namespaces) -> dict[str, tuple]:
-    """label.name -> (namespace, name, value, value.__code__) for every function, class and module."""
-    snapshot = {}
-    for label, namespace in namespaces:
-        for name, value in list(vars(namespace).items()):
-            if not (callable(value) or isinstance(value, types.ModuleType)):
-                continue
-            if isinstance(namespace, type) and name in ("__dict__", "__weakref__", "__doc__"):
-                continue
-            code = getattr(value, "__code__", None) if isinstance(value, types.FunctionType) else None
-            snapshot[f"{label}.{name}"] = (namespace, name, value, code)
-    return snapshot
-
-
-def backend_flags(device: torch.device) -> dict[str, tuple[Any, str]]:
-    """Process-wide numerics and backend settings: name -> (value, rule that a change breaks)."""
-    flags: dict[str, tuple[Any, str]] = {}
-
-    def add(name: str, getter, rule: str) -> None:
-        try:
-            value = getter()
-        except Exception:
-            return
-        flags[name] = (value if isinstance(value, (bool, int, float, str, type(None))) else str(value), rule)
-
-    b = torch.backends
-    precision = "precision-downgrade"
-    add("torch.get_float32_matmul_precision()", torch.get_float32_matmul_precision, precision)
-    for flag in ("allow_tf32", "allow_fp16_reduced_precision_reduction", "allow_bf16_reduced_precision_reduction",
-                 "allow_fp16_accumulation", "fp32_precision"):
-        add(f"torch.backends.cuda.matmul.{flag}", lambda f=flag: getattr(b.cuda.matmul, f), precision)
-    add("torch.backends.cudnn.allow_tf32", lambda: b.cudnn.allow_tf32, precision)
-    for path in ("cudnn", "cudnn.conv", "cudnn.rnn", "mkldnn", "mkldnn.matmul", "mkldnn.conv", ""):
-        def getter(path=path):
-            owner = b
-            for part in filter(None, path.split(".")):
-                owner = getattr(owner, part)
-            return owner.fp32_precision
-        add(f"torch.backends.{path + '.' if path else ''}fp32_precision", getter, precision)
-    for kind in ("cpu", "cuda"):
-        add(f"torch.is_autocast_enabled({kind!r})", lambda k=kind: torch.is_autocast_enabled(k), precision)
-        add(f"torch.get_autocast_dtype({kind!r})", lambda k=kind: torch.get_autocast_dtype(k), precision)
-    state = "global-state"
-    add("torch.backends.cudnn.benchmark", lambda: b.cudnn.benchmark, state)
-    add("torch.backends.cudnn.deterministic", lambda: b.cudnn.deterministic, state)
-    add("torch.backends.cudnn.enabled", lambda: b.cudnn.enabled, state)
-    add("torch.backends.mkldnn.enabled", lambda: b.mkldnn.enabled, state)
-    add("torch.are_deterministic_algorithms_enabled()", torch.are_deterministic_algorithms_enabled, state)
-    add("torch.get_num_threads()", torch.get_num_threads, state)
-    add("torch.get_num_interop_threads()", torch.get_num_interop_threads, state)
-    add("torch.get_default_dtype()", torch.get_default_dtype, state)
-    add("torch.get_default_device()", torch.get_default_device, state)
-    add("torch.is_grad_enabled()", torch.is_grad_enabled, state)
-    add("sys.getswitchinterval()", sys.getswitchinterval, state)
-    for sdp in ("flash_sdp_enabled", "mem_efficient_sdp_enabled", "math_sdp_enabled", "cudnn_sdp_enabled"):
-        add(f"torch.backends.cuda.{sdp}()", lambda s=sdp: getattr(b.cuda, s)(), state)
-    add("torch.backends.cuda.preferred_linalg_library()", b.cuda.preferred_linalg_library, state)
-    if device.type == "cuda" and torch.cuda.is_available():
-        add("torch.backends.cuda.preferred_blas_library()", b.cuda.preferred_blas_library, state)
-        add("torch.cuda.get_sync_debug_mode()", torch.cuda.get_sync_debug_mode, state)
-    return flags
-
-
-def _set_flag(name: str, value: Any) -> None:
-    """Put one of backend_flags' settings back (best effort: some can be set only once)."""
-    b = torch.backends
-    setters = {
-        "torch.get_float32_matmul_precision()": torch.set_float32_matmul_precision,
-        "torch.get_num_threads()": torch.set_num_threads,
-        "torch.get_default_dtype()": torch.set_default_dtype,
-        "torch.get_default_device()": torch.set_default_device,
-        "torch.is_grad_enabled()": torch.set_grad_enabled,
-        "torch.are_deterministic_algorithms_enabled()": torch.use_deterministic_algorithms,
-        "sys.getswitchinterval()": sys.setswitchinterval,
-        "torch.backends.cuda.preferred_linalg_library()": b.cuda.preferred_linalg_library,
-    }
-    try:
-        if name in setters:
-            setters[name](value)
-        elif name.startswith("torch.backends.") and name.endswith("_enabled()"):
-            getattr(b.cuda, "enable_" + name.split(".")[-1][: -len("_enabled()")])(value)
-        elif name.startswith("torch.backends.") and not name.endswith(")"):
-            owner = torch
-            parts = name.split(".")[1:]
-            for part in parts[:-1]:
-                owner = getattr(owner, part)
-            setattr(owner, parts[-1], value)
-        elif name.startswith("torch.is_autocast_enabled("):
-            torch.set_autocast_enabled(name.split("'")[1], value)
-    except Exception:
-        pass
-
-
-def _dispatch_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"trace": sys.gettrace(), "profile": sys.getprofile()}
-    try:
-        state["torch dispatch mode stack"] = torch._C._len_torch_dispatch_stack()
-        state["torch function mode stack"] = torch._C._len_torch_function_stack()
-    except Exception:
-        pass
-    impls = getattr(torch.library, "_impls", None)
-    if isinstance(impls, set):
-        state["aten impls"] = frozenset(i for i in impls if i.split("/")[0] == "aten")
-    return state

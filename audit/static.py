@@ -6,8 +6,9 @@ string do nothing. CUDA/C++ sources, and Python strings that hold CUDA/C++ code 
 `#include`), are scanned as code with comments and string literals removed.
 
 The scan runs in the evaluator's parent process, before any of the solution's code runs, so a
-solution cannot tamper with it. Rules about state kept across calls (caching, skipped work,
-constant outputs, shape specialization) live in audit.caching.
+solution cannot tamper with it. Rules about state kept across calls (caching, skipped work) live
+in audit.caching; rules about what the entry point produces (constant outputs, shapes keyed to
+the workloads) in audit.outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import re
 from typing import Iterable
 
 from .caching import scan_cross_call_state
+from .cuda_text import scan_cuda_text
 from .findings import Finding, unique
+from .outputs import constant_output, shape_specialization
 from .rules import RULES
 
 __all__ = ["RULES", "scan_solution", "scan_python", "scan_cuda_text"]
@@ -139,7 +142,13 @@ def scan_solution(solution, problem=None) -> list[Finding]:
     for scan in scans:
         findings += scan.run()
     findings += _unsynced_streams(scans)
-    findings += scan_cross_call_state(trees, solution, problem)
+    findings += scan_cross_call_state(trees, solution)
+    entry = trees.get(solution.entry_file)
+    if entry is not None:
+        findings += constant_output(solution.entry_file, entry, solution.entry_function, solution.destination_passing_style)
+    if problem is not None:
+        for path, tree in trees.items():
+            findings += shape_specialization(path, tree, problem)
     return unique(findings)
 
 
@@ -567,36 +576,3 @@ def _is_libc(node: ast.AST | None) -> bool:
         return True  # CDLL(None): the process's own symbols, libc included
     text = _const_str(node)
     return text is not None and bool(re.match(r"^(c|libc(\.so.*|-.*)?|msvcrt)$", text.rsplit("/", 1)[-1]))
-
-
-# ------------------------------------------------------------------ CUDA / C++ text
-
-_CUDA_RULES = [
-    ("persisting-l2", re.compile(r"\b(accessPolicyWindow|cudaLimitPersistingL2CacheSize|CU_LIMIT_PERSISTING_L2_CACHE_SIZE|"
-                                 r"cudaAccessPropertyPersisting|CU_ACCESS_PROPERTY_PERSISTING|hitRatio|hitProp|"
-                                 r"cudaCtxResetPersistingL2Cache|cuCtxResetPersistingL2Cache|"
-                                 r"cudaStreamAttributeAccessPolicyWindow|CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW)\b")),
-    ("subprocess", re.compile(r"(?<![\w.>])(system|popen|fork|vfork|execv|execve|execvp|execl|execlp|posix_spawn)\s*\(")),
-    ("network", re.compile(r"(?<![\w.:>])(socket|connect|gethostbyname|getaddrinfo)\s*\(|#\s*include\s*<(sys/socket|netdb|arpa/inet)\.h>")),
-    ("global-state", re.compile(r"(?<![\w.:>])(setenv|putenv|unsetenv)\s*\(|\bnvmlDeviceSet\w+|\bnvidia-smi\b")),
-    ("background-thread", re.compile(r"\bstd::(thread|async|jthread)\b|\bpthread_create\s*\(")),
-    ("introspection", re.compile(r"/proc/(self|\d+)/mem\b|\bprocess_vm_readv\b|\bdlsym\s*\(")),
-]
-_COMMENTS_AND_STRINGS = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.DOTALL)
-
-
-def scan_cuda_text(path: str, text: str, first_line: int = 1) -> list[Finding]:
-    """Token rules over CUDA/C++ code with comments and string literals blanked (line numbers kept)."""
-    def blank(match: re.Match) -> str:
-        kept = match.group(0)
-        if kept.startswith('"') and ("nvidia-smi" in kept or "/proc/" in kept):
-            return kept  # these strings are the evidence
-        return re.sub(r"[^\n]", " ", kept)
-
-    code = _COMMENTS_AND_STRINGS.sub(blank, text)
-    findings = []
-    for rule, pattern in _CUDA_RULES:
-        for match in pattern.finditer(code):
-            line = first_line + code.count("\n", 0, match.start())
-            findings.append(Finding(rule, f"{path}:{line}: {match.group(0).strip()}"))
-    return findings

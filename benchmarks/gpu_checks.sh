@@ -11,13 +11,13 @@ run() { echo "+ $*"; "$@"; echo "exit $?"; }
 case "${1:-}" in
   timers)
     run nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
-    run kb calibrate
+    kb calibrate --help >/dev/null 2>&1 && run kb calibrate
     run python3 benchmarks/timer_vs_do_bench.py
     run python3 benchmarks/side_stream_timing.py
     run python3 benchmarks/audit_gpu_exploits.py
     cp -r "$KB_PROFILE_DIR" "$OUT/profiles" 2>/dev/null ;;
   samples)
-    run python3 benchmarks/sample_references.py --device cuda --rounds "${ROUNDS:-10}" --iterations "${ITERATIONS:-50}" \
+    run python3 benchmarks/sample_references.py --root "${SAMPLE_ROOT:-../shared/sol_execbench_sample}" --device cuda --rounds "${ROUNDS:-10}" --iterations "${ITERATIONS:-50}" \
         --out "$OUT/sample_references_h200" ;;
   batch)
     run kb batch tasks235 --device cuda --profile measured --rounds "${ROUNDS:-10}" --iterations "${ITERATIONS:-50}" --out "$OUT/kb_out"

@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import sys
+import time
 
 import torch
 from triton.testing import do_bench
@@ -41,11 +42,23 @@ def cases(device: torch.device, elements: int, matmul_n: int):
     yield f"matmul_bf16_{matmul_n}^3 (compute-bound)", torch.matmul, [x, y], 3 * matmul_n**2 * 2, 2 * matmul_n**3
 
 
+def heat(fn, inputs, seconds: float) -> None:
+    """Run fn back to back for `seconds`: power and clocks settle where sustained work puts them."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(20):
+            fn(*inputs)
+        torch.cuda.synchronize()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--elements", type=int, default=256 * 2**20, help="elements of the add (default 256M)")
     parser.add_argument("--matmul-n", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each timer")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating measurements of each timer")
+    parser.add_argument("--heat-s", type=float, default=2.0,
+                        help="back-to-back calls before each measurement, so both timers start in the GPU's "
+                             "sustained (power-capped) state rather than one of them on cool, boosted clocks")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("timer_vs_do_bench needs a CUDA GPU", file=sys.stderr)
@@ -64,10 +77,12 @@ def main() -> int:
     for name, fn, inputs, nbytes, flops in cases(device, args.elements, args.matmul_n):
         ours, theirs, details = [], [], []
         for _ in range(args.repeats):  # alternate, so clock or thermal drift hits both alike
+            heat(fn, inputs, args.heat_s)
             result = time_callable(fn, inputs, device, config)
             ours.append(result.median_ms)
             details.append({"samples_ms": result.samples_ms, "details": result.details,
                             "gpu_state": result.gpu_state})
+            heat(fn, inputs, args.heat_s)
             theirs.append(do_bench(lambda: fn(*inputs), return_mode="median"))
         ours_ms, theirs_ms = statistics.median(ours), statistics.median(theirs)
         ratio = ours_ms / theirs_ms

@@ -8,6 +8,7 @@ skips tasks that already have a result for the same environment.
 
 from __future__ import annotations
 
+import fnmatch
 import queue
 import threading
 import traceback
@@ -41,11 +42,20 @@ def devices_for(device: str, gpus: str | None) -> list[str]:
     return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
 
 
+def select_tasks(root: Path, only: tuple[str, ...] = ()) -> list[Path]:
+    """Problem directories under root; with `only`, those whose "subset/name" matches a glob."""
+    directories = find_problem_dirs(root)
+    if only:
+        directories = [d for d in directories
+                       if any(fnmatch.fnmatch(f"{d.parent.name}/{d.name}", pattern) for pattern in only)]
+    return directories
+
+
 def run_batch(root: Path, *, db: str | None, device: str, gpus: str | None, resume: bool, config: EvalConfig,
               out_dir: Path | None, budget_s: float | None, hardware: str | None = None,
-              profile: str = "datasheet", console=None,
+              profile: str = "datasheet", console=None, only: tuple[str, ...] = (),
               **optimize_options) -> BatchReport:
-    directories = find_problem_dirs(root)
+    directories = select_tasks(root, only)
     report = BatchReport()
     devices = devices_for(device, gpus)
     sessions = [Session.open(db, d, hardware, profile) for d in devices]

@@ -38,6 +38,16 @@ def main(ctx, db):
     ctx.obj = {"db": db}
 
 
+def _register_roofline_commands() -> None:
+    from roofline.cli import calibrate_command, roofline_command
+
+    main.add_command(roofline_command)
+    main.add_command(calibrate_command)
+
+
+_register_roofline_commands()
+
+
 @main.group()
 def tasks():
     """List and validate problems (SOL-ExecBench format)."""
@@ -277,11 +287,12 @@ def optimize_command(obj, task, out_dir, budget_s, device, max_workloads, rounds
 @click.argument("root", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--gpus", default=None, help="Comma-separated GPU indices (default: all visible).")
 @click.option("--resume", is_flag=True, help="Skip tasks already finished in this environment.")
+@click.option("--only", multiple=True, help='Glob over "subset/name" (repeatable), e.g. "L1/00*".')
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("kb_out"), show_default=True)
 @click.option("--budget", "budget_s", type=float, default=None, help="Seconds per task for candidates.")
 @_eval_options
 @click.pass_obj
-def batch_command(obj, root, gpus, resume, out_dir, budget_s, device, max_workloads, rounds, warmup, iterations,
+def batch_command(obj, root, gpus, resume, only, out_dir, budget_s, device, max_workloads, rounds, warmup, iterations,
                   timeout_s, data_root, hardware, profile):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU."""
     from .batch import run_batch
@@ -290,7 +301,7 @@ def batch_command(obj, root, gpus, resume, out_dir, budget_s, device, max_worklo
     config = _config(device, max_workloads, rounds, warmup, iterations, timeout_s, data_root)
     report = run_batch(root or tasks_root(), db=obj["db"], device=device, gpus=gpus, resume=resume, config=config,
                        out_dir=out_dir, budget_s=budget_s, hardware=hardware, profile=profile,
-                       console=console)
+                       console=console, only=only)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():
@@ -300,8 +311,10 @@ def batch_command(obj, root, gpus, resume, out_dir, budget_s, device, max_worklo
 @main.command("leaderboard")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Write the table as CSV.")
 @click.option("--per-workload", is_flag=True, help="One row per workload (long format).")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
+              help="Write an HTML report with plots.")
 @click.pass_obj
-def leaderboard_command(obj, csv_path, per_workload):
+def leaderboard_command(obj, csv_path, per_workload, html_path):
     """The SOL leaderboard from the store: one row per task (flagged solutions never ranked)."""
     from . import leaderboard
     from .store import Store
@@ -311,6 +324,9 @@ def leaderboard_command(obj, csv_path, per_workload):
     if csv_path:
         frame.to_csv(csv_path, index=False)
         console.print(f"wrote {len(frame)} rows to {csv_path}")
+    if html_path:
+        leaderboard.write_html(leaderboard.task_table(store), leaderboard.workload_table(store), html_path)
+        console.print(f"wrote the report to {html_path}")
     if per_workload:
         console.print(frame.to_string(index=False, max_colwidth=24))
         return

@@ -188,12 +188,18 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
     ``fn`` leaves running on other streams: an `end` event recorded after ``fn`` returns is
     ordered only after the current stream's work. So, per iteration:
 
-        synchronize device          # idle GPU: nothing of fn's can start before `start`
+        synchronize device          # idle GPU: nothing of fn's has started
+        flush L2 (on this stream)   # while it runs, the host is already launching fn
         start.record(); fn(*args); end.record()
         synchronize device          # waits for every stream, not just this one
         after.record(); after.synchronize()
 
-    start->end is the precise GPU time of the call on its stream (launch gaps included).
+    start->end is the precise GPU time of the call on its stream. Because the flush is still
+    running when the host launches fn, the host's launch latency hides behind it as it does in
+    back-to-back execution (and in triton's do_bench); only host overhead longer than the
+    flush shows as a gap. A side stream that waits on the caller's stream (the correct way)
+    starts after `start`; one that does not may overlap the flush by at most its length, and
+    the audit flags it (unsynced-stream).
     end->after is the time from `end` until the whole device was idle and we could record
     again: with no other-stream work it is a constant (synchronize's wake-up plus one event
     launch, a few us), calibrated before timing; work still running on another stream after
@@ -226,9 +232,9 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
         for _ in range(config.iterations):
             args = make_args(calls)  # the copies first, so the flush below evicts them too
             calls += 1
+            _cuda_synchronize()  # nothing of this call can have started on any stream
             if flush is not None:
-                flush.zero_()
-            _cuda_synchronize()
+                flush.zero_()  # queued ahead of `start`: the host launches fn while the GPU flushes
             start.record(stream)
             out = fn(*args)
             end.record(stream)  # explicit stream: fn switching the current stream changes nothing

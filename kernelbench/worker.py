@@ -42,7 +42,7 @@ class CallFailed(Exception):
 def handle(request: dict, send) -> None:
     """Evaluate the request's solution on its workloads; `request` is plain data (see evaluator.evaluate)."""
     device = torch.device(request["device"])
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if device.type == "cpu":
         # The CPU has no FP4 matrix units: fp4 torch._scaled_mm is emulated for the whole process,

@@ -194,6 +194,10 @@ def live_records(tracer: Tracer, root: Rec) -> list[Rec]:
     done: dict[int, int] = {}
     seen: set[int] = set()
     live, stack = [root], [root]
+    for index in tracer.roots:
+        seen.add(index)
+        live.append(tracer.recs[index])
+        stack.append(tracer.recs[index])
     while stack:
         rec = stack.pop()
         for key, n in rec.deps:

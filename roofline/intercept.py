@@ -71,6 +71,7 @@ GETITEM, SETITEM = _m("__getitem__"), _m("__setitem__")
 CASTS = _m("to", "float", "double", "half", "bfloat16", "int", "long", "short", "bool", "byte", "char", "type",
            "contiguous", "clone") | {torch.clone}
 TYPE = _m("type")
+HOST = _m("tolist", "numpy", "cpu", "__array__")        # host copies: answered from shadows
 COMPUTE = _m("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mul", "__mul__", "__rmul__", "div",
              "__truediv__", "__rtruediv__", "__div__", "__rdiv__", "add", "__add__", "__radd__", "sub", "__sub__",
              "__rsub__", "__neg__", "neg", "__pow__", "pow", "exp", "log", "sigmoid", "tanh", "rsqrt", "sqrt",
@@ -117,6 +118,8 @@ class Intercept(TorchFunctionMode):
             return self._compute(func, args, kwargs)
         if func is F.scaled_dot_product_attention:
             return self._sdpa(func, args, kwargs)
+        if func in HOST:
+            return self._host(func, args, kwargs)
         name = getattr(func, "__name__", "")
         if name == "_scaled_mm":
             return self._scaled_mm(func, args, kwargs)
@@ -198,6 +201,25 @@ class Intercept(TorchFunctionMode):
         except Exception:
             return [o.frozen(x.dim()) for x in outs]
         return new if isinstance(new, list) else [new]
+
+    # -------------------------------------------------------------- host copies
+    def _host(self, func, args, kwargs):
+        """tolist() / numpy() / cpu() of meta data: the shadow's values, or a CPU recount."""
+        src = args[0]
+        if not isinstance(src, torch.Tensor) or src.device.type != "meta":
+            return self._slow(func, args, kwargs)
+        values = self.t.shadow(src)
+        if values is None:
+            raise NeedsValues(f"{getattr(func, '__name__', 'host copy')}() of data computed from float values")
+        t = self.t
+        inf = t.info(src)
+        t.n_ops += 1
+        t.record([inf], [inf], [], root=True)      # a host read steers the run: always live
+        if getattr(func, "__name__", "") == "cpu":
+            out = values.clone()
+            out._kb = Info(t.new_key(), inf.prec, inf.origin, None, op="cpu")
+            return out
+        return func(values, *args[1:], **kwargs)
 
     # -------------------------------------------------------------- t[index] = value
     def _setitem(self, func, args, kwargs):

@@ -121,31 +121,77 @@ def _cache_dir() -> Path | None:
     return Path(setting) if setting else Path.home() / ".cache" / "kernelbench" / "roofline"
 
 
-def cached_count(problem: Problem, workload: Workload, module=None) -> Count:
-    """count_workload, remembered in memory and on disk (keyed by reference, axes and inputs)."""
-    key = _cache_key(problem, workload)
+def _known(key: str) -> Count | None:
     if key in _MEMORY:
         return _MEMORY[key]
     directory = _cache_dir()
     path = directory / f"{key}.json" if directory else None
     if path is not None and path.is_file():
         try:
-            count = Count.from_dict(json.loads(path.read_text()))
-            _MEMORY[key] = count
-            return count
+            _MEMORY[key] = Count.from_dict(json.loads(path.read_text()))
+            return _MEMORY[key]
         except (ValueError, TypeError):
             pass
-    count = count_workload(problem, workload, module)
+    return None
+
+
+def _remember(key: str, count: Count) -> None:
     _MEMORY[key] = count
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(count.to_dict()))
-            tmp.replace(path)
-        except OSError:
-            pass
+    directory = _cache_dir()
+    if directory is None:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"{key}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(count.to_dict()))
+        tmp.replace(directory / f"{key}.json")
+    except OSError:
+        pass
+
+
+def cached_count(problem: Problem, workload: Workload, module=None) -> Count:
+    """count_workload, remembered in memory and on disk (keyed by reference, axes and inputs)."""
+    key = _cache_key(problem, workload)
+    count = _known(key)
+    if count is None:
+        count = count_workload(problem, workload, module)
+        _remember(key, count)
     return count
+
+
+_PENDING: list = []
+
+
+def _count_pending(i: int):
+    problem, workload, key = _PENDING[i]
+    try:
+        return key, count_workload(problem, workload)
+    except Exception:            # the parent counts it again and reports the error in context
+        return key, None
+
+
+def _single_thread() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+def prefetch_counts(problems: list[Problem], jobs: int = 1) -> int:
+    """Count the uncached workloads of `problems` in `jobs` forked processes; returns how many."""
+    global _PENDING
+    pending = [(p, w, key) for p in problems for w in p.workloads
+               for key in [_cache_key(p, w)] if _known(key) is None]
+    if jobs <= 1 or len(pending) < 2 * jobs or not hasattr(os, "fork"):
+        return 0
+    import multiprocessing
+    _PENDING = pending
+    try:
+        with multiprocessing.get_context("fork").Pool(jobs, initializer=_single_thread) as pool:
+            for key, count in pool.imap_unordered(_count_pending, range(len(pending)), chunksize=1):
+                if count is not None:
+                    _remember(key, count)
+    finally:
+        _PENDING = []
+    return len(pending)
 
 
 # ------------------------------------------------------------------------------ public API

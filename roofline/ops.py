@@ -101,6 +101,10 @@ NORMS = {"native_layer_norm", "_fused_rms_norm", "native_group_norm", "native_ba
 SOFTMAX_LIKE = {"_softmax", "_safe_softmax", "softmax", "_log_softmax", "log_softmax", "logsumexp"}
 
 
+MATMULS = {"mm", "_int_mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "inner",
+           "_scaled_mm", "_grouped_mm", "_scaled_grouped_mm", "convolution", "_convolution"}
+
+
 class Work:
     """What one op costs: tensor-core FLOPs (class -> n), CUDA FLOPs (class -> n), SFU results."""
     __slots__ = ("tensor", "cuda", "sfu", "operands")

@@ -26,6 +26,17 @@ EXACT_LIMIT = 1 << 24   # largest index grid / element list built explicitly for
 _ONE = [np.asarray([i], np.int64) for i in range(64)]   # shared one-element index sets
 
 
+def unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique's hash path is slow on large integer arrays)."""
+    a = np.sort(np.asarray(a).reshape(-1))
+    if a.size < 2:
+        return a
+    keep = np.empty(a.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
 def _norm(d: int, n: int) -> int:
     return d + n if d < 0 else d
 
@@ -198,7 +209,7 @@ class Origin:
             pos = values if t == i else grid[t]
             coords[d] = pos if idx is None else idx[pos]
         flat = np.ravel_multi_index(tuple(coords), tuple(in_shape))
-        return Origin(self.input, in_shape, (None,) * values.ndim, elements=np.unique(flat))
+        return Origin(self.input, in_shape, (None,) * values.ndim, elements=unique(flat))
 
 
 def _reshape_groups(old: tuple, new: tuple):
@@ -242,9 +253,9 @@ def touched_count(shape: tuple, touches: list) -> tuple[int, bool]:
         return 0, True
     uniques: dict[int, np.ndarray] = {}
 
-    def unique(a):
+    def distinct_values(a):
         if id(a) not in uniques:
-            uniques[id(a)] = np.unique(a)
+            uniques[id(a)] = unique(a)
         return uniques[id(a)]
     distinct = {}
     for t in touches:        # the same arrays recur (one origin consumed by many ops): dedupe by identity
@@ -253,11 +264,11 @@ def touched_count(shape: tuple, touches: list) -> tuple[int, bool]:
     products, lists = [], []
     for t in distinct.values():
         if isinstance(t, np.ndarray):
-            lists.append(unique(t))
+            lists.append(distinct_values(t))
         elif all(s is None for s in t):
             return numel, True
         else:
-            products.append(tuple(None if s is None else unique(s) for s in t))
+            products.append(tuple(None if s is None else distinct_values(s) for s in t))
 
     def size(p):
         return math.prod(shape[d] if s is None else len(s) for d, s in enumerate(p))
@@ -267,7 +278,7 @@ def touched_count(shape: tuple, touches: list) -> tuple[int, bool]:
         return size(products[0]), True
     if not lists:
         free = [d for d in range(len(shape)) if any(p[d] is not None for p in products)]
-        axes = [np.unique(np.concatenate([p[d] if p[d] is not None else np.arange(shape[d]) for p in products]))
+        axes = [unique(np.concatenate([p[d] if p[d] is not None else np.arange(shape[d]) for p in products]))
                 for d in free]
         grid = math.prod(len(a) for a in axes)
         if grid <= EXACT_LIMIT:
@@ -284,7 +295,7 @@ def touched_count(shape: tuple, touches: list) -> tuple[int, bool]:
         for p in products:
             axes = [np.arange(n) if s is None else s for n, s in zip(shape, p)]
             flats.append(np.ravel_multi_index(np.ix_(*axes), shape).reshape(-1))
-        return int(np.unique(np.concatenate(flats)).size), True
+        return int(unique(np.concatenate(flats)).size), True
     return max([size(p) for p in products] + [len(e) for e in lists]), False
 
 

@@ -24,6 +24,7 @@ from . import ops, sources
 from .touch import Origin, move
 
 MASK_VALUE = -1e4                # a fill value at or below this masks an entry
+FLOAT_SHADOW_LIMIT = 1 << 18     # float results this small get values (random permutations, scales)
 RANDOM_OPS = {"rand", "randn", "randint", "randperm", "normal", "uniform", "bernoulli", "rand_like",
               "randn_like", "randint_like", "native_dropout", "exponential", "multinomial", "random",
               "cauchy", "geometric", "log_normal", "poisson"}
@@ -99,6 +100,10 @@ def flat_out(out) -> list:
 
 
 class Tracer(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False     # never traced by dynamo: skip its wrapper (and a 3 s import of torch._dynamo)
+
     def __init__(self, real: bool):
         super().__init__()
         self.real = real                          # CPU with real values (the fallback) or meta
@@ -111,6 +116,7 @@ class Tracer(TorchDispatchMode):
         self.silent = 0
         self.notes: list[str] = []
         self.n_ops = 0
+        self.roots: list[int] = []                # records always live (host reads steer control flow)
 
     # -------------------------------------------------------------- tensor knowledge
     def info(self, t: torch.Tensor) -> Info:
@@ -146,11 +152,14 @@ class Tracer(TorchDispatchMode):
         finally:
             self.silent -= 1
 
-    def record(self, reads: list[Info], consumed: list[Info], written: list[int], work=None, outs=()) -> int:
-        """Book one op; returns its record index."""
+    def record(self, reads: list[Info], consumed: list[Info], written: list[int], work=None, outs=(),
+               root: bool = False) -> int:
+        """Book one op; returns its record index. A root is live whatever the outputs need."""
         rec = Rec([(i.key, len(self.writers.get(i.key, ()))) for i in reads])
         index = len(self.recs)
         self.recs.append(rec)
+        if root:
+            self.roots.append(index)
         for inf in consumed:
             if inf.origin is not None:
                 rec.touches.append((inf.origin.input, inf.origin.touched()))
@@ -199,6 +208,9 @@ class Tracer(TorchDispatchMode):
     def item(self, t):
         value = self.shadow(t)
         if value is not None:
+            if self.recording:                      # a host read of real values steers the run: live
+                inf = self.info(t)
+                self.record([inf], [inf], [], root=True)
             return value.item()
         op = getattr(getattr(t, "_kb", None), "op", "")
         if t.dtype.is_floating_point:
@@ -375,9 +387,11 @@ class Tracer(TorchDispatchMode):
             return
         if any(getattr(o, "_kb", None) is not None and o._kb.shadow is not None for o in outs):
             return                                   # made from shadows already
-        if not view and any(o.numel() > (sources.SMALL if base in RANDOM_OPS and o.dtype.is_floating_point
-                                         else sources.SHADOW_LIMIT) for o in outs):
+        if not view and any(o.numel() > (FLOAT_SHADOW_LIMIT if o.dtype.is_floating_point else sources.SHADOW_LIMIT)
+                            for o in outs):
             return
+        if base in ops.MATMULS and outs[0].numel() * (ins[0].shape[-1] if ins and ins[0].dim() else 1) > 1e8:
+            return                                   # a large product's values are never index data
         shadows = self.shadow_args(args, kwargs)
         if shadows is None:
             return

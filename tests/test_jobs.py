@@ -85,9 +85,22 @@ def test_leaderboard_csv_columns_and_flagged_rows(tmp_path):
     assert float(rows["001_good"]["sol_score"]) > 0
     assert float(rows["002_flagged"]["sol_score"]) == 0.0  # never ranked, and the reason is shown
     assert rows["002_flagged"]["audit_status"] == "REWARD_HACK: output-cache"
+    html = tmp_path / "board.html"
+    assert CliRunner().invoke(main, ["--db", db, "leaderboard", "--html", str(html)]).exit_code == 0
+    assert "data:image/png;base64," in html.read_text() and "001_good" in html.read_text()
     long = tmp_path / "long.csv"
     assert CliRunner().invoke(main, ["--db", db, "leaderboard", "--per-workload", "--csv", str(long)]).exit_code == 0
     assert len(list(csv.DictReader(long.open()))) == 2
+
+
+def test_batch_only_selects_by_glob(tmp_path):
+    from kernelbench.batch import select_tasks
+
+    for name in ("001_a", "002_b"):
+        write_rmsnorm_problem(tmp_path, name)
+    write_rmsnorm_problem(tmp_path, "001_c", subset="L2")
+    assert [d.name for d in select_tasks(tmp_path, ("L1/00*",))] == ["001_a", "002_b"]
+    assert [d.name for d in select_tasks(tmp_path, ("*/001_*",))] == ["001_a", "001_c"]
 
 
 def test_eval_cli_prints_json_traces(tmp_path):

@@ -1,0 +1,191 @@
+"""`kb roofline TASK` and `kb calibrate`: click commands for the CLI owner to register.
+
+    from roofline.cli import roofline_command, calibrate_command
+    main.add_command(roofline_command)
+    main.add_command(calibrate_command)
+
+TASK is a problem directory, a task name under tasks235/, or a directory holding many
+problems (every problem below it is bounded, in one process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from kernelbench.errors import KernelBenchError
+from kernelbench.problem import DEFINITION_FILE, find_problem_dirs, load_problem
+
+from .hardware import HARDWARE_NAMES, ProfileError, load_profile
+from .model import WorkloadSOL, prefetch_counts, sol_for_problem
+
+console = Console()
+
+
+def default_hardware() -> str:
+    """The GPU present if it has a profile, else H200."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            from .hardware import canonical_name
+            return canonical_name(torch.cuda.get_device_name(0))
+    except (ImportError, ProfileError, RuntimeError):
+        pass
+    return "H200"
+
+
+def problem_dirs(task: str) -> list[Path]:
+    path = Path(task)
+    if path.is_dir() and not (path / DEFINITION_FILE).is_file():
+        dirs = find_problem_dirs(path)
+        if dirs:
+            return dirs
+    try:
+        from kernelbench.tasks import resolve_task
+    except ImportError:                                   # older trees: a directory or a name under tasks235/
+        if (path / DEFINITION_FILE).is_file():
+            return [path]
+        root = Path(__file__).resolve().parents[1] / "tasks235"
+        found = [d for d in find_problem_dirs(root) if d.name == task or d.name.endswith(f"_{task}")]
+        if len(found) != 1:
+            raise KernelBenchError(f"no single problem directory or task named {task!r}")
+        return found
+    return [resolve_task(task)]
+
+
+def _si(value: float, unit: str = "") -> str:
+    if not value:
+        return "0"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{prefix}{unit}"
+    return f"{value:.3g}{unit}"
+
+
+def _us(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e6:.2f}"
+
+
+def _classes(flops: dict[str, float]) -> str:
+    return " ".join(f"{c}:{_si(n)}" for c, n in sorted(flops.items(), key=lambda kv: -kv[1]) if n) or "-"
+
+
+def print_table(name: str, sols: list[WorkloadSOL], problem) -> None:
+    var_axes = [a for a, spec in problem.definition.axes.items() if spec.kind == "var"]
+    published = any(s.published_t_sol_s for s in sols)
+    table = Table(title=f"{problem.subset}/{name}  ({sols[0].profile_id})" if sols else name, title_justify="left")
+    for column, justify in (("#", "right"), ("axes", "left"), ("T_SOL us", "right"), ("bound", "left"),
+                            ("tensor FLOPs", "left"), ("CUDA FLOPs", "left"), ("SFU", "right"),
+                            ("bytes", "right"), ("FLOP/B", "right")):
+        table.add_column(column, justify=justify)
+    if published:
+        table.add_column("published us", justify="right")
+        table.add_column("ours/pub", justify="right")
+    table.add_column("counted", justify="left")
+    for s in sols:
+        axes = " ".join(f"{a}={s.axes[a]}" for a in var_axes)
+        row = [str(s.index), axes, _us(s.t_sol_s), s.binding, _classes(s.tensor_flops), _classes(s.cuda_flops),
+               _si(s.sfu_ops), _si(s.bytes, "B"), f"{s.intensity:.3g}"]
+        if published:
+            ratio = s.ratio_to_published
+            row += [_us(s.published_t_sol_s), "-" if ratio is None else f"{ratio:.2f}"]
+        row.append(s.counted_on if not s.notes else f"{s.counted_on}*")
+        table.add_row(*row)
+    console.print(table)
+    notes = sorted({n for s in sols for n in s.notes})
+    for note in notes:
+        console.print(f"  * {note}", highlight=False)
+
+
+@click.command("roofline")
+@click.argument("task")
+@click.option("--hardware", type=click.Choice(HARDWARE_NAMES, case_sensitive=False), default=None,
+              help="Default: the GPU present, else H200.")
+@click.option("--profile", type=click.Choice(["datasheet", "measured"]), default="datasheet", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per problem (JSON lines).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a log-log roofline PNG, one point per workload.")
+@click.option("--jobs", type=int, default=None, help="Worker processes for counting (default: CPU count, max 4).")
+def roofline_command(task, hardware, profile, as_json, plot, jobs):
+    """Speed-of-light time per workload of TASK: T_SOL, binding unit, FLOPs by class, bytes."""
+    hardware = (hardware or default_hardware()).upper()
+    try:
+        prof = load_profile(hardware, profile)
+    except ProfileError as exc:
+        raise click.ClickException(str(exc))
+    problems = [load_problem(d) for d in problem_dirs(task)]
+    jobs = jobs if jobs is not None else min(4, os.cpu_count() or 1)
+    prefetch_counts(problems, jobs=jobs)
+    groups, failed = {}, []
+    for problem in problems:
+        try:
+            sols = sol_for_problem(problem, prof)
+        except Exception as exc:  # one problem that cannot be counted does not stop the others
+            failed.append(problem.name)
+            message = f"{type(exc).__name__}: {exc}"
+            if as_json:
+                click.echo(json.dumps({"problem": problem.name, "directory": str(problem.directory),
+                                       "error": message}))
+            else:
+                console.print(f"[red]{problem.subset}/{problem.name}: cannot count: {message}[/red]", highlight=False)
+            continue
+        groups[f"{problem.subset}/{problem.name}"] = sols
+        if as_json:
+            click.echo(json.dumps({"problem": problem.name, "subset": problem.subset,
+                                   "directory": str(problem.directory), "hardware": prof.name,
+                                   "profile_id": prof.profile_id, "workloads": [s.to_dict() for s in sols]}))
+        else:
+            print_table(problem.name, sols, problem)
+    if plot is not None and groups:
+        from .plot import roofline_plot
+        roofline_plot(groups, prof, plot)
+        if not as_json:
+            console.print(f"roofline plot: {plot}")
+    if failed:
+        sys.exit(1)
+
+
+@click.command("calibrate")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Profile JSON (default: $KB_PROFILE_DIR or ~/.cache/kernelbench/profiles/<gpu>.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def calibrate_command(out, as_json):
+    """Measure this GPU's achievable bandwidth and rates; save a measured roofline profile."""
+    from .calibrate import calibrate
+    try:
+        profile, raw, path = calibrate(str(out) if out else None)
+    except (RuntimeError, ProfileError) as exc:
+        raise click.ClickException(str(exc))
+    if as_json:
+        click.echo(json.dumps({"path": path, "profile": profile.to_dict(), "raw": raw}))
+        return
+    sheet = load_profile(profile.name, "datasheet")
+    table = Table(title=f"{profile.profile_id} ({profile.device_name}) -> {path}", title_justify="left")
+    for column in ("quantity", "measured", "datasheet", "ratio"):
+        table.add_column(column, justify="right" if column != "quantity" else "left")
+    rows = [("DRAM bandwidth B/s", profile.dram_bandwidth, sheet.dram_bandwidth)]
+    rows += [(f"tensor {c} FLOP/s", v, sheet.tensor.get(c)) for c, v in profile.tensor.items() if f"tensor.{c}" in profile.measured]
+    rows += [("CUDA fp32 FLOP/s", profile.cuda["fp32"], sheet.cuda["fp32"]), ("SFU results/s", profile.sfu, sheet.sfu),
+             ("launch floor s", profile.launch_floor_s, sheet.launch_floor_s)]
+    for label, value, datasheet in rows:
+        table.add_row(label, _si(value), _si(datasheet) if datasheet else "-",
+                      f"{value / datasheet:.2f}" if datasheet else "-")
+    console.print(table)
+
+
+@click.group()
+def _standalone():
+    """roofline commands (until they are registered in `kb`)."""
+
+
+_standalone.add_command(roofline_command)
+_standalone.add_command(calibrate_command)
+
+if __name__ == "__main__":
+    _standalone()
