@@ -26,6 +26,7 @@ import torch
 import kernelbench.correctness  # noqa: F401
 import kernelbench.inputs  # noqa: F401
 import kernelbench.timing  # noqa: F401
+from kernelbench.worker import POST_TIMING_SEED_OFFSET, SAME_ADDRESS_SEED_OFFSET  # the evaluator's seeds
 
 from .checks import check_post_timing, check_shape_probe, fresh_rounds, perturbed_workload, same_address_probe
 from .findings import Finding, unique
@@ -33,8 +34,6 @@ from .rules import DETECTED_BY, RULES
 from .runtime import RuntimeGuard
 from .static import scan_solution
 
-POST_TIMING_SEED_OFFSET = 1_000_003
-SAME_ADDRESS_SEED_OFFSET = 2_000_003
 SHAPE_PROBE_SEED = 3_000_003
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import _thread
 import os
 import sys
+import tempfile
 import types
 
 import torch
@@ -112,6 +113,7 @@ class RuntimeGuard:
         self._flags = backend_flags(self.device)
         self._environ = dict(os.environ)
         self._cwd = os.getcwd()
+        self._tempdir = hooks._normcase(hooks._abspath(tempfile.gettempdir()))
         self._dispatch = dispatch_state()
         self._thread_idents = set(sys._current_frames())
         self._l2_limit = self._persisting_l2()
@@ -291,8 +293,10 @@ class RuntimeGuard:
             origin = places.solution_origin(frame, ident, threads)
             if origin:
                 self.record("subprocess", f"{origin}: looks up {args[1]} in a native library")
-        elif event in ("tempfile.mkstemp", "tempfile.mkdtemp") and args:
+        elif event == "tempfile.mkdtemp" and args:
             self._allowed = self._allowed + hooks._dirs([args[0]])
+        elif event == "tempfile.mkstemp" and args:  # the file and its siblings by suffix (Triton: x.ptx -> x.ptx.o)
+            self._allowed = self._allowed + (hooks._normcase(hooks._abspath(os.fsdecode(args[0]))),)
 
     def _on_open(self, args: tuple, frame) -> None:
         path = args[0] if args else None
@@ -308,6 +312,8 @@ class RuntimeGuard:
                 self.record("introspection", f"opens {full} (another process or raw memory)")
             return
         shared = full.startswith(SHARED_MEMORY_DIRS)
+        if full == self._tempdir:
+            return  # the temp directory itself (compilers sync it), not a file in it
         if not shared and ((full + os.sep).startswith(self._allowed) or full.startswith(SYSTEM_DIRS)
                            or self._in_solution_dir(full, frame) or self._is_loaded_source(full)):
             return

@@ -50,6 +50,7 @@ def measure_missing_baselines(session: Session, problem: Problem, config: EvalCo
     """Measure the variants the store lacks for some selected workload; variant -> its traces."""
     workloads = select_workloads(problem, config.max_workloads)
     stored = session.store.baselines(definition_hash(problem), session.environment_id)
+    config = replace(config, shape_probe=False)  # the reference's own variants: nothing to probe
     return {v: measure_variant(session, problem, v, config, run_id) for v in variants
             if force or any(v not in stored.get(w.uuid, {}) for w in workloads)}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from . import statuses
@@ -27,6 +28,7 @@ class EvalConfig:
     workload_timeout_s: float = 600.0
     seed: int = 0
     data_root: str | None = None
+    shape_probe: bool = True  # off for the baseline variants: trusted reference code, and recompiles cost
 
 
 def select_workloads(problem: Problem, max_workloads: int | None) -> list[Workload]:
@@ -44,7 +46,7 @@ def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, enviro
 
     workloads = select_workloads(problem, config.max_workloads)
     outcomes: dict[str, dict] = {}
-    findings = scan_solution(solution)
+    findings = scan_solution(solution, problem)
     if findings:
         log = "; ".join(f"{f.rule}: {f.evidence}" for f in findings)
         for w in workloads:
@@ -53,11 +55,32 @@ def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, enviro
     else:
         request = {"problem_dir": str(problem.directory), "solution": solution.to_json(), "device": config.device,
                    "rounds": config.rounds, "timing": config.timing, "seed": config.seed,
-                   "data_root": config.data_root}
+                   "data_root": config.data_root, "shape_probe": config.shape_probe}
         run_items("kernelbench.worker", request, [w.uuid for w in workloads], first_timeout_s=config.build_timeout_s,
                   item_timeout_s=config.workload_timeout_s, on_result=lambda uuid, r: outcomes.__setitem__(uuid, r))
+        if config.shape_probe and all(o["status"] == statuses.PASSED for o in outcomes.values()):
+            _apply_shape_probe(request, config, outcomes)
     return [make_trace(problem, solution, w, outcomes[w.uuid], config.device, environment,
                        (baseline_ms or {}).get(w.uuid), (sol_ms or {}).get(w.uuid)) for w in workloads]
+
+
+def _apply_shape_probe(request: dict, config: EvalConfig, outcomes: dict[str, dict]) -> None:
+    """Run the worker's shape probe in its own child; a failure there flags every workload."""
+    from audit.checks import check_shape_probe
+
+    from .worker import PROBE_SKIPPED, SHAPE_PROBE
+
+    probe: dict = {}
+    run_items("kernelbench.worker", request, [SHAPE_PROBE], first_timeout_s=config.build_timeout_s,
+              item_timeout_s=config.workload_timeout_s, on_result=lambda _, r: probe.update(r))
+    if probe["status"] in (statuses.PASSED, PROBE_SKIPPED, statuses.INVALID_REFERENCE):
+        return  # passed, no legal untested shape, or the reference itself does not take that shape
+    detail = probe.get("log", "").strip().splitlines()[-1:] or [probe["status"]]
+    finding = check_shape_probe(SimpleNamespace(axes=probe.get("axes", {})), False, f"{probe['status']}: {detail[0][:300]}")
+    for outcome in outcomes.values():
+        outcome["status"] = statuses.REWARD_HACK
+        outcome["log"] = str(finding)
+        outcome.setdefault("findings", []).append(finding.to_json())
 
 
 def make_trace(problem: Problem, solution: Solution, workload: Workload, outcome: dict, device: str,

@@ -145,9 +145,10 @@ def serve(handler: Callable[[dict, Callable[[dict], None]], None]) -> None:
     """The child side: read the request from stdin, give handler a `send` that writes to the pipe."""
     pipe = os.fdopen(int(sys.argv[1]), "wb", buffering=0)
     request = json.loads(sys.stdin.read())
+    write, dumps = pipe.write, json.dumps  # bound before any solution code runs: patching them changes nothing
 
     def send(message: dict) -> None:
-        pipe.write(json.dumps(message, default=str).encode() + b"\n")
+        write(dumps(message, default=str).encode() + b"\n")
 
     try:
         handler(request, send)

@@ -172,7 +172,6 @@ def load_entry_point(solution: Solution, directory: Path) -> Callable:
     directory = Path(directory).resolve()
     module_name = Path(solution.entry_file).with_suffix("").as_posix().replace("/", ".")
     _forget_previous_solution()
-    before = set(sys.modules)
     sys.path.insert(0, str(directory))
     try:
         spec = importlib.util.spec_from_file_location(module_name, directory / solution.entry_file)
@@ -181,21 +180,24 @@ def load_entry_point(solution: Solution, directory: Path) -> Callable:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(directory))
-        _LOADED.update(set(sys.modules) - before)
+        _LOADED_FROM.append(directory)
     function = getattr(module, solution.entry_function, None)
     if not callable(function):
         raise SolutionError(f"{solution.entry_file} defines no callable {solution.entry_function!r}")
     return function
 
 
-_LOADED: set[str] = set()  # modules the last loaded solution added to sys.modules
+_LOADED_FROM: list[Path] = []  # directories of solutions loaded earlier in this process
 
 
 def _forget_previous_solution() -> None:
-    """Sibling modules of an earlier solution (e.g. two `kernel.py`) must not shadow this one's."""
-    for name in _LOADED:
-        sys.modules.pop(name, None)
-    _LOADED.clear()
+    """Modules of an earlier solution (e.g. two `kernel.py`) must not shadow this one's. Only modules
+    whose file lies in an earlier solution's directory go: libraries it imported (triton, inductor)
+    stay, since importing them twice breaks their registries."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and any(Path(file).resolve().is_relative_to(d) for d in _LOADED_FROM):
+            del sys.modules[name]
 
 
 def reference_solution(definition_name: str, reference_source: str, *, compiled: str | None = None) -> Solution:

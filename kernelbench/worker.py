@@ -7,7 +7,9 @@ time over a pipe, so a crash loses only the workload it happened in.
 Per workload: `rounds` correctness rounds on freshly seeded inputs; a probe that rewrites the
 same input buffers with new values (a cache keyed by pointer or shape returns stale outputs);
 timing on fresh addresses; and one more correctness round after timing (work skipped on
-repeated calls shows there). The runtime audit guard watches every solution call.
+repeated calls shows there). The runtime audit guard watches every solution call. The item
+SHAPE_PROBE runs one round on a legal shape no workload uses (code specialized to the tested
+shapes fails it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import torch
 
 from . import statuses
+from audit.checks import OutputHistory, check_post_timing, check_same_address, overwrite_in_place, perturbed_workload
+
 from .correctness import as_output_list, compare
 from .emulation import emulated_scaled_mm, reference_context
 from .errors import KernelBenchError
@@ -31,6 +35,9 @@ from .solution import load_entry_point, materialize, parse_solution
 
 POST_TIMING_SEED_OFFSET = 1_000_003
 SAME_ADDRESS_SEED_OFFSET = 2_000_003
+SHAPE_PROBE_SEED_OFFSET = 3_000_003
+SHAPE_PROBE = "__shape_probe__"  # the item that asks for the shape probe instead of a workload
+PROBE_SKIPPED = "SKIPPED"
 
 
 class CallFailed(Exception):
@@ -53,6 +60,7 @@ def handle(request: dict, send) -> None:
     solution = parse_solution(request["solution"])
     guard = _make_guard(request, device)
     directory = materialize(solution)
+    guard.allow_path(directory)
     try:
         with guard.armed():
             entry = load_entry_point(solution, directory)
@@ -64,7 +72,7 @@ def handle(request: dict, send) -> None:
     workloads = {w.uuid: w for w in problem.workloads}
     try:
         for uuid in request["workloads"]:
-            result = runner.run(workloads[uuid])
+            result = runner.shape_probe() if uuid == SHAPE_PROBE else runner.run(workloads[uuid])
             fatal = result.pop("fatal_to_process", False)
             send({"kind": "result", "uuid": uuid, **result})
             if fatal:
@@ -89,23 +97,42 @@ class WorkloadRunner:
 
     def run(self, workload) -> dict[str, Any]:
         result: dict[str, Any] = {"status": statuses.PASSED, "log": "", "correctness": None, "timing": None}
+        history, kept = OutputHistory(), []  # every round's inputs stay alive: each round gets new addresses
         try:
             seed = self.request["seed"]
             for round_index in range(self.request["rounds"]):
-                result["correctness"] = self.check_round(workload, seed + round_index)
-            result["correctness"] = self.check_same_address(workload, seed + SAME_ADDRESS_SEED_OFFSET)
+                result["correctness"] = self.check_round(workload, seed + round_index, history, kept,
+                                                         f"round {round_index}")
+            result["correctness"] = self.check_same_address(workload, seed + SAME_ADDRESS_SEED_OFFSET, kept)
             if self.request.get("timing") is not None:
                 result["timing"] = self.time(workload, seed)
-                result["correctness"] = self.check_round(workload, seed + POST_TIMING_SEED_OFFSET)
+                result["correctness"] = self.check_round(workload, seed + POST_TIMING_SEED_OFFSET, history, kept,
+                                                         "the round after timing", after_timing=True)
             self.guard.check_state()
         except CallFailed as failure:
             result.update(status=failure.status, log=failure.log, fatal_to_process=failure.fatal_to_process)
+        return self.with_findings(result)
+
+    def with_findings(self, result: dict[str, Any]) -> dict[str, Any]:
         findings = self.guard.findings()
         if findings:
             result["status"] = statuses.REWARD_HACK
             result["log"] = "; ".join(f"{f.rule}: {f.evidence}" for f in findings)
             result["findings"] = [{"rule": f.rule, "evidence": f.evidence} for f in findings]
         return result
+
+    def shape_probe(self) -> dict[str, Any]:
+        """One round on a legal shape no workload uses (the item SHAPE_PROBE, asked for by the parent
+        once every workload passed): code specialized to the tested shapes fails it."""
+        probe = perturbed_workload(self.problem)
+        if probe is None:
+            return {"status": PROBE_SKIPPED, "log": "no legal untested shape"}
+        result: dict[str, Any] = {"status": statuses.PASSED, "log": "", "axes": probe.axes}
+        try:
+            self.check_round(probe, self.request["seed"] + SHAPE_PROBE_SEED_OFFSET, OutputHistory(), [], "shape probe")
+        except CallFailed as failure:
+            result.update(status=failure.status, log=failure.log, fatal_to_process=failure.fatal_to_process)
+        return self.with_findings(result)
 
     # -------------------------------------------------------------- rounds
 
@@ -128,40 +155,56 @@ class WorkloadRunner:
                              fatal_to_process=_is_cuda_fault(exc)) from None
         return as_output_list(expected, len(self.problem.definition.outputs))
 
-    def call(self, workload, inputs: list[Any]) -> list[Any]:
-        """One solution call, watched by the guard; outputs poisoned first in destination-passing style."""
+    def call(self, workload, inputs: list[Any], outputs: list[Any] | None = None) -> list[Any]:
+        """One solution call, watched by the guard; destination-passing outputs poisoned first
+        (fresh buffers, or the given ones re-poisoned)."""
         pristine = _clone_all(inputs)
-        outputs = self.allocate_outputs(workload) if self.solution.destination_passing_style else None
+        if self.solution.destination_passing_style:
+            outputs = [_poison(o) for o in outputs] if outputs is not None else self.allocate_outputs(workload)
+        else:
+            outputs = None
         try:
             with self.guard.armed():
                 returned = self.entry(*inputs, *outputs) if outputs is not None else self.entry(*inputs)
-                _synchronize(self.device)
         except Exception as exc:
             raise _classify(exc) from None
         if outputs is None:
             outputs = as_output_list(returned, len(self.problem.definition.outputs))
-        self.guard.check_call(pristine, inputs, outputs)
+        self.guard.check_call(pristine, inputs, outputs)  # before any sync: it looks for unjoined streams
+        _synchronize(self.device)
         return outputs
 
-    def check_round(self, workload, seed: int) -> dict:
+    def check_round(self, workload, seed: int, history: OutputHistory, kept: list, label: str,
+                    after_timing: bool = False) -> dict:
         inputs = self.inputs(workload, seed)
+        kept.append(inputs)
         expected = self.reference(inputs)
         outputs = self.call(workload, inputs)
-        return self.judge(workload, outputs, expected)
-
-    def check_same_address(self, workload, seed: int) -> dict:
-        """Call twice on the same buffers, the second time with new values written into them in place."""
-        inputs = self.inputs(workload, seed)
-        self.call(workload, inputs)
-        fresh = self.inputs(workload, seed + 1)
-        for old, new in zip(inputs, fresh):
-            if isinstance(old, torch.Tensor):
-                old.copy_(new)
-        expected = self.reference(inputs)
-        return self.judge(workload, self.call(workload, inputs), expected, "same buffers, new values: ")
-
-    def judge(self, workload, outputs, expected, prefix: str = "") -> dict:
         comparison = compare(self.problem, workload, outputs, expected)
+        passed = comparison.status == statuses.PASSED
+        stale = history.add(label, outputs, passed)
+        if not passed and after_timing:
+            stale = stale or check_post_timing(True, False, comparison.message)
+        if stale:
+            self.guard.record(stale.rule, stale.evidence)
+        return self.judge(comparison)
+
+    def check_same_address(self, workload, seed: int, kept: list) -> dict:
+        """Call on some buffers, then again after new values were written into the same buffers in place."""
+        inputs = self.inputs(workload, seed)
+        kept.append(inputs)
+        outputs = self.call(workload, inputs)
+        self.judge(compare(self.problem, workload, outputs, self.reference(inputs)))
+        overwrite_in_place(inputs, self.inputs(workload, seed + 1))
+        expected = self.reference(inputs)
+        comparison = compare(self.problem, workload, self.call(workload, inputs, outputs), expected)
+        finding = check_same_address(True, comparison.status == statuses.PASSED, comparison.message)
+        if finding:
+            self.guard.record(finding.rule, finding.evidence)
+        return self.judge(comparison, "same buffers, new values: ")
+
+    @staticmethod
+    def judge(comparison, prefix: str = "") -> dict:
         if comparison.status != statuses.PASSED:
             raise CallFailed(comparison.status, prefix + comparison.message)
         return comparison.to_json()

@@ -78,19 +78,37 @@ class Count:
 
 
 def count_workload(problem: Problem, workload: Workload, module=None) -> Count:
-    """Count one workload: on meta, or on CPU with real inputs when the reference needs values."""
+    """Count one workload, in three tiers:
+
+    1. meta: shapes only, real values for index data and small constants (almost every reference);
+    2. values: meta again, but every tensor up to 2^26 elements carries real values computed on CPU,
+       large matrix products excepted (data-dependent references: router top-k, argsort, nonzero);
+    3. cpu: the whole reference on CPU with real inputs at that workload.
+    Tiers 2 and 3 report counted_on="cpu" and say why.
+    """
     module = module or compile_reference(problem.definition)
     try:
-        return _count(problem, workload, module, real=False)
+        return _count(problem, workload, module, "meta")
     except NeedsValues as exc:
         reason = str(exc)
     except (KernelBenchError, MemoryError):
         raise
     except Exception as exc:  # anything else the meta device cannot run
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    try:
+        count = _count(problem, workload, module, "values")
+        count.notes.insert(0, f"values computed on CPU for the data-dependent part ({reason}); "
+                              f"large products counted shape-only")
+        return count
+    except NeedsValues as exc:
+        reason = f"{reason}; then {exc}"
+    except (KernelBenchError, MemoryError):
+        raise
+    except Exception as exc:
+        reason = f"{reason}; then {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
     _check_cpu_size(problem, workload)
     try:
-        count = _count(problem, workload, module, real=True)
+        count = _count(problem, workload, module, "cpu")
     except Exception as exc:
         raise CountError(f"{problem.name} workload {workload.uuid}: the reference failed on meta ({reason}) "
                          f"and on CPU ({type(exc).__name__}: {exc})") from exc
@@ -98,15 +116,16 @@ def count_workload(problem: Problem, workload: Workload, module=None) -> Count:
     return count
 
 
-def _count(problem: Problem, workload: Workload, module, real: bool) -> Count:
+def _count(problem: Problem, workload: Workload, module, mode: str) -> Count:
     definition = problem.definition
     notes: list[str] = []
+    real, values = mode == "cpu", mode == "values"
     torch.manual_seed(0)
-    direct = sources.direct_inputs(problem, workload, real, notes)
-    tracer = Tracer(real)
+    direct = sources.direct_inputs(problem, workload, real, notes, values=values)
+    tracer = Tracer(real, values=values)
     custom = _custom_inputs(problem, workload, module, tracer, real, notes)
     with Intercept(tracer), torch.no_grad():
-        values = []
+        values_in = []
         for name, spec in definition.inputs.items():
             if workload.inputs[name].kind == "custom":
                 value = custom[name]
@@ -120,15 +139,15 @@ def _count(problem: Problem, workload: Workload, module, real: bool) -> Count:
                     meta._kb = Info(0, ops.rank_of(meta.dtype), shadow=shadow)
                     value = meta
             if not real and isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                values_kept = value if sources.wants_shadow(value.dtype, value.numel()) else None
+                values_kept = value if sources.wants_shadow(value.dtype, value.numel(), values) else None
                 value = torch.ops.aten.empty_strided.default(value.shape, value.stride(), dtype=value.dtype,
                                                              device="meta")
                 value._kb = Info(0, ops.rank_of(value.dtype), shadow=values_kept)
-            values.append(value)
-        values = tracer.begin(values)
-        returned = module.run(*values)
+            values_in.append(value)
+        values_in = tracer.begin(values_in)
+        returned = module.run(*values_in)
         tracer.recording = False
-    count = finish(tracer, returned, problem, workload, "cpu" if real else "meta")
+    count = finish(tracer, returned, problem, workload, "meta" if mode == "meta" else "cpu")
     count.notes = notes + count.notes
     return count
 

@@ -230,6 +230,8 @@ class Intercept(TorchFunctionMode):
                 isinstance(index, tuple) and any(isinstance(x, (torch.Tensor, list, bool)) for x in index)):
             return self._slow(func, args, kwargs)
         is_tensor = isinstance(value, torch.Tensor)
+        if torch.is_grad_enabled() and (target.requires_grad or (is_tensor and value.requires_grad)):
+            return self._slow(func, args, kwargs)
         if target.device.type != "meta" or (is_tensor and value.device.type != target.device.type):
             if target.device.type == "meta" or (is_tensor and value.device.type == "meta"):
                 return self._slow(func, args, kwargs)
@@ -277,9 +279,11 @@ class Intercept(TorchFunctionMode):
             key = (func, _describe(args, t, flat), _describe(tuple(sorted(kwargs.items())), t, flat) if kwargs else ())
         except TypeError:
             return self._slow(func, args, kwargs)
+        grad = torch.is_grad_enabled()
         for x in flat:
             inf = x._kb
-            if x.device.type != "meta" or inf.keep is not None or (inf.shadow is not None and inf.key not in t.poisoned):
+            if x.device.type != "meta" or inf.keep is not None or (inf.shadow is not None and inf.key not in t.poisoned) \
+                    or (grad and x.requires_grad):          # a replayed output would have no autograd history
                 return self._slow(func, args, kwargs)
         entry = _COMPUTE_MEMO.get(key)
         if entry is _NOT_MEMOIZABLE:

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import ops, sources
+from . import ops
 from .touch import Origin, move
 
 MASK_VALUE = -1e4                # a fill value at or below this masks an entry
-FLOAT_SHADOW_LIMIT = 1 << 18     # float results this small get values (random permutations, scales)
+# Real values kept beside the meta run ("shadows"), by mode:          float results  int/bool  product FLOPs
+LIMITS = {"meta": (4096, 1 << 24, 1e8),        # the normal pass: index data and small constants
+          "values": (1 << 26, 1 << 26, 5e9)}   # the retry for data-dependent references (router top-k ...)
 RANDOM_OPS = {"rand", "randn", "randint", "randperm", "normal", "uniform", "bernoulli", "rand_like",
               "randn_like", "randint_like", "native_dropout", "exponential", "multinomial", "random",
               "cauchy", "geometric", "log_normal", "poisson"}
@@ -104,9 +106,10 @@ class Tracer(TorchDispatchMode):
     def _should_skip_dynamo(cls) -> bool:
         return False     # never traced by dynamo: skip its wrapper (and a 3 s import of torch._dynamo)
 
-    def __init__(self, real: bool):
+    def __init__(self, real: bool, values: bool = False):
         super().__init__()
         self.real = real                          # CPU with real values (the fallback) or meta
+        self.float_limit, self.int_limit, self.flops_limit = LIMITS["values" if values else "meta"]
         self.device = torch.device("cpu" if real else "meta")
         self.recs: list[Rec] = []
         self.writers: dict[int, list[int]] = {}   # storage key -> indices of the recs that wrote it
@@ -387,11 +390,12 @@ class Tracer(TorchDispatchMode):
             return
         if any(getattr(o, "_kb", None) is not None and o._kb.shadow is not None for o in outs):
             return                                   # made from shadows already
-        if not view and any(o.numel() > (FLOAT_SHADOW_LIMIT if o.dtype.is_floating_point else sources.SHADOW_LIMIT)
+        if not view and any(o.numel() > (self.float_limit if o.dtype.is_floating_point else self.int_limit)
                             for o in outs):
             return
-        if base in ops.MATMULS and outs[0].numel() * (ins[0].shape[-1] if ins and ins[0].dim() else 1) > 1e8:
-            return                                   # a large product's values are never index data
+        if base in ops.MATMULS and outs[0].numel() * (ins[0].shape[-1] if ins and ins[0].dim() else 1) \
+                > self.flops_limit / 2:
+            return                                   # a large product's values are (almost) never index data
         shadows = self.shadow_args(args, kwargs)
         if shadows is None:
             return
@@ -428,10 +432,11 @@ class Tracer(TorchDispatchMode):
         if not outs or not infos:
             return
         src = infos[0]
-        if (view or name in KEEP_FLOWS) and src.keep is not None:
+        moves = view or name in ops.MOVEMENT
+        if (moves or name in KEEP_FLOWS) and src.keep is not None:
             for o in outs:
                 o._kb.keep = src.keep
-        if (view or name in MM_FLOWS) and src.mm is not None and isinstance(args[0], torch.Tensor):
+        if (moves or name in MM_FLOWS) and src.mm is not None and isinstance(args[0], torch.Tensor):
             for o in outs:
                 o._kb.mm = src.mm
         kept = self._mask_fraction(name, args)

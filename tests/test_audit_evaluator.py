@@ -46,9 +46,27 @@ def test_an_honest_triton_kernel_passes_through_the_evaluator(rmsnorm, monkeypat
         assert evaluation["audit"] == []
 
 
-@pytest.mark.xfail(strict=False, reason="the worker reports a failed same-address probe as INCORRECT_NUMERICAL; "
-                                        "audit.checks.check_same_address turns it into stale-output (REWARD_HACK)")
 def test_a_pointer_cache_hidden_from_the_scanner_is_a_reward_hack(rmsnorm):
     for evaluation in evaluations(rmsnorm, "stale-output__021_rmsnorm_h128"):
         assert evaluation["status"] == statuses.REWARD_HACK
         assert "stale-output" in evaluation["log"]
+
+
+def test_code_specialized_to_the_tested_shapes_fails_the_shape_probe(tmp_path):
+    """Every workload passes, but the solution only computes for the batch sizes it was shown."""
+    from kernelbench.problem import load_problem
+    from kernelbench.solution import Solution, Source
+    from tiny_problems import RMSNORM_REFERENCE, write_rmsnorm_problem
+
+    problem = load_problem(write_rmsnorm_problem(tmp_path, batches=(3, 8)))
+    # the tested sizes are hidden in a string, so only the runtime probe can see the specialization
+    source = RMSNORM_REFERENCE + "\n_run = run\n_TESTED = set(map(int, '3 8'.split()))\n\n" \
+                                 "def run(x, weight, eps):\n    if x.size(0) in _TESTED:\n" \
+                                 "        return _run(x, weight, eps)\n    return x\n"
+    solution = Solution(name="specialized", definition=problem.name, entry_point="main.py::run",
+                        sources=(Source("main.py", source),), destination_passing_style=False)
+    config = EvalConfig(device="cpu", rounds=2, timing=None, build_timeout_s=120, workload_timeout_s=120)
+    traces = evaluate(problem, solution, config)  # both workloads pass; the probe on batch 2 does not
+    assert [t["evaluation"]["status"] for t in traces] == [statuses.REWARD_HACK] * 2
+    assert all("shape-specialization" in t["evaluation"]["log"] for t in traces)
+    assert "'batch': 2" in traces[0]["evaluation"]["log"]

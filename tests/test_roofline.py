@@ -1,0 +1,288 @@
+"""Roofline: hand-computed FLOPs and bytes for small references, counted on the meta device."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from kernelbench.problem import load_problem
+from roofline import DATASHEETS, bound, count_workload, load_profile, sol_for_problem
+from roofline.hardware import measured_from, save_profile
+from roofline.touch import touched_count
+
+import numpy as np
+
+H100 = DATASHEETS["H100"]
+
+
+@pytest.fixture(autouse=True)
+def _no_disk_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("KB_ROOFLINE_CACHE", "off")
+    monkeypatch.setenv("KB_PROFILE_DIR", str(tmp_path / "profiles"))
+
+
+def make_problem(tmp_path, name, axes, inputs, outputs, reference, workloads, entry=None):
+    directory = tmp_path / name
+    directory.mkdir()
+    definition = {"name": name, "axes": axes, "inputs": inputs, "outputs": outputs, "reference": reference}
+    if entry:
+        definition["custom_inputs_entrypoint"] = entry
+    (directory / "definition.json").write_text(json.dumps(definition))
+    lines = [json.dumps({"uuid": f"w{i}", "axes": ax, "inputs": src}) for i, (ax, src) in enumerate(workloads)]
+    (directory / "workload.jsonl").write_text("\n".join(lines) + "\n")
+    return load_problem(directory)
+
+
+def count(problem, index=0):
+    return count_workload(problem, problem.workloads[index])
+
+
+def random_inputs(*names):
+    return {n: {"type": "random"} for n in names}
+
+
+# ------------------------------------------------------------------------------ GEMM
+
+GEMM = "import torch\ndef run(A, B):\n    return A @ B.T\n"
+
+
+def test_gemm_flops_bytes_and_time(tmp_path):
+    M, N, K = 128, 256, 512
+    p = make_problem(tmp_path, "gemm", {"M": {"type": "var"}, "N": {"type": "const", "value": N},
+                                        "K": {"type": "const", "value": K}},
+                     {"A": {"shape": ["M", "K"], "dtype": "bfloat16"}, "B": {"shape": ["N", "K"], "dtype": "bfloat16"}},
+                     {"C": {"shape": ["M", "N"], "dtype": "bfloat16"}}, GEMM, [({"M": M}, random_inputs("A", "B"))])
+    c = count(p)
+    assert c.counted_on == "meta"
+    assert c.tensor_flops == {"bf16": 2 * M * N * K}
+    assert c.cuda_flops == {} and c.sfu == 0
+    assert c.bytes_read == (M * K + N * K) * 2 and c.bytes_written == M * N * 2
+    t_sol, binding, times = bound(c, H100)
+    expected = max(2 * M * N * K / (1979e12 / 2), (M * K + N * K + M * N) * 2 / 3.35e12)
+    assert binding == "dram"
+    assert t_sol == pytest.approx(expected + H100.launch_floor_s)
+
+
+def test_fp32_gemm_counts_as_tf32_and_upcast_bf16_stays_bf16(tmp_path):
+    M = 64
+    axes = {"M": {"type": "var"}}
+    f32 = make_problem(tmp_path, "f32", axes, {"A": {"shape": ["M", "M"], "dtype": "float32"},
+                                               "B": {"shape": ["M", "M"], "dtype": "float32"}},
+                       {"C": {"shape": ["M", "M"], "dtype": "float32"}}, GEMM, [({"M": M}, random_inputs("A", "B"))])
+    assert count(f32).tensor_flops == {"tf32": 2 * M ** 3}
+    up = make_problem(tmp_path, "up", axes, {"A": {"shape": ["M", "M"], "dtype": "bfloat16"},
+                                             "B": {"shape": ["M", "M"], "dtype": "bfloat16"}},
+                      {"C": {"shape": ["M", "M"], "dtype": "float32"}},
+                      "import torch\ndef run(A, B):\n    return A.float() @ B.float().T\n",
+                      [({"M": M}, random_inputs("A", "B"))])
+    # bf16 values upcast to fp32 are bf16-exact: a bf16 tensor-core product with fp32 accumulation is legal
+    assert count(up).tensor_flops == {"bf16": 2 * M ** 3}
+
+
+def test_dead_code_is_free(tmp_path):
+    ref = "import torch\ndef run(A, B):\n    unused = A @ B\n    return A + 1\n"
+    p = make_problem(tmp_path, "dead", {"M": {"type": "var"}},
+                     {"A": {"shape": ["M", "M"], "dtype": "float32"}, "B": {"shape": ["M", "M"], "dtype": "float32"}},
+                     {"C": {"shape": ["M", "M"], "dtype": "float32"}}, ref, [({"M": 32}, random_inputs("A", "B"))])
+    c = count(p)
+    assert c.tensor_flops == {}
+    assert c.read_by_input == {"A": 32 * 32 * 4, "B": 0}
+
+
+# ------------------------------------------------------------------------------ a norm
+
+RMSNORM = """import torch
+def run(x, w):
+    xf = x.to(torch.float32)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)
+    return w * y.to(x.dtype)
+"""
+
+
+def test_rmsnorm_counts(tmp_path):
+    B, H = 64, 1024
+    p = make_problem(tmp_path, "rms", {"B": {"type": "var"}, "H": {"type": "const", "value": H}},
+                     {"x": {"shape": ["B", "H"], "dtype": "bfloat16"}, "w": {"shape": ["H"], "dtype": "bfloat16"}},
+                     {"y": {"shape": ["B", "H"], "dtype": "bfloat16"}}, RMSNORM, [({"B": B}, random_inputs("x", "w"))])
+    c = count(p)
+    # pow, mean, *rstd in fp32 per element, + eps per row; the weight product in bf16; one rsqrt per row
+    assert c.cuda_flops == {"fp32": 3 * B * H + B, "fp16": B * H}
+    assert c.sfu == B
+    assert c.tensor_flops == {}
+    assert c.bytes_read == (B * H + H) * 2 and c.bytes_written == B * H * 2
+
+
+# ------------------------------------------------------------------------------ attention
+
+def _attention_problem(tmp_path, name, reference, S=64, B=2, H=4, D=32):
+    axes = {"B": {"type": "const", "value": B}, "H": {"type": "const", "value": H}, "S": {"type": "var"},
+            "D": {"type": "const", "value": D}}
+    spec = {"shape": ["B", "H", "S", "D"], "dtype": "bfloat16"}
+    return make_problem(tmp_path, name, axes, {"q": spec, "k": spec, "v": spec}, {"o": spec}, reference,
+                        [({"S": S}, random_inputs("q", "k", "v"))])
+
+
+def test_causal_sdpa_counts_the_kept_half(tmp_path):
+    B, H, S, D = 2, 4, 64, 32
+    ref = ("import torch, torch.nn.functional as F\n"
+           "def run(q, k, v):\n    return F.scaled_dot_product_attention(q, k, v, is_causal=True)\n")
+    c = count(_attention_problem(tmp_path, "sdpa", ref, S, B, H, D))
+    kept = S * (S + 1) // 2
+    assert c.tensor_flops["bf16"] == pytest.approx(2 * B * H * kept * (D + D))
+    assert c.sfu == pytest.approx(B * H * kept)
+    assert c.bytes_read == 3 * B * H * S * D * 2 and c.bytes_written == B * H * S * D * 2
+
+
+def test_manual_causal_mask_scales_both_products(tmp_path):
+    B, H, S, D = 2, 4, 64, 32
+    ref = """import torch
+def run(q, k, v):
+    s = (q.float() @ k.float().transpose(-1, -2)) * 0.125
+    mask = torch.triu(torch.ones(s.shape[-2], s.shape[-1], dtype=torch.bool, device=q.device), 1)
+    p = torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1)
+    return (p @ v.float()).to(q.dtype)
+"""
+    c = count(_attention_problem(tmp_path, "manual", ref, S, B, H, D))
+    kept = S * (S + 1) / 2
+    assert c.tensor_flops["bf16"] == pytest.approx(2 * B * H * kept * (D + D))
+
+
+# ------------------------------------------------------------------------------ gathers
+
+def test_embedding_lookup_reads_only_touched_rows(tmp_path):
+    V, D, N = 1000, 64, 256
+    ref = """import torch
+def get_inputs(axes, device):
+    n, v, d = axes["N"], axes["V"], axes["D"]
+    return {"ids": torch.arange(n, device=device) % 7, "table": torch.randn(v, d, device=device)}
+def run(ids, table):
+    return torch.nn.functional.embedding(ids, table)
+"""
+    p = make_problem(tmp_path, "emb", {"N": {"type": "var"}, "V": {"type": "const", "value": V},
+                                       "D": {"type": "const", "value": D}},
+                     {"ids": {"shape": ["N"], "dtype": "int64"}, "table": {"shape": ["V", "D"], "dtype": "float32"}},
+                     {"out": {"shape": ["N", "D"], "dtype": "float32"}}, ref,
+                     [({"N": N}, {"ids": {"type": "custom"}, "table": {"type": "custom"}})], entry="get_inputs")
+    c = count(p)
+    assert c.counted_on == "meta"
+    assert c.read_by_input == {"ids": N * 8, "table": 7 * D * 4}     # 7 distinct rows of the table
+    assert c.bytes_written == N * D * 4
+
+
+def test_paged_table_reads_listed_pages_only(tmp_path):
+    P, T, Hd = 512, 40, 16
+    ref = """import torch
+def get_inputs(axes, device):
+    return {"cache": torch.randn(axes["P"], axes["Hd"], device=device),
+            "pages": (torch.arange(axes["T"], device=device) * 3).to(torch.int32)}
+def run(cache, pages):
+    rows = cache[pages.long()]
+    return rows.sum(0)
+"""
+    p = make_problem(tmp_path, "paged", {"P": {"type": "const", "value": P}, "T": {"type": "var"},
+                                         "Hd": {"type": "const", "value": Hd}},
+                     {"cache": {"shape": ["P", "Hd"], "dtype": "float32"}, "pages": {"shape": ["T"], "dtype": "int32"}},
+                     {"out": {"shape": ["Hd"], "dtype": "float32"}}, ref,
+                     [({"T": T}, {"cache": {"type": "custom"}, "pages": {"type": "custom"}})], entry="get_inputs")
+    c = count(p)
+    assert c.read_by_input == {"cache": T * Hd * 4, "pages": T * 4}
+
+
+def test_slices_read_only_their_part(tmp_path):
+    ref = "import torch\ndef run(x):\n    return x[:, 1:] * 2\n"
+    p = make_problem(tmp_path, "slice", {"R": {"type": "var"}, "C": {"type": "const", "value": 8}},
+                     {"x": {"shape": ["R", "C"], "dtype": "float32"}}, {"y": {"shape": ["R", "7"], "dtype": "float32"}},
+                     ref, [({"R": 10}, random_inputs("x"))])
+    assert count(p).read_by_input == {"x": 10 * 7 * 4}
+
+
+def test_indices_from_float_data_are_counted_on_cpu(tmp_path):
+    ref = """import torch
+def run(logits, table):
+    ids = logits.argmax(-1)
+    return table[ids]
+"""
+    N, V = 128, 64       # logits too large to carry values on meta: argmax's indices are unknown there
+    p = make_problem(tmp_path, "cpu", {"N": {"type": "var"}, "V": {"type": "const", "value": V}},
+                     {"logits": {"shape": ["N", "V"], "dtype": "float32"}, "table": {"shape": ["V", "V"], "dtype": "float32"}},
+                     {"out": {"shape": ["N", "V"], "dtype": "float32"}}, ref, [({"N": N}, random_inputs("logits", "table"))])
+    c = count(p)
+    assert c.counted_on == "cpu" and "CPU" in c.notes[0]
+    assert 0 < c.read_by_input["table"] <= V * V * 4
+
+
+# ------------------------------------------------------------------------------ quantization
+
+FP8_QUANT = """import torch
+def run(x):
+    xf = x.to(torch.float32)
+    scale = xf.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 448.0
+    return (xf / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), scale
+"""
+
+
+def test_fp8_quantization_writes_one_byte_per_value(tmp_path):
+    M, K = 256, 1024
+    p = make_problem(tmp_path, "quant", {"M": {"type": "var"}, "K": {"type": "const", "value": K}},
+                     {"x": {"shape": ["M", "K"], "dtype": "bfloat16"}},
+                     {"q": {"shape": ["M", "K"], "dtype": "float8_e4m3fn"}, "s": {"shape": ["M", "1"], "dtype": "float32"}},
+                     FP8_QUANT, [({"M": M}, random_inputs("x"))])
+    c = count(p)
+    assert c.bytes_read == M * K * 2
+    assert c.bytes_written == M * K * 1 + M * 4
+    assert c.tensor_flops == {}
+
+
+def test_fp4_packed_bytes_are_half_a_byte_per_value(tmp_path):
+    ref = "import torch\ndef run(x):\n    return x.view(torch.uint8).float().sum()\n"
+    p = make_problem(tmp_path, "fp4", {"N": {"type": "var"}}, {"x": {"shape": ["N"], "dtype": "float4_e2m1fn_x2"}},
+                     {"s": {"shape": [], "dtype": "float32"}}, ref, [({"N": 64}, random_inputs("x"))])
+    assert count(p).bytes_read == 64        # 128 fp4 values packed two per byte
+
+
+# ------------------------------------------------------------------------------ profiles and unions
+
+def test_profiles_and_fallback_classes():
+    for name in ("H100", "H200", "B200", "A100"):
+        prof = load_profile(name)
+        assert prof.profile_id == f"{name}/datasheet"
+        assert prof.tensor["bf16"] > prof.tensor["tf32"] > prof.cuda["fp32"]
+    assert load_profile("H100").tensor_rate("fp4") == load_profile("H100").tensor["fp8"]   # no FP4 on Hopper
+    assert load_profile("A100").tensor_rate("fp8") == load_profile("A100").tensor["bf16"]
+    assert load_profile("B200").tensor_rate("fp4") == 9e15
+    assert load_profile("H200").dram_bandwidth == 4.8e12
+
+
+def test_measured_profile_round_trip(tmp_path):
+    prof = measured_from("H200", {"dram_bandwidth": 4.3e12, "tensor.bf16": 7.9e14, "launch_floor_s": 2e-6})
+    save_profile(prof)
+    loaded = load_profile("H200", "measured")
+    assert loaded.profile_id.startswith("H200/measured@")
+    assert loaded.dram_bandwidth == 4.3e12 and loaded.tensor["bf16"] == 7.9e14
+    assert loaded.tensor["fp8"] == DATASHEETS["H200"].tensor["fp8"]          # not measured: datasheet
+    assert set(loaded.measured) == {"dram_bandwidth", "tensor.bf16", "launch_floor_s"}
+
+
+def test_touched_union_is_exact():
+    shape = (10, 4)
+    a = (np.array([0, 1, 2]), None)
+    b = (np.array([2, 3]), None)
+    c = (np.array([5]), np.array([1]))
+    assert touched_count(shape, [a, b, a]) == (4 * 4, True)
+    assert touched_count(shape, [a, c]) == (3 * 4 + 1, True)
+    assert touched_count(shape, []) == (0, True)
+
+
+def test_sol_is_at_least_the_memory_time(tmp_path):
+    p = make_problem(tmp_path, "rms2", {"B": {"type": "var"}, "H": {"type": "const", "value": 256}},
+                     {"x": {"shape": ["B", "H"], "dtype": "bfloat16"}, "w": {"shape": ["H"], "dtype": "bfloat16"}},
+                     {"y": {"shape": ["B", "H"], "dtype": "bfloat16"}}, RMSNORM,
+                     [({"B": b}, random_inputs("x", "w")) for b in (1, 4096)])
+    for hw in ("H100", "H200", "B200", "A100"):
+        for s in sol_for_problem(p, hw):
+            prof = load_profile(hw)
+            assert s.t_sol_s >= s.bytes / prof.dram_bandwidth
+            assert s.t_sol_s >= prof.launch_floor_s
+            assert math.isfinite(s.intensity)
