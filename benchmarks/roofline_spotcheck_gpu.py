@@ -29,12 +29,13 @@ from kernelbench.problem import find_problem_dirs, load_problem  # noqa: E402
 from kernelbench.reference import compile_reference  # noqa: E402
 from kernelbench.timing import TimingConfig, time_callable  # noqa: E402
 from roofline import load_profile, sol_for_workload  # noqa: E402
-from roofline.hardware import canonical_name, save_profile  # noqa: E402
+from roofline.hardware import canonical_name  # noqa: E402
 
 
 def pick_problems(tasks_per_subset: int) -> list[Path]:
-    dirs = find_problem_dirs(ROOT.parent / "shared" / "sol_execbench_sample") if (
-        ROOT.parent / "shared" / "sol_execbench_sample").is_dir() else []
+    samples = next((p for p in (ROOT.parent / "shared" / "sol_execbench_sample", ROOT / ".shared_sample")
+                    if p.is_dir()), None)                 # .shared_sample: a copy carried to a lent GPU
+    dirs = find_problem_dirs(samples) if samples else []
     by_subset: dict[str, list[Path]] = {}
     for d in find_problem_dirs(ROOT / "tasks235"):
         by_subset.setdefault(d.parent.name, []).append(d)
@@ -51,9 +52,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--budget", type=float, default=420.0, help="seconds of timing before stopping")
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script's path (times mean nothing)")
     args = parser.parse_args()
-    gpu = torch.cuda.get_device_name(0)
-    name = canonical_name(gpu)
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU (dry run; H200 datasheet)"
+    name = canonical_name(gpu) if args.device == "cuda" else "H200"
     lines = [f"# Soundness spot-check on {gpu}", ""]
     measured = None
     if args.calibrate:
@@ -76,9 +78,9 @@ def main() -> None:
             picks = {id(w): w for w in (ordered[0], ordered[len(ordered) // 2], ordered[-1])[:args.workloads]}
             for workload in picks.values():
                 index = problem.workloads.index(workload)
-                inputs = generate_inputs(problem, workload, device="cuda", seed=1, reference_module=module)
-                with reference_context("cuda"), torch.no_grad():
-                    result = time_callable(module.run, inputs, "cuda", TimingConfig(warmup=3, iterations=10))
+                inputs = generate_inputs(problem, workload, device=args.device, seed=1, reference_module=module)
+                with reference_context(args.device), torch.no_grad():
+                    result = time_callable(module.run, inputs, args.device, TimingConfig(warmup=3, iterations=10))
                 t_ms = result.median_ms if hasattr(result, "median_ms") else sorted(result.samples_ms)[len(result.samples_ms) // 2]
                 sheet = sol_for_workload(problem, workload, datasheet, index=index, module=module)
                 meas = sol_for_workload(problem, workload, measured, index=index, module=module) if measured else None
@@ -88,11 +90,13 @@ def main() -> None:
                 if t_ms * 1e-3 < sheet.t_sol_s or (meas and t_ms * 1e-3 < meas.t_sol_s):
                     violations.append(row)
                 del inputs
-                torch.cuda.empty_cache()
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
         except Exception as exc:  # an unsupported reference on this GPU (FP4 on Hopper, OOM) is skipped
             rows.append((f"{directory.parent.name}/{directory.name}", -1, None, None, None,
                          f"skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:90] if str(exc) else ''}"))
-            torch.cuda.empty_cache()
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
     timed = [r for r in rows if r[2] is not None]
     lines += [f"Profiles: `{datasheet.profile_id}`" + (f", `{measured.profile_id}`" if measured else ""),
               f"{len(timed)} workloads timed (eager PyTorch reference, kernelbench.timing: L2 flushed, fresh inputs,",

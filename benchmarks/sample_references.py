@@ -35,13 +35,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
+    parser.add_argument("--only", nargs="*", default=None, help="problem names (default: all)")
+    parser.add_argument("--no-shape-probe", action="store_true", help="skip the audit's shape probe")
     args = parser.parse_args()
     environment = environment_info(args.device)
     config = EvalConfig(device=args.device, rounds=args.rounds, max_workloads=args.workloads,
-                        timing={"warmup": 10, "iterations": args.iterations})
+                        timing={"warmup": 10, "iterations": args.iterations}, shape_probe=not args.no_shape_probe)
     rows, all_traces = [], []
     for directory in find_problem_dirs(args.root):
         problem = load_problem(directory)
+        if args.only and problem.name not in args.only:
+            continue
         if missing_blobs(problem):
             rows.append((problem.subset, problem.name, "skipped: safetensors blobs not available", {}))
             continue
@@ -53,19 +57,25 @@ def main() -> int:
         rows.append((problem.subset, problem.name, ", ".join(f"{k} {v}" for k, v in counts.items()),
                      {"reasons": reasons}))
         print(f"{problem.name}: {dict(counts)}", flush=True)
+        write_report(args, environment, rows, all_traces)  # after every problem: a cut-off run keeps its rows
+    print(write_report(args, environment, rows, all_traces))
+    return 0
+
+
+def write_report(args, environment, rows, all_traces) -> str:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# Sample problems, reference as solution, on {environment['hardware']} ({args.device})", "",
              f"date: {dt.date.today()}  torch {torch.__version__}  libs {json.dumps(environment['libs'])}", "",
              f"command: PYTHONPATH=. python3 benchmarks/sample_references.py --device {args.device} "
              f"--rounds {args.rounds} --iterations {args.iterations}"
-             + (f" --workloads {args.workloads}" if args.workloads else ""), "",
+             + (f" --workloads {args.workloads}" if args.workloads else "")
+             + (" --no-shape-probe" if args.no_shape_probe else ""), "",
              "| subset | problem | statuses (workloads) | notes |", "| --- | --- | --- | --- |"]
     for subset, name, status, extra in rows:
         lines.append(f"| {subset} | {name} | {status} | {'; '.join(extra.get('reasons', []))} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".jsonl").write_text("".join(json.dumps(t) + "\n" for t in all_traces))
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

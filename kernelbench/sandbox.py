@@ -37,8 +37,9 @@ def run_items(module: str, request: dict, items: list[str], *, first_timeout_s: 
               on_result: Callable[[str, dict], None], env: dict | None = None) -> None:
     """Feed `items` to children running `python -m module`, request {**request, "workloads": items}.
 
-    Messages: {"kind": "result", "uuid": item, ...} for one item, or {"kind": "fatal", "status",
-    "log"} which ends every remaining item with that status.
+    Messages: {"kind": "result", "uuid": item, "restart": bool, ...} for one item (restart: the child
+    exits after it, the next items go to a fresh child), or {"kind": "fatal", "status", "log"}
+    which ends every remaining item with that status.
     """
     pending = list(items)
     while pending:
@@ -56,6 +57,8 @@ def run_items(module: str, request: dict, items: list[str], *, first_timeout_s: 
                     break
                 pending.remove(message["uuid"])
                 on_result(message["uuid"], message)
+                if message.get("restart"):  # the child stops after this item (e.g. a CUDA fault): start afresh
+                    break
                 limit = item_timeout_s
 
 

@@ -74,7 +74,7 @@ def handle(request: dict, send) -> None:
         for uuid in request["workloads"]:
             result = runner.shape_probe() if uuid == SHAPE_PROBE else runner.run(workloads[uuid])
             fatal = result.pop("fatal_to_process", False)
-            send({"kind": "result", "uuid": uuid, **result})
+            send({"kind": "result", "uuid": uuid, "restart": fatal, **result})
             if fatal:
                 return  # a CUDA fault poisons the context: the parent starts a fresh process
     finally:
@@ -97,7 +97,7 @@ class WorkloadRunner:
 
     def run(self, workload) -> dict[str, Any]:
         result: dict[str, Any] = {"status": statuses.PASSED, "log": "", "correctness": None, "timing": None}
-        history, kept = OutputHistory(), []  # every round's inputs stay alive: each round gets new addresses
+        history, kept = OutputHistory(), KeptInputs()  # earlier rounds' inputs stay alive: new addresses each round
         try:
             seed = self.request["seed"]
             for round_index in range(self.request["rounds"]):
@@ -129,7 +129,7 @@ class WorkloadRunner:
             return {"status": PROBE_SKIPPED, "log": "no legal untested shape"}
         result: dict[str, Any] = {"status": statuses.PASSED, "log": "", "axes": probe.axes}
         try:
-            self.check_round(probe, self.request["seed"] + SHAPE_PROBE_SEED_OFFSET, OutputHistory(), [], "shape probe")
+            self.check_round(probe, self.request["seed"] + SHAPE_PROBE_SEED_OFFSET, OutputHistory(), KeptInputs(), "shape probe")
         except CallFailed as failure:
             result.update(status=failure.status, log=failure.log, fatal_to_process=failure.fatal_to_process)
         return self.with_findings(result)
@@ -174,7 +174,7 @@ class WorkloadRunner:
         _synchronize(self.device)
         return outputs
 
-    def check_round(self, workload, seed: int, history: OutputHistory, kept: list, label: str,
+    def check_round(self, workload, seed: int, history: OutputHistory, kept: "KeptInputs", label: str,
                     after_timing: bool = False) -> dict:
         inputs = self.inputs(workload, seed)
         kept.append(inputs)
@@ -189,7 +189,7 @@ class WorkloadRunner:
             self.guard.record(stale.rule, stale.evidence)
         return self.judge(comparison)
 
-    def check_same_address(self, workload, seed: int, kept: list) -> dict:
+    def check_same_address(self, workload, seed: int, kept: "KeptInputs") -> dict:
         """Call on some buffers, then again after new values were written into the same buffers in place."""
         inputs = self.inputs(workload, seed)
         kept.append(inputs)
@@ -236,6 +236,25 @@ class WorkloadRunner:
             return time_callable(call, inputs, self.device, config).to_json()
         except Exception as exc:
             raise _classify(exc) from None
+
+
+class KeptInputs:
+    """Earlier rounds' inputs, kept alive so the allocator cannot hand their addresses to the next
+    round (a cache keyed by pointer would otherwise look correct). Bounded: past `budget_bytes` the
+    oldest go, so workloads with multi-GB inputs do not run out of memory because of the probe."""
+
+    def __init__(self, budget_bytes: int = 4 << 30):
+        self.rounds: list[list[Any]] = []
+        self.budget_bytes = budget_bytes
+
+    def append(self, inputs: list[Any]) -> None:
+        self.rounds.append(inputs)
+        while len(self.rounds) > 1 and sum(map(_nbytes, self.rounds)) > self.budget_bytes:
+            self.rounds.pop(0)
+
+
+def _nbytes(values: list[Any]) -> int:
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
 
 
 def _poison(tensor: torch.Tensor) -> torch.Tensor:

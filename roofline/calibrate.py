@@ -48,8 +48,6 @@ def dram_bandwidth(l2_bytes: int) -> dict[str, float]:
     y = torch.empty_like(x)
     copy = 2 * x.numel() * 4 / _time(lambda: y.copy_(x))
     read = x.numel() * 4 / _time(lambda: torch.sum(x))
-    del x, y
-    torch.cuda.empty_cache()
     return {"copy": copy, "read": read}
 
 
@@ -96,13 +94,13 @@ def _tf32():
         torch.backends.cuda.matmul.allow_tf32 = previous
 
 
-def triton_rates(sm_count: int) -> dict[str, float]:
-    """fp32 FMA and exp2 (SFU) throughput from register-resident Triton loops; {} without Triton."""
+def triton_kernels():
+    """The three Triton kernels calibration times (None without Triton)."""
     try:
         import triton
         import triton.language as tl
     except ImportError:
-        return {}
+        return None
 
     @triton.jit
     def fma_chains(out, a, b, iters, BLOCK: tl.constexpr):
@@ -125,7 +123,7 @@ def triton_rates(sm_count: int) -> dict[str, float]:
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         x0 = offs.to(tl.float32) * 1e-9
         x1, x2, x3 = x0 + 0.25, x0 + 0.5, x0 + 0.75
-        for _ in range(iters):            # 4 exp2 per element per step; values stay in (0, 2)
+        for _ in range(iters):            # 4 exp2 per element per step; values stay in [0, 1)
             x0 = tl.exp2(x0) - 1.0
             x1 = tl.exp2(x1) - 1.0
             x2 = tl.exp2(x2) - 1.0
@@ -136,6 +134,15 @@ def triton_rates(sm_count: int) -> dict[str, float]:
     def empty(out):
         pass
 
+    return fma_chains, exp2_chains, empty
+
+
+def triton_rates(sm_count: int) -> dict[str, float]:
+    """fp32 FMA and exp2 (SFU) throughput from register-resident Triton loops; {} without Triton."""
+    kernels = triton_kernels()
+    if kernels is None:
+        return {}
+    fma_chains, exp2_chains, empty = kernels
     block, iters = 1024, 4096
     elements = sm_count * 64 * block
     out = torch.empty(elements, device="cuda")
@@ -171,6 +178,7 @@ def calibrate(out: str | None = None) -> tuple[HardwareProfile, dict, str]:
     props = torch.cuda.get_device_properties(0)
     raw: dict[str, float] = {}
     bandwidth = dram_bandwidth(getattr(props, "L2_cache_size", 50 << 20))
+    torch.cuda.empty_cache()
     raw.update({f"dram.{k}": v for k, v in bandwidth.items()})
     raw.update({f"tensor.{k}": v for k, v in matmul_rates().items()})
     raw.update(triton_rates(props.multi_processor_count))

@@ -25,7 +25,7 @@ from kernelbench.problem import DEFINITION_FILE, find_problem_dirs, load_problem
 from .hardware import HARDWARE_NAMES, ProfileError, load_profile
 from .model import WorkloadSOL, prefetch_counts, sol_for_problem
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def default_hardware() -> str:
@@ -103,6 +103,37 @@ def print_table(name: str, sols: list[WorkloadSOL], problem) -> None:
         console.print(f"  * {note}", highlight=False)
 
 
+def measured_points(groups: dict, problems: list, hardware: str) -> dict[str, list[tuple[float, float]]]:
+    """(FLOP/byte, FLOP/s) of every PASSED trace on this hardware in the store, if a store exists."""
+    try:
+        from kernelbench.store import Store, default_path
+        ctx = click.get_current_context(silent=True)
+        db = ((ctx.find_root().obj or {}) if ctx else {}).get("db")
+        path = default_path(db)
+        if not path.is_file():
+            return {}
+        store = Store(path)
+        from .hardware import canonical_name
+        envs = set()
+        for row in store.db.execute("SELECT id, hardware FROM environments WHERE device = 'cuda'"):
+            try:
+                if canonical_name(row["hardware"]) == hardware:
+                    envs.add(row["id"])
+            except ProfileError:
+                continue
+        points: dict[str, list] = {}
+        for problem in problems:
+            label = f"{problem.subset}/{problem.name}"
+            sols = {s.uuid: s for s in groups.get(label, [])}
+            for t in store.traces(problem.name):
+                s = sols.get(t["workload_uuid"])
+                if s and t["status"] == "PASSED" and t["latency_ms"] and t["environment_id"] in envs and s.bytes:
+                    points.setdefault(label, []).append((s.intensity, s.flops / (t["latency_ms"] * 1e-3)))
+        return points
+    except Exception:       # a plot without measured points is still a plot
+        return {}
+
+
 @click.command("roofline")
 @click.argument("task")
 @click.option("--hardware", type=click.Choice(HARDWARE_NAMES, case_sensitive=False), default=None,
@@ -144,7 +175,7 @@ def roofline_command(task, hardware, profile, as_json, plot, jobs):
             print_table(problem.name, sols, problem)
     if plot is not None and groups:
         from .plot import roofline_plot
-        roofline_plot(groups, prof, plot)
+        roofline_plot(groups, prof, plot, measured_points(groups, problems, prof.name))
         if not as_json:
             console.print(f"roofline plot: {plot}")
     if failed:

@@ -48,7 +48,7 @@ from .intercept import Intercept
 from .touch import touched_count
 from .tracer import Info, NeedsValues, Rec, Tracer, flat_out
 
-COUNTER_VERSION = 4              # bump when counting rules change (invalidates cached counts)
+COUNTER_VERSION = 5              # bump when counting rules change (invalidates cached counts)
 CPU_INPUT_LIMIT = 2 << 30        # bytes of real inputs a CPU recount may allocate
 
 
@@ -121,7 +121,7 @@ def _count(problem: Problem, workload: Workload, module, mode: str) -> Count:
     notes: list[str] = []
     real, values = mode == "cpu", mode == "values"
     torch.manual_seed(0)
-    direct = sources.direct_inputs(problem, workload, real, notes, values=values)
+    direct = sources.direct_inputs(problem, workload, real, notes, generous=values)
     tracer = Tracer(real, values=values)
     custom = _custom_inputs(problem, workload, module, tracer, real, notes)
     with Intercept(tracer), torch.no_grad():

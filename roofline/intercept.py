@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import ops
 from .touch import basic_index, move
-from .tracer import MASK_VALUE, Info, NeedsValues, Tracer, _Spec, flat_out, tensors_in
+from .tracer import MASK_VALUE, Info, NeedsValues, Tracer, _Spec, flat_out
 
 TB = torch._C.TensorBase
 

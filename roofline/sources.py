@@ -30,8 +30,8 @@ SMALL = 4096                  # float tensors this small get values too (scales,
 VALUES_LIMIT = 1 << 26        # in the retry for data-dependent references, every tensor up to this size
 
 
-def wants_shadow(dtype: torch.dtype, numel: int, values: bool = False) -> bool:
-    if values:
+def wants_shadow(dtype: torch.dtype, numel: int, generous: bool = False) -> bool:
+    if generous:
         return numel <= VALUES_LIMIT
     return numel <= (SMALL if dtype.is_floating_point or dtype == torch.float4_e2m1fn_x2 else SHADOW_LIMIT)
 
@@ -62,9 +62,9 @@ def scalar_or_tensor_specs(problem: Problem, workload: Workload):
 
 
 def direct_inputs(problem: Problem, workload: Workload, real: bool, notes: list[str],
-                  seed: int = 0, values: bool = False) -> dict[str, object]:
+                  seed: int = 0, generous: bool = False) -> dict[str, object]:
     """Every non-custom input: meta tensors (+ shadows) when not `real`, else CPU tensors.
-    `values`: give real values to every tensor up to VALUES_LIMIT elements (the retry tier)."""
+    `generous`: give real values to every tensor up to VALUES_LIMIT elements (the retry tier)."""
     generator = torch.Generator().manual_seed(seed)
     int_shapes = {n: problem.shape_of(s, problem.axes_for(workload)) for n, s in problem.definition.inputs.items()
                   if s.shape is not None and not torch_dtype(s.dtype).is_floating_point}
@@ -85,7 +85,7 @@ def direct_inputs(problem: Problem, workload: Workload, real: bool, notes: list[
                 missing.append(name)
                 if not dtype.is_floating_point and dtype != torch.float4_e2m1fn_x2:
                     value = synthesize(name, dtype, shape, int_shapes)
-        elif real or wants_shadow(dtype, math.prod(shape), values):
+        elif real or wants_shadow(dtype, math.prod(shape), generous):
             value = random_tensor(name, spec.dtype, shape, axes, generator, torch.device("cpu"))
         if real and value is None:
             value = random_tensor(name, spec.dtype, shape, axes, generator, torch.device("cpu"))

@@ -375,18 +375,12 @@ def move(name: str, args, o: Origin, out, outs, values, note=lambda text: None):
 def basic_index(o: Origin, shape, index) -> Origin | None:
     """The origin after t[index] for basic indexing (ints, slices, None, ...); None if not basic."""
     items = index if type(index) is tuple else (index,)
-    consuming, ellipsis_at = 0, -1
-    for pos, x in enumerate(items):
+    for x in items:
         kind = type(x)
-        if kind is int:
-            consuming += 1
-        elif kind is slice:
+        if kind is slice:
             if not all(v is None or type(v) is int for v in (x.start, x.stop, x.step)):
                 return None
-            consuming += 1
-        elif x is Ellipsis:
-            ellipsis_at = pos
-        elif x is not None:
+        elif kind is not int and x is not Ellipsis and x is not None:
             return None
     shape = list(shape)
     d = 0

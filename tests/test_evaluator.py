@@ -116,3 +116,27 @@ def test_reference_failure_is_invalid_reference(problem_dir):
     traces = evaluate(problem, solution(REFERENCE), config(max_workloads=1))
     assert statuses_of(traces) == [statuses.INVALID_REFERENCE]
     assert "CUBLAS_STATUS_NOT_SUPPORTED" in traces[0]["evaluation"]["log"]
+
+
+def test_a_process_fatal_error_restarts_the_child_without_blaming_the_next_workload(tmp_path):
+    # a CUDA fault poisons the process: the worker reports it and exits, the next workload gets a fresh child
+    reference = REFERENCE.replace("    variance =", "    if x.size(0) < 4:\n"
+                                  "        raise RuntimeError('CUDA error: CUBLAS_STATUS_NOT_SUPPORTED')\n    variance =")
+    problem = load_problem(write_rmsnorm_problem(tmp_path, reference=reference))
+    traces = evaluate(problem, solution(REFERENCE), config(shape_probe=False))
+    assert statuses_of(traces) == [statuses.INVALID_REFERENCE, statuses.PASSED]
+
+
+def test_kept_inputs_stay_within_their_memory_budget():
+    import torch
+
+    from kernelbench.worker import KeptInputs
+
+    kept = KeptInputs(budget_bytes=3 * 4096)
+    rounds = [[torch.zeros(1024), 1.0] for _ in range(5)]  # 4 KiB of tensor each
+    for inputs in rounds:
+        kept.append(inputs)
+    assert kept.rounds == rounds[2:]  # the oldest went first
+    huge = KeptInputs(budget_bytes=1)
+    huge.append(rounds[0])
+    assert huge.rounds == [rounds[0]]  # the latest round always stays

@@ -286,3 +286,25 @@ def test_sol_is_at_least_the_memory_time(tmp_path):
             assert s.t_sol_s >= s.bytes / prof.dram_bandwidth
             assert s.t_sol_s >= prof.launch_floor_s
             assert math.isfinite(s.intensity)
+
+
+def test_calibration_kernels_run_in_the_triton_interpreter():
+    """The FMA / exp2 / empty kernels of `kb calibrate` compute what their counts assume (CPU interpreter)."""
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+    code = """
+import torch
+from roofline.calibrate import triton_kernels
+fma, ex2, empty = triton_kernels()
+out = torch.empty(256)
+x = torch.arange(256, dtype=torch.float32) * 1e-9
+fma[(2,)](out, 0.5, 1.0, 3, BLOCK=128)
+assert torch.allclose(out, sum(((((x + c) * 0.5 + 1) * 0.5 + 1) * 0.5 + 1) for c in range(8)))
+ex2[(2,)](out, 2, BLOCK=128)
+assert torch.allclose(out, sum(torch.exp2(torch.exp2(x + c) - 1) - 1 for c in (0, .25, .5, .75)), atol=1e-5)
+empty[(1,)](out)
+"""
+    env = {**__import__("os").environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
