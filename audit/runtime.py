@@ -315,7 +315,8 @@ class RuntimeGuard:
         if full == self._tempdir:
             return  # the temp directory itself (compilers sync it), not a file in it
         if not shared and ((full + os.sep).startswith(self._allowed) or full.startswith(SYSTEM_DIRS)
-                           or self._in_solution_dir(full, frame) or self._is_loaded_source(full)):
+                           or self._in_solution_dir(full, frame) or self._is_loaded_source(full)
+                           or _is_package_metadata(full)):
             return
         origin = self.places.stack_has_solution(frame) or "during a solution call"
         self.record("file-access", f"{origin}: opens {full}")
@@ -458,6 +459,12 @@ class RuntimeGuard:
 
 
 _MISSING = object()
+
+
+def _is_package_metadata(full: str) -> bool:
+    """Installed packages' metadata (importlib.metadata reads every *.dist-info / *.egg-info on
+    sys.path for entry points, e.g. under torch.compile): read-only, not a place for results."""
+    return any(part.endswith((".dist-info", ".egg-info")) for part in full.split(os.sep)[:-1])
 
 
 def _describe(value) -> str:

@@ -157,6 +157,22 @@ def test_file_opens_outside_the_allowed_places(guard, tmp_path):
     assert len(evidence) == 1 and "answers.txt" in evidence[0]
 
 
+def test_package_metadata_reads_are_not_file_access(guard, tmp_path):
+    # torch.compile scans entry points: importlib.metadata opens every *.egg-info / *.dist-info on
+    # sys.path, also an editable checkout's (seen as a false positive in a fresh clone)
+    metadata = tmp_path / "checkout" / "somepkg.egg-info"
+    metadata.mkdir(parents=True)
+    (metadata / "entry_points.txt").write_text("[console_scripts]\n")
+    outside = tmp_path / "checkout" / "answers.txt"
+    outside.write_text("42")
+    module = solution_module(tmp_path, f"def run():\n    open({str(metadata / 'entry_points.txt')!r}).read()\n"
+                                       f"    open({str(outside)!r}).read()\n")
+    with guard.armed():
+        module.run()
+    evidence = [f.evidence for f in guard.findings() if f.rule == "file-access"]
+    assert len(evidence) == 1 and "answers.txt" in evidence[0]
+
+
 def test_threads_outliving_the_call_but_not_joined_ones(guard, tmp_path):
     module = solution_module(tmp_path, "import threading, time\n"
                                        "def joined():\n    t = threading.Thread(target=lambda: None)\n    t.start()\n"
