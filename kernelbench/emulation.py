@@ -56,21 +56,29 @@ def scaled_mm_fp4(mat_a, mat_b, scale_a, scale_b, bias=None, scale_result=None, 
     return out.to(out_dtype or torch.bfloat16)
 
 
-@contextlib.contextmanager
-def emulated_scaled_mm():
-    """Within the block, torch._scaled_mm on fp4 operands runs the emulation above."""
-    native = torch._scaled_mm
-
+def _dispatcher(native):
     def dispatch(mat_a, mat_b, *args, **kwargs):
         if mat_a.dtype == torch.float4_e2m1fn_x2:
             return scaled_mm_fp4(mat_a, mat_b, *args, **kwargs)
         return native(mat_a, mat_b, *args, **kwargs)
 
-    torch._scaled_mm = dispatch
+    return dispatch
+
+
+@contextlib.contextmanager
+def emulated_scaled_mm():
+    """Within the block, torch._scaled_mm on fp4 operands runs the emulation above."""
+    native = torch._scaled_mm
+    torch._scaled_mm = _dispatcher(native)
     try:
         yield
     finally:
         torch._scaled_mm = native
+
+
+def emulate_scaled_mm_for_this_process() -> None:
+    """For a CPU worker: the emulation stays for the process's whole life (reference and solution alike)."""
+    torch._scaled_mm = _dispatcher(torch._scaled_mm)
 
 
 def reference_context(device: torch.device | str):

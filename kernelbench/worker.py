@@ -25,7 +25,7 @@ from . import statuses
 from audit.checks import OutputHistory, check_post_timing, check_same_address, overwrite_in_place, perturbed_workload
 
 from .correctness import as_output_list, compare
-from .emulation import emulated_scaled_mm, reference_context
+from .emulation import emulate_scaled_mm_for_this_process, reference_context
 from .errors import KernelBenchError
 from .inputs import generate_inputs
 from .problem import Problem, load_problem
@@ -54,7 +54,7 @@ def handle(request: dict, send) -> None:
     if device.type == "cpu":
         # The CPU has no FP4 matrix units: fp4 torch._scaled_mm is emulated for the whole process,
         # before the audit guard snapshots torch, so reference and solution see the same function.
-        emulated_scaled_mm().__enter__()
+        emulate_scaled_mm_for_this_process()
     problem = load_problem(request["problem_dir"])
     module = compile_reference(problem.definition)
     solution = parse_solution(request["solution"])
@@ -105,6 +105,7 @@ class WorkloadRunner:
                                                          f"round {round_index}")
             result["correctness"] = self.check_same_address(workload, seed + SAME_ADDRESS_SEED_OFFSET, kept)
             if self.request.get("timing") is not None:
+                kept.rounds.clear()  # the timer's input pool takes fresh addresses; big inputs must fit twice
                 result["timing"] = self.time(workload, seed)
                 result["correctness"] = self.check_round(workload, seed + POST_TIMING_SEED_OFFSET, history, kept,
                                                          "the round after timing", after_timing=True)
@@ -241,7 +242,8 @@ class WorkloadRunner:
 class KeptInputs:
     """Earlier rounds' inputs, kept alive so the allocator cannot hand their addresses to the next
     round (a cache keyed by pointer would otherwise look correct). Bounded: past `budget_bytes` the
-    oldest go, so workloads with multi-GB inputs do not run out of memory because of the probe."""
+    oldest go (a round larger than the budget is not kept at all), so workloads with multi-GB
+    inputs do not run out of memory because of the probe."""
 
     def __init__(self, budget_bytes: int = 4 << 30):
         self.rounds: list[list[Any]] = []
@@ -249,7 +251,7 @@ class KeptInputs:
 
     def append(self, inputs: list[Any]) -> None:
         self.rounds.append(inputs)
-        while len(self.rounds) > 1 and sum(map(_nbytes, self.rounds)) > self.budget_bytes:
+        while self.rounds and sum(map(_nbytes, self.rounds)) > self.budget_bytes:
             self.rounds.pop(0)
 
 
