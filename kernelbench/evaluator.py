@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from audit.checks import check_below_sol
+
 from . import statuses
 from .problem import Problem, Workload
 from .sandbox import run_items
@@ -88,10 +90,10 @@ def make_trace(problem: Problem, solution: Solution, workload: Workload, outcome
     status, log = outcome["status"], outcome.get("log", "")
     timing = outcome.get("timing") or {}
     latency = timing.get("median_ms") if status == statuses.PASSED else None
-    if latency is not None and sol_ms is not None and device.startswith("cuda") and latency < sol_ms:
-        status = statuses.REWARD_HACK
-        log = f"faster-than-sol: measured {latency:.6g} ms < T_SOL {sol_ms:.6g} ms, impossible under a sound bound"
-        outcome.setdefault("findings", []).append({"rule": "faster-than-sol", "evidence": log})
+    below = check_below_sol(latency, sol_ms) if device.startswith("cuda") else None  # CPU clocks have no T_SOL
+    if below:
+        status, log = statuses.REWARD_HACK, str(below)
+        outcome.setdefault("findings", []).append(below.to_json())
     performance = None
     if latency is not None:
         performance = {"latency_ms": latency, "reference_latency_ms": baseline_ms,

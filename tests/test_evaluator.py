@@ -140,3 +140,18 @@ def test_kept_inputs_stay_within_their_memory_budget():
     small = KeptInputs(budget_bytes=1)
     small.append(rounds[0])
     assert small.rounds == []  # a round larger than the whole budget is not kept
+
+
+def test_a_gpu_time_below_t_sol_is_flagged(problem_dir):
+    from kernelbench.evaluator import make_trace
+
+    problem = load_problem(problem_dir)
+    workload = problem.workloads[0]
+    outcome = {"status": statuses.PASSED, "log": "", "timing": {"median_ms": 0.001}}
+    trace = make_trace(problem, solution(REFERENCE), workload, dict(outcome), "cuda", None, 0.05, sol_ms=0.01)
+    assert trace["evaluation"]["status"] == statuses.REWARD_HACK
+    assert trace["evaluation"]["audit"][0]["rule"] == "faster-than-sol"
+    honest = make_trace(problem, solution(REFERENCE), workload, dict(outcome, timing={"median_ms": 0.02}), "cuda",
+                        None, 0.05, sol_ms=0.01)
+    assert honest["evaluation"]["status"] == statuses.PASSED
+    assert honest["evaluation"]["performance"]["speedup_factor"] == pytest.approx(2.5)
