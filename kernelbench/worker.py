@@ -25,6 +25,7 @@ from . import statuses
 from audit.checks import OutputHistory, check_post_timing, check_same_address, overwrite_in_place, perturbed_workload
 
 from .correctness import as_output_list, compare
+from .dtypes import torch_dtype
 from .emulation import emulate_scaled_mm_for_this_process, reference_context
 from .errors import KernelBenchError
 from .inputs import generate_inputs
@@ -211,8 +212,6 @@ class WorkloadRunner:
         return comparison.to_json()
 
     def allocate_outputs(self, workload) -> list[torch.Tensor]:
-        from .dtypes import torch_dtype
-
         axes = self.problem.axes_for(workload)
         outputs = []
         for spec in self.problem.definition.outputs.values():
