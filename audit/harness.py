@@ -33,6 +33,7 @@ from .findings import Finding, unique
 from .rules import DETECTED_BY, RULES
 from .runtime import RuntimeGuard
 from .static import scan_solution
+from .tensors import InputSnapshot
 
 SHAPE_PROBE_SEED = 3_000_003
 
@@ -91,7 +92,7 @@ class _Runner:
     def call(self, workload, inputs: list[Any], outputs: list | None = None) -> list[Any]:
         from kernelbench.correctness import as_output_list
 
-        pristine = [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]
+        before = InputSnapshot(inputs)
         if not self.solution.destination_passing_style:
             outputs = None
         elif outputs is None:
@@ -103,7 +104,7 @@ class _Runner:
             raise SolutionFailed(f"RUNTIME_ERROR: {type(exc).__name__}: {exc}") from exc
         if outputs is None:
             outputs = as_output_list(returned, len(self.problem.definition.outputs))
-        self.guard.check_call(pristine, inputs, outputs)  # before any synchronize: it snapshots CUDA outputs
+        self.guard.check_call(before, inputs, outputs)  # before any synchronize: it snapshots CUDA outputs
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return outputs

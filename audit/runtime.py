@@ -7,7 +7,8 @@
     ...
     with guard.armed():
         outputs = entry(*inputs)         # every solution call, timed ones included
-    guard.check_call(pristine, inputs, outputs)   # right after the call, before any synchronize
+    guard.check_call(before, inputs, outputs)     # before = InputSnapshot(inputs) taken ahead of the call;
+                                                  # right after the call, before any synchronize
     guard.check_state()                  # after each workload
     guard.findings()
 
@@ -18,7 +19,7 @@ live threads, then registers a process-wide audit hook (audit.hooks). While arme
 thread the solution started, the hook records: processes, sockets and URLs; frame and gc
 inspection, tracing; environment writes; patching of watched classes; imports of the
 evaluator; file opens outside the solution's directory, the Python installation and the
-compilers' caches. check_call compares inputs with pristine clones and inspects the outputs;
+compilers' caches. check_call compares inputs with a snapshot taken before the call and inspects the outputs;
 check_state compares every snapshot with now. This is a tripwire inside the same process, not
 a sandbox: a solution that wants to can tamper with it, which the static scan (in the parent)
 and the evaluator-level probes (audit.checks) are there to catch.
@@ -38,7 +39,7 @@ from . import hooks
 from .findings import Finding
 from .snapshots import (EVALUATOR_ROOTS, backend_flags, dispatch_state, set_flag, snapshot_identities,
                         watched_namespaces)
-from .tensors import overlaps, same_bits
+from .tensors import InputSnapshot, overlaps
 
 MAX_FINDINGS = 64
 PLAIN_SCALARS = (int, float, bool, complex)
@@ -140,7 +141,7 @@ class RuntimeGuard:
     def findings(self) -> list[Finding]:
         return list(self._findings)
 
-    def check_call(self, inputs_before: list, inputs_after: list, outputs: list, *,
+    def check_call(self, inputs_before: InputSnapshot, inputs_after: list, outputs: list, *,
                    reference_aliases: bool = False) -> None:
         """After one solution call: outputs' types and readiness, inputs unchanged, no aliasing,
         no solution code still running. Call it right after the call returns, before any synchronize:
@@ -154,10 +155,8 @@ class RuntimeGuard:
                                        "not a plain torch.Tensor")
         if self.device.type == "cuda" and torch.cuda.is_available():
             self._check_streams(plain)
-        for i, (before, after) in enumerate(zip(inputs_before, inputs_after)):
-            if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
-                if before.shape != after.shape or before.dtype != after.dtype or not same_bits(before, after):
-                    self.record("input-mutation", f"input {i} was modified in place by the solution")
+        for i in inputs_before.changed(inputs_after):
+            self.record("input-mutation", f"input {i} was modified in place by the solution")
         if not reference_aliases:
             for i, out in enumerate(plain):
                 if not isinstance(out, torch.Tensor):
@@ -371,8 +370,12 @@ class RuntimeGuard:
             self.record("background-thread", f"a thread started at {origin} was still running when the call returned")
 
     def _check_live_threads(self) -> None:
-        for ident, frame in sys._current_frames().items():
-            if ident in self._thread_idents or ident == _thread.get_ident():
+        frames = sys._current_frames()
+        # Never bind our own frame to a local: frame -> its locals -> frame is a cycle that keeps the
+        # caller's frames, and the inputs in them, alive until the cyclic GC happens to run.
+        frames.pop(_thread.get_ident(), None)
+        for ident, frame in frames.items():
+            if ident in self._thread_idents:
                 continue
             where = self.places.stack_has_solution(frame)
             if where:

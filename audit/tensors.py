@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import torch
@@ -41,3 +42,73 @@ def overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     (a0, a1), (b0, b1) = storage_span(a), storage_span(b)
     return a0 < a1 and b0 < b1 and a0 < b1 and b0 < a1
+
+
+# ------------------------------------------------------------------ input snapshots
+
+EXACT_SNAPSHOT_BYTES = 256 << 20   # tensors up to this size are cloned; larger ones are digested
+_DIGEST_CHUNK_WORDS = 1 << 22      # 32-bit words per digest step: ~32 MiB of int64 temporaries
+
+
+class InputSnapshot:
+    """What a call's inputs held before it, to tell afterwards which ones the call wrote to.
+
+    Tensors up to `exact_bytes` are cloned and compared bit for bit. A larger one keeps a keyed
+    digest instead of a second copy (a multi-GB weight would otherwise be held twice): the sum,
+    wrapping mod 2**64, of its 32-bit words each multiplied by a random odd 64-bit key. An odd
+    key is invertible mod 2**64, so changing any single word changes the sum; changes that cancel
+    out (a swap of two words, say) would need the keys, which are drawn afresh for every snapshot."""
+
+    def __init__(self, values: list[Any], exact_bytes: int = EXACT_SNAPSHOT_BYTES):
+        self._keys: dict[torch.device, torch.Tensor] = {}
+        self._chunk_factors: list[int] = []
+        self._entries = [self._take(v, exact_bytes) for v in values]
+
+    def changed(self, values: list[Any]) -> list[int]:
+        """Positions of the tensors whose shape, dtype or bits differ from the snapshot's."""
+        return [i for i, (entry, value) in enumerate(zip(self._entries, values))
+                if entry is not None and isinstance(value, torch.Tensor) and not self._same(entry, value)]
+
+    def _take(self, value: Any, exact_bytes: int):
+        if not isinstance(value, torch.Tensor):
+            return None
+        if value.numel() * value.element_size() > exact_bytes:
+            try:
+                return ("digest", value.shape, value.dtype, self._digest(value))
+            except RuntimeError:      # no 32-bit view of it (not contiguous, odd offset): copy it
+                pass
+        return ("copy", value.detach().clone())
+
+    def _same(self, entry, value: torch.Tensor) -> bool:
+        if entry[0] == "copy":
+            return same_bits(entry[1], value)
+        _, shape, dtype, digest = entry
+        try:
+            return value.shape == shape and value.dtype == dtype and self._digest(value) == digest
+        except RuntimeError:          # it was viewable before the call and is not now: it changed
+            return False
+
+    def _digest(self, tensor: torch.Tensor) -> tuple[int, bytes]:
+        """(keyed sum of the 32-bit words, the bytes past the last whole word)."""
+        raw = tensor.detach().view(-1).view(torch.uint8)
+        whole = raw.numel() // 4 * 4
+        words = raw[:whole].view(torch.int32)
+        keys = self._keys_on(tensor.device)
+        total = torch.zeros((), dtype=torch.int64, device=tensor.device)
+        for chunk_index, start in enumerate(range(0, words.numel(), _DIGEST_CHUNK_WORDS)):
+            chunk = words[start:start + _DIGEST_CHUNK_WORDS].to(torch.int64)
+            # chunk c's keys: the key row times a random odd factor of its own (odd x odd is odd)
+            total += (chunk * keys[:chunk.numel()]).sum() * self._chunk_factor(chunk_index)
+        return int(total), raw[whole:].cpu().numpy().tobytes()
+
+    def _keys_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._keys:
+            generator = torch.Generator().manual_seed(secrets.randbits(63))
+            keys = torch.randint(-2**62, 2**62, (_DIGEST_CHUNK_WORDS,), dtype=torch.int64, generator=generator)
+            self._keys[device] = (keys | 1).to(device)
+        return self._keys[device]
+
+    def _chunk_factor(self, index: int) -> int:
+        while len(self._chunk_factors) <= index:
+            self._chunk_factors.append(secrets.randbits(62) * 2 + 1)
+        return self._chunk_factors[index]

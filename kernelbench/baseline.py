@@ -66,7 +66,17 @@ def baseline_ms(session: Session, problem: Problem, config: EvalConfig, variants
     table = {}
     for w in workloads:
         row = {v: stored.get(w.uuid, {}).get(v) for v in variants}
-        times = [t for t in row.values() if t is not None]
-        row["best"] = min(times) if times else None
+        row["best"] = _best(row)
         table[w.uuid] = row
     return table
+
+
+def stored_baseline_ms(session: Session, problem: Problem) -> dict[str, float | None]:
+    """uuid -> T_b from what the store holds for this environment (every variant; nothing measured)."""
+    stored = session.store.baselines(definition_hash(problem), session.environment_id)
+    return {uuid: _best(row) for uuid, row in stored.items()}
+
+
+def _best(times_ms: dict[str, float | None]) -> float | None:
+    """T_b: the fastest variant that passed (None when none did)."""
+    return min((t for t in times_ms.values() if t is not None), default=None)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -13,8 +16,10 @@ from rich.table import Table
 from .checks import check_problem
 from .errors import KernelBenchError
 from .problem import find_problem_dirs, load_problem
-from .session import definition_hash
 from .tasks import resolve_task, tasks_root
+
+if TYPE_CHECKING:
+    from .evaluator import EvalConfig
 
 console = Console()
 
@@ -134,7 +139,22 @@ def tasks_tolerance(task, seeds, workloads):
 
 # ---------------------------------------------------------------- evaluation jobs
 
+@dataclass
+class RunOptions:
+    """The evaluation options every job shares (_eval_options collects them into one)."""
+    device: str
+    config: EvalConfig
+    hardware: str | None
+    profile: str
+
+    def session(self, db):
+        from .session import Session
+
+        return Session.open(db, self.device, self.hardware, self.profile)
+
+
 def _eval_options(function):
+    """Add the shared evaluation options to a command; it receives them as one `run: RunOptions`."""
     options = [
         click.option("--device", default=None, help="cuda | cuda:N | cpu (default: cuda when present)."),
         click.option("--workloads", "max_workloads", type=int, default=None,
@@ -150,25 +170,27 @@ def _eval_options(function):
         click.option("--profile", type=click.Choice(["datasheet", "measured"]), default="datasheet",
                      show_default=True, help="Datasheet ceilings, or this GPU's measured ones (kb calibrate)."),
     ]
+
+    @functools.wraps(function)
+    def command(*args, device, max_workloads, rounds, warmup, iterations, timeout_s, data_root, hardware, profile,
+                **kwargs):
+        from .evaluator import EvalConfig
+
+        device = device or ("cuda" if _cuda_available() else "cpu")
+        config = EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
+                            timing={"warmup": warmup, "iterations": iterations},
+                            workload_timeout_s=timeout_s, data_root=data_root)
+        return function(*args, run=RunOptions(device, config, hardware, profile), **kwargs)
+
     for option in reversed(options):
-        function = option(function)
-    return function
+        command = option(command)
+    return command
 
 
-def _config(device, max_workloads, rounds, warmup, iterations, timeout_s, data_root):
-    from .evaluator import EvalConfig
-
-    return EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
-                      timing={"warmup": warmup, "iterations": iterations},
-                      workload_timeout_s=timeout_s, data_root=data_root)
-
-
-def _default_device(device: str | None) -> str:
-    if device:
-        return device
+def _cuda_available() -> bool:
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.cuda.is_available()
 
 
 def _load_task(task: str):
@@ -181,28 +203,23 @@ def _load_task(task: str):
 @click.option("--json", "as_json", is_flag=True, help="Print traces as JSON lines.")
 @_eval_options
 @click.pass_obj
-def eval_command(obj, task, solution_path, as_json, device, max_workloads, rounds, warmup, iterations, timeout_s,
-                 data_root, hardware, profile):
+def eval_command(obj, task, solution_path, as_json, run):
     """Evaluate one solution on TASK: correctness, audit, timing -> traces."""
+    from .baseline import stored_baseline_ms
     from .evaluator import evaluate
-    from .session import Session
     from .solution import load_solution
 
     problem, solution = _load_task(task), load_solution(solution_path)
-    device = _default_device(device)
-    session = Session.open(obj["db"], device, hardware, profile)
-    config = _config(device, max_workloads, rounds, warmup, iterations, timeout_s, data_root)
-    stored = session.store.baselines(definition_hash(problem), session.environment_id)
-    t_b = {u: min([t for t in row.values() if t is not None], default=None) for u, row in stored.items()}
+    session = run.session(obj["db"])
     session.store.record_solution(solution)
-    traces = evaluate(problem, solution, config, environment=session.trace_environment(), baseline_ms=t_b,
-                      sol_ms=session.sol_ms(problem))
+    traces = evaluate(problem, solution, run.config, environment=session.trace_environment(),
+                      baseline_ms=stored_baseline_ms(session, problem), sol_ms=session.sol_ms(problem))
     session.store.record_traces(traces, solution.content_hash, session.environment_id, "eval")
     if as_json:
         for trace in traces:
             click.echo(json.dumps(trace))
         return
-    table = Table(title=f"kb eval {problem.name} — {solution.name} on {device}")
+    table = Table(title=f"kb eval {problem.name} — {solution.name} on {run.device}")
     for column in ("workload", "axes", "status", "T_k (ms)", "T_b (ms)", "max abs err", "log"):
         table.add_column(column, overflow="fold")
     for trace in traces:
@@ -221,19 +238,15 @@ def eval_command(obj, task, solution_path, as_json, device, max_workloads, round
 @click.option("--force", is_flag=True, help="Measure again even if stored for this environment.")
 @_eval_options
 @click.pass_obj
-def baseline_command(obj, task, force, device, max_workloads, rounds, warmup, iterations, timeout_s, data_root,
-                     hardware, profile):
+def baseline_command(obj, task, force, run):
     """Measure T_b (best of eager, torch.compile, CUDA graphs) for TASK; reused until the environment changes."""
     from .baseline import baseline_ms, default_variants
-    from .session import Session
 
     problem = _load_task(task)
-    device = _default_device(device)
-    session = Session.open(obj["db"], device, hardware, profile)
-    config = _config(device, max_workloads, rounds, warmup, iterations, timeout_s, data_root)
-    table_data = baseline_ms(session, problem, config, force=force)
-    variants = default_variants(device)
-    table = Table(title=f"T_b of {problem.name} on {session.environment['hardware']} ({device} clock)")
+    session = run.session(obj["db"])
+    table_data = baseline_ms(session, problem, run.config, force=force)
+    variants = default_variants(run.device)
+    table = Table(title=f"T_b of {problem.name} on {session.environment['hardware']} ({run.device} clock)")
     for column in ["workload", "axes", *variants, "T_b (ms)"]:
         table.add_column(column)
     axes = {w.uuid: w.axes for w in problem.workloads}
@@ -248,24 +261,20 @@ def baseline_command(obj, task, force, device, max_workloads, rounds, warmup, it
 @click.option("--budget", "budget_s", type=float, default=None, help="Seconds to spend on candidates.")
 @_eval_options
 @click.pass_obj
-def optimize_command(obj, task, out_dir, budget_s, device, max_workloads, rounds, warmup, iterations, timeout_s,
-                     data_root, hardware, profile):
+def optimize_command(obj, task, out_dir, budget_s, run):
     """Optimize TASK: evaluate candidates, keep the best verified one, print its SOL score."""
     from .optimize import optimize
-    from .session import Session
 
     problem = _load_task(task)
-    device = _default_device(device)
-    session = Session.open(obj["db"], device, hardware, profile)
-    config = _config(device, max_workloads, rounds, warmup, iterations, timeout_s, data_root)
+    session = run.session(obj["db"])
 
     def show(result):
         summary = result.summary
         console.print(f"candidate [bold]{result.solution.name}[/bold]: {summary['workloads_passed']}/"
                       f"{summary['workloads']} passed, score {summary['sol_score']:.3f}, audit {summary['audit_status']}")
 
-    with console.status(f"optimizing {problem.name} on {device}..."):
-        best = optimize(session, problem, config, out_dir=out_dir, budget_s=budget_s, on_candidate=show)
+    with console.status(f"optimizing {problem.name} on {run.device}..."):
+        best = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_candidate=show)
     if best is None:
         console.print("[red]no candidate passed every workload[/red]")
         return
@@ -292,16 +301,13 @@ def optimize_command(obj, task, out_dir, budget_s, device, max_workloads, rounds
 @click.option("--budget", "budget_s", type=float, default=None, help="Seconds per task for candidates.")
 @_eval_options
 @click.pass_obj
-def batch_command(obj, root, gpus, resume, only, out_dir, budget_s, device, max_workloads, rounds, warmup, iterations,
-                  timeout_s, data_root, hardware, profile):
+def batch_command(obj, root, gpus, resume, only, out_dir, budget_s, run):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU."""
     from .batch import run_batch
 
-    device = _default_device(device)
-    config = _config(device, max_workloads, rounds, warmup, iterations, timeout_s, data_root)
-    report = run_batch(root or tasks_root(), db=obj["db"], device=device, gpus=gpus, resume=resume, config=config,
-                       out_dir=out_dir, budget_s=budget_s, hardware=hardware, profile=profile,
-                       console=console, only=only)
+    report = run_batch(root or tasks_root(), db=obj["db"], device=run.device, gpus=gpus, resume=resume,
+                       config=run.config, out_dir=out_dir, budget_s=budget_s, hardware=run.hardware,
+                       profile=run.profile, console=console, only=only)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():
@@ -358,23 +364,20 @@ def _status(status: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as one JSON object.")
 @_eval_options
 @click.pass_obj
-def audit_command(obj, task, solution_path, as_json, device, max_workloads, rounds, warmup, iterations, timeout_s,
-                  data_root, hardware, profile):
+def audit_command(obj, task, solution_path, as_json, run):
     """Every reward-hacking rule's verdict on a solution: static scan, then a full sandboxed evaluation."""
     from audit.rules import DETECTED_BY, RULES
     from audit.static import scan_solution
 
     from .evaluator import evaluate
-    from .session import Session
     from .solution import load_solution
 
     problem, solution = _load_task(task), load_solution(solution_path)
-    device = _default_device(device)
-    session = Session.open(obj["db"], device, hardware, profile)
+    session = run.session(obj["db"])
     static = scan_solution(solution, problem)
     runtime: list[dict] = []
     if not static:  # a statically flagged solution is not run at all
-        config = _config(device, max_workloads or 1, rounds, warmup, iterations, timeout_s, data_root)
+        config = replace(run.config, max_workloads=run.config.max_workloads or 1)
         traces = evaluate(problem, solution, config, environment=session.trace_environment(),
                           sol_ms=session.sol_ms(problem))
         runtime = [f for t in traces for f in t["evaluation"]["audit"]]

@@ -23,6 +23,7 @@ import torch
 
 from . import statuses
 from audit.checks import OutputHistory, check_post_timing, check_same_address, overwrite_in_place, perturbed_workload
+from audit.tensors import InputSnapshot, overlaps
 
 from .correctness import as_output_list, compare
 from .dtypes import torch_dtype
@@ -39,6 +40,7 @@ SAME_ADDRESS_SEED_OFFSET = 2_000_003
 SHAPE_PROBE_SEED_OFFSET = 3_000_003
 SHAPE_PROBE = "__shape_probe__"  # the item that asks for the shape probe instead of a workload
 PROBE_SKIPPED = "SKIPPED"
+REFERENCE_CLONE_BYTES = 1 << 30   # inputs up to this size reach the reference as clones
 
 
 class CallFailed(Exception):
@@ -95,6 +97,7 @@ class WorkloadRunner:
     def __init__(self, problem: Problem, module, solution, entry, device, request, guard):
         self.problem, self.module, self.solution, self.entry = problem, module, solution, entry
         self.device, self.request, self.guard = device, request, guard
+        self.reference_writes_inputs = False
 
     def run(self, workload) -> dict[str, Any]:
         result: dict[str, Any] = {"status": statuses.PASSED, "log": "", "correctness": None, "timing": None}
@@ -148,19 +151,44 @@ class WorkloadRunner:
             raise CallFailed(statuses.INVALID_REFERENCE, f"custom inputs failed: {_format(exc)}") from None
 
     def reference(self, inputs: list[Any]) -> list[Any]:
+        """The reference's outputs for `inputs`, which it must leave as they are for the solution.
+
+        It runs on clones, except on inputs over REFERENCE_CLONE_BYTES (a second copy of multi-GB
+        weights is what runs a large workload out of memory): those it gets as they are, and their
+        version counters tell whether it wrote to them. One that did raises ReferenceWroteInputs
+        and gets clones from then on; the caller redoes the round on regenerated inputs."""
+        clone = self.reference_writes_inputs or _nbytes(inputs) <= REFERENCE_CLONE_BYTES
+        versions = None if clone else _versions(inputs)
+        if versions is None:
+            clone = True
         try:
             with reference_context(self.device):
-                expected = self.module.run(*_clone_all(inputs))
+                expected = self.module.run(*(_clone_all(inputs) if clone else inputs))
             _synchronize(self.device)
         except Exception as exc:
             raise CallFailed(statuses.INVALID_REFERENCE, f"the reference failed on this device: {_format(exc)}",
                              fatal_to_process=_is_cuda_fault(exc)) from None
-        return as_output_list(expected, len(self.problem.definition.outputs))
+        if versions is not None and _versions(inputs) != versions:
+            self.reference_writes_inputs = True
+            raise ReferenceWroteInputs()
+        expected = as_output_list(expected, len(self.problem.definition.outputs))
+        # an output that is (a view of) an input must not change when the solution runs next
+        return [e.clone() if isinstance(e, torch.Tensor) and any(
+            isinstance(v, torch.Tensor) and overlaps(e, v) for v in inputs) else e for e in expected]
+
+    def fresh_round(self, workload, seed: int) -> tuple[list[Any], list[Any]]:
+        """(inputs, the reference's outputs) of a round on inputs freshly generated from `seed`."""
+        inputs = self.inputs(workload, seed)
+        try:
+            return inputs, self.reference(inputs)
+        except ReferenceWroteInputs:
+            inputs = self.inputs(workload, seed)
+            return inputs, self.reference(inputs)
 
     def call(self, workload, inputs: list[Any], outputs: list[Any] | None = None) -> list[Any]:
         """One solution call, watched by the guard; destination-passing outputs poisoned first
         (fresh buffers, or the given ones re-poisoned)."""
-        pristine = _clone_all(inputs)
+        before = InputSnapshot(inputs)
         if self.solution.destination_passing_style:
             outputs = [_poison(o) for o in outputs] if outputs is not None else self.allocate_outputs(workload)
         else:
@@ -172,15 +200,14 @@ class WorkloadRunner:
             raise _classify(exc) from None
         if outputs is None:
             outputs = as_output_list(returned, len(self.problem.definition.outputs))
-        self.guard.check_call(pristine, inputs, outputs)  # before any sync: it looks for unjoined streams
+        self.guard.check_call(before, inputs, outputs)  # before any sync: it looks for unjoined streams
         _synchronize(self.device)
         return outputs
 
     def check_round(self, workload, seed: int, history: OutputHistory, kept: "KeptInputs", label: str,
                     after_timing: bool = False) -> dict:
-        inputs = self.inputs(workload, seed)
+        inputs, expected = self.fresh_round(workload, seed)
         kept.append(inputs)
-        expected = self.reference(inputs)
         outputs = self.call(workload, inputs)
         comparison = compare(self.problem, workload, outputs, expected)
         passed = comparison.status == statuses.PASSED
@@ -193,17 +220,25 @@ class WorkloadRunner:
 
     def check_same_address(self, workload, seed: int, kept: "KeptInputs") -> dict:
         """Call on some buffers, then again after new values were written into the same buffers in place."""
-        inputs = self.inputs(workload, seed)
+        inputs, expected = self.fresh_round(workload, seed)
         kept.append(inputs)
         outputs = self.call(workload, inputs)
-        self.judge(compare(self.problem, workload, outputs, self.reference(inputs)))
+        self.judge(compare(self.problem, workload, outputs, expected))
         overwrite_in_place(inputs, self.inputs(workload, seed + 1))
-        expected = self.reference(inputs)
+        expected = self.reference_on_kept_buffers(inputs)
         comparison = compare(self.problem, workload, self.call(workload, inputs, outputs), expected)
         finding = check_same_address(True, comparison.status == statuses.PASSED, comparison.message)
         if finding:
             self.guard.record(finding.rule, finding.evidence)
         return self.judge(comparison, "same buffers, new values: ")
+
+    def reference_on_kept_buffers(self, inputs: list[Any]) -> list[Any]:
+        """The reference on inputs that cannot be regenerated from a seed (values written in place)."""
+        try:
+            return self.reference(inputs)
+        except ReferenceWroteInputs:
+            raise CallFailed(statuses.INVALID_REFERENCE, "the reference wrote to its inputs only on some "
+                             "values; the round cannot be redone on the same buffers") from None
 
     @staticmethod
     def judge(comparison, prefix: str = "") -> dict:
@@ -236,6 +271,19 @@ class WorkloadRunner:
             return time_callable(call, inputs, self.device, config).to_json()
         except Exception as exc:
             raise _classify(exc) from None
+
+
+class ReferenceWroteInputs(Exception):
+    """The reference changed inputs it was given without clones (see WorkloadRunner.reference)."""
+
+
+def _versions(values: list[Any]) -> list[int] | None:
+    """The inputs' version counters (every in-place write, through any view, bumps them);
+    None when some tensor has none (inference tensors)."""
+    try:
+        return [v._version for v in values if isinstance(v, torch.Tensor)]
+    except RuntimeError:
+        return None
 
 
 class KeptInputs:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import sys
 import threading
 import uuid
+import weakref
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from audit.checks import (OutputHistory, check_below_sol, check_determinism_unde
                           check_shape_probe, overwrite_in_place, perturbed_workload)
 from audit.findings import Finding
 from audit.runtime import RuntimeGuard
+from audit.tensors import InputSnapshot
 import kernelbench.score as score  # loaded before any guard is installed, as the evaluator's modules are
 from kernelbench.problem import load_problem
 
@@ -190,23 +193,23 @@ def test_threads_outliving_the_call_but_not_joined_ones(guard, tmp_path):
 
 def test_check_call_inputs_outputs_and_aliases(guard):
     x = torch.randn(4, 4)
-    pristine = [x.clone(), 3]
-    guard.check_call(pristine, [x, 3], [torch.randn(4, 4), 1.5, None])
+    before = InputSnapshot([x, 3])
+    guard.check_call(before, [x, 3], [torch.randn(4, 4), 1.5, None])
     assert guard.findings() == []                            # plain tensors and Python scalars
     x.add_(1)
-    guard.check_call(pristine, [x, 3], [x[:2]])
+    guard.check_call(before, [x, 3], [x[:2]])
     assert rules(guard) == {"input-mutation", "output-aliases-input"}
 
     class Sub(torch.Tensor):
         pass
 
-    guard.check_call([], [], [torch.zeros(2).as_subclass(Sub)])
+    guard.check_call(InputSnapshot([]), [], [torch.zeros(2).as_subclass(Sub)])
     assert "lazy-output" in rules(guard)
 
 
 def test_check_call_compares_nans_bitwise(guard):
     x = torch.tensor([float("nan"), 1.0])
-    guard.check_call([x.clone()], [x], [])
+    guard.check_call(InputSnapshot([x]), [x], [])
     assert guard.findings() == []
 
 
@@ -275,13 +278,20 @@ def test_overwrite_in_place_keeps_addresses():
 
 
 def _probe(fn, dps=False):
-    """check_determinism_under_fresh_inputs on y = 2x with a candidate `fn`."""
+    """check_determinism_under_fresh_inputs on y = 2x with a candidate `fn`.
+
+    Every output buffer stays alive, so a fresh buffer never lands at a freed one's address (the
+    allocator's reuse would otherwise decide whether a pointer-keyed cache is hit)."""
+    kept = []
+
     def call(inputs, outputs=None):
         if dps:
             outputs = outputs or [torch.full((8,), float("nan"))]
             fn(*inputs, *outputs)
-            return outputs
-        return [fn(*inputs)]
+        else:
+            outputs = [fn(*inputs)]
+        kept.append(outputs)
+        return outputs
 
     def make(seed):
         return [torch.randn(8, generator=torch.Generator().manual_seed(seed))]
@@ -354,3 +364,18 @@ def test_report_verdicts_cover_every_rule():
     assert [r["rule"] for r in rows] == list(RULES)
     flagged = [r for r in rows if r["verdict"] == "flagged"]
     assert len(flagged) == 1 and flagged[0]["evidence"] == ["k.py:1: assigns torch.matmul"]
+
+
+def test_check_call_leaves_no_cycle_that_keeps_the_inputs_alive(guard):
+    """A round's inputs (multi-GB weights on big workloads) must go when the round ends, not at the
+    next cyclic garbage collection: a frame cycle in the guard once kept three rounds alive at once."""
+    def one_round():
+        x = torch.randn(16)
+        guard.check_call(InputSnapshot([x]), [x], [x * 2])
+        return weakref.ref(x)
+
+    gc.disable()
+    try:
+        assert one_round()() is None
+    finally:
+        gc.enable()

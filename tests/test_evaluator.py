@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -155,3 +156,56 @@ def test_a_gpu_time_below_t_sol_is_flagged(problem_dir):
                         None, 0.05, sol_ms=0.01)
     assert honest["evaluation"]["status"] == statuses.PASSED
     assert honest["evaluation"]["performance"]["speedup_factor"] == pytest.approx(2.5)
+
+
+SCRATCH_REFERENCE = '''
+import torch
+
+@torch.no_grad()
+def run(x, weight, eps):
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    out = (x.float() * torch.rsqrt(variance + eps)).to(x.dtype) * weight
+    x.zero_()    # a careless reference that uses its input as scratch space
+    return out
+'''
+
+
+@contextlib.contextmanager
+def in_process_runner(problem_dir, monkeypatch):
+    """A WorkloadRunner in this process, every input counted as too large to clone for the reference.
+    (The guard is installed inside the test body: pytest sets PYTEST_CURRENT_TEST between phases.)"""
+    import torch
+
+    from audit.runtime import RuntimeGuard
+    from kernelbench import worker
+    from kernelbench.reference import compile_reference
+    from kernelbench.solution import load_entry_point, materialize
+
+    monkeypatch.setattr(worker, "REFERENCE_CLONE_BYTES", 0)
+    problem = load_problem(problem_dir)
+    candidate = solution(REFERENCE)
+    guard = RuntimeGuard("cpu")
+    guard.install()
+    try:
+        entry = load_entry_point(candidate, materialize(candidate))
+        request = {"seed": 0, "rounds": 2, "timing": None}
+        yield problem, worker.WorkloadRunner(problem, compile_reference(problem.definition), candidate, entry,
+                                             torch.device("cpu"), request, guard)
+    finally:
+        guard.restore()
+        guard.uninstall()
+
+
+def test_large_inputs_reach_the_reference_without_a_copy(problem_dir, monkeypatch):
+    with in_process_runner(problem_dir, monkeypatch) as (problem, runner):
+        result = runner.run(problem.workloads[0])
+    assert result["status"] == statuses.PASSED, result["log"]
+    assert not runner.reference_writes_inputs
+
+
+def test_a_reference_writing_its_large_inputs_gets_clones_and_the_round_is_redone(tmp_path, monkeypatch):
+    # Without the redo the solution would see the zeroed x and fail against the reference's output.
+    with in_process_runner(write_rmsnorm_problem(tmp_path, reference=SCRATCH_REFERENCE), monkeypatch) as (problem, runner):
+        result = runner.run(problem.workloads[0])
+    assert result["status"] == statuses.PASSED, result["log"]
+    assert runner.reference_writes_inputs

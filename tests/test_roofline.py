@@ -288,6 +288,40 @@ def test_sol_is_at_least_the_memory_time(tmp_path):
             assert math.isfinite(s.intensity)
 
 
+SCAN_AXES = {"B": {"type": "const", "value": 8}, "L": {"type": "var"}, "S": {"type": "const", "value": 256}}
+SCAN_IO = ({"x": {"shape": ["B", "L"], "dtype": "float32"}, "w": {"shape": ["S"], "dtype": "float32"}},
+           {"y": {"shape": ["B", "L"], "dtype": "float32"}})
+# y[b, l] = sum_s sum_{l' <= l} x[b, l'] * w[s]: states expanded on chip, scanned along L
+SEQUENTIAL_SCAN = """import torch
+def run(x, w):
+    h = x[:, :, None] * w[None, None, :]
+    return h.cumsum(1).sum(-1)
+"""
+HILLIS_STEELE_SCAN = """import torch
+def run(x, w):
+    h = x[:, :, None] * w[None, None, :]
+    shift = 1
+    while shift < h.shape[1]:
+        h = h + torch.nn.functional.pad(h[:, :-shift], (0, 0, shift, 0))
+        shift *= 2
+    return h.sum(-1)
+"""
+
+
+def test_cuda_core_work_as_written_does_not_move_the_bound(tmp_path):
+    """A log-depth scan does log2(L) times the elementwise work of a sequential one; T_SOL, a bound
+    on any kernel, must not depend on which the reference author chose (docs/ROOFLINE.md)."""
+    sols = {}
+    for name, reference in (("sequential", SEQUENTIAL_SCAN), ("hillis_steele", HILLIS_STEELE_SCAN)):
+        p = make_problem(tmp_path, name, SCAN_AXES, *SCAN_IO, reference, [({"L": 16384}, random_inputs("x", "w"))])
+        (sols[name],) = sol_for_problem(p, "H200")
+    sequential, hillis_steele = sols["sequential"], sols["hillis_steele"]
+    assert hillis_steele.cuda_flops["fp32"] > 3 * sequential.cuda_flops["fp32"]
+    assert hillis_steele.times_s["cuda"] > hillis_steele.t_sol_s     # it would bind if counted
+    assert hillis_steele.t_sol_s == pytest.approx(sequential.t_sol_s)
+    assert any("CUDA-core work as written" in note for note in hillis_steele.notes)
+
+
 def test_calibration_kernels_run_in_the_triton_interpreter():
     """The FMA / exp2 / empty kernels of `kb calibrate` compute what their counts assume (CPU interpreter)."""
     pytest.importorskip("triton")
