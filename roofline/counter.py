@@ -48,7 +48,7 @@ from .intercept import Intercept
 from .touch import touched_count
 from .tracer import Info, NeedsValues, Rec, Tracer, flat_out
 
-COUNTER_VERSION = 5              # bump when counting rules change (invalidates cached counts)
+COUNTER_VERSION = 6              # bump when counting rules change (invalidates cached counts)
 CPU_INPUT_LIMIT = 2 << 30        # bytes of real inputs a CPU recount may allocate
 
 

@@ -289,7 +289,9 @@ class Tracer(TorchDispatchMode):
         if spec is None:
             out = self._meta_call(func, args, kwargs, name)
             outs = flat_out(out)
-            if not outs or any(o.device.type != "meta" for o in outs):
+            # Outputs computed from shadow values (nonzero, masked_select...) have data-dependent
+            # shapes: the next call with the same shapes may hold other values, so never memoize them.
+            if not outs or any(o.device.type != "meta" or hasattr(o, "_kb") for o in outs):
                 spec = False
             elif isinstance(out, torch.Tensor):
                 spec = _Spec(out)

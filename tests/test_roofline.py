@@ -213,6 +213,33 @@ def run(logits, table):
     assert 0 < c.read_by_input["table"] <= V * V * 4
 
 
+ROUTED = """import torch
+def get_inputs(axes_and_scalars, device):
+    t = axes_and_scalars["T"]
+    return {"x": torch.randn(t, 64, device=device), "w": torch.randn(2, 64, 64, device=device),
+            "expert": (torch.arange(t, device=device) == t - 1).to(torch.int32)}     # 0, ..., 0, 1
+
+def run(x, w, expert):
+    out = torch.zeros_like(x)
+    for e in range(2):
+        rows = torch.nonzero(expert == e).flatten()    # same shapes for both experts, other values
+        out[rows] = x[rows] @ w[e]
+    return out
+"""
+
+
+def test_data_dependent_shapes_are_not_reused_between_calls_of_the_same_shape(tmp_path):
+    T = 16              # expert 0 takes 15 rows, expert 1 one row: 16 rows multiplied in all
+    p = make_problem(tmp_path, "routed", {"T": {"type": "var"}},
+                     {"x": {"shape": ["T", 64], "dtype": "float32"}, "w": {"shape": [2, 64, 64], "dtype": "float32"},
+                      "expert": {"shape": ["T"], "dtype": "int32"}},
+                     {"out": {"shape": ["T", 64], "dtype": "float32"}}, ROUTED,
+                     [({"T": T}, {n: {"type": "custom"} for n in ("x", "w", "expert")})], entry="get_inputs")
+    c = count(p)
+    assert c.counted_on == "meta"       # the index values are known there (shadows), no CPU re-count
+    assert c.tensor_flops == {"tf32": 2 * T * 64 * 64}
+
+
 # ------------------------------------------------------------------------------ quantization
 
 FP8_QUANT = """import torch
