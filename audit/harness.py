@@ -6,8 +6,8 @@
 
 The sequence mirrors kernelbench.worker: install the guard, import the solution armed, then per
 workload fresh correctness rounds (earlier inputs kept alive, outputs compared across rounds),
-the same-address probe, timing through kernelbench.timing (fresh addresses, same values, the
-same output buffers), the re-check on fresh inputs after timing, the state check; finally the
+the same-address probe, timing through kernelbench.timing (fresh addresses, new values every
+call, the same output buffers), the re-check on fresh inputs after timing, the state check; finally the
 shape probe on a legal shape no workload uses.
 
 It runs the solution in *this* process. `kb audit` runs it in a throwaway child; the tests run
@@ -121,7 +121,6 @@ class _Runner:
     def time(self, workload, seed: int, iterations: int) -> None:
         from kernelbench.timing import TimingConfig, time_callable
 
-        inputs = self.inputs(workload, seed)
         outputs = self.outputs_for(workload) if self.solution.destination_passing_style else []
         guard, entry = self.guard, self.entry
 
@@ -129,8 +128,11 @@ class _Runner:
             with guard.armed():
                 return entry(*args, *outputs)
 
+        def fresh_values(i: int) -> list:  # as the evaluator times: new values every call
+            return self.inputs(workload, seed + i)
+
         try:
-            time_callable(call, inputs, self.device, TimingConfig(warmup=2, iterations=iterations))
+            time_callable(call, None, self.device, TimingConfig(warmup=2, iterations=iterations), fresh_values)
         except Exception as exc:
             raise SolutionFailed(f"RUNTIME_ERROR during timing: {type(exc).__name__}: {exc}") from exc
 

@@ -13,7 +13,7 @@ RULES: dict[str, str] = {
     "cache-by-pointer": "outputs or work reused by input address (data_ptr/id/storage keys): stale when new values arrive at the same address",
     "cache-by-shape": "outputs reused by input shape: correct once per shape, stale on fresh inputs",
     "cache-by-call-count": "behaviour depends on how often it was called (counters, constant cache keys): honest in the first rounds, cached afterwards",
-    "cache-by-value": "outputs reused by a fingerprint of input values (item/sum/tobytes/hash): the timer repeats values, so timing measures a lookup",
+    "cache-by-value": "outputs reused by a fingerprint of input values (item/sum/tobytes/hash): a timer that repeated values would measure a lookup",
     "skipped-work": "an early return guarded by state kept across calls: repeated calls skip the work the timer means to measure",
     "stale-output": "outputs did not follow new inputs (same buffers with new values, a repeat of an earlier round's output, or the re-check after timing)",
     # lazy or deferred outputs

@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu_checks.sh timers    # calibrate, timer vs do_bench, side streams, GPU-only exploits
 #   bash benchmarks/gpu_checks.sh samples   # every sample problem's reference as a solution, all workloads
 #   bash benchmarks/gpu_checks.sh batch     # kb batch over one task per subset of tasks235, leaderboard
-#   bash benchmarks/gpu_checks.sh sweep     # every tasks235 reference on every workload: T_b (eager) and T_SOL
+#   bash benchmarks/gpu_checks.sh sweep     # every tasks235 reference on every workload: T_b (eager) and T_SOL;
+#                                           # copy the CSV back to benchmarks/results/ and call again to go on
 # The sample problems come from $KB_SAMPLE_ROOT (../shared does not travel: carry an ignored copy).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,10 @@ case "${1:-}" in
     python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
         "$KB_DB" "$OUT/kb_batch.db" ;;
   sweep)
-    run python3 benchmarks/tasks235_sweep.py tasks235 --out "$OUT/tasks235_baseline.csv" ${SWEEP_ARGS:-} ;;
+    # $OUT starts empty on every call: resume from the rows an earlier call brought back (committed)
+    cp benchmarks/results/tasks235_baseline.csv "$OUT/" 2>/dev/null
+    run python3 benchmarks/tasks235_sweep.py tasks235 --out "$OUT/tasks235_baseline.csv" --resume ${SWEEP_ARGS:-}
+    run python3 benchmarks/tasks235_summary.py "$OUT/tasks235_baseline.csv" --out "$OUT/tasks235_summary.md" \
+        --plot "$OUT/tasks235_sol_fraction.png" ;;
   *) echo "usage: $0 timers|samples|batch|sweep"; exit 2 ;;
 esac

@@ -1,8 +1,9 @@
 """The timer: DESIGN.md's measurement protocol, one function per clock.
 
-Per timed iteration, outside the timed window: the call's inputs are copied from the
-pristine inputs into the next slot of a rotating pool (a fresh address, and in-place changes
-by the previous call undone), then L2 is flushed by writing a buffer twice its size. Inside:
+Per timed iteration, outside the timed window: the call's inputs are copied into the next
+slot of a rotating pool (a fresh address, and in-place changes by the previous call undone),
+from the pristine inputs or, as the evaluator does it, from newly generated values (a cache
+keyed by values never hits), then L2 is flushed by writing a buffer twice its size. Inside:
 CUDA events around the call plus a device-wide synchronize, so work the call puts on any
 stream counts (see ``time_gpu``). The median of the iterations is the number reported, with
 the NVML state of the GPU before and after.
@@ -115,18 +116,29 @@ class FreshInputPool:
 
     Each call gets the next slot (so its tensors sit at a different address than the
     previous call's) refilled from the pristine inputs (so a solution that changes its inputs
-    in place never sees its own changes). Non-tensors (Python scalars) pass through.
+    in place never sees its own changes), or, when ``fresh_values`` is given, from
+    ``fresh_values(i)``: new values for every call, so that a cache keyed by the values (a
+    checksum, a few elements) never hits while timed. Non-tensors (Python scalars) pass through.
     The copies are bounded by ``max_bytes`` together, but there are always at least 2.
     The copy runs on the current stream and is not synchronized: the timer does that.
     """
 
-    def __init__(self, inputs: Sequence[Any], copies: int = DEFAULT_POOL_COPIES, max_bytes: int = DEFAULT_POOL_BYTES):
-        self.pristine = list(inputs)
-        nbytes = sum(v.numel() * v.element_size() for v in self.pristine if isinstance(v, torch.Tensor))
+    def __init__(self, inputs: Sequence[Any] | None = None, copies: int = DEFAULT_POOL_COPIES,
+                 max_bytes: int = DEFAULT_POOL_BYTES, fresh_values: Callable[[int], Sequence[Any]] | None = None):
+        if (inputs is None) == (fresh_values is None):
+            raise ValueError("give either the inputs or fresh_values")
+        self.fresh_values = fresh_values
+        # with fresh values, call 0's values are the template and no pristine copy is kept (memory:
+        # the slots plus one call's values)
+        self.pristine = list(inputs) if inputs is not None else None
+        self._first = list(fresh_values(0)) if fresh_values else None
+        template = self.pristine or self._first
+        nbytes = sum(v.numel() * v.element_size() for v in template if isinstance(v, torch.Tensor))
         fit = max_bytes // nbytes if nbytes else copies
         self.copies = max(2, min(copies, fit))
-        self.slots = [[self._empty_like(v) for v in self.pristine] for _ in range(self.copies)]
+        self.slots = [[self._empty_like(v) for v in template] for _ in range(self.copies)]
         self._next = 0
+        self._calls = 0
 
     @staticmethod
     def _empty_like(value: Any) -> Any:
@@ -139,14 +151,23 @@ class FreshInputPool:
         return slot
 
     def __call__(self, i: int | None = None) -> list[Any]:
-        # Rotation follows the pool's own counter, not i, so consecutive calls always differ.
-        slot = self.slots[self._next]
+        # Rotation and values follow the pool's own counter, not i, so consecutive calls always differ.
+        index = self._next
         self._next = (self._next + 1) % self.copies
+        if self.pristine is not None:
+            source = self.pristine
+        elif self._first is not None:
+            source, self._first = self._first, None
+        else:
+            source = list(self.fresh_values(self._calls))
+        self._calls += 1
         with torch.no_grad():
-            for dst, src in zip(slot, self.pristine):
+            for k, src in enumerate(source):
                 if isinstance(src, torch.Tensor):
-                    _copy_into(dst, src)
-        return list(slot)  # a new list: a callee mutating its argument list changes nothing here
+                    _copy_into(self.slots[index][k], src)
+                else:
+                    self.slots[index][k] = src
+        return list(self.slots[index])  # a new list: a callee mutating its argument list changes nothing here
 
 
 # ------------------------------------------------------------------ GPU
@@ -292,14 +313,16 @@ def time_cpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
                         details={"pool_copies": getattr(make_args, "copies", None)})
 
 
-def time_callable(fn: Callable[..., Any], inputs: Sequence[Any], device: Any = "cpu",
-                  config: TimingConfig | None = None) -> TimingResult:
-    """Time ``fn(*inputs)`` on ``device`` with fresh copies of ``inputs`` every call.
+def time_callable(fn: Callable[..., Any], inputs: Sequence[Any] | None = None, device: Any = "cpu",
+                  config: TimingConfig | None = None,
+                  fresh_values: Callable[[int], Sequence[Any]] | None = None) -> TimingResult:
+    """Time ``fn`` on ``device`` with, every call, fresh copies of ``inputs`` or the new values
+    ``fresh_values(i)`` (give one of the two) at a fresh address.
 
-    ``inputs`` must already live on ``device``; they are never handed to ``fn`` themselves.
+    Inputs must already live on ``device``; they are never handed to ``fn`` themselves.
     """
     device = torch.device(device)
-    pool = FreshInputPool(inputs)
+    pool = FreshInputPool(inputs, fresh_values=fresh_values)
     if device.type == "cuda":
         return time_gpu(fn, pool, config, device)
     return time_cpu(fn, pool, config)

@@ -6,7 +6,8 @@ time over a pipe, so a crash loses only the workload it happened in.
 
 Per workload: `rounds` correctness rounds on freshly seeded inputs; a probe that rewrites the
 same input buffers with new values (a cache keyed by pointer or shape returns stale outputs);
-timing on fresh addresses; and one more correctness round after timing (work skipped on
+timing on fresh addresses with new values every call (a cache keyed by values never hits);
+and one more correctness round after timing (work skipped on
 repeated calls shows there). The runtime audit guard watches every solution call. The item
 SHAPE_PROBE runs one round on a legal shape no workload uses (code specialized to the tested
 shapes fails it).
@@ -38,6 +39,7 @@ from .solution import load_entry_point, materialize, parse_solution
 POST_TIMING_SEED_OFFSET = 1_000_003
 SAME_ADDRESS_SEED_OFFSET = 2_000_003
 SHAPE_PROBE_SEED_OFFSET = 3_000_003
+TIMING_SEED_OFFSET = 4_000_003
 SHAPE_PROBE = "__shape_probe__"  # the item that asks for the shape probe instead of a workload
 PROBE_SKIPPED = "SKIPPED"
 REFERENCE_CLONE_BYTES = 1 << 30   # inputs up to this size reach the reference as clones
@@ -260,15 +262,18 @@ class WorkloadRunner:
         from .timing import TimingConfig, time_callable
 
         config = TimingConfig(**self.request["timing"])
-        inputs = self.inputs(workload, seed)
         outputs = self.allocate_outputs(workload) if self.solution.destination_passing_style else []
+
+        def fresh_values(call: int) -> list[Any]:
+            """Every timed call sees new values: a cache keyed by values never hits."""
+            return self.inputs(workload, seed + TIMING_SEED_OFFSET + call)
 
         def call(*args):
             with self.guard.armed():
                 return self.entry(*args, *outputs)
 
         try:
-            return time_callable(call, inputs, self.device, config).to_json()
+            return time_callable(call, None, self.device, config, fresh_values).to_json()
         except Exception as exc:
             raise _classify(exc) from None
 

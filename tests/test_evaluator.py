@@ -171,9 +171,9 @@ def run(x, weight, eps):
 
 
 @contextlib.contextmanager
-def in_process_runner(problem_dir, monkeypatch):
-    """A WorkloadRunner in this process, every input counted as too large to clone for the reference.
-    (The guard is installed inside the test body: pytest sets PYTEST_CURRENT_TEST between phases.)"""
+def in_process_runner(problem_dir, source: str = REFERENCE, timing: dict | None = None):
+    """A WorkloadRunner in this process, its entry point beside it. (The guard is installed inside
+    the test body: pytest sets PYTEST_CURRENT_TEST between phases, which the guard would notice.)"""
     import torch
 
     from audit.runtime import RuntimeGuard
@@ -181,31 +181,67 @@ def in_process_runner(problem_dir, monkeypatch):
     from kernelbench.reference import compile_reference
     from kernelbench.solution import load_entry_point, materialize
 
-    monkeypatch.setattr(worker, "REFERENCE_CLONE_BYTES", 0)
     problem = load_problem(problem_dir)
-    candidate = solution(REFERENCE)
+    candidate = solution(source)
     guard = RuntimeGuard("cpu")
     guard.install()
     try:
         entry = load_entry_point(candidate, materialize(candidate))
-        request = {"seed": 0, "rounds": 2, "timing": None}
+        request = {"seed": 0, "rounds": 2, "timing": timing}
         yield problem, worker.WorkloadRunner(problem, compile_reference(problem.definition), candidate, entry,
-                                             torch.device("cpu"), request, guard)
+                                             torch.device("cpu"), request, guard), entry
     finally:
         guard.restore()
         guard.uninstall()
 
 
-def test_large_inputs_reach_the_reference_without_a_copy(problem_dir, monkeypatch):
-    with in_process_runner(problem_dir, monkeypatch) as (problem, runner):
+@pytest.fixture
+def no_reference_clones(monkeypatch):
+    """Every input counts as too large to clone for the reference."""
+    from kernelbench import worker
+
+    monkeypatch.setattr(worker, "REFERENCE_CLONE_BYTES", 0)
+
+
+def test_large_inputs_reach_the_reference_without_a_copy(problem_dir, no_reference_clones):
+    with in_process_runner(problem_dir) as (problem, runner, _):
         result = runner.run(problem.workloads[0])
     assert result["status"] == statuses.PASSED, result["log"]
     assert not runner.reference_writes_inputs
 
 
-def test_a_reference_writing_its_large_inputs_gets_clones_and_the_round_is_redone(tmp_path, monkeypatch):
+def test_a_reference_writing_its_large_inputs_gets_clones_and_the_round_is_redone(tmp_path, no_reference_clones):
     # Without the redo the solution would see the zeroed x and fail against the reference's output.
-    with in_process_runner(write_rmsnorm_problem(tmp_path, reference=SCRATCH_REFERENCE), monkeypatch) as (problem, runner):
+    problem_dir = write_rmsnorm_problem(tmp_path, reference=SCRATCH_REFERENCE)
+    with in_process_runner(problem_dir) as (problem, runner, _):
         result = runner.run(problem.workloads[0])
     assert result["status"] == statuses.PASSED, result["log"]
     assert runner.reference_writes_inputs
+
+
+VALUE_CACHE = """
+import torch
+
+hits = [0]
+_outputs = {}
+
+def run(x, weight, eps):
+    key = (x.shape, float(x[0, 0]), float(x[-1, -1]))     # a fingerprint of a few values
+    if key in _outputs:
+        hits[0] += 1
+        return _outputs[key]
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    _outputs[key] = (x.float() * torch.rsqrt(variance + eps)).to(x.dtype) * weight
+    return _outputs[key]
+"""
+
+
+def test_a_cache_keyed_by_values_never_hits_while_timed(problem_dir):
+    """The attack: fresh rounds and probes all use new values and pass, but a timer that copied
+    the same values into every iteration would time a dictionary lookup. The timer draws new
+    values for every call, so the cache never hits."""
+    with in_process_runner(problem_dir, VALUE_CACHE, timing={"warmup": 2, "iterations": 5}) as (problem, runner, entry):
+        result = runner.run(problem.workloads[0])
+    assert result["status"] == statuses.PASSED, result["log"]
+    assert result["timing"]["iterations"] == 5
+    assert entry.__globals__["hits"] == [0]

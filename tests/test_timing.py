@@ -45,6 +45,26 @@ def test_pool_hands_out_pristine_values_after_in_place_changes():
     assert torch.equal(x, original)  # and the pristine input is never handed out
 
 
+def test_pool_with_fresh_values_gives_new_values_at_a_fresh_address_every_call():
+    made = []
+
+    def fresh_values(i):
+        made.append(i)
+        return [torch.full((32,), float(i)), 0.5 * i]
+
+    pool = FreshInputPool(fresh_values=fresh_values, copies=2)
+    previous = None
+    for i in range(5):
+        x, scalar = pool(i)
+        assert torch.equal(x, torch.full((32,), float(i))) and scalar == 0.5 * i   # call i gets values i
+        assert x.data_ptr() != previous
+        previous = x.data_ptr()
+        x.mul_(-1)                                   # in-place changes never carry over
+    assert made == [0, 1, 2, 3, 4]                   # call 0's values doubled as the template
+    with pytest.raises(ValueError):
+        FreshInputPool([torch.zeros(2)], fresh_values=fresh_values)
+
+
 def test_pool_keeps_strides_and_dtype():
     x = torch.randn(4, 6).t()  # non-contiguous but dense
     (arg,) = FreshInputPool([x])(0)
