@@ -22,6 +22,9 @@ Probes and what they catch:
   captured pointers fed through the same buffers still pass (they read the new values);
 - the re-check after timing (check_post_timing): a failure after every earlier round passed
   -> stale-output (call-count caches and work skipped once the timer starts repeating calls);
+- timed calls checked afterwards (TimedOutputSample): the outputs of a few timed calls, picked
+  at random, against the reference on that call's inputs -> stale-output (a solution that is
+  correct whenever it is checked and cheats while it is timed, however it tells the two apart);
 - a legal shape no workload uses (perturbed_workload + check_shape_probe) -> shape-specialization;
 - a time below the roofline (check_below_sol) -> faster-than-sol.
 """
@@ -29,6 +32,7 @@ Probes and what they catch:
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Callable
 
 import torch
@@ -47,6 +51,35 @@ def check_below_sol(latency_ms: float | None, sol_ms: float | None, *, slack: fl
         return None
     return Finding("faster-than-sol", f"measured {latency_ms:.6g} ms < T_SOL {sol_ms:.6g} ms "
                                       f"({sol_ms / max(latency_ms, 1e-12):.2f}x faster than the speed of light)")
+
+
+class TimedOutputSample:
+    """The outputs of `count` timed calls, picked at random (the solution cannot know which), kept
+    to be checked against the reference once timing is over. A solution must cheat on more than
+    half of the timed calls to move the median; each picked call then catches it with probability
+    over 1/2, so `count` picks miss it with probability under 2**-count."""
+
+    def __init__(self, iterations: int, count: int = 3):
+        self.iterations = iterations
+        self.picked = set(random.SystemRandom().sample(range(iterations), min(count, iterations)))
+        self.kept: dict[int, list | None] = {}
+
+    def observe(self, iteration: int, outputs: list | None) -> None:
+        """After timed call `iteration` (0-based, outside the timed window): copy its outputs if
+        picked (None: what it returned was not an output list)."""
+        if iteration in self.picked:
+            self.kept[iteration] = None if outputs is None else [
+                o.detach().clone() if isinstance(o, torch.Tensor) else o for o in outputs]
+
+    def check(self, inputs_of: Callable[[int], list], reference: Callable[[list], list],
+              judge: Judge) -> Finding | None:
+        """`inputs_of(i)`: the inputs timed call i received (regenerated from its seed)."""
+        for iteration, outputs in sorted(self.kept.items()):
+            passed, message = judge(outputs, reference(inputs_of(iteration)))
+            if not passed:
+                return Finding("stale-output", f"timed call {iteration + 1} of {self.iterations}, checked after "
+                                               f"timing, returned wrong outputs: {message}")
+        return None
 
 
 def check_post_timing(passed_before: bool, passed_after: bool, message: str = "") -> Finding | None:

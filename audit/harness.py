@@ -26,9 +26,10 @@ import torch
 import kernelbench.correctness  # noqa: F401
 import kernelbench.inputs  # noqa: F401
 import kernelbench.timing  # noqa: F401
-from kernelbench.worker import POST_TIMING_SEED_OFFSET, SAME_ADDRESS_SEED_OFFSET  # the evaluator's seeds
+from kernelbench.worker import POST_TIMING_SEED_OFFSET, SAME_ADDRESS_SEED_OFFSET, TIMING_SEED_OFFSET  # the evaluator's seeds
 
-from .checks import check_post_timing, check_shape_probe, fresh_rounds, perturbed_workload, same_address_probe
+from .checks import (TimedOutputSample, check_post_timing, check_shape_probe, fresh_rounds, perturbed_workload,
+                     same_address_probe)
 from .findings import Finding, unique
 from .rules import DETECTED_BY, RULES
 from .runtime import RuntimeGuard
@@ -118,23 +119,37 @@ class _Runner:
             return False, f"comparison failed: {type(exc).__name__}: {exc}"
         return result.status == PASSED, f"{result.status}: {result.message}" if result.status != PASSED else PASSED
 
-    def time(self, workload, seed: int, iterations: int) -> None:
+    def time(self, workload, seed: int, iterations: int) -> Finding | None:
+        """Time as the evaluator does (new values every call), then check a few timed calls' outputs."""
+        from kernelbench.correctness import as_output_list
         from kernelbench.timing import TimingConfig, time_callable
 
-        outputs = self.outputs_for(workload) if self.solution.destination_passing_style else []
-        guard, entry = self.guard, self.entry
+        dps = self.solution.destination_passing_style
+        outputs = self.outputs_for(workload) if dps else []
+        guard, entry, config = self.guard, self.entry, TimingConfig(warmup=2, iterations=iterations)
+        sample = TimedOutputSample(iterations)
 
         def call(*args):
             with guard.armed():
                 return entry(*args, *outputs)
 
-        def fresh_values(i: int) -> list:  # as the evaluator times: new values every call
-            return self.inputs(workload, seed + i)
+        def fresh_values(i: int) -> list:
+            return self.inputs(workload, seed + TIMING_SEED_OFFSET + i)
+
+        def observe(iteration: int, returned) -> None:
+            try:
+                sample.observe(iteration, outputs if dps else as_output_list(returned, len(self.problem.definition.outputs)))
+            except Exception:
+                sample.observe(iteration, None)
 
         try:
-            time_callable(call, None, self.device, TimingConfig(warmup=2, iterations=iterations), fresh_values)
+            time_callable(call, None, self.device, config, fresh_values, observe)
         except Exception as exc:
             raise SolutionFailed(f"RUNTIME_ERROR during timing: {type(exc).__name__}: {exc}") from exc
+
+        def judge(outs, expected):
+            return (False, "not a valid output list") if outs is None else self.judge(workload, outs, expected)
+        return sample.check(lambda i: fresh_values(config.warmup + i), self.reference, judge)
 
     def workload(self, workload, seed: int, rounds: int, iterations: int) -> tuple[str, list[Finding]]:
         """Fresh rounds, same-address probe, timing, post-timing re-check: (outcome, findings)."""
@@ -153,7 +168,9 @@ class _Runner:
         if not passed:
             return message, findings + ([probe] if probe else [])
         if iterations:
-            self.time(workload, seed, iterations)
+            timed = self.time(workload, seed, iterations)
+            if timed:
+                return timed.evidence, findings + [timed]
             inputs = self.inputs(workload, seed + POST_TIMING_SEED_OFFSET)
             expected = self.reference(inputs)
             passed, message = judge(call(inputs), expected)

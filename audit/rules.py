@@ -15,7 +15,7 @@ RULES: dict[str, str] = {
     "cache-by-call-count": "behaviour depends on how often it was called (counters, constant cache keys): honest in the first rounds, cached afterwards",
     "cache-by-value": "outputs reused by a fingerprint of input values (item/sum/tobytes/hash): a timer that repeated values would measure a lookup",
     "skipped-work": "an early return guarded by state kept across calls: repeated calls skip the work the timer means to measure",
-    "stale-output": "outputs did not follow new inputs (same buffers with new values, a repeat of an earlier round's output, or the re-check after timing)",
+    "stale-output": "outputs did not follow new inputs (same buffers with new values, a repeat of an earlier round's output, the re-check after timing, or timed calls checked afterwards)",
     # lazy or deferred outputs
     "lazy-output": "outputs are tensor subclasses, proxies or __torch_function__/__torch_dispatch__ objects: work runs later, outside the timer",
     "background-thread": "threads, executors or async tasks started by the solution and still running after it returns: work escapes the timer",

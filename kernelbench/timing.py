@@ -24,6 +24,8 @@ import torch
 
 from .gpu_state import capture_gpu_state
 
+Observer = Callable[[int, Any], None]  # observe(timed call index, its return value)
+
 # Bound at import for the same reason as perf_counter (the audit checks for patching too).
 _cuda_synchronize = torch.cuda.synchronize
 
@@ -202,8 +204,9 @@ def _calibrate_tail(stream: torch.cuda.Stream, trials: int = CALIBRATION_TRIALS)
 
 
 def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
-             config: TimingConfig | None = None, device: Any = "cuda") -> TimingResult:
+             config: TimingConfig | None = None, device: Any = "cuda", observe: Observer | None = None) -> TimingResult:
     """Time ``fn(*make_args(i))`` on a CUDA device; GPU time in ms, median reported.
+    ``observe(j, out)`` (optional) sees timed call j's return value once its sample is taken.
 
     Why the samples are formed as they are. Events on the current stream alone miss work
     ``fn`` leaves running on other streams: an `end` event recorded after ``fn`` returns is
@@ -267,6 +270,8 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
             samples.append(stream_ms + tail_ms)
             in_stream.append(stream_ms)
             tails.append(tail_ms)
+            if observe is not None:
+                observe(len(samples) - 1, out)
             del out, args
         state_after = capture_gpu_state(index)
 
@@ -287,7 +292,7 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
 
 
 def time_cpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
-             config: TimingConfig | None = None) -> TimingResult:
+             config: TimingConfig | None = None, observe: Observer | None = None) -> TimingResult:
     """Time ``fn(*make_args(i))`` on the host with perf_counter: CPU times, labelled clock="cpu".
 
     No cache flush here: CPU times only check that the pipeline works (CI, the Triton
@@ -306,6 +311,8 @@ def time_cpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
         t0 = perf_counter()
         out = fn(*args)
         samples.append((perf_counter() - t0) * 1e3)
+        if observe is not None:
+            observe(len(samples) - 1, out)
         del out, args
     no_gpu = {"available": False, "reason": "timed on CPU"}
     return TimingResult(clock="cpu", device="cpu", samples_ms=samples, warmup=config.warmup, l2_flushed=False,
@@ -315,14 +322,17 @@ def time_cpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
 
 def time_callable(fn: Callable[..., Any], inputs: Sequence[Any] | None = None, device: Any = "cpu",
                   config: TimingConfig | None = None,
-                  fresh_values: Callable[[int], Sequence[Any]] | None = None) -> TimingResult:
+                  fresh_values: Callable[[int], Sequence[Any]] | None = None,
+                  observe: Observer | None = None) -> TimingResult:
     """Time ``fn`` on ``device`` with, every call, fresh copies of ``inputs`` or the new values
     ``fresh_values(i)`` (give one of the two) at a fresh address.
 
-    Inputs must already live on ``device``; they are never handed to ``fn`` themselves.
+    Inputs must already live on ``device``; they are never handed to ``fn`` themselves. With
+    fresh values, timed call j got ``fresh_values(config.warmup + j)``; ``observe(j, out)`` sees
+    its return value after its sample is taken (outside the timed window).
     """
     device = torch.device(device)
     pool = FreshInputPool(inputs, fresh_values=fresh_values)
     if device.type == "cuda":
-        return time_gpu(fn, pool, config, device)
-    return time_cpu(fn, pool, config)
+        return time_gpu(fn, pool, config, device, observe)
+    return time_cpu(fn, pool, config, observe)

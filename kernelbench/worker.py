@@ -6,9 +6,10 @@ time over a pipe, so a crash loses only the workload it happened in.
 
 Per workload: `rounds` correctness rounds on freshly seeded inputs; a probe that rewrites the
 same input buffers with new values (a cache keyed by pointer or shape returns stale outputs);
-timing on fresh addresses with new values every call (a cache keyed by values never hits);
-and one more correctness round after timing (work skipped on
-repeated calls shows there). The runtime audit guard watches every solution call. The item
+timing on fresh addresses with new values every call (a cache keyed by values never hits),
+three timed calls' outputs, picked at random, checked against the reference afterwards; and one
+more correctness round after timing (work skipped on repeated calls shows there). The runtime
+audit guard watches every solution call. The item
 SHAPE_PROBE runs one round on a legal shape no workload uses (code specialized to the tested
 shapes fails it).
 """
@@ -23,7 +24,8 @@ from typing import Any
 import torch
 
 from . import statuses
-from audit.checks import OutputHistory, check_post_timing, check_same_address, overwrite_in_place, perturbed_workload
+from audit.checks import (OutputHistory, TimedOutputSample, check_post_timing, check_same_address, overwrite_in_place,
+                          perturbed_workload)
 from audit.tensors import InputSnapshot, overlaps
 
 from .correctness import as_output_list, compare
@@ -262,7 +264,9 @@ class WorkloadRunner:
         from .timing import TimingConfig, time_callable
 
         config = TimingConfig(**self.request["timing"])
-        outputs = self.allocate_outputs(workload) if self.solution.destination_passing_style else []
+        dps = self.solution.destination_passing_style
+        outputs = self.allocate_outputs(workload) if dps else []
+        sample = TimedOutputSample(config.iterations)
 
         def fresh_values(call: int) -> list[Any]:
             """Every timed call sees new values: a cache keyed by values never hits."""
@@ -272,10 +276,32 @@ class WorkloadRunner:
             with self.guard.armed():
                 return self.entry(*args, *outputs)
 
+        def observe(iteration: int, returned) -> None:
+            sample.observe(iteration, outputs if dps else self.output_list_or_none(returned))
+
         try:
-            return time_callable(call, None, self.device, config, fresh_values).to_json()
+            timing = time_callable(call, None, self.device, config, fresh_values, observe).to_json()
         except Exception as exc:
             raise _classify(exc) from None
+        finding = sample.check(lambda i: fresh_values(config.warmup + i), self.reference, self.judged(workload))
+        if finding:
+            self.guard.record(finding.rule, finding.evidence)
+        return timing
+
+    def output_list_or_none(self, returned) -> list[Any] | None:
+        try:
+            return as_output_list(returned, len(self.problem.definition.outputs))
+        except Exception:
+            return None
+
+    def judged(self, workload):
+        """judge(outputs, expected) -> (passed, message) for the audit's probes; outputs None = unusable."""
+        def judge(outputs, expected) -> tuple[bool, str]:
+            if outputs is None:
+                return False, "not a valid output list"
+            comparison = compare(self.problem, workload, outputs, expected)
+            return comparison.status == statuses.PASSED, f"{comparison.status}: {comparison.message}"
+        return judge
 
 
 class ReferenceWroteInputs(Exception):

@@ -245,3 +245,27 @@ def test_a_cache_keyed_by_values_never_hits_while_timed(problem_dir):
     assert result["status"] == statuses.PASSED, result["log"]
     assert result["timing"]["iterations"] == 5
     assert entry.__globals__["hits"] == [0]
+
+
+TIMED_ONLY_CHEAT = """
+import torch
+
+calls = [0]
+
+def run(x, weight, eps):
+    calls[0] += 1
+    if 4 < calls[0] <= 4 + 2 + 6:     # the timed calls: after 2 rounds + the same-address probe
+        return torch.zeros_like(x)    # cheap and wrong, but nobody checks a timed call... or do they
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    return (x.float() * torch.rsqrt(variance + eps)).to(x.dtype) * weight
+"""
+
+
+def test_a_solution_that_cheats_only_while_timed_is_caught(problem_dir):
+    """Honest in every correctness round, in the probes and in the round after timing: only the
+    outputs of timed calls, picked at random and checked afterwards, show the cheat."""
+    with in_process_runner(problem_dir, TIMED_ONLY_CHEAT, timing={"warmup": 2, "iterations": 6}) as (problem, runner, entry):
+        result = runner.run(problem.workloads[0])
+    assert entry.__globals__["calls"] == [4 + 2 + 6 + 1]          # the cheat ran as planned
+    assert result["status"] == statuses.REWARD_HACK
+    assert result["findings"][0]["rule"] == "stale-output" and "timed call" in result["log"]
