@@ -134,7 +134,7 @@ class FreshInputPool:
         # the slots plus one call's values)
         self.pristine = list(inputs) if inputs is not None else None
         self._first = list(fresh_values(0)) if fresh_values else None
-        template = self.pristine or self._first
+        template = self.pristine if self.pristine is not None else self._first
         nbytes = sum(v.numel() * v.element_size() for v in template if isinstance(v, torch.Tensor))
         fit = max_bytes // nbytes if nbytes else copies
         self.copies = max(2, min(copies, fit))
