@@ -62,14 +62,12 @@ class TimedOutputSample:
     def __init__(self, iterations: int, count: int = 3):
         self.iterations = iterations
         self.picked = set(random.SystemRandom().sample(range(iterations), min(count, iterations)))
-        self.kept: dict[int, list | None] = {}
+        self.kept: dict[int, list] = {}
 
-    def observe(self, iteration: int, outputs: list | None) -> None:
-        """After timed call `iteration` (0-based, outside the timed window): copy its outputs if
-        picked (None: what it returned was not an output list)."""
+    def observe(self, iteration: int, outputs: list) -> None:
+        """After timed call `iteration` (0-based, outside the timed window): copy its outputs if picked."""
         if iteration in self.picked:
-            self.kept[iteration] = None if outputs is None else [
-                o.detach().clone() if isinstance(o, torch.Tensor) else o for o in outputs]
+            self.kept[iteration] = [o.detach().clone() if isinstance(o, torch.Tensor) else o for o in outputs]
 
     def check(self, inputs_of: Callable[[int], list], reference: Callable[[list], list],
               judge: Judge) -> Finding | None:

@@ -137,19 +137,14 @@ class _Runner:
             return self.inputs(workload, seed + TIMING_SEED_OFFSET + i)
 
         def observe(iteration: int, returned) -> None:
-            try:
-                sample.observe(iteration, outputs if dps else as_output_list(returned, len(self.problem.definition.outputs)))
-            except Exception:
-                sample.observe(iteration, None)
+            sample.observe(iteration, outputs if dps else as_output_list(returned, len(self.problem.definition.outputs)))
 
         try:
             time_callable(call, None, self.device, config, fresh_values, observe)
         except Exception as exc:
             raise SolutionFailed(f"RUNTIME_ERROR during timing: {type(exc).__name__}: {exc}") from exc
-
-        def judge(outs, expected):
-            return (False, "not a valid output list") if outs is None else self.judge(workload, outs, expected)
-        return sample.check(lambda i: fresh_values(config.warmup + i), self.reference, judge)
+        return sample.check(lambda i: fresh_values(config.warmup + i), self.reference,
+                            lambda outs, expected: self.judge(workload, outs, expected))
 
     def workload(self, workload, seed: int, rounds: int, iterations: int) -> tuple[str, list[Finding]]:
         """Fresh rounds, same-address probe, timing, post-timing re-check: (outcome, findings)."""

@@ -139,7 +139,6 @@ class FreshInputPool:
         fit = max_bytes // nbytes if nbytes else copies
         self.copies = max(2, min(copies, fit))
         self.slots = [[self._empty_like(v) for v in template] for _ in range(self.copies)]
-        self._next = 0
         self._calls = 0
 
     @staticmethod
@@ -154,8 +153,7 @@ class FreshInputPool:
 
     def __call__(self, i: int | None = None) -> list[Any]:
         # Rotation and values follow the pool's own counter, not i, so consecutive calls always differ.
-        index = self._next
-        self._next = (self._next + 1) % self.copies
+        index = self._calls % self.copies
         if self.pristine is not None:
             source = self.pristine
         elif self._first is not None:

@@ -161,10 +161,9 @@ class WorkloadRunner:
         weights is what runs a large workload out of memory): those it gets as they are, and their
         version counters tell whether it wrote to them. One that did raises ReferenceWroteInputs
         and gets clones from then on; the caller redoes the round on regenerated inputs."""
-        clone = self.reference_writes_inputs or _nbytes(inputs) <= REFERENCE_CLONE_BYTES
-        versions = None if clone else _versions(inputs)
-        if versions is None:
-            clone = True
+        watched = not self.reference_writes_inputs and _nbytes(inputs) > REFERENCE_CLONE_BYTES
+        versions = _versions(inputs) if watched else None   # None too when a tensor keeps no counter
+        clone = versions is None
         try:
             with reference_context(self.device):
                 expected = self.module.run(*(_clone_all(inputs) if clone else inputs))
@@ -277,7 +276,7 @@ class WorkloadRunner:
                 return self.entry(*args, *outputs)
 
         def observe(iteration: int, returned) -> None:
-            sample.observe(iteration, outputs if dps else self.output_list_or_none(returned))
+            sample.observe(iteration, outputs if dps else as_output_list(returned, len(self.problem.definition.outputs)))
 
         try:
             timing = time_callable(call, None, self.device, config, fresh_values, observe).to_json()
@@ -288,17 +287,9 @@ class WorkloadRunner:
             self.guard.record(finding.rule, finding.evidence)
         return timing
 
-    def output_list_or_none(self, returned) -> list[Any] | None:
-        try:
-            return as_output_list(returned, len(self.problem.definition.outputs))
-        except Exception:
-            return None
-
     def judged(self, workload):
-        """judge(outputs, expected) -> (passed, message) for the audit's probes; outputs None = unusable."""
+        """judge(outputs, expected) -> (passed, message), as the audit's probes take it."""
         def judge(outputs, expected) -> tuple[bool, str]:
-            if outputs is None:
-                return False, "not a valid output list"
             comparison = compare(self.problem, workload, outputs, expected)
             return comparison.status == statuses.PASSED, f"{comparison.status}: {comparison.message}"
         return judge

@@ -144,6 +144,13 @@ def test_environment_writes_and_backend_flags(guard, tmp_path):
     assert torch.get_float32_matmul_precision() == "highest" and torch.backends.cudnn.benchmark is False
 
 
+def file_access_evidence(guard, module) -> list[str]:
+    """Run the solution module's `run` with the guard armed; the evidence of its file-access findings."""
+    with guard.armed():
+        module.run()
+    return [f.evidence for f in guard.findings() if f.rule == "file-access"]
+
+
 def test_file_opens_outside_the_allowed_places(guard, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -154,9 +161,7 @@ def test_file_opens_outside_the_allowed_places(guard, tmp_path):
     guard.allow_path(own)
     module = solution_module(tmp_path, f"def run():\n    open({str(own / 'kernel.cu')!r}).read()\n"
                                        f"    open({str(outside / 'answers.txt')!r}).read()\n")
-    with guard.armed():
-        module.run()
-    evidence = [f.evidence for f in guard.findings() if f.rule == "file-access"]
+    evidence = file_access_evidence(guard, module)
     assert len(evidence) == 1 and "answers.txt" in evidence[0]
 
 
@@ -170,9 +175,7 @@ def test_package_metadata_reads_are_not_file_access(guard, tmp_path):
     outside.write_text("42")
     module = solution_module(tmp_path, f"def run():\n    open({str(metadata / 'entry_points.txt')!r}).read()\n"
                                        f"    open({str(outside)!r}).read()\n")
-    with guard.armed():
-        module.run()
-    evidence = [f.evidence for f in guard.findings() if f.rule == "file-access"]
+    evidence = file_access_evidence(guard, module)
     assert len(evidence) == 1 and "answers.txt" in evidence[0]
 
 
