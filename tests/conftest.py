@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+# CPU only: Triton kernels run through its interpreter. Set before anything imports triton, which
+# reads the setting once; a test that set it later would depend on which test imported triton first.
+os.environ["TRITON_INTERPRET"] = "1"
 
 SAMPLE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "sol_execbench_sample"
 

@@ -39,8 +39,7 @@ def test_exploits_get_reward_hack_with_rule_and_evidence(rmsnorm, name, rule):
         assert rule in {f["rule"] for f in evaluation["audit"]}
 
 
-def test_an_honest_triton_kernel_passes_through_the_evaluator(rmsnorm, monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def test_an_honest_triton_kernel_passes_through_the_evaluator(rmsnorm):
     for evaluation in evaluations(rmsnorm, "honest-triton__021_rmsnorm_h128"):
         assert evaluation["status"] == statuses.PASSED, evaluation["log"]
         assert evaluation["audit"] == []

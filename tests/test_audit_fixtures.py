@@ -111,9 +111,8 @@ def small_workloads(problem):
 
 
 @pytest.fixture(autouse=True)
-def clean_process(monkeypatch):
-    """Triton through its interpreter; no exploit cache on disk; torch's state intact afterwards."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def clean_process():
+    """No exploit cache on disk; torch's state intact afterwards."""
     _remove_exploit_caches()
     before = (torch.rsqrt, torch.matmul, time.perf_counter, torch.get_float32_matmul_precision(),
               torch.backends.cudnn.benchmark, _environment())

@@ -78,8 +78,7 @@ def test_reference_as_solution_passes_with_cpu_timing(problem_dir):
     assert traces[0]["workload"]["inputs"]["eps"] == {"type": "scalar", "value": 1e-6}
 
 
-def test_triton_solution_passes_through_the_interpreter(problem_dir, monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def test_triton_solution_passes_through_the_interpreter(problem_dir):
     traces = evaluate(load_problem(problem_dir), solution(TRITON_RMSNORM, dps=True, language="triton"), config())
     assert statuses_of(traces) == [statuses.PASSED, statuses.PASSED], traces[0]["evaluation"]["log"]
 
