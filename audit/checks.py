@@ -197,7 +197,7 @@ def perturbed_workload(problem, workload=None):
     """A legal workload whose var axes take values no workload uses, near the smallest workload;
     None when the problem has no var axis, reads its inputs from files, or no candidate satisfies
     the constraints."""
-    from kernelbench.problem import Workload
+    from kernelbench.core.problem import Workload
 
     base = workload or problem.smallest_workload()
     var = [n for n, a in problem.definition.axes.items() if a.kind == "var"]

@@ -4,9 +4,9 @@
     report.findings        # static + runtime + probe findings
     report.outcomes        # workload uuid -> PASSED / INCORRECT_* / RUNTIME_ERROR: ...
 
-The sequence mirrors kernelbench.worker: install the guard, import the solution armed, then per
+The sequence mirrors kernelbench.eval.worker: install the guard, import the solution armed, then per
 workload fresh correctness rounds (earlier inputs kept alive, outputs compared across rounds),
-the same-address probe, timing through kernelbench.timing (fresh addresses, new values every
+the same-address probe, timing through kernelbench.eval.timing (fresh addresses, new values every
 call, the same output buffers), the re-check on fresh inputs after timing, the state check; finally the
 shape probe on a legal shape no workload uses.
 
@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 # the evaluator's modules, loaded before the guard snapshots them (as in the evaluator's child)
-import kernelbench.correctness  # noqa: F401
-import kernelbench.inputs  # noqa: F401
-import kernelbench.timing  # noqa: F401
-from kernelbench.worker import POST_TIMING_SEED_OFFSET, SAME_ADDRESS_SEED_OFFSET, TIMING_SEED_OFFSET  # the evaluator's seeds
+import kernelbench.core.correctness  # noqa: F401
+import kernelbench.core.inputs  # noqa: F401
+import kernelbench.eval.timing  # noqa: F401
+from kernelbench.eval.worker import POST_TIMING_SEED_OFFSET, SAME_ADDRESS_SEED_OFFSET, TIMING_SEED_OFFSET  # the evaluator's seeds
 
 from .checks import (TimedOutputSample, check_post_timing, check_shape_probe, fresh_rounds, perturbed_workload,
                      same_address_probe)
@@ -66,20 +66,20 @@ class _Runner:
         self.device, self.guard = device, guard
 
     def inputs(self, workload, seed: int) -> list[Any]:
-        from kernelbench.inputs import generate_inputs
+        from kernelbench.core.inputs import generate_inputs
 
         return generate_inputs(self.problem, workload, device=self.device, seed=seed, reference_module=self.module)
 
     def reference(self, inputs: list[Any]) -> list[Any]:
-        from kernelbench.correctness import as_output_list
-        from kernelbench.emulation import reference_context
+        from kernelbench.core.correctness import as_output_list
+        from kernelbench.core.emulation import reference_context
 
         with reference_context(self.device), torch.no_grad():
             expected = self.module.run(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs])
         return as_output_list(expected, len(self.problem.definition.outputs))
 
     def outputs_for(self, workload) -> list[torch.Tensor]:
-        from kernelbench.dtypes import torch_dtype
+        from kernelbench.core.dtypes import torch_dtype
 
         axes = self.problem.axes_for(workload)
         outputs = []
@@ -91,7 +91,7 @@ class _Runner:
         return outputs
 
     def call(self, workload, inputs: list[Any], outputs: list | None = None) -> list[Any]:
-        from kernelbench.correctness import as_output_list
+        from kernelbench.core.correctness import as_output_list
 
         before = InputSnapshot(inputs)
         if not self.solution.destination_passing_style:
@@ -111,7 +111,7 @@ class _Runner:
         return outputs
 
     def judge(self, workload, outputs: list, expected: list) -> tuple[bool, str]:
-        from kernelbench.correctness import PASSED, compare
+        from kernelbench.core.correctness import PASSED, compare
 
         try:
             result = compare(self.problem, workload, outputs, expected)
@@ -121,8 +121,8 @@ class _Runner:
 
     def time(self, workload, seed: int, iterations: int) -> Finding | None:
         """Time as the evaluator does (new values every call), then check a few timed calls' outputs."""
-        from kernelbench.correctness import as_output_list
-        from kernelbench.timing import TimingConfig, time_callable
+        from kernelbench.core.correctness import as_output_list
+        from kernelbench.eval.timing import TimingConfig, time_callable
 
         dps = self.solution.destination_passing_style
         outputs = self.outputs_for(workload) if dps else []
@@ -194,8 +194,8 @@ def audit_solution(problem, solution, *, device: str = "cpu", workloads=None, ro
                    timing_iterations: int = 8, seed: int = 0, static: bool = True, shape_probe: bool = True,
                    restore: bool = True) -> AuditReport:
     """Every audit check on `solution` for `problem` (workloads: a list, or None for the smallest one)."""
-    from kernelbench.reference import compile_reference
-    from kernelbench.solution import load_entry_point, materialize
+    from kernelbench.core.reference import compile_reference
+    from kernelbench.core.solution import load_entry_point, materialize
 
     report = AuditReport()
     if static:
@@ -247,7 +247,7 @@ def _keep_libraries_loaded(directory) -> None:
     the same process fails (native extensions register twice). Keep only the solution's own."""
     import sys
 
-    import kernelbench.solution as loader
+    import kernelbench.core.solution as loader
 
     loaded = getattr(loader, "_LOADED", None)
     if isinstance(loaded, set):

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kernelbench.problem import find_problem_dirs, load_problem  # noqa: E402
+from kernelbench.core.problem import find_problem_dirs, load_problem  # noqa: E402
 from roofline import load_profile, sol_for_problem  # noqa: E402
 
 DEFAULT_ROOTS = [ROOT / "tasks235", ROOT.parent / "shared" / "sol_execbench_sample"]

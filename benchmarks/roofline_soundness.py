@@ -20,9 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from kernelbench.problem import find_problem_dirs, load_problem
-from kernelbench.session import roofline_hardware
-from kernelbench.store import Store
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.jobs.session import roofline_hardware
+from kernelbench.core.store import Store
 from roofline import sol_for_problem
 
 

@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from kernelbench.emulation import reference_context  # noqa: E402
-from kernelbench.inputs import generate_inputs, missing_blobs  # noqa: E402
-from kernelbench.problem import find_problem_dirs, load_problem  # noqa: E402
-from kernelbench.reference import compile_reference  # noqa: E402
-from kernelbench.timing import TimingConfig, time_callable  # noqa: E402
+from kernelbench.core.emulation import reference_context  # noqa: E402
+from kernelbench.core.inputs import generate_inputs, missing_blobs  # noqa: E402
+from kernelbench.core.problem import find_problem_dirs, load_problem  # noqa: E402
+from kernelbench.core.reference import compile_reference  # noqa: E402
+from kernelbench.eval.timing import TimingConfig, time_callable  # noqa: E402
 from roofline import load_profile, sol_for_workload  # noqa: E402
 from roofline.hardware import canonical_name  # noqa: E402
 
@@ -99,7 +99,7 @@ def main() -> None:
                 torch.cuda.empty_cache()
     timed = [r for r in rows if r[2] is not None]
     lines += [f"Profiles: `{datasheet.profile_id}`" + (f", `{measured.profile_id}`" if measured else ""),
-              f"{len(timed)} workloads timed (eager PyTorch reference, kernelbench.timing: L2 flushed, fresh inputs,",
+              f"{len(timed)} workloads timed (eager PyTorch reference, kernelbench.eval.timing: L2 flushed, fresh inputs,",
               f"median of 10); {len(violations)} below a T_SOL.", "",
               "| problem | # | measured us | T_SOL datasheet us | T_SOL measured us | measured / T_SOL(meas.) | bound |",
               "|---|---|---|---|---|---|---|"]

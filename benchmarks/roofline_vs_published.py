@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kernelbench.problem import find_problem_dirs, load_problem  # noqa: E402
+from kernelbench.core.problem import find_problem_dirs, load_problem  # noqa: E402
 from roofline import load_profile, sol_for_problem  # noqa: E402
 
 SOLAR_FIXED_S = 0.4e-6          # the fixed term visible on launch-bound workloads (0.4 us)

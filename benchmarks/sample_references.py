@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from kernelbench.evaluator import EvalConfig, evaluate
-from kernelbench.gpu_state import environment_info
-from kernelbench.inputs import missing_blobs
-from kernelbench.problem import find_problem_dirs, load_problem
-from kernelbench.solution import reference_solution
+from kernelbench.eval.evaluator import EvalConfig, evaluate
+from kernelbench.eval.gpu_state import environment_info
+from kernelbench.core.inputs import missing_blobs
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.core.solution import reference_solution
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "sol_execbench_sample"
 

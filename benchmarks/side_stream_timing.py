@@ -25,8 +25,8 @@ import sys
 
 import torch
 
-from kernelbench.gpu_state import environment_info
-from kernelbench.timing import TimingConfig, time_callable
+from kernelbench.eval.gpu_state import environment_info
+from kernelbench.eval.timing import TimingConfig, time_callable
 
 AGREEMENT = 0.10  # sneaky vs honest under our timer
 NAIVE_FRACTION = 0.5  # the naive timer must see less than this fraction of the honest time

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from kernelbench.emulation import reference_context
-from kernelbench.gpu_state import environment_info
-from kernelbench.inputs import generate_inputs
-from kernelbench.problem import find_problem_dirs, load_problem
-from kernelbench.reference import compile_reference
-from kernelbench.session import roofline_hardware
-from kernelbench.timing import TimingConfig, time_callable
+from kernelbench.core.emulation import reference_context
+from kernelbench.eval.gpu_state import environment_info
+from kernelbench.core.inputs import generate_inputs
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.jobs.session import roofline_hardware
+from kernelbench.eval.timing import TimingConfig, time_callable
 from roofline import sol_for_problem
 
 COLUMNS = ["subset", "task", "uuid", "axes", "status", "t_eager_ms", "t_compile_ms", "t_b_ms", "t_sol_ms",

@@ -3,7 +3,7 @@
 Two kernels at sizes several times the L2 (H200: 60 MB), on random data:
   (a) memory-bound: bf16 elementwise add of 256M elements (1.5 GB moved per call);
   (b) compute-bound: bf16 matmul 8192 x 8192 x 8192 (1.1 TFLOP per call).
-Ours: kernelbench.timing.time_callable with the default 10 + 50 iterations, fresh input
+Ours: kernelbench.eval.timing.time_callable with the default 10 + 50 iterations, fresh input
 copies and our 2x-L2 flush. Theirs: do_bench(return_mode="median") with its own 256 MB flush.
 The two are measured alternately, ``--repeats`` times, and the medians of those compared.
 
@@ -25,8 +25,8 @@ import time
 import torch
 from triton.testing import do_bench
 
-from kernelbench.gpu_state import capture_gpu_state, environment_info
-from kernelbench.timing import TimingConfig, time_callable
+from kernelbench.eval.gpu_state import capture_gpu_state, environment_info
+from kernelbench.eval.timing import TimingConfig, time_callable
 
 TOLERANCE = 0.05
 

@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from kernelbench.dtypes import storage_bits, torch_dtype
-from kernelbench.errors import KernelBenchError
-from kernelbench.problem import Problem, Workload
-from kernelbench.reference import compile_reference
+from kernelbench.core.dtypes import storage_bits, torch_dtype
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import Problem, Workload
+from kernelbench.core.reference import compile_reference
 
 from . import ops, sources
 from .intercept import Intercept

@@ -367,7 +367,7 @@ class Intercept(TorchFunctionMode):
         a, b = args[0], args[1]
         with self.t.muted():
             if self.t.real and a.dtype == torch.float4_e2m1fn_x2:
-                from kernelbench.emulation import scaled_mm_fp4
+                from kernelbench.core.emulation import scaled_mm_fp4
                 with self.t:
                     out = scaled_mm_fp4(*args, **kwargs)
             else:

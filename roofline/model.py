@@ -39,8 +39,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kernelbench.problem import Problem, Workload
-from kernelbench.reference import compile_reference
+from kernelbench.core.problem import Problem, Workload
+from kernelbench.core.reference import compile_reference
 
 from .counter import COUNTER_VERSION, Count, count_workload
 from .hardware import HardwareProfile, load_profile
@@ -112,7 +112,7 @@ def bound(count: Count, profile: HardwareProfile) -> tuple[float, str, dict[str,
 # ------------------------------------------------------------------------------ counting, cached
 
 def _cache_key(problem: Problem, workload: Workload) -> str:
-    from kernelbench.inputs import safetensors_path
+    from kernelbench.core.inputs import safetensors_path
 
     blobs = sorted(n for n, s in workload.inputs.items()
                    if s.kind == "safetensors" and safetensors_path(s.path).is_file())

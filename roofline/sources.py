@@ -3,7 +3,7 @@
 Float data never needs values for counting, so float tensors are meta (no memory, any size).
 Integer and bool inputs (indices, page tables, lengths, masks) decide which elements are
 touched and how loops run, so they also get a CPU "shadow" holding real values, drawn by
-the workload's own rules (kernelbench.inputs). Custom inputs come from the problem's entry
+the workload's own rules (kernelbench.core.inputs). Custom inputs come from the problem's entry
 point run on the meta device (its small integer results get shadows too; see counter.py).
 
 A safetensors blob that is not on disk (the sample's 012 GQA problem ships without its
@@ -20,10 +20,10 @@ import re
 
 import torch
 
-from kernelbench.dtypes import torch_dtype
-from kernelbench.errors import MissingDataError
-from kernelbench.inputs import _load_safetensors, random_tensor, safetensors_path
-from kernelbench.problem import Problem, Workload
+from kernelbench.core.dtypes import torch_dtype
+from kernelbench.core.errors import MissingDataError
+from kernelbench.core.inputs import _load_safetensors, random_tensor, safetensors_path
+from kernelbench.core.problem import Problem, Workload
 
 SHADOW_LIMIT = 1 << 24        # largest integer/bool tensor given real values
 SMALL = 4096                  # float tensors this small get values too (scales, constants)

@@ -1,4 +1,4 @@
-"""End to end: exploits through kernelbench.evaluator.evaluate (parent scan + sandboxed child) on CPU."""
+"""End to end: exploits through kernelbench.eval.evaluator.evaluate (parent scan + sandboxed child) on CPU."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from kernelbench import statuses
-from kernelbench.evaluator import EvalConfig, evaluate
-from kernelbench.problem import load_problem
-from kernelbench.solution import load_solution
+from kernelbench.core import statuses
+from kernelbench.eval.evaluator import EvalConfig, evaluate
+from kernelbench.core.problem import load_problem
+from kernelbench.core.solution import load_solution
 
 EXPLOITS = Path(__file__).resolve().parent / "exploits"
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "sol_execbench_sample"
@@ -53,8 +53,8 @@ def test_a_pointer_cache_hidden_from_the_scanner_is_a_reward_hack(rmsnorm):
 
 def test_code_specialized_to_the_tested_shapes_fails_the_shape_probe(tmp_path):
     """Every workload passes, but the solution only computes for the batch sizes it was shown."""
-    from kernelbench.problem import load_problem
-    from kernelbench.solution import Solution, Source
+    from kernelbench.core.problem import load_problem
+    from kernelbench.core.solution import Solution, Source
     from tiny_problems import RMSNORM_REFERENCE, write_rmsnorm_problem
 
     problem = load_problem(write_rmsnorm_problem(tmp_path, batches=(3, 8)))

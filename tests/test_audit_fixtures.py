@@ -22,9 +22,9 @@ import torch
 
 from audit.harness import audit_solution
 from audit.static import scan_solution
-from kernelbench.problem import load_problem
-from kernelbench.reference import compile_reference
-from kernelbench.solution import load_solution, reference_solution
+from kernelbench.core.problem import load_problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.core.solution import load_solution, reference_solution
 
 HERE = Path(__file__).resolve().parent
 EXPLOITS = HERE / "exploits"

@@ -19,8 +19,8 @@ from audit.checks import (OutputHistory, check_below_sol, check_determinism_unde
 from audit.findings import Finding
 from audit.runtime import RuntimeGuard
 from audit.tensors import InputSnapshot
-import kernelbench.score as score  # loaded before any guard is installed, as the evaluator's modules are
-from kernelbench.problem import load_problem
+import kernelbench.core.score as score  # loaded before any guard is installed, as the evaluator's modules are
+from kernelbench.core.problem import load_problem
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "sol_execbench_sample"
 

@@ -9,8 +9,8 @@ import pytest
 
 from audit.rules import DETECTED_BY, RULES, STATIC
 from audit.static import scan_cuda_text, scan_python, scan_solution
-from kernelbench.problem import find_problem_dirs, load_problem
-from kernelbench.solution import Solution, Source
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.core.solution import Solution, Source
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "sol_execbench_sample"
@@ -43,7 +43,7 @@ ATTACKS = {
                        "        y = x * 2\n    return y\n",
     "monkeypatch": "import time\ntime.perf_counter = lambda: 0.0\ndef run(x):\n    return x * 2\n",
     "introspection": "import sys\ndef run(x):\n    return sys._getframe(1).f_locals['expected']\n",
-    "evaluator-import": "from kernelbench.correctness import compare\ndef run(x):\n    return x * 2\n",
+    "evaluator-import": "from kernelbench.core.correctness import compare\ndef run(x):\n    return x * 2\n",
     "file-access": "import torch\ndef run(x):\n    return torch.load('/tmp/answers.pt')\n",
     "dynamic-code": "def run(x):\n    return eval('x * 2')\n",
     "constant-output": "import torch\ndef run(x):\n    return torch.zeros_like(x)\n",
@@ -83,7 +83,7 @@ def test_names_are_resolved_through_aliases_getattr_and_setattr():
                                   "def run(x):\n    return x\n")
     assert "monkeypatch" in rules("t = __import__('time')\nt.perf_counter = None\ndef run(x):\n    return x\n")
     assert "subprocess" in rules("from subprocess import run as go\ndef run(x):\n    go(['ls'])\n    return x\n")
-    assert "evaluator-import" in rules("import importlib\nm = importlib.import_module('kernelbench.timing')\n"
+    assert "evaluator-import" in rules("import importlib\nm = importlib.import_module('kernelbench.eval.timing')\n"
                                        "def run(x):\n    return x\n")
     assert "dynamic-code" in rules("import importlib\ndef run(x, name='os'):\n    importlib.import_module(name)\n"
                                    "    return x\n")

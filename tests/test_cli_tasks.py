@@ -10,8 +10,8 @@ from rich.console import Console
 
 from conftest import SAMPLE_PROBLEMS, TINY_REFERENCE
 from kernelbench import cli
-from kernelbench.errors import KernelBenchError
-from kernelbench.tasks import TASKS_ROOT_ENV, resolve_task
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.tasks import TASKS_ROOT_ENV, resolve_task
 
 GQA = "012_gqa_paged_decode_h32_kv4_d128_ps1"
 

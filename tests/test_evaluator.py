@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kernelbench import statuses
-from kernelbench.evaluator import EvalConfig, evaluate
-from kernelbench.problem import load_problem
-from kernelbench.solution import Solution, Source, reference_solution
+from kernelbench.core import statuses
+from kernelbench.eval.evaluator import EvalConfig, evaluate
+from kernelbench.core.problem import load_problem
+from kernelbench.core.solution import Solution, Source, reference_solution
 
 from tiny_problems import RMSNORM_REFERENCE as REFERENCE, write_rmsnorm_problem
 
@@ -130,7 +130,7 @@ def test_a_process_fatal_error_restarts_the_child_without_blaming_the_next_workl
 def test_kept_inputs_stay_within_their_memory_budget():
     import torch
 
-    from kernelbench.worker import KeptInputs
+    from kernelbench.eval.worker import KeptInputs
 
     kept = KeptInputs(budget_bytes=3 * 4096)
     rounds = [[torch.zeros(1024), 1.0] for _ in range(5)]  # 4 KiB of tensor each
@@ -143,7 +143,7 @@ def test_kept_inputs_stay_within_their_memory_budget():
 
 
 def test_a_gpu_time_below_t_sol_is_flagged(problem_dir):
-    from kernelbench.evaluator import make_trace
+    from kernelbench.eval.evaluator import make_trace
 
     problem = load_problem(problem_dir)
     workload = problem.workloads[0]
@@ -176,9 +176,9 @@ def in_process_runner(problem_dir, source: str = REFERENCE, timing: dict | None 
     import torch
 
     from audit.runtime import RuntimeGuard
-    from kernelbench import worker
-    from kernelbench.reference import compile_reference
-    from kernelbench.solution import load_entry_point, materialize
+    from kernelbench.eval import worker
+    from kernelbench.core.reference import compile_reference
+    from kernelbench.core.solution import load_entry_point, materialize
 
     problem = load_problem(problem_dir)
     candidate = solution(source)
@@ -197,7 +197,7 @@ def in_process_runner(problem_dir, source: str = REFERENCE, timing: dict | None 
 @pytest.fixture
 def no_reference_clones(monkeypatch):
     """Every input counts as too large to clone for the reference."""
-    from kernelbench import worker
+    from kernelbench.eval import worker
 
     monkeypatch.setattr(worker, "REFERENCE_CLONE_BYTES", 0)
 

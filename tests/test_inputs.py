@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from kernelbench import inputs as inputs_module
-from kernelbench.dtypes import DTYPE_NAMES, FLOAT4, FLOAT8, torch_dtype
-from kernelbench.emulation import E2M1_VALUES, unpack_fp4
-from kernelbench.errors import MissingDataError, ProblemError
-from kernelbench.inputs import DATA_ROOT_ENV, generate_inputs, missing_blobs, random_tensor
-from kernelbench.problem import load_problem
-from kernelbench.reference import compile_reference
+from kernelbench.core import inputs as inputs_module
+from kernelbench.core.dtypes import DTYPE_NAMES, FLOAT4, FLOAT8, torch_dtype
+from kernelbench.core.emulation import E2M1_VALUES, unpack_fp4
+from kernelbench.core.errors import MissingDataError, ProblemError
+from kernelbench.core.inputs import DATA_ROOT_ENV, generate_inputs, missing_blobs, random_tensor
+from kernelbench.core.problem import load_problem
+from kernelbench.core.reference import compile_reference
 
 
 def make_definition(inputs: dict, axes: dict, *, reference: str | None = None, **extra) -> dict:

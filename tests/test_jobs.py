@@ -7,13 +7,13 @@ import json
 
 from click.testing import CliRunner
 
-from kernelbench import statuses
-from kernelbench.batch import run_batch
+from kernelbench.core import statuses
+from kernelbench.jobs.batch import run_batch
 from kernelbench.cli import main
-from kernelbench.evaluator import EvalConfig
-from kernelbench.optimize import optimize
-from kernelbench.problem import load_problem
-from kernelbench.session import Session
+from kernelbench.eval.evaluator import EvalConfig
+from kernelbench.jobs.optimize import optimize
+from kernelbench.core.problem import load_problem
+from kernelbench.jobs.session import Session, definition_hash
 from tiny_problems import RMSNORM_REFERENCE, write_rmsnorm_problem
 
 SEGFAULT = "import faulthandler\n\ndef run(x, weight, eps):\n    faulthandler._sigsegv()\n"  # a real SIGSEGV
@@ -37,7 +37,7 @@ def test_optimize_scores_the_reference_near_one_half(tmp_path):
     written = json.loads((tmp_path / "out" / problem.name / "solution.json").read_text())
     assert written["spec"]["entry_point"] == "reference.py::run"
     # the baseline is stored and reused: a second optimize measures no new baseline
-    stored = session.store.baselines(__import__("kernelbench.session").session.definition_hash(problem),
+    stored = session.store.baselines(definition_hash(problem),
                                      session.environment_id)
     assert set(stored) == {w.uuid for w in problem.workloads}
 
@@ -93,7 +93,7 @@ def test_leaderboard_csv_columns_and_flagged_rows(tmp_path):
 
 
 def test_batch_only_selects_by_glob(tmp_path):
-    from kernelbench.batch import select_tasks
+    from kernelbench.jobs.batch import select_tasks
 
     for name in ("001_a", "002_b"):
         write_rmsnorm_problem(tmp_path, name)

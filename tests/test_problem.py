@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import SAMPLE_PROBLEMS, TINY_REFERENCE
-from kernelbench.errors import KernelBenchError, ProblemError
-from kernelbench.problem import (Tolerance, find_problem_dirs, load_problem, parse_definition)
-from kernelbench.reference import compile_reference
+from kernelbench.core.errors import KernelBenchError, ProblemError
+from kernelbench.core.problem import (Tolerance, find_problem_dirs, load_problem, parse_definition)
+from kernelbench.core.reference import compile_reference
 
 
 # ---------------------------------------------------------------- valid problems

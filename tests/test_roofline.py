@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from kernelbench.problem import load_problem
+from kernelbench.core.problem import load_problem
 from roofline import DATASHEETS, bound, count_workload, load_profile, sol_for_problem
 from roofline.hardware import measured_from, save_profile
 from roofline.touch import touched_count

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kernelbench.problem import find_problem_dirs, load_problem
-from kernelbench.reference import compile_reference
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.core.reference import compile_reference
 from roofline import load_profile, sol_for_workload
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "sol_execbench_sample"

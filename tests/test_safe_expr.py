@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernelbench.safe_expr import ExpressionError, evaluate, names_in
+from kernelbench.core.safe_expr import ExpressionError, evaluate, names_in
 
 ENV = {"a": 12, "b": 5, "c": 2}
 

@@ -4,7 +4,7 @@ import math
 
 from hypothesis import given, strategies as st
 
-from kernelbench.score import benchmark_score, fraction_of_sol, geomean, sol_score, task_score
+from kernelbench.core.score import benchmark_score, fraction_of_sol, geomean, sol_score, task_score
 
 times = st.floats(min_value=1e-4, max_value=1e4, allow_nan=False)
 

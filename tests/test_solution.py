@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernelbench.errors import KernelBenchError, SolutionError
-from kernelbench.solution import (Solution, Source, load_entry_point, load_solution, materialize,
+from kernelbench.core.errors import KernelBenchError, SolutionError
+from kernelbench.core.solution import (Solution, Source, load_entry_point, load_solution, materialize,
                                   parse_solution, reference_solution, save_solution)
 
 MAIN = '''import torch

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kernelbench import store as store_module
-from kernelbench.solution import Solution, Source
-from kernelbench.store import DB_ENV, MIGRATIONS, Store, default_path
+from kernelbench.core import store as store_module
+from kernelbench.core.solution import Solution, Source
+from kernelbench.core.store import DB_ENV, MIGRATIONS, Store, default_path
 
 # The final schema after every migration. Changing an applied migration, or adding one, changes
 # this text: update the pin only together with a NEW migration appended to MIGRATIONS.
@@ -188,7 +188,7 @@ def test_failed_transaction_rolls_back(tmp_path):
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from kernelbench.store import Store
+    from kernelbench.core.store import Store
     store = Store(sys.argv[1])
     for i in range(10000):
         store.record_result("defn", "L1", None, None, "run-kill", "PASSED", float(i), {"i": i})

@@ -2,9 +2,9 @@
 
 import pytest
 
-from kernelbench.checks import check_problem
-from kernelbench.problem import find_problem_dirs
-from kernelbench.tasks import tasks_root
+from kernelbench.core.validation import check_problem
+from kernelbench.core.problem import find_problem_dirs
+from kernelbench.core.tasks import tasks_root
 
 TASKS = find_problem_dirs(tasks_root())
 

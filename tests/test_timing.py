@@ -10,9 +10,9 @@ import types
 import pytest
 import torch
 
-from kernelbench import gpu_state
-from kernelbench.gpu_state import capture_gpu_state, decode_throttle_reasons, environment_info, fingerprint_hash
-from kernelbench.timing import FreshInputPool, TimingConfig, percentile, summarize, time_callable, time_cpu
+from kernelbench.eval import gpu_state
+from kernelbench.eval.gpu_state import capture_gpu_state, decode_throttle_reasons, environment_info, fingerprint_hash
+from kernelbench.eval.timing import FreshInputPool, TimingConfig, percentile, summarize, time_callable, time_cpu
 
 FAST = TimingConfig(warmup=1, iterations=5)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import safe_expr
-from .dtypes import canonical_name
-from .errors import ProblemError
+from kernelbench.core import safe_expr
+from kernelbench.core.dtypes import canonical_name
+from kernelbench.core.errors import ProblemError
 
 DEFINITION_FILE = "definition.json"
 WORKLOAD_FILE = "workload.jsonl"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import SolutionError
+from kernelbench.core.errors import SolutionError
 
 LANGUAGES = ("pytorch", "triton", "cuda_cpp")
 PYTHON_LANGUAGES = ("pytorch", "triton")

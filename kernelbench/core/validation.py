@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from .correctness import PASSED, as_output_list, check_structure, to_float32
-from .emulation import reference_context
-from .errors import KernelBenchError
-from .inputs import generate_inputs, missing_blobs
-from .problem import Problem, load_problem
-from .reference import compile_reference
+from kernelbench.core.correctness import PASSED, as_output_list, check_structure, to_float32
+from kernelbench.core.emulation import reference_context
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.inputs import generate_inputs, missing_blobs
+from kernelbench.core.problem import Problem, load_problem
+from kernelbench.core.reference import compile_reference
 
 
 @dataclass

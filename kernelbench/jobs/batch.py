@@ -17,11 +17,11 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import sandbox
-from .evaluator import EvalConfig
-from .optimize import optimize
-from .problem import find_problem_dirs, load_problem
-from .session import Session
+from kernelbench.eval import sandbox
+from kernelbench.eval.evaluator import EvalConfig
+from kernelbench.jobs.optimize import optimize
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.jobs.session import Session
 
 
 @dataclass

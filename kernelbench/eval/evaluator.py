@@ -1,7 +1,7 @@
 """`kb eval`: evaluate one solution on a problem's workloads, in a sandboxed child, into traces.
 
 The parent scans the sources with the static audit rules, hands the workloads to a spawned
-child (kernelbench.worker), turns every outcome into a trace in the official schema, and
+child (kernelbench.eval.worker), turns every outcome into a trace in the official schema, and
 flags a correct time below the roofline's T_SOL (physically impossible under a sound bound).
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 from audit.checks import check_below_sol
 
-from . import statuses
-from .problem import Problem, Workload
-from .sandbox import run_items
-from .solution import Solution
+from kernelbench.core import statuses
+from kernelbench.core.problem import Problem, Workload
+from kernelbench.eval.sandbox import run_items
+from kernelbench.core.solution import Solution
 
 
 @dataclass
@@ -58,7 +58,7 @@ def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, enviro
         request = {"problem_dir": str(problem.directory), "solution": solution.to_json(), "device": config.device,
                    "rounds": config.rounds, "timing": config.timing, "seed": config.seed,
                    "data_root": config.data_root, "shape_probe": config.shape_probe}
-        run_items("kernelbench.worker", request, [w.uuid for w in workloads], first_timeout_s=config.build_timeout_s,
+        run_items("kernelbench.eval.worker", request, [w.uuid for w in workloads], first_timeout_s=config.build_timeout_s,
                   item_timeout_s=config.workload_timeout_s, on_result=lambda uuid, r: outcomes.__setitem__(uuid, r))
         if config.shape_probe and all(o["status"] == statuses.PASSED for o in outcomes.values()):
             _apply_shape_probe(request, config, outcomes)
@@ -70,10 +70,10 @@ def _apply_shape_probe(request: dict, config: EvalConfig, outcomes: dict[str, di
     """Run the worker's shape probe in its own child; a failure there flags every workload."""
     from audit.checks import check_shape_probe
 
-    from .worker import PROBE_SKIPPED, SHAPE_PROBE
+    from kernelbench.eval.worker import PROBE_SKIPPED, SHAPE_PROBE
 
     probe: dict = {}
-    run_items("kernelbench.worker", request, [SHAPE_PROBE], first_timeout_s=config.build_timeout_s,
+    run_items("kernelbench.eval.worker", request, [SHAPE_PROBE], first_timeout_s=config.build_timeout_s,
               item_timeout_s=config.workload_timeout_s, on_result=lambda _, r: probe.update(r))
     if probe["status"] in (statuses.PASSED, PROBE_SKIPPED, statuses.INVALID_REFERENCE):
         return  # passed, no legal untested shape, or the reference itself does not take that shape

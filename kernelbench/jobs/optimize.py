@@ -15,13 +15,13 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import statuses
-from .baseline import baseline_ms, default_variants, measure_missing_baselines, variant_solution
-from .evaluator import EvalConfig, evaluate
-from .problem import Problem
-from .score import fraction_of_sol, geomean, sol_score, task_score
-from .session import Session, definition_hash
-from .solution import Solution, save_solution
+from kernelbench.core import statuses
+from kernelbench.jobs.baseline import baseline_ms, default_variants, measure_missing_baselines, variant_solution
+from kernelbench.eval.evaluator import EvalConfig, evaluate
+from kernelbench.core.problem import Problem
+from kernelbench.core.score import fraction_of_sol, geomean, sol_score, task_score
+from kernelbench.jobs.session import Session, definition_hash
+from kernelbench.core.solution import Solution, save_solution
 
 
 @dataclass

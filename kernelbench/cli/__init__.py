@@ -13,13 +13,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .checks import check_problem
-from .errors import KernelBenchError
-from .problem import find_problem_dirs, load_problem
-from .tasks import resolve_task, tasks_root
+from kernelbench.core.validation import check_problem
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.core.tasks import resolve_task, tasks_root
 
 if TYPE_CHECKING:
-    from .evaluator import EvalConfig
+    from kernelbench.eval.evaluator import EvalConfig
 
 console = Console()
 
@@ -44,7 +44,7 @@ def main(ctx, db):
 
 
 def _register_roofline_commands() -> None:
-    from roofline.cli import calibrate_command, roofline_command
+    from kernelbench.cli.roofline import calibrate_command, roofline_command
 
     main.add_command(roofline_command)
     main.add_command(calibrate_command)
@@ -125,7 +125,7 @@ def tasks_check(paths, run, data_root):
 @click.option("--workloads", type=int, default=2, show_default=True, help="How many of the smallest workloads.")
 def tasks_tolerance(task, seeds, workloads):
     """Suggest tolerances from the reference's spread between working precision and fp32 (CPU)."""
-    from .tolerance import MARGIN, measure_spread
+    from kernelbench.core.tolerance import MARGIN, measure_spread
 
     problem = load_problem(resolve_task(task))
     table = Table(title=f"{problem.name}: working precision vs fp32-upcast reference, margin {MARGIN:g}")
@@ -148,7 +148,7 @@ class RunOptions:
     profile: str
 
     def session(self, db):
-        from .session import Session
+        from kernelbench.jobs.session import Session
 
         return Session.open(db, self.device, self.hardware, self.profile)
 
@@ -174,7 +174,7 @@ def _eval_options(function):
     @functools.wraps(function)
     def command(*args, device, max_workloads, rounds, warmup, iterations, timeout_s, data_root, hardware, profile,
                 **kwargs):
-        from .evaluator import EvalConfig
+        from kernelbench.eval.evaluator import EvalConfig
 
         device = device or ("cuda" if _cuda_available() else "cpu")
         config = EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
@@ -205,9 +205,9 @@ def _load_task(task: str):
 @click.pass_obj
 def eval_command(obj, task, solution_path, as_json, run):
     """Evaluate one solution on TASK: correctness, audit, timing -> traces."""
-    from .baseline import stored_baseline_ms
-    from .evaluator import evaluate
-    from .solution import load_solution
+    from kernelbench.jobs.baseline import stored_baseline_ms
+    from kernelbench.eval.evaluator import evaluate
+    from kernelbench.core.solution import load_solution
 
     problem, solution = _load_task(task), load_solution(solution_path)
     session = run.session(obj["db"])
@@ -240,7 +240,7 @@ def eval_command(obj, task, solution_path, as_json, run):
 @click.pass_obj
 def baseline_command(obj, task, force, run):
     """Measure T_b (best of eager, torch.compile, CUDA graphs) for TASK; reused until the environment changes."""
-    from .baseline import baseline_ms, default_variants
+    from kernelbench.jobs.baseline import baseline_ms, default_variants
 
     problem = _load_task(task)
     session = run.session(obj["db"])
@@ -263,7 +263,7 @@ def baseline_command(obj, task, force, run):
 @click.pass_obj
 def optimize_command(obj, task, out_dir, budget_s, run):
     """Optimize TASK: evaluate candidates, keep the best verified one, print its SOL score."""
-    from .optimize import optimize
+    from kernelbench.jobs.optimize import optimize
 
     problem = _load_task(task)
     session = run.session(obj["db"])
@@ -303,7 +303,7 @@ def optimize_command(obj, task, out_dir, budget_s, run):
 @click.pass_obj
 def batch_command(obj, root, gpus, resume, only, out_dir, budget_s, run):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU."""
-    from .batch import run_batch
+    from kernelbench.jobs.batch import run_batch
 
     report = run_batch(root or tasks_root(), db=obj["db"], device=run.device, gpus=gpus, resume=resume,
                        config=run.config, out_dir=out_dir, budget_s=budget_s, hardware=run.hardware,
@@ -322,8 +322,8 @@ def batch_command(obj, root, gpus, resume, only, out_dir, budget_s, run):
 @click.pass_obj
 def leaderboard_command(obj, csv_path, per_workload, html_path):
     """The SOL leaderboard from the store: one row per task (flagged solutions never ranked)."""
-    from . import leaderboard
-    from .store import Store
+    from kernelbench.jobs import leaderboard
+    from kernelbench.core.store import Store
 
     store = Store(obj["db"])
     frame = leaderboard.workload_table(store) if per_workload else leaderboard.task_table(store)
@@ -369,8 +369,8 @@ def audit_command(obj, task, solution_path, as_json, run):
     from audit.rules import DETECTED_BY, RULES
     from audit.static import scan_solution
 
-    from .evaluator import evaluate
-    from .solution import load_solution
+    from kernelbench.eval.evaluator import evaluate
+    from kernelbench.core.solution import load_solution
 
     problem, solution = _load_task(task), load_solution(solution_path)
     session = run.session(obj["db"])

@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from . import statuses
+from kernelbench.core import statuses
 
 LOG_TAIL_CHARS = 3000
 _PR_SET_PDEATHSIG = 1

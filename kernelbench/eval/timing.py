@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .gpu_state import capture_gpu_state
+from kernelbench.eval.gpu_state import capture_gpu_state
 
 Observer = Callable[[int, Any], None]  # observe(timed call index, its return value)
 

@@ -23,20 +23,20 @@ from typing import Any
 
 import torch
 
-from . import statuses
+from kernelbench.core import statuses
 from audit.checks import (OutputHistory, TimedOutputSample, check_post_timing, check_same_address, overwrite_in_place,
                           perturbed_workload)
 from audit.tensors import InputSnapshot, overlaps
 
-from .correctness import as_output_list, compare
-from .dtypes import torch_dtype
-from .emulation import emulate_scaled_mm_for_this_process, reference_context
-from .errors import KernelBenchError
-from .inputs import generate_inputs
-from .problem import Problem, load_problem
-from .reference import compile_reference
-from .sandbox import serve
-from .solution import load_entry_point, materialize, parse_solution
+from kernelbench.core.correctness import as_output_list, compare
+from kernelbench.core.dtypes import torch_dtype
+from kernelbench.core.emulation import emulate_scaled_mm_for_this_process, reference_context
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.inputs import generate_inputs
+from kernelbench.core.problem import Problem, load_problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.eval.sandbox import serve
+from kernelbench.core.solution import load_entry_point, materialize, parse_solution
 
 POST_TIMING_SEED_OFFSET = 1_000_003
 SAME_ADDRESS_SEED_OFFSET = 2_000_003
@@ -260,7 +260,7 @@ class WorkloadRunner:
     # -------------------------------------------------------------- timing
 
     def time(self, workload, seed: int) -> dict:
-        from .timing import TimingConfig, time_callable
+        from kernelbench.eval.timing import TimingConfig, time_callable
 
         config = TimingConfig(**self.request["timing"])
         dps = self.solution.destination_passing_style

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import statuses
-from .evaluator import EvalConfig, evaluate, select_workloads
-from .problem import Problem
-from .session import Session, definition_hash
-from .solution import Solution, reference_solution
+from kernelbench.core import statuses
+from kernelbench.eval.evaluator import EvalConfig, evaluate, select_workloads
+from kernelbench.core.problem import Problem
+from kernelbench.jobs.session import Session, definition_hash
+from kernelbench.core.solution import Solution, reference_solution
 
 # variant -> torch.compile mode (None: eager)
 VARIANTS: dict[str, str | None] = {"eager": None, "compile": "default", "cudagraphs": "reduce-overhead"}

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import KernelBenchError
-from .problem import DEFINITION_FILE, find_problem_dirs
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import DEFINITION_FILE, find_problem_dirs
 
 TASKS_ROOT_ENV = "KB_TASKS_ROOT"
 
 
 def tasks_root() -> Path:
     """tasks235/ beside the package (the repository checkout), unless KB_TASKS_ROOT says otherwise."""
-    return Path(os.environ.get(TASKS_ROOT_ENV) or Path(__file__).resolve().parents[1] / "tasks235")
+    return Path(os.environ.get(TASKS_ROOT_ENV) or Path(__file__).resolve().parents[2] / "tasks235")
 
 
 def resolve_task(argument: str | os.PathLike) -> Path:

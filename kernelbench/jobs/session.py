@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .gpu_state import environment_info
-from .problem import Problem
-from .store import Store, json_hash
+from kernelbench.eval.gpu_state import environment_info
+from kernelbench.core.problem import Problem
+from kernelbench.core.store import Store, json_hash
 
 DEFAULT_HARDWARE = "H200"
 # GPU names (as the driver reports them) -> roofline hardware profile names.

@@ -1,6 +1,6 @@
 """`kb roofline TASK` and `kb calibrate`: click commands for the CLI owner to register.
 
-    from roofline.cli import roofline_command, calibrate_command
+    from kernelbench.cli.roofline import roofline_command, calibrate_command
     main.add_command(roofline_command)
     main.add_command(calibrate_command)
 
@@ -19,11 +19,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from kernelbench.errors import KernelBenchError
-from kernelbench.problem import DEFINITION_FILE, find_problem_dirs, load_problem
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import DEFINITION_FILE, find_problem_dirs, load_problem
 
-from .hardware import HARDWARE_NAMES, ProfileError, load_profile
-from .model import WorkloadSOL, prefetch_counts, sol_for_problem
+from roofline.hardware import HARDWARE_NAMES, ProfileError, load_profile
+from roofline.model import WorkloadSOL, prefetch_counts, sol_for_problem
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -33,7 +33,7 @@ def default_hardware() -> str:
     try:
         import torch
         if torch.cuda.is_available():
-            from .hardware import canonical_name
+            from roofline.hardware import canonical_name
             return canonical_name(torch.cuda.get_device_name(0))
     except (ImportError, ProfileError, RuntimeError):
         pass
@@ -47,7 +47,7 @@ def problem_dirs(task: str) -> list[Path]:
         if dirs:
             return dirs
     try:
-        from kernelbench.tasks import resolve_task
+        from kernelbench.core.tasks import resolve_task
     except ImportError:                                   # older trees: a directory or a name under tasks235/
         if (path / DEFINITION_FILE).is_file():
             return [path]
@@ -106,14 +106,14 @@ def print_table(name: str, sols: list[WorkloadSOL], problem) -> None:
 def measured_points(groups: dict, problems: list, hardware: str) -> dict[str, list[tuple[float, float]]]:
     """(FLOP/byte, FLOP/s) of every PASSED trace on this hardware in the store, if a store exists."""
     try:
-        from kernelbench.store import Store, default_path
+        from kernelbench.core.store import Store, default_path
         ctx = click.get_current_context(silent=True)
         db = ((ctx.find_root().obj or {}) if ctx else {}).get("db")
         path = default_path(db)
         if not path.is_file():
             return {}
         store = Store(path)
-        from .hardware import canonical_name
+        from roofline.hardware import canonical_name
         envs = set()
         for row in store.db.execute("SELECT id, hardware FROM environments WHERE device = 'cuda'"):
             try:
@@ -174,7 +174,7 @@ def roofline_command(task, hardware, profile, as_json, plot, jobs):
         else:
             print_table(problem.name, sols, problem)
     if plot is not None and groups:
-        from .plot import roofline_plot
+        from roofline.plot import roofline_plot
         roofline_plot(groups, prof, plot, measured_points(groups, problems, prof.name))
         if not as_json:
             console.print(f"roofline plot: {plot}")
@@ -188,7 +188,7 @@ def roofline_command(task, hardware, profile, as_json, plot, jobs):
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def calibrate_command(out, as_json):
     """Measure this GPU's achievable bandwidth and rates; save a measured roofline profile."""
-    from .calibrate import calibrate
+    from roofline.calibrate import calibrate
     try:
         profile, raw, path = calibrate(str(out) if out else None)
     except (RuntimeError, ProfileError) as exc:

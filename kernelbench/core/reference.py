@@ -7,8 +7,8 @@ import inspect
 import sys
 import types
 
-from .errors import ProblemError
-from .problem import Definition
+from kernelbench.core.errors import ProblemError
+from kernelbench.core.problem import Definition
 
 
 def compile_reference(definition: Definition, origin: str = "definition.json") -> types.ModuleType:

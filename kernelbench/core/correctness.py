@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from .dtypes import FLOAT4, torch_dtype
-from .emulation import unpack_fp4
-from .problem import Problem, Tolerance, Workload
-from .statuses import INCORRECT_DTYPE, INCORRECT_NUMERICAL, INCORRECT_SHAPE, PASSED
+from kernelbench.core.dtypes import FLOAT4, torch_dtype
+from kernelbench.core.emulation import unpack_fp4
+from kernelbench.core.problem import Problem, Tolerance, Workload
+from kernelbench.core.statuses import INCORRECT_DTYPE, INCORRECT_NUMERICAL, INCORRECT_SHAPE, PASSED
 
 
 @dataclass

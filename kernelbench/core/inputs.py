@@ -52,9 +52,9 @@ from typing import Any
 
 import torch
 
-from .dtypes import FLOAT4, FLOAT8, torch_dtype
-from .errors import MissingDataError, ProblemError
-from .problem import Problem, TensorSpec, Workload
+from kernelbench.core.dtypes import FLOAT4, FLOAT8, torch_dtype
+from kernelbench.core.errors import MissingDataError, ProblemError
+from kernelbench.core.problem import Problem, TensorSpec, Workload
 
 DATA_ROOT_ENV = "KB_DATA_ROOT"
 
@@ -177,7 +177,7 @@ def _index_bound(words: set[str], axes: dict[str, int]) -> int:
 
 
 def _call_custom_entrypoint(problem, workload, axes, device, seed, module) -> dict[str, Any]:
-    from .reference import compile_reference
+    from kernelbench.core.reference import compile_reference
 
     module = module or compile_reference(problem.definition)
     entry = getattr(module, problem.definition.custom_inputs_entrypoint)

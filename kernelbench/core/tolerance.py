@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .correctness import as_output_list, to_float32
-from .emulation import reference_context
-from .inputs import generate_inputs
-from .problem import Problem
-from .reference import compile_reference
+from kernelbench.core.correctness import as_output_list, to_float32
+from kernelbench.core.emulation import reference_context
+from kernelbench.core.inputs import generate_inputs
+from kernelbench.core.problem import Problem
+from kernelbench.core.reference import compile_reference
 
 RTOL_BY_DTYPE = {"bfloat16": 2e-2, "float16": 1e-2, "float32": 1e-4, "float64": 1e-7}
 MARGIN = 4.0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .score import benchmark_score
-from .store import Store
+from kernelbench.core.score import benchmark_score
+from kernelbench.core.store import Store
 
 TASK_COLUMNS = ["task", "subset", "hardware", "workloads", "workloads_passed", "geomean_t_k_ms", "geomean_t_b_ms",
                 "geomean_t_sol_ms", "sol_score", "fraction_of_sol", "speedup_vs_baseline", "solution_hash",

@@ -1,0 +1,1 @@
+"""The generator: candidate sources (one registry), template families, search and the knowledge base."""

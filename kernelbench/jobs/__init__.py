@@ -1,0 +1,1 @@
+"""The jobs users run: baseline, optimize, batch, leaderboard."""
