@@ -169,7 +169,7 @@ def triton_rates(sm_count: int) -> dict[str, float]:
             "_launch_median_s": statistics.median(durations)}
 
 
-def calibrate(out: str | None = None) -> tuple[HardwareProfile, dict, str]:
+def calibrate(out: str | None = None, profile_dir=None) -> tuple[HardwareProfile, dict, str]:
     """Measure the GPU present; returns (profile, raw measurements, saved path)."""
     if not torch.cuda.is_available():
         raise RuntimeError("kb calibrate needs a CUDA GPU")
@@ -185,5 +185,5 @@ def calibrate(out: str | None = None) -> tuple[HardwareProfile, dict, str]:
     values = {k: v for k, v in raw.items() if not k.startswith(("dram.", "_"))}
     values["dram_bandwidth"] = max(bandwidth.values())
     profile = measured_from(name, values, device_name=device_name)
-    path = save_profile(profile, out)
+    path = save_profile(profile, out, profile_dir) if profile_dir else save_profile(profile, out)
     return profile, raw, str(path)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -77,7 +78,7 @@ class Count:
         return cls(**data)
 
 
-def count_workload(problem: Problem, workload: Workload, module=None) -> Count:
+def count_workload(problem: Problem, workload: Workload, module=None, *, data_root: Path | None = None) -> Count:
     """Count one workload, in three tiers:
 
     1. meta: shapes only, real values for index data and small constants (almost every reference);
@@ -88,7 +89,7 @@ def count_workload(problem: Problem, workload: Workload, module=None) -> Count:
     """
     module = module or compile_reference(problem.definition)
     try:
-        return _count(problem, workload, module, "meta")
+        return _count(problem, workload, module, "meta", data_root)
     except NeedsValues as exc:
         reason = str(exc)
     except (KernelBenchError, MemoryError):
@@ -96,7 +97,7 @@ def count_workload(problem: Problem, workload: Workload, module=None) -> Count:
     except Exception as exc:  # anything else the meta device cannot run
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     try:
-        count = _count(problem, workload, module, "values")
+        count = _count(problem, workload, module, "values", data_root)
         count.notes.insert(0, f"values computed on CPU for the data-dependent part ({reason}); "
                               f"large products counted shape-only")
         return count
@@ -108,7 +109,7 @@ def count_workload(problem: Problem, workload: Workload, module=None) -> Count:
         reason = f"{reason}; then {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
     _check_cpu_size(problem, workload)
     try:
-        count = _count(problem, workload, module, "cpu")
+        count = _count(problem, workload, module, "cpu", data_root)
     except Exception as exc:
         raise CountError(f"{problem.name} workload {workload.uuid}: the reference failed on meta ({reason}) "
                          f"and on CPU ({type(exc).__name__}: {exc})") from exc
@@ -116,12 +117,12 @@ def count_workload(problem: Problem, workload: Workload, module=None) -> Count:
     return count
 
 
-def _count(problem: Problem, workload: Workload, module, mode: str) -> Count:
+def _count(problem: Problem, workload: Workload, module, mode: str, data_root: Path | None) -> Count:
     definition = problem.definition
     notes: list[str] = []
     real, values = mode == "cpu", mode == "values"
     torch.manual_seed(0)
-    direct = sources.direct_inputs(problem, workload, real, notes, generous=values)
+    direct = sources.direct_inputs(problem, workload, real, notes, generous=values, data_root=data_root)
     tracer = Tracer(real, values=values)
     custom = _custom_inputs(problem, workload, module, tracer, real, notes)
     with Intercept(tracer), torch.no_grad():

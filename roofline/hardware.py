@@ -26,6 +26,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from kernelbench.core.settings import DEFAULTS, ENVIRONMENT
+
 T = 1e12  # tera
 G = 1e9
 MB = 1 << 20
@@ -38,7 +40,6 @@ CUDA_CLASSES = ("fp32", "fp16", "fp64")
 # (fp8), and fp8 (e4m3, e5m2) values are exact in fp16/bf16.
 TENSOR_FALLBACK = {"fp4": "fp8", "fp8": "bf16", "int8": "bf16", "tf32": "fp32_cuda"}
 
-PROFILE_DIR_ENV = "KB_PROFILE_DIR"
 HARDWARE_NAMES = ("H100", "H200", "B200", "A100")
 
 
@@ -211,16 +212,13 @@ def canonical_name(name: str) -> str:
     raise ProfileError(f"unknown hardware {name!r}; known: {', '.join(HARDWARE_NAMES)}")
 
 
-def profile_dir() -> Path:
-    return Path(os.environ.get(PROFILE_DIR_ENV) or Path.home() / ".cache" / "kernelbench" / "profiles")
+def measured_path(name: str, profile_dir: Path = DEFAULTS.profile_dir) -> Path:
+    return Path(profile_dir) / f"{canonical_name(name)}.json"
 
 
-def measured_path(name: str) -> Path:
-    return profile_dir() / f"{canonical_name(name)}.json"
-
-
-def load_profile(hardware: str = "H200", kind: str = "datasheet") -> HardwareProfile:
-    """The datasheet profile of `hardware`, or the measured one `kb calibrate` saved for it."""
+def load_profile(hardware: str = "H200", kind: str = "datasheet",
+                 profile_dir: Path = DEFAULTS.profile_dir) -> HardwareProfile:
+    """The datasheet profile of `hardware`, or the measured one `kb calibrate` saved under profile_dir."""
     if isinstance(hardware, HardwareProfile):
         return hardware
     name = canonical_name(hardware)
@@ -228,18 +226,19 @@ def load_profile(hardware: str = "H200", kind: str = "datasheet") -> HardwarePro
         return DATASHEETS[name]
     if kind != "measured":
         raise ProfileError(f"profile kind must be datasheet or measured, not {kind!r}")
-    path = measured_path(name)
+    path = measured_path(name, profile_dir)
     if not path.is_file():
         raise ProfileError(f"no measured profile for {name} at {path}: run `kb calibrate` on that GPU "
-                           f"(or set {PROFILE_DIR_ENV})")
+                           f"(or set --cache-dir / {ENVIRONMENT['cache_dir']})")
     try:
         return HardwareProfile.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
         raise ProfileError(f"{path}: not a hardware profile ({exc})") from None
 
 
-def save_profile(profile: HardwareProfile, path: str | os.PathLike | None = None) -> Path:
-    path = Path(path) if path else measured_path(profile.name)
+def save_profile(profile: HardwareProfile, path: str | os.PathLike | None = None,
+                 profile_dir: Path = DEFAULTS.profile_dir) -> Path:
+    path = Path(path) if path else measured_path(profile.name, profile_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
     return path

@@ -40,12 +40,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kernelbench.core.problem import Problem, Workload
+from kernelbench.core.inputs import safetensors_path
 from kernelbench.core.reference import compile_reference
+from kernelbench.core.settings import DEFAULTS, Settings
 
 from .counter import COUNTER_VERSION, Count, count_workload
 from .hardware import HardwareProfile, load_profile
 
-CACHE_ENV = "KB_ROOFLINE_CACHE"           # a directory, or "off"
 FMA_OPS_PER_TRANSCENDENTAL = 4
 _MEMORY: dict[str, Count] = {}
 
@@ -111,11 +112,9 @@ def bound(count: Count, profile: HardwareProfile) -> tuple[float, str, dict[str,
 
 # ------------------------------------------------------------------------------ counting, cached
 
-def _cache_key(problem: Problem, workload: Workload) -> str:
-    from kernelbench.core.inputs import safetensors_path
-
+def _cache_key(problem: Problem, workload: Workload, data_root: Path) -> str:
     blobs = sorted(n for n, s in workload.inputs.items()
-                   if s.kind == "safetensors" and safetensors_path(s.path).is_file())
+                   if s.kind == "safetensors" and safetensors_path(s.path, data_root).is_file())
     payload = json.dumps({
         "v": COUNTER_VERSION, "reference": problem.definition.reference,
         "entry": problem.definition.custom_inputs_entrypoint, "axes": problem.axes_for(workload),
@@ -127,17 +126,9 @@ def _cache_key(problem: Problem, workload: Workload) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def _cache_dir() -> Path | None:
-    setting = os.environ.get(CACHE_ENV)
-    if setting == "off":
-        return None
-    return Path(setting) if setting else Path.home() / ".cache" / "kernelbench" / "roofline"
-
-
-def _known(key: str) -> Count | None:
+def _known(key: str, directory: Path | None) -> Count | None:
     if key in _MEMORY:
         return _MEMORY[key]
-    directory = _cache_dir()
     path = directory / f"{key}.json" if directory else None
     if path is not None and path.is_file():
         try:
@@ -148,9 +139,8 @@ def _known(key: str) -> Count | None:
     return None
 
 
-def _remember(key: str, count: Count) -> None:
+def _remember(key: str, count: Count, directory: Path | None) -> None:
     _MEMORY[key] = count
-    directory = _cache_dir()
     if directory is None:
         return
     try:
@@ -162,13 +152,14 @@ def _remember(key: str, count: Count) -> None:
         pass
 
 
-def cached_count(problem: Problem, workload: Workload, module=None) -> Count:
-    """count_workload, remembered in memory and on disk (keyed by reference, axes and inputs)."""
-    key = _cache_key(problem, workload)
-    count = _known(key)
+def cached_count(problem: Problem, workload: Workload, module=None, settings: Settings = DEFAULTS) -> Count:
+    """count_workload, remembered in memory and under settings.roofline_cache (keyed by reference,
+    axes, inputs and which blobs exist under the data root)."""
+    key = _cache_key(problem, workload, settings.data_root)
+    count = _known(key, settings.roofline_cache)
     if count is None:
-        count = count_workload(problem, workload, module)
-        _remember(key, count)
+        count = count_workload(problem, workload, module, data_root=settings.data_root)
+        _remember(key, count, settings.roofline_cache)
     return count
 
 
@@ -176,16 +167,16 @@ _PENDING: list = []
 
 
 def _count_pending(i: int):
-    problem, workload, key = _PENDING[i]
+    problem, workload, key, data_root = _PENDING[i]
     try:
-        return key, count_workload(problem, workload)
+        return key, count_workload(problem, workload, data_root=data_root)
     except Exception:            # the parent counts it again and reports the error in context
         return key, None
 
 
 def _size(item) -> int:
     """Input elements of a pending workload, times 16 for references that loop in Python."""
-    problem, workload, _ = item
+    problem, workload = item[:2]
     axes = problem.axes_for(workload)
     elements = sum(math.prod(problem.shape_of(s, axes) or ()) for s in problem.definition.inputs.values())
     loops = "for " in problem.definition.reference.split("def run", 1)[-1]
@@ -197,18 +188,19 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def prefetch_counts(problems: list[Problem], jobs: int = 1) -> int:
+def prefetch_counts(problems: list[Problem], jobs: int = 1, settings: Settings = DEFAULTS) -> int:
     """Count the uncached workloads of `problems` in `jobs` forked processes; returns how many."""
     global _PENDING
-    pending = [(p, w, key) for p in problems for w in p.workloads
-               for key in [_cache_key(p, w)] if _known(key) is None]
+    cache, root = settings.roofline_cache, settings.data_root
+    pending = [(p, w, key, root) for p in problems for w in p.workloads
+               for key in [_cache_key(p, w, root)] if _known(key, cache) is None]
     pending.sort(key=_size, reverse=True)           # largest first: no long tail at the end of the pool
     if jobs <= 1 or len(pending) < 2 * jobs or not hasattr(os, "fork"):
         return 0
     import multiprocessing
-    problem, workload, key = pending.pop()           # warm torch up on the smallest: the forked workers inherit it
+    problem, workload, key, _ = pending.pop()        # warm torch up on the smallest: the forked workers inherit it
     try:
-        _remember(key, count_workload(problem, workload))
+        _remember(key, count_workload(problem, workload, data_root=root), cache)
     except Exception:                               # reported when the problem is bounded
         pass
     _PENDING = pending
@@ -216,7 +208,7 @@ def prefetch_counts(problems: list[Problem], jobs: int = 1) -> int:
         with multiprocessing.get_context("fork").Pool(jobs, initializer=_single_thread) as pool:
             for key, count in pool.imap_unordered(_count_pending, range(len(pending)), chunksize=1):
                 if count is not None:
-                    _remember(key, count)
+                    _remember(key, count, cache)
     finally:
         _PENDING = []
     return len(pending)
@@ -247,10 +239,10 @@ def published_sol(problem: Problem, hardware: str | None = None) -> dict[int, fl
 
 def sol_for_workload(problem: Problem, workload: Workload, profile: HardwareProfile | str = "H200",
                      *, kind: str = "datasheet", index: int | None = None, module=None,
-                     published: dict[int, float] | None = None) -> WorkloadSOL:
+                     published: dict[int, float] | None = None, settings: Settings = DEFAULTS) -> WorkloadSOL:
     """T_SOL of one workload. `profile` is a HardwareProfile or a hardware name (with `kind`)."""
-    profile = load_profile(profile, kind) if isinstance(profile, str) else profile
-    count = cached_count(problem, workload, module)
+    profile = load_profile(profile, kind, settings.profile_dir) if isinstance(profile, str) else profile
+    count = cached_count(problem, workload, module, settings)
     t_sol, binding, times = bound(count, profile)
     notes = list(count.notes)
     if times["cuda"] > t_sol - profile.launch_floor_s:
@@ -268,10 +260,10 @@ def sol_for_workload(problem: Problem, workload: Workload, profile: HardwareProf
 
 
 def sol_for_problem(problem: Problem, hardware: str | HardwareProfile = "H200",
-                    profile: str = "datasheet") -> list[WorkloadSOL]:
+                    profile: str = "datasheet", settings: Settings = DEFAULTS) -> list[WorkloadSOL]:
     """T_SOL of every workload of a problem on `hardware` with a datasheet or measured profile."""
-    prof = load_profile(hardware, profile) if isinstance(hardware, str) else hardware
+    prof = load_profile(hardware, profile, settings.profile_dir) if isinstance(hardware, str) else hardware
     module = compile_reference(problem.definition)
     published = published_sol(problem, prof.name)
-    return [sol_for_workload(problem, w, prof, index=i, module=module, published=published)
+    return [sol_for_workload(problem, w, prof, index=i, module=module, published=published, settings=settings)
             for i, w in enumerate(problem.workloads)]

@@ -22,7 +22,7 @@ import torch
 
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.errors import MissingDataError
-from kernelbench.core.inputs import _load_safetensors, random_tensor, safetensors_path
+from kernelbench.core.inputs import load_safetensors, random_tensor, safetensors_path
 from kernelbench.core.problem import Problem, Workload
 
 SHADOW_LIMIT = 1 << 24        # largest integer/bool tensor given real values
@@ -62,7 +62,7 @@ def scalar_or_tensor_specs(problem: Problem, workload: Workload):
 
 
 def direct_inputs(problem: Problem, workload: Workload, real: bool, notes: list[str],
-                  seed: int = 0, generous: bool = False) -> dict[str, object]:
+                  seed: int = 0, generous: bool = False, data_root=None) -> dict[str, object]:
     """Every non-custom input: meta tensors (+ shadows) when not `real`, else CPU tensors.
     `generous`: give real values to every tensor up to VALUES_LIMIT elements (the retry tier)."""
     generator = torch.Generator().manual_seed(seed)
@@ -79,8 +79,8 @@ def direct_inputs(problem: Problem, workload: Workload, real: bool, notes: list[
             continue
         value = None
         if source.kind == "safetensors":
-            if safetensors_path(source.path).is_file():
-                value = _load_safetensors(source, name, workload, problem, None, "cpu")
+            if safetensors_path(source.path, data_root).is_file():
+                value = load_safetensors(source, name, workload, problem, data_root, "cpu")
             else:
                 missing.append(name)
                 if not dtype.is_floating_point and dtype != torch.float4_e2m1fn_x2:

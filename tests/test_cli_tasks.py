@@ -11,7 +11,7 @@ from rich.console import Console
 from conftest import SAMPLE_PROBLEMS, TINY_REFERENCE
 from kernelbench import cli
 from kernelbench.core.errors import KernelBenchError
-from kernelbench.core.tasks import TASKS_ROOT_ENV, resolve_task
+from kernelbench.core.tasks import resolve_task
 
 GQA = "012_gqa_paged_decode_h32_kv4_d128_ps1"
 
@@ -222,33 +222,33 @@ def tasks_tree(tmp_path, make_problem, monkeypatch):
     for subset, name in (("L1", "001_rms_norm"), ("L1", "002_softmax"), ("L2", "001_rms_norm"),
                          ("Quant", "003_fp8_gemm")):
         make_problem(root / subset, name=name)
-    monkeypatch.setenv(TASKS_ROOT_ENV, str(root))
+    monkeypatch.setenv("KB_TASKS_ROOT", str(root))   # read by the CLI edge only
     return root
 
 
 def test_resolve_task_by_name(tasks_tree):
-    assert resolve_task("002_softmax") == tasks_tree / "L1" / "002_softmax"
-    assert resolve_task("softmax") == tasks_tree / "L1" / "002_softmax"       # without the number
-    assert resolve_task("fp8_gemm") == tasks_tree / "Quant" / "003_fp8_gemm"
-    assert resolve_task("L2/001_rms_norm") == tasks_tree / "L2" / "001_rms_norm"  # subset/name
+    assert resolve_task("002_softmax", tasks_tree) == tasks_tree / "L1" / "002_softmax"
+    assert resolve_task("softmax", tasks_tree) == tasks_tree / "L1" / "002_softmax"       # without the number
+    assert resolve_task("fp8_gemm", tasks_tree) == tasks_tree / "Quant" / "003_fp8_gemm"
+    assert resolve_task("L2/001_rms_norm", tasks_tree) == tasks_tree / "L2" / "001_rms_norm"  # subset/name
 
 
 def test_resolve_task_by_directory(tasks_tree, tmp_path):
     directory = tasks_tree / "L1" / "002_softmax"
-    assert resolve_task(directory) == directory
-    assert resolve_task(str(directory)) == directory
+    assert resolve_task(directory, tasks_tree) == directory
+    assert resolve_task(str(directory), tasks_tree) == directory
 
 
 @pytest.mark.parametrize("name", ["rms_norm", "001_rms_norm"])
 def test_resolve_task_ambiguous(tasks_tree, name):
     with pytest.raises(KernelBenchError, match=f"task name '{name}' is ambiguous") as info:
-        resolve_task(name)
+        resolve_task(name, tasks_tree)
     assert "L1/001_rms_norm" in str(info.value) and "L2/001_rms_norm" in str(info.value)
 
 
 def test_resolve_task_unknown(tasks_tree):
     with pytest.raises(KernelBenchError) as info:
-        resolve_task("layer_norm")
+        resolve_task("layer_norm", tasks_tree)
     assert "no problem directory or task named 'layer_norm'" in str(info.value)
     assert str(tasks_tree) in str(info.value)
 
@@ -256,7 +256,7 @@ def test_resolve_task_unknown(tasks_tree):
 def test_resolve_task_directory_without_definition(tasks_tree, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(KernelBenchError, match="has no definition.json"):
-        resolve_task(tmp_path / "empty")
+        resolve_task(tmp_path / "empty", tasks_tree)
 
 
 def test_cli_task_names(kb, tasks_tree):

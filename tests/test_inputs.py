@@ -11,7 +11,7 @@ from kernelbench.core import inputs as inputs_module
 from kernelbench.core.dtypes import DTYPE_NAMES, FLOAT4, FLOAT8, torch_dtype
 from kernelbench.core.emulation import E2M1_VALUES, unpack_fp4
 from kernelbench.core.errors import MissingDataError, ProblemError
-from kernelbench.core.inputs import DATA_ROOT_ENV, generate_inputs, missing_blobs, random_tensor
+from kernelbench.core.inputs import generate_inputs, missing_blobs, random_tensor
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
 
@@ -376,7 +376,6 @@ def blob_problem(tmp_path, make_problem):
 
 
 def test_safetensors_loaded_via_root_argument(blob_problem, monkeypatch):
-    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
     data, build = blob_problem
     problem = build()
     assert missing_blobs(problem, data) == []
@@ -385,25 +384,17 @@ def test_safetensors_loaded_via_root_argument(blob_problem, monkeypatch):
     assert torch.equal(idx, torch.arange(6, dtype=torch.int32))
 
 
-def test_safetensors_loaded_via_env(blob_problem, monkeypatch):
+def test_library_never_reads_the_data_root_variable(blob_problem, monkeypatch):
+    """Only the CLI edge reads KB_DATA_ROOT (Settings.from_environment); the library takes `root`."""
     data, build = blob_problem
-    monkeypatch.setenv(DATA_ROOT_ENV, str(data))
+    monkeypatch.setenv("KB_DATA_ROOT", str(data))
     problem = build()
-    assert missing_blobs(problem) == []
-    _, idx = generate_inputs(problem, problem.workloads[0], seed=0)
-    assert torch.equal(idx, torch.arange(6, dtype=torch.int32))
-
-
-def test_safetensors_root_argument_beats_env(blob_problem, monkeypatch, tmp_path):
-    data, build = blob_problem
-    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "elsewhere"))
-    problem = build()
-    _, idx = generate_inputs(problem, problem.workloads[0], seed=0, root=data)
-    assert idx.shape == (6,)
+    assert [name for _, name, _ in missing_blobs(problem)] == ["kv_indices"]
+    with pytest.raises(MissingDataError):
+        generate_inputs(problem, problem.workloads[0], seed=0)
 
 
 def test_safetensors_absolute_path(blob_problem, monkeypatch):
-    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
     data, build = blob_problem
     problem = build(path=str(data / "blobs" / "w1.safetensors"))
     _, idx = generate_inputs(problem, problem.workloads[0], seed=0)
@@ -411,7 +402,6 @@ def test_safetensors_absolute_path(blob_problem, monkeypatch):
 
 
 def test_missing_blob_is_a_clear_error(blob_problem, monkeypatch):
-    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
     data, build = blob_problem
     problem = build(path="blobs/gqa_missing_0123abcd.safetensors")
     [(line, name, path)] = missing_blobs(problem, data)
@@ -422,7 +412,7 @@ def test_missing_blob_is_a_clear_error(blob_problem, monkeypatch):
     assert isinstance(exc, ProblemError)
     assert "gqa_missing_0123abcd.safetensors" in str(exc)
     assert str(data / "blobs" / "gqa_missing_0123abcd.safetensors") in str(exc)
-    assert DATA_ROOT_ENV in str(exc)
+    assert "KB_DATA_ROOT" in str(exc) and "--data-root" in str(exc)
     assert exc.path == problem.directory / "workload.jsonl" and exc.line == 1
     assert exc.field == "inputs.kv_indices.path"
 

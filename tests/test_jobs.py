@@ -8,6 +8,7 @@ import json
 from click.testing import CliRunner
 
 from kernelbench.core import statuses
+from kernelbench.core.settings import Settings
 from kernelbench.jobs.batch import run_batch
 from kernelbench.cli import main
 from kernelbench.eval.evaluator import EvalConfig
@@ -28,7 +29,7 @@ def config(**overrides):
 
 def test_optimize_scores_the_reference_near_one_half(tmp_path):
     problem = load_problem(write_rmsnorm_problem(tmp_path / "tasks"))
-    session = Session.open(str(tmp_path / "kb.db"), "cpu")
+    session = Session.open(Settings(db=tmp_path / "kb.db"), "cpu")
     best = optimize(session, problem, config(), out_dir=tmp_path / "out", **FAST)
     assert best is not None and best.all_passed
     summary = best.summary
@@ -50,17 +51,17 @@ def test_batch_survives_broken_tasks_and_resumes(tmp_path):
     broken = write_rmsnorm_problem(root, "004_malformed")
     (broken / "workload.jsonl").write_text('{"uuid": "x", "axes": {}}\n')
     db = str(tmp_path / "kb.db")
-    report = run_batch(root, db=db, device="cpu", gpus=None, resume=False, config=config(workload_timeout_s=5, build_timeout_s=5),
+    report = run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=False, config=config(workload_timeout_s=5, build_timeout_s=5),
                        out_dir=None, budget_s=None, **FAST)
     assert sorted(report.done) == ["001_good", "002_segfault", "003_hangs"]
     assert list(report.failed) == ["004_malformed"] and "var axis has no value" in report.failed["004_malformed"]
     assert report.scores["001_good"] > 0 and report.scores["002_segfault"] == 0 == report.scores["003_hangs"]
-    session = Session.open(db, "cpu")
+    session = Session.open(Settings(db=db), "cpu")
     results = {r["definition"]: r for r in session.store.results()}
     traces = {t["definition"]: t["status"] for t in session.store.traces()}
     assert results["001_good"]["status"] == statuses.PASSED
     assert traces["002_segfault"] == statuses.RUNTIME_ERROR and traces["003_hangs"] == statuses.TIMEOUT
-    again = run_batch(root, db=db, device="cpu", gpus=None, resume=True, config=config(), out_dir=None,
+    again = run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=True, config=config(), out_dir=None,
                       budget_s=None, **FAST)
     assert sorted(again.skipped) == ["001_good", "002_segfault", "003_hangs"] and not again.done
 
@@ -69,8 +70,8 @@ def test_leaderboard_csv_columns_and_flagged_rows(tmp_path):
     root = tmp_path / "tasks"
     write_rmsnorm_problem(root, "001_good")
     db = str(tmp_path / "kb.db")
-    run_batch(root, db=db, device="cpu", gpus=None, resume=False, config=config(), out_dir=None, budget_s=None, **FAST)
-    session = Session.open(db, "cpu")
+    run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=False, config=config(), out_dir=None, budget_s=None, **FAST)
+    session = Session.open(Settings(db=db), "cpu")
     session.store.record_result("002_flagged", "L1", None, session.environment_id, "test", "FAILED", 0.9,
                                 {"hardware": "cpu", "audit_status": "REWARD_HACK: output-cache", "workloads": 1,
                                  "workloads_passed": 1, "per_workload": []})

@@ -17,12 +17,6 @@ import numpy as np
 H100 = DATASHEETS["H100"]
 
 
-@pytest.fixture(autouse=True)
-def _no_disk_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("KB_ROOFLINE_CACHE", "off")
-    monkeypatch.setenv("KB_PROFILE_DIR", str(tmp_path / "profiles"))
-
-
 def make_problem(tmp_path, name, axes, inputs, outputs, reference, workloads, entry=None):
     directory = tmp_path / name
     directory.mkdir()
@@ -284,8 +278,9 @@ def test_profiles_and_fallback_classes():
 
 def test_measured_profile_round_trip(tmp_path):
     prof = measured_from("H200", {"dram_bandwidth": 4.3e12, "tensor.bf16": 7.9e14, "launch_floor_s": 2e-6})
-    save_profile(prof)
-    loaded = load_profile("H200", "measured")
+    save_profile(prof, profile_dir=tmp_path)
+    assert (tmp_path / "H200.json").is_file()
+    loaded = load_profile("H200", "measured", tmp_path)
     assert loaded.profile_id.startswith("H200/measured@")
     assert loaded.dram_bandwidth == 4.3e12 and loaded.tensor["bf16"] == 7.9e14
     assert loaded.tensor["fp8"] == DATASHEETS["H200"].tensor["fp8"]          # not measured: datasheet

@@ -14,11 +14,6 @@ SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "sol_execbench_sample
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="sample problems not present")
 
 
-@pytest.fixture(autouse=True)
-def _no_disk_cache(monkeypatch):
-    monkeypatch.setenv("KB_ROOFLINE_CACHE", "off")
-
-
 def _dirs():
     return find_problem_dirs(SAMPLES) if SAMPLES.is_dir() else []
 

@@ -16,78 +16,96 @@ import pytest
 
 from kernelbench.core import store as store_module
 from kernelbench.core.solution import Solution, Source
-from kernelbench.core.store import DB_ENV, MIGRATIONS, Store, default_path
+from kernelbench.core.settings import Settings
+from kernelbench.core.store import MIGRATIONS, Store, StoreError
 
 # The final schema after every migration. Changing an applied migration, or adding one, changes
 # this text: update the pin only together with a NEW migration appended to MIGRATIONS.
 PINNED_SCHEMA = """CREATE TABLE baselines (
-        id INTEGER PRIMARY KEY,
-        definition TEXT NOT NULL,
-        definition_hash TEXT NOT NULL,
-        workload_uuid TEXT NOT NULL,
-        environment_id INTEGER NOT NULL REFERENCES environments(id),
-        variant TEXT NOT NULL,              -- eager | compile | cudagraphs
-        latency_ms REAL,                    -- NULL when the variant failed
-        status TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        UNIQUE (definition_hash, workload_uuid, environment_id, variant)
-    )
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            definition_hash TEXT NOT NULL,
+            workload_uuid TEXT NOT NULL,
+            environment_id INTEGER NOT NULL REFERENCES environments(id),
+            variant TEXT NOT NULL,              -- eager | compile | cudagraphs
+            latency_ms REAL,                    -- NULL when the variant failed
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (definition_hash, workload_uuid, environment_id, variant)
+        )
+CREATE TABLE candidates (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            solution_hash TEXT NOT NULL REFERENCES solutions(hash),
+            source TEXT NOT NULL,               -- baseline | template | llm | user
+            family TEXT,                        -- template family, or NULL
+            parameters TEXT NOT NULL,           -- JSON: the configuration rendered
+            parent_hash TEXT,                   -- the candidate this one was derived from
+            proposer TEXT,                      -- model name, template version, user
+            run_id TEXT,
+            status TEXT,                        -- screening or evaluation outcome
+            screening TEXT,                     -- JSON: per-workload screening times and statuses
+            created_at REAL NOT NULL
+        )
 CREATE TABLE environments (
-        id INTEGER PRIMARY KEY,
-        fingerprint TEXT NOT NULL UNIQUE,   -- hash of what makes timings comparable
-        hardware TEXT NOT NULL,
-        device TEXT NOT NULL,               -- cuda | cpu
-        data TEXT NOT NULL,                 -- JSON: libs, driver, clocks at first sight
-        created_at REAL NOT NULL
-    )
+            id INTEGER PRIMARY KEY,
+            fingerprint TEXT NOT NULL UNIQUE,   -- hash of what makes timings comparable
+            hardware TEXT NOT NULL,
+            device TEXT NOT NULL,               -- cuda | cpu
+            data TEXT NOT NULL,                 -- JSON: libs, driver, clocks at first sight
+            created_at REAL NOT NULL
+        )
+CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)
 CREATE TABLE problems (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        subset TEXT NOT NULL,
-        path TEXT,
-        definition_hash TEXT NOT NULL,
-        num_workloads INTEGER NOT NULL,
-        created_at REAL NOT NULL,
-        UNIQUE (name, definition_hash)
-    )
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            subset TEXT NOT NULL,
+            path TEXT,
+            definition_hash TEXT NOT NULL,
+            num_workloads INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (name, definition_hash)
+        )
 CREATE TABLE results (
-        id INTEGER PRIMARY KEY,
-        definition TEXT NOT NULL,
-        subset TEXT NOT NULL,
-        solution_hash TEXT REFERENCES solutions(hash),
-        environment_id INTEGER REFERENCES environments(id),
-        run_id TEXT NOT NULL,
-        status TEXT NOT NULL,               -- PASSED when every workload passed
-        sol_score REAL NOT NULL,
-        data TEXT NOT NULL,                 -- JSON summary: per-workload T_k, T_b, T_SOL, scores
-        created_at REAL NOT NULL
-    )
-CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            subset TEXT NOT NULL,
+            solution_hash TEXT REFERENCES solutions(hash),
+            environment_id INTEGER REFERENCES environments(id),
+            run_id TEXT NOT NULL,
+            status TEXT NOT NULL,               -- PASSED when every workload passed
+            sol_score REAL NOT NULL,
+            data TEXT NOT NULL,                 -- JSON summary: per-workload T_k, T_b, T_SOL, scores
+            created_at REAL NOT NULL
+        )
 CREATE TABLE solutions (
-        hash TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        definition TEXT NOT NULL,
-        language TEXT NOT NULL,
-        author TEXT NOT NULL,
-        data TEXT NOT NULL,                 -- the solution.json
-        created_at REAL NOT NULL
-    )
+            hash TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            language TEXT NOT NULL,
+            author TEXT NOT NULL,
+            data TEXT NOT NULL,                 -- the solution.json
+            created_at REAL NOT NULL
+        )
 CREATE TABLE traces (
-        id INTEGER PRIMARY KEY,
-        definition TEXT NOT NULL,
-        solution_hash TEXT NOT NULL REFERENCES solutions(hash),
-        workload_uuid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        latency_ms REAL,
-        reference_latency_ms REAL,
-        sol_ms REAL,
-        environment_id INTEGER REFERENCES environments(id),
-        run_id TEXT,
-        data TEXT NOT NULL,                 -- the trace in the official schema
-        created_at REAL NOT NULL
-    )
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            solution_hash TEXT NOT NULL REFERENCES solutions(hash),
+            workload_uuid TEXT NOT NULL,
+            status TEXT NOT NULL,
+            latency_ms REAL,
+            reference_latency_ms REAL,
+            sol_ms REAL,
+            environment_id INTEGER REFERENCES environments(id),
+            run_id TEXT,
+            data TEXT NOT NULL,                 -- the trace in the official schema
+            created_at REAL NOT NULL
+        )
+CREATE INDEX candidates_by_definition ON candidates (definition, run_id)
 CREATE INDEX results_by_definition ON results (definition, created_at)
-CREATE INDEX traces_by_definition ON traces (definition, solution_hash)"""
+        
+CREATE INDEX traces_by_definition ON traces (definition, solution_hash)
+        """
 
 
 def test_schema_pin(tmp_path):
@@ -100,15 +118,15 @@ def test_migrations_recorded_and_idempotent(tmp_path):
     path = tmp_path / "kb.db"
     first = Store(path)
     first.record_result("d", "L1", None, None, "run-1", "PASSED", 1.0, {"k": 1})
-    versions = [r[0] for r in first.db.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    names = first.applied_migrations()
+    assert names == [m.name for m in MIGRATIONS] == sorted(names)   # tracked by name, in order
     first.close()
     second = Store(path)  # opening again applies nothing and keeps the data
     assert second.schema() == PINNED_SCHEMA
-    assert [r[0] for r in second.db.execute("SELECT version FROM schema_migrations ORDER BY version")] == versions
+    assert second.applied_migrations() == names
     assert len(second.results()) == 1
     second.migrate()
-    assert second.db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
+    assert second.db.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
     second.close()
 
 
@@ -129,21 +147,59 @@ def test_wal_mode(tmp_path):
     raw.close()
 
 
-def test_db_path_from_env_and_argument(tmp_path, monkeypatch):
-    monkeypatch.setenv(DB_ENV, str(tmp_path / "from_env.db"))
-    assert default_path() == tmp_path / "from_env.db"
-    assert default_path(tmp_path / "explicit.db") == tmp_path / "explicit.db"
-    store = Store()
-    assert store.path == tmp_path / "from_env.db" and store.path.is_file()
-    store.close()
-    monkeypatch.delenv(DB_ENV)
-    assert default_path() == Path("kernelbench.db")
+def test_db_path_from_the_environment_only_at_the_edge(tmp_path):
+    environ = {"KB_DB": str(tmp_path / "from_env.db")}
+    assert Settings.from_environment(environ).db == tmp_path / "from_env.db"
+    assert Settings.from_environment(environ, db=tmp_path / "explicit.db").db == tmp_path / "explicit.db"
+    assert Settings.from_environment({}).db == Path("kernelbench.db")
 
 
-def test_store_creates_parent_directories(tmp_path):
-    store = Store(tmp_path / "a" / "b" / "kb.db")
-    assert (tmp_path / "a" / "b" / "kb.db").is_file()
-    store.close()
+def test_missing_parent_directory_is_an_error_not_created(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "a" / "b" / "kb.db")
+    assert not (tmp_path / "a").exists()
+
+
+def test_corrupt_file_is_one_error_naming_the_path_and_untouched(tmp_path):
+    path = tmp_path / "kb.db"
+    path.write_bytes(b"this is not a database" * 100)
+    before = path.read_bytes()
+    for read_only in (False, True):
+        with pytest.raises(StoreError) as info:
+            Store(path, read_only=read_only)
+        assert str(path) in str(info.value)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["kb.db"]
+
+
+def test_read_only_open_never_creates_a_file(tmp_path):
+    with pytest.raises(StoreError, match="no store here"):
+        Store(tmp_path / "kb.db", read_only=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_location_is_one_error_naming_the_path(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    # root writes through permissions: /proc takes no new files from anyone
+    target = locked / "kb.db" if not os.access(locked, os.W_OK) else Path("/proc/kernelbench-test.db")
+    try:
+        with pytest.raises(StoreError) as info:
+            Store(target)
+        assert str(target) in str(info.value)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_read_only_store_reads_results(tmp_path):
+    writer = Store(tmp_path / "kb.db")
+    writer.record_result("d", "L1", None, None, "run-1", "PASSED", 1.0, {"k": 1})
+    writer.close()
+    reader = Store(tmp_path / "kb.db", read_only=True)
+    assert len(reader.results()) == 1
+    with pytest.raises(sqlite3.OperationalError):
+        reader.record_result("d", "L1", None, None, "run-2", "PASSED", 1.0, {})
+    reader.close()
 
 
 def test_records_round_trip(tmp_path):

@@ -16,7 +16,8 @@ from rich.table import Table
 from kernelbench.core.validation import check_problem
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import find_problem_dirs, load_problem
-from kernelbench.core.tasks import resolve_task, tasks_root
+from kernelbench.core.settings import Settings
+from kernelbench.core.tasks import resolve_task
 
 if TYPE_CHECKING:
     from kernelbench.eval.evaluator import EvalConfig
@@ -36,11 +37,12 @@ class KbGroup(click.Group):
 
 
 @click.group(cls=KbGroup)
-@click.option("--db", envvar="KB_DB", default=None, help="SQLite store (default: $KB_DB or ./kernelbench.db).")
+@click.option("--db", default=None, help="SQLite store (default: $KB_DB or ./kernelbench.db).")
+@click.option("--cache-dir", default=None, help="Disk caches, or 'off' (default: $KB_CACHE_DIR or ~/.cache/kernelbench).")
 @click.pass_context
-def main(ctx, db):
+def main(ctx, db, cache_dir):
     """kernelbench: optimize GPU kernels and score them against the speed of light."""
-    ctx.obj = {"db": db}
+    ctx.obj = Settings.from_environment(db=db, cache_dir=cache_dir)
 
 
 def _register_roofline_commands() -> None:
@@ -61,9 +63,10 @@ def tasks():
 @tasks.command("list")
 @click.argument("root", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per problem.")
-def tasks_list(root, as_json):
+@click.pass_obj
+def tasks_list(settings, root, as_json):
     """List the problems under ROOT (default: tasks235/)."""
-    root = root or tasks_root()
+    root = root or settings.tasks_root
     rows = []
     for directory in find_problem_dirs(root):
         try:
@@ -92,12 +95,13 @@ def tasks_list(root, as_json):
 @tasks.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--run", is_flag=True, help="Also run each reference on its smallest workload on CPU.")
-@click.option("--data-root", envvar="KB_DATA_ROOT", default=None, help="Root for safetensors inputs.")
-def tasks_check(paths, run, data_root):
+@click.option("--data-root", default=None, help="Root for safetensors inputs (default: $KB_DATA_ROOT or .).")
+@click.pass_obj
+def tasks_check(settings, paths, run, data_root):
     """Validate problems under PATHS (default: tasks235/). Exit 1 if any fails."""
     directories = []
-    for path in paths or (tasks_root(),):
-        found = find_problem_dirs(path) if Path(path).is_dir() else [resolve_task(path)]
+    for path in paths or (settings.tasks_root,):
+        found = find_problem_dirs(path) if Path(path).is_dir() else [resolve_task(path, settings.tasks_root)]
         if not found:
             raise KernelBenchError(f"no problem directories under {path}")
         directories += found
@@ -108,7 +112,7 @@ def tasks_check(paths, run, data_root):
     with console.status("checking...") as status:
         for directory in directories:
             status.update(f"checking {directory.name}")
-            result = check_problem(directory, run=run, data_root=data_root)
+            result = check_problem(directory, run=run, data_root=data_root or settings.data_root)
             failures += not result.ok
             verdict = "[green]ok[/green]" if result.ok else "[red]FAIL[/red]"
             if result.ok and result.ran:
@@ -147,10 +151,11 @@ class RunOptions:
     hardware: str | None
     profile: str
 
-    def session(self, db):
+    def session(self, settings: Settings):
         from kernelbench.jobs.session import Session
 
-        return Session.open(db, self.device, self.hardware, self.profile)
+        return Session.open(settings.with_options(hardware=self.hardware, profile=self.profile,
+                                                  data_root=self.config.data_root), self.device)
 
 
 def _eval_options(function):
@@ -164,7 +169,7 @@ def _eval_options(function):
         click.option("--iterations", type=int, default=50, show_default=True),
         click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
                      help="Wall-clock limit per workload (s)."),
-        click.option("--data-root", envvar="KB_DATA_ROOT", default=None, help="Root for safetensors inputs."),
+        click.option("--data-root", default=None, help="Root for safetensors inputs (default: $KB_DATA_ROOT or .)."),
         click.option("--hardware", type=click.Choice(["H200", "H100", "B200", "A100"]), default=None,
                      help="Roofline hardware for T_SOL (default: the GPU present, else H200)."),
         click.option("--profile", type=click.Choice(["datasheet", "measured"]), default="datasheet",
@@ -177,9 +182,10 @@ def _eval_options(function):
         from kernelbench.eval.evaluator import EvalConfig
 
         device = device or ("cuda" if _cuda_available() else "cpu")
+        settings = click.get_current_context().find_root().obj
         config = EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
                             timing={"warmup": warmup, "iterations": iterations},
-                            workload_timeout_s=timeout_s, data_root=data_root)
+                            workload_timeout_s=timeout_s, data_root=str(data_root or settings.data_root))
         return function(*args, run=RunOptions(device, config, hardware, profile), **kwargs)
 
     for option in reversed(options):
@@ -194,7 +200,7 @@ def _cuda_available() -> bool:
 
 
 def _load_task(task: str):
-    return load_problem(resolve_task(task))
+    return load_problem(resolve_task(task, click.get_current_context().find_root().obj.tasks_root))
 
 
 @main.command("eval")
@@ -203,14 +209,14 @@ def _load_task(task: str):
 @click.option("--json", "as_json", is_flag=True, help="Print traces as JSON lines.")
 @_eval_options
 @click.pass_obj
-def eval_command(obj, task, solution_path, as_json, run):
+def eval_command(settings, task, solution_path, as_json, run):
     """Evaluate one solution on TASK: correctness, audit, timing -> traces."""
     from kernelbench.jobs.baseline import stored_baseline_ms
     from kernelbench.eval.evaluator import evaluate
     from kernelbench.core.solution import load_solution
 
     problem, solution = _load_task(task), load_solution(solution_path)
-    session = run.session(obj["db"])
+    session = run.session(settings)
     session.store.record_solution(solution)
     traces = evaluate(problem, solution, run.config, environment=session.trace_environment(),
                       baseline_ms=stored_baseline_ms(session, problem), sol_ms=session.sol_ms(problem))
@@ -238,12 +244,12 @@ def eval_command(obj, task, solution_path, as_json, run):
 @click.option("--force", is_flag=True, help="Measure again even if stored for this environment.")
 @_eval_options
 @click.pass_obj
-def baseline_command(obj, task, force, run):
+def baseline_command(settings, task, force, run):
     """Measure T_b (best of eager, torch.compile, CUDA graphs) for TASK; reused until the environment changes."""
     from kernelbench.jobs.baseline import baseline_ms, default_variants
 
     problem = _load_task(task)
-    session = run.session(obj["db"])
+    session = run.session(settings)
     table_data = baseline_ms(session, problem, run.config, force=force)
     variants = default_variants(run.device)
     table = Table(title=f"T_b of {problem.name} on {session.environment['hardware']} ({run.device} clock)")
@@ -261,12 +267,12 @@ def baseline_command(obj, task, force, run):
 @click.option("--budget", "budget_s", type=float, default=None, help="Seconds to spend on candidates.")
 @_eval_options
 @click.pass_obj
-def optimize_command(obj, task, out_dir, budget_s, run):
+def optimize_command(settings, task, out_dir, budget_s, run):
     """Optimize TASK: evaluate candidates, keep the best verified one, print its SOL score."""
     from kernelbench.jobs.optimize import optimize
 
     problem = _load_task(task)
-    session = run.session(obj["db"])
+    session = run.session(settings)
 
     def show(result):
         summary = result.summary
@@ -301,13 +307,13 @@ def optimize_command(obj, task, out_dir, budget_s, run):
 @click.option("--budget", "budget_s", type=float, default=None, help="Seconds per task for candidates.")
 @_eval_options
 @click.pass_obj
-def batch_command(obj, root, gpus, resume, only, out_dir, budget_s, run):
+def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, run):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU."""
     from kernelbench.jobs.batch import run_batch
 
-    report = run_batch(root or tasks_root(), db=obj["db"], device=run.device, gpus=gpus, resume=resume,
-                       config=run.config, out_dir=out_dir, budget_s=budget_s, hardware=run.hardware,
-                       profile=run.profile, console=console, only=only)
+    report = run_batch(root or settings.tasks_root, settings=settings.with_options(hardware=run.hardware,
+                       profile=run.profile), device=run.device, gpus=gpus, resume=resume,
+                       config=run.config, out_dir=out_dir, budget_s=budget_s, console=console, only=only)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():
@@ -320,12 +326,12 @@ def batch_command(obj, root, gpus, resume, only, out_dir, budget_s, run):
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
               help="Write an HTML report with plots.")
 @click.pass_obj
-def leaderboard_command(obj, csv_path, per_workload, html_path):
+def leaderboard_command(settings, csv_path, per_workload, html_path):
     """The SOL leaderboard from the store: one row per task (flagged solutions never ranked)."""
     from kernelbench.jobs import leaderboard
     from kernelbench.core.store import Store
 
-    store = Store(obj["db"])
+    store = Store(settings.db, read_only=True)
     frame = leaderboard.workload_table(store) if per_workload else leaderboard.task_table(store)
     if csv_path:
         frame.to_csv(csv_path, index=False)
@@ -364,7 +370,7 @@ def _status(status: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as one JSON object.")
 @_eval_options
 @click.pass_obj
-def audit_command(obj, task, solution_path, as_json, run):
+def audit_command(settings, task, solution_path, as_json, run):
     """Every reward-hacking rule's verdict on a solution: static scan, then a full sandboxed evaluation."""
     from audit.rules import DETECTED_BY, RULES
     from audit.static import scan_solution
@@ -373,7 +379,7 @@ def audit_command(obj, task, solution_path, as_json, run):
     from kernelbench.core.solution import load_solution
 
     problem, solution = _load_task(task), load_solution(solution_path)
-    session = run.session(obj["db"])
+    session = run.session(settings)
     static = scan_solution(solution, problem)
     runtime: list[dict] = []
     if not static:  # a statically flagged solution is not run at all

@@ -46,17 +46,7 @@ def problem_dirs(task: str) -> list[Path]:
         dirs = find_problem_dirs(path)
         if dirs:
             return dirs
-    try:
-        from kernelbench.core.tasks import resolve_task
-    except ImportError:                                   # older trees: a directory or a name under tasks235/
-        if (path / DEFINITION_FILE).is_file():
-            return [path]
-        root = Path(__file__).resolve().parents[1] / "tasks235"
-        found = [d for d in find_problem_dirs(root) if d.name == task or d.name.endswith(f"_{task}")]
-        if len(found) != 1:
-            raise KernelBenchError(f"no single problem directory or task named {task!r}")
-        return found
-    return [resolve_task(task)]
+    return [resolve_task(task, click.get_current_context().find_root().obj.tasks_root)]
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -106,13 +96,10 @@ def print_table(name: str, sols: list[WorkloadSOL], problem) -> None:
 def measured_points(groups: dict, problems: list, hardware: str) -> dict[str, list[tuple[float, float]]]:
     """(FLOP/byte, FLOP/s) of every PASSED trace on this hardware in the store, if a store exists."""
     try:
-        from kernelbench.core.store import Store, default_path
-        ctx = click.get_current_context(silent=True)
-        db = ((ctx.find_root().obj or {}) if ctx else {}).get("db")
-        path = default_path(db)
-        if not path.is_file():
+        settings = click.get_current_context().find_root().obj
+        if not settings.db.is_file():
             return {}
-        store = Store(path)
+        store = Store(settings.db, read_only=True)
         from roofline.hardware import canonical_name
         envs = set()
         for row in store.db.execute("SELECT id, hardware FROM environments WHERE device = 'cuda'"):
@@ -143,20 +130,21 @@ def measured_points(groups: dict, problems: list, hardware: str) -> dict[str, li
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a log-log roofline PNG, one point per workload.")
 @click.option("--jobs", type=int, default=None, help="Worker processes for counting (default: CPU count, max 4).")
-def roofline_command(task, hardware, profile, as_json, plot, jobs):
+@click.pass_obj
+def roofline_command(settings, task, hardware, profile, as_json, plot, jobs):
     """Speed-of-light time per workload of TASK: T_SOL, binding unit, FLOPs by class, bytes."""
     hardware = (hardware or default_hardware()).upper()
     try:
-        prof = load_profile(hardware, profile)
+        prof = load_profile(hardware, profile, settings.profile_dir)
     except ProfileError as exc:
         raise click.ClickException(str(exc))
     problems = [load_problem(d) for d in problem_dirs(task)]
     jobs = jobs if jobs is not None else min(4, os.cpu_count() or 1)
-    prefetch_counts(problems, jobs=jobs)
+    prefetch_counts(problems, jobs=jobs, settings=settings)
     groups, failed = {}, []
     for problem in problems:
         try:
-            sols = sol_for_problem(problem, prof)
+            sols = sol_for_problem(problem, prof, settings=settings)
         except Exception as exc:  # one problem that cannot be counted does not stop the others
             failed.append(problem.name)
             message = f"{type(exc).__name__}: {exc}"
@@ -184,13 +172,14 @@ def roofline_command(task, hardware, profile, as_json, plot, jobs):
 
 @click.command("calibrate")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Profile JSON (default: $KB_PROFILE_DIR or ~/.cache/kernelbench/profiles/<gpu>.json).")
+              help="Profile JSON (default: <cache dir>/profiles/<gpu>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
-def calibrate_command(out, as_json):
+@click.pass_obj
+def calibrate_command(settings, out, as_json):
     """Measure this GPU's achievable bandwidth and rates; save a measured roofline profile."""
     from roofline.calibrate import calibrate
     try:
-        profile, raw, path = calibrate(str(out) if out else None)
+        profile, raw, path = calibrate(str(out) if out else None, settings.profile_dir)
     except (RuntimeError, ProfileError) as exc:
         raise click.ClickException(str(exc))
     if as_json:
@@ -208,15 +197,3 @@ def calibrate_command(out, as_json):
         table.add_row(label, _si(value), _si(datasheet) if datasheet else "-",
                       f"{value / datasheet:.2f}" if datasheet else "-")
     console.print(table)
-
-
-@click.group()
-def _standalone():
-    """roofline commands (until they are registered in `kb`)."""
-
-
-_standalone.add_command(roofline_command)
-_standalone.add_command(calibrate_command)
-
-if __name__ == "__main__":
-    _standalone()

@@ -53,10 +53,10 @@ from typing import Any
 import torch
 
 from kernelbench.core.dtypes import FLOAT4, FLOAT8, torch_dtype
+from kernelbench.core.settings import ENVIRONMENT
 from kernelbench.core.errors import MissingDataError, ProblemError
 from kernelbench.core.problem import Problem, TensorSpec, Workload
 
-DATA_ROOT_ENV = "KB_DATA_ROOT"
 
 _INDEX_WORDS = {"idx", "index", "indices", "ids", "id", "token", "tokens", "label", "labels",
                 "target", "targets", "expert", "experts", "pos", "position", "positions"}
@@ -72,13 +72,10 @@ _INDEX_AXES = (
 _POSITIVE_WORDS = {"var", "variance", "scale", "scales", "std", "sigma", "temperature", "inv"}
 
 
-def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get(DATA_ROOT_ENV) or ".")
-
-
 def safetensors_path(source_path: str, root: str | os.PathLike | None = None) -> Path:
+    """A blob's path: absolute as written, else under the data root (default: the working directory)."""
     path = Path(source_path)
-    return path if path.is_absolute() else data_root(root) / path
+    return path if path.is_absolute() else Path(root or ".") / path
 
 
 def missing_blobs(problem: Problem, root: str | os.PathLike | None = None) -> list[tuple[int, str, Path]]:
@@ -112,7 +109,7 @@ def generate_inputs(problem: Problem, workload: Workload, *, device: str | torch
         elif source.kind == "custom":
             value = _check_custom_value(name, custom, spec, shape, device)
         elif source.kind == "safetensors":
-            value = _load_safetensors(source, name, workload, problem, root, device)
+            value = load_safetensors(source, name, workload, problem, root, device)
         else:
             value = random_tensor(name, spec.dtype, shape, axes, generator, device)
         values.append(value)
@@ -209,13 +206,13 @@ def _check_custom_value(name: str, custom: dict, spec: TensorSpec, shape, device
     return value.to(device)
 
 
-def _load_safetensors(source, name, workload, problem, root, device) -> torch.Tensor:
+def load_safetensors(source, name, workload, problem, root, device) -> torch.Tensor:
     from safetensors.torch import load_file
 
     path = safetensors_path(source.path, root)
     if not path.is_file():
         raise MissingDataError(f"safetensors blob for input {name!r} not found: {path} "
-                               f"(set --data-root or {DATA_ROOT_ENV})",
+                               f"(set --data-root or {ENVIRONMENT['data_root']})",
                                path=(problem.directory or Path(".")) / "workload.jsonl",
                                line=workload.line, field=f"inputs.{name}.path")
     tensors = load_file(str(path), device=str(device))

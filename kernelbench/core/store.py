@@ -13,105 +13,164 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-DB_ENV = "KB_DB"
-DEFAULT_DB = "kernelbench.db"
+from kernelbench.core.errors import KernelBenchError
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the initial schema
-    """
-    CREATE TABLE environments (
-        id INTEGER PRIMARY KEY,
-        fingerprint TEXT NOT NULL UNIQUE,   -- hash of what makes timings comparable
-        hardware TEXT NOT NULL,
-        device TEXT NOT NULL,               -- cuda | cpu
-        data TEXT NOT NULL,                 -- JSON: libs, driver, clocks at first sight
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE problems (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        subset TEXT NOT NULL,
-        path TEXT,
-        definition_hash TEXT NOT NULL,
-        num_workloads INTEGER NOT NULL,
-        created_at REAL NOT NULL,
-        UNIQUE (name, definition_hash)
-    );
-    CREATE TABLE solutions (
-        hash TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        definition TEXT NOT NULL,
-        language TEXT NOT NULL,
-        author TEXT NOT NULL,
-        data TEXT NOT NULL,                 -- the solution.json
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE traces (
-        id INTEGER PRIMARY KEY,
-        definition TEXT NOT NULL,
-        solution_hash TEXT NOT NULL REFERENCES solutions(hash),
-        workload_uuid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        latency_ms REAL,
-        reference_latency_ms REAL,
-        sol_ms REAL,
-        environment_id INTEGER REFERENCES environments(id),
-        run_id TEXT,
-        data TEXT NOT NULL,                 -- the trace in the official schema
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX traces_by_definition ON traces (definition, solution_hash);
-    CREATE TABLE baselines (
-        id INTEGER PRIMARY KEY,
-        definition TEXT NOT NULL,
-        definition_hash TEXT NOT NULL,
-        workload_uuid TEXT NOT NULL,
-        environment_id INTEGER NOT NULL REFERENCES environments(id),
-        variant TEXT NOT NULL,              -- eager | compile | cudagraphs
-        latency_ms REAL,                    -- NULL when the variant failed
-        status TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        UNIQUE (definition_hash, workload_uuid, environment_id, variant)
-    );
-    CREATE TABLE results (
-        id INTEGER PRIMARY KEY,
-        definition TEXT NOT NULL,
-        subset TEXT NOT NULL,
-        solution_hash TEXT REFERENCES solutions(hash),
-        environment_id INTEGER REFERENCES environments(id),
-        run_id TEXT NOT NULL,
-        status TEXT NOT NULL,               -- PASSED when every workload passed
-        sol_score REAL NOT NULL,
-        data TEXT NOT NULL,                 -- JSON summary: per-workload T_k, T_b, T_SOL, scores
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX results_by_definition ON results (definition, created_at);
-    """,
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    statements: tuple[str, ...]
+
+
+# Applied in order, each once, recorded by name in `migrations`. Never edit one that has shipped:
+# append a new one (tests/test_store.py pins the resulting schema).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_initial", (
+        """
+        CREATE TABLE environments (
+            id INTEGER PRIMARY KEY,
+            fingerprint TEXT NOT NULL UNIQUE,   -- hash of what makes timings comparable
+            hardware TEXT NOT NULL,
+            device TEXT NOT NULL,               -- cuda | cpu
+            data TEXT NOT NULL,                 -- JSON: libs, driver, clocks at first sight
+            created_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE problems (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            subset TEXT NOT NULL,
+            path TEXT,
+            definition_hash TEXT NOT NULL,
+            num_workloads INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (name, definition_hash)
+        )
+        """,
+        """
+        CREATE TABLE solutions (
+            hash TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            language TEXT NOT NULL,
+            author TEXT NOT NULL,
+            data TEXT NOT NULL,                 -- the solution.json
+            created_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE traces (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            solution_hash TEXT NOT NULL REFERENCES solutions(hash),
+            workload_uuid TEXT NOT NULL,
+            status TEXT NOT NULL,
+            latency_ms REAL,
+            reference_latency_ms REAL,
+            sol_ms REAL,
+            environment_id INTEGER REFERENCES environments(id),
+            run_id TEXT,
+            data TEXT NOT NULL,                 -- the trace in the official schema
+            created_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX traces_by_definition ON traces (definition, solution_hash)
+        """,
+        """
+        CREATE TABLE baselines (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            definition_hash TEXT NOT NULL,
+            workload_uuid TEXT NOT NULL,
+            environment_id INTEGER NOT NULL REFERENCES environments(id),
+            variant TEXT NOT NULL,              -- eager | compile | cudagraphs
+            latency_ms REAL,                    -- NULL when the variant failed
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (definition_hash, workload_uuid, environment_id, variant)
+        )
+        """,
+        """
+        CREATE TABLE results (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            subset TEXT NOT NULL,
+            solution_hash TEXT REFERENCES solutions(hash),
+            environment_id INTEGER REFERENCES environments(id),
+            run_id TEXT NOT NULL,
+            status TEXT NOT NULL,               -- PASSED when every workload passed
+            sol_score REAL NOT NULL,
+            data TEXT NOT NULL,                 -- JSON summary: per-workload T_k, T_b, T_SOL, scores
+            created_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX results_by_definition ON results (definition, created_at)
+        """,
+    )),
+    Migration("0002_candidates", (
+        """
+        CREATE TABLE candidates (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            solution_hash TEXT NOT NULL REFERENCES solutions(hash),
+            source TEXT NOT NULL,               -- baseline | template | llm | user
+            family TEXT,                        -- template family, or NULL
+            parameters TEXT NOT NULL,           -- JSON: the configuration rendered
+            parent_hash TEXT,                   -- the candidate this one was derived from
+            proposer TEXT,                      -- model name, template version, user
+            run_id TEXT,
+            status TEXT,                        -- screening or evaluation outcome
+            screening TEXT,                     -- JSON: per-workload screening times and statuses
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX candidates_by_definition ON candidates (definition, run_id)",
+    )),
 )
-
-
-def default_path(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get(DB_ENV) or DEFAULT_DB)
 
 
 def json_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class StoreError(KernelBenchError):
+    """The store cannot be opened or used: the message names the path and the reason."""
+
+
 class Store:
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = default_path(path)
-        if self.path.parent != Path(""):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.migrate()
+    """One connection to the store. `read_only` opens an existing file without ever writing to it."""
+
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise StoreError(f"{self.path}: no store here yet (nothing was recorded; pass --db or set KB_DB)")
+        if not read_only and not self.path.parent.is_dir():
+            raise StoreError(f"{self.path}: the directory {self.path.parent} does not exist")
+        try:
+            if read_only:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60,
+                                          isolation_level=None, check_same_thread=False)
+            else:
+                self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            if read_only:
+                self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()   # fails on a file that is no database
+                self._check_schema()
+            else:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self.migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot use this store: {exc}") from None
 
     def close(self) -> None:
         self.db.close()
@@ -128,15 +187,28 @@ class Store:
 
     def migrate(self) -> None:
         with self.transaction() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
-        for version, script in enumerate(MIGRATIONS, start=1):
+            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        for migration in MIGRATIONS:
             with self.transaction() as db:  # BEGIN IMMEDIATE: concurrent openers apply each migration once
-                if db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                if db.execute("SELECT 1 FROM migrations WHERE name = ?", (migration.name,)).fetchone():
                     continue
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                for statement in migration.statements:
+                    db.execute(statement)
+                db.execute("INSERT INTO migrations VALUES (?, ?)", (migration.name, time.time()))
+
+    def applied_migrations(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT name FROM migrations ORDER BY name")]
+
+    def _check_schema(self) -> None:
+        """A read-only opener cannot migrate: the file must already have every migration."""
+        try:
+            applied = set(self.applied_migrations())
+        except sqlite3.OperationalError:
+            raise StoreError(f"{self.path}: not a kernelbench store (no migrations table)") from None
+        missing = [m.name for m in MIGRATIONS if m.name not in applied]
+        if missing:
+            raise StoreError(f"{self.path}: written by an older kernelbench (lacks {', '.join(missing)}); "
+                             f"open it once with a command that records (kb eval, kb optimize) to upgrade it")
 
     def schema(self) -> str:
         rows = self.db.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type DESC, name")

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from kernelbench.eval import sandbox
+from kernelbench.core.settings import Settings
 from kernelbench.eval.evaluator import EvalConfig
 from kernelbench.jobs.optimize import optimize
 from kernelbench.core.problem import find_problem_dirs, load_problem
@@ -51,14 +52,13 @@ def select_tasks(root: Path, only: tuple[str, ...] = ()) -> list[Path]:
     return directories
 
 
-def run_batch(root: Path, *, db: str | None, device: str, gpus: str | None, resume: bool, config: EvalConfig,
-              out_dir: Path | None, budget_s: float | None, hardware: str | None = None,
-              profile: str = "datasheet", console=None, only: tuple[str, ...] = (),
+def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, resume: bool, config: EvalConfig,
+              out_dir: Path | None, budget_s: float | None, console=None, only: tuple[str, ...] = (),
               **optimize_options) -> BatchReport:
     directories = select_tasks(root, only)
     report = BatchReport()
     devices = devices_for(device, gpus)
-    sessions = [Session.open(db, d, hardware, profile) for d in devices]
+    sessions = [Session.open(settings, d) for d in devices]
     todo: queue.Queue[Path] = queue.Queue()
     for directory in directories:
         name = _definition_name(directory)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from kernelbench.core.settings import Settings
 from kernelbench.eval.gpu_state import environment_info
+from roofline import sol_for_problem
 from kernelbench.core.problem import Problem
 from kernelbench.core.store import Store, json_hash
 
@@ -15,21 +17,26 @@ _HARDWARE_NAMES = (("H200", "H200"), ("H100", "H100"), ("B200", "B200"), ("A100"
 
 @dataclass
 class Session:
+    settings: Settings
     store: Store
     device: str
     environment: dict
     environment_id: int
     hardware: str              # roofline profile name the scores use
-    profile: str = "datasheet"
     sol_cache: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, db: str | None, device: str, hardware: str | None = None, profile: str = "datasheet") -> "Session":
-        store = Store(db)
+    def open(cls, settings: Settings, device: str) -> "Session":
+        store = Store(settings.db)
         environment = environment_info(device)
         environment_id = store.environment_id(environment["fingerprint"], environment["hardware"],
                                               environment["device"], environment)
-        return cls(store, device, environment, environment_id, hardware or roofline_hardware(environment), profile)
+        return cls(settings, store, device, environment, environment_id,
+                   settings.hardware or roofline_hardware(environment))
+
+    @property
+    def profile(self) -> str:
+        return self.settings.profile
 
     @property
     def on_gpu(self) -> bool:
@@ -45,7 +52,7 @@ class Session:
             return {}
         key = (problem.name, definition_hash(problem))
         if key not in self.sol_cache:
-            self.sol_cache[key] = roofline_sol_ms(problem, self.hardware, self.profile)
+            self.sol_cache[key] = roofline_sol_ms(problem, self.hardware, self.settings)
         return self.sol_cache[key]
 
 
@@ -57,10 +64,8 @@ def roofline_hardware(environment: dict) -> str:
     return DEFAULT_HARDWARE
 
 
-def roofline_sol_ms(problem: Problem, hardware: str, profile: str) -> dict[str, float]:
-    from roofline import sol_for_problem
-
-    return {sol.uuid: sol.t_sol_s * 1e3 for sol in sol_for_problem(problem, hardware, profile)}
+def roofline_sol_ms(problem: Problem, hardware: str, settings: Settings) -> dict[str, float]:
+    return {sol.uuid: sol.t_sol_s * 1e3 for sol in sol_for_problem(problem, hardware, settings.profile, settings)}
 
 
 def definition_hash(problem: Problem) -> str:
