@@ -4,9 +4,9 @@ import pytest
 
 from kernelbench.core.validation import check_problem
 from kernelbench.core.problem import find_problem_dirs
-from kernelbench.core.tasks import tasks_root
+from kernelbench.core.settings import DEFAULTS
 
-TASKS = find_problem_dirs(tasks_root())
+TASKS = find_problem_dirs(DEFAULTS.tasks_root)
 
 
 def test_all_235_tasks_are_there():

@@ -19,9 +19,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import DEFINITION_FILE, find_problem_dirs, load_problem
-
+from kernelbench.core.store import Store
+from kernelbench.core.tasks import resolve_task
 from roofline.hardware import HARDWARE_NAMES, ProfileError, load_profile
 from roofline.model import WorkloadSOL, prefetch_counts, sol_for_problem
 
