@@ -255,12 +255,13 @@ class Store:
                        (definition, definition_hash, workload_uuid, environment_id, variant, latency_ms, status, time.time()))
 
     def record_result(self, definition: str, subset: str, solution_hash: str | None, environment_id: int | None,
-                      run_id: str, status: str, sol_score: float, data: dict) -> None:
+                      run_id: str, status: str, sol_score: float, data: dict, created_at: float | None = None) -> None:
+        """`created_at` keeps the time of a result recorded elsewhere (kb import); default: now."""
         with self.transaction() as db:
             db.execute("INSERT INTO results (definition, subset, solution_hash, environment_id, run_id, status, "
                        "sol_score, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (definition, subset, solution_hash, environment_id, run_id, status, sol_score,
-                        json.dumps(data), time.time()))
+                        json.dumps(data), time.time() if created_at is None else created_at))
 
     # ------------------------------------------------------------ reads
 

@@ -1,0 +1,499 @@
+"""`kb export` and `kb import`: results as SOL-ExecBench's official files, and back into the store.
+
+Export writes one directory per leaderboard row (task x hardware):
+
+    OUT/<hardware>/<subset>/<task>/solution.json   the official Solution
+                                   traces.jsonl    one official Trace per workload
+                                   summary.json    kernelbench's record of the row (not an official file)
+
+Both official files are checked against the official field rules first (`solution_violations`,
+`trace_violations`: the rules of SOL-ExecBench's pydantic models, sol_execbench.core.data), and a
+row that breaks one is reported, not written. Our traces keep their extra fields (T_SOL, clock,
+timing samples, audit findings, device): the official models ignore unknown fields.
+
+Import reads a tree of trace files (`traces.jsonl`, or `traces.json` as SOL-ExecBench's
+run_dataset writes them: `<category>/<problem>/{solution.json, traces.json}`) with the solution
+files beside them, and records per (task, solution) the solution, the traces and the leaderboard
+row. The row is recomputed from the traces by the summary `kb optimize` writes; summary.json,
+when present, supplies only what an official trace cannot carry: T_b and T_SOL of workloads
+that failed (an official trace has performance only when PASSED), the environment fingerprint
+and the time of the original result. So a store exported and imported into a fresh store gives
+the same leaderboard.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+from kernelbench.core import statuses
+from kernelbench.core.errors import KernelBenchError, SolutionError
+from kernelbench.core.solution import Solution, parse_solution
+from kernelbench.core.store import Store, json_hash
+from kernelbench.jobs import leaderboard
+from kernelbench.jobs.optimize import summarize
+
+SOLUTION_FILE = "solution.json"
+TRACES_FILE = "traces.jsonl"
+OFFICIAL_TRACES_FILE = "traces.json"   # SOL-ExecBench's run_dataset: a JSON list
+SUMMARY_FILE = "summary.json"
+
+# The official field rules (sol_execbench.core.data.solution / trace / workload).
+PYTHON_LANGUAGES = ("pytorch", "triton", "cute_dsl", "cutile", "cudnn_frontend")
+CPP_LANGUAGES = ("cutlass", "cudnn", "cublas", "cuda_cpp")
+CPP_SUFFIXES = (".cu", ".cpp", ".cc", ".cxx", ".c", ".h", ".hpp", ".cuh")
+TARGET_HARDWARE = ("B200", "LOCAL")
+INPUT_FIELDS = {"random": (), "custom": (), "scalar": ("value",), "safetensors": ("path", "tensor_key")}
+TOLERANCE_NUMBERS = ("max_atol", "max_rtol", "required_matched_ratio", "max_error_cap")
+PERFORMANCE_NUMBERS = ("latency_ms", "reference_latency_ms", "speedup_factor")
+# status -> (correctness present, performance present); every other status has neither
+PRESENT = {statuses.PASSED: (True, True), statuses.INCORRECT_NUMERICAL: (True, False)}
+# The first official format named one language (spec.language); ours are the current names.
+LEGACY_LANGUAGES = {"python": "pytorch", "triton": "triton", "cuda": "cuda_cpp", "cpp": "cuda_cpp"}
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def solution_violations(data: Any) -> list[str]:
+    """Every official field rule a solution.json breaks (empty: valid)."""
+    if not isinstance(data, dict):
+        return ["top level: must be an object"]
+    found = [f"{key}: must be a non-empty string" for key in ("name", "definition", "author") if not _text(data.get(key))]
+    if data.get("description") is not None and not isinstance(data["description"], str):
+        found.append("description: must be a string or null")
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        return found + ["spec: must be an object"]
+    languages = spec.get("languages")
+    if not isinstance(languages, list) or not languages or any(x not in PYTHON_LANGUAGES + CPP_LANGUAGES for x in languages):
+        found.append(f"spec.languages: must list languages of {', '.join(PYTHON_LANGUAGES + CPP_LANGUAGES)}")
+        languages = []
+    python, cpp = [x for x in languages if x in PYTHON_LANGUAGES], [x for x in languages if x in CPP_LANGUAGES]
+    if python and cpp:
+        found.append(f"spec.languages: C++ {cpp} and Python {python} cannot be mixed")
+    hardware = spec.get("target_hardware")
+    if not isinstance(hardware, list) or not hardware or any(h not in TARGET_HARDWARE for h in hardware):
+        found.append(f"spec.target_hardware: must list at least one of {', '.join(TARGET_HARDWARE)}")
+    entry = spec.get("entry_point")
+    entry_file = None
+    if not _text(entry) or entry.count("::") != 1:
+        found.append('spec.entry_point: must look like "file::function"')
+    else:
+        entry_file = entry.split("::")[0]
+        suffix = PurePosixPath(entry_file).suffix
+        if python and suffix != ".py":
+            found.append(f"spec.entry_point: Python languages need a .py entry file, not {entry_file!r}")
+        if cpp and suffix not in CPP_SUFFIXES:
+            found.append(f"spec.entry_point: C++ languages need a C++/CUDA entry file, not {entry_file!r}")
+    dependencies = spec.get("dependencies", [])
+    if not isinstance(dependencies, list) or not all(_text(d) for d in dependencies):
+        found.append("spec.dependencies: must be a list of non-empty strings")
+    if not isinstance(spec.get("destination_passing_style", True), bool):
+        found.append("spec.destination_passing_style: must be true or false")
+    if spec.get("binding") not in (None, "torch"):
+        found.append('spec.binding: must be "torch" or null')
+    sources = data.get("sources")
+    if not isinstance(sources, list) or not sources:
+        return found + ["sources: must be a non-empty list"]
+    paths = []
+    for i, source in enumerate(sources):
+        if not isinstance(source, dict) or not _text(source.get("path")) or not _text(source.get("content")):
+            found.append(f"sources[{i}]: needs a non-empty path and content")
+            continue
+        path = PurePosixPath(source["path"])
+        if path.is_absolute() or ".." in path.parts:
+            found.append(f"sources[{i}].path: {source['path']!r} must be relative, without '..'")
+        if source["path"] in paths:
+            found.append(f"sources[{i}].path: {source['path']!r} repeats")
+        paths.append(source["path"])
+    if entry_file is not None and entry_file not in paths:
+        found.append(f"spec.entry_point: entry file {entry_file!r} is not among the sources")
+    return found
+
+
+def trace_violations(data: Any) -> list[str]:
+    """Every official field rule a trace breaks (empty: valid)."""
+    if not isinstance(data, dict):
+        return ["top level: must be an object"]
+    found = [] if _text(data.get("definition")) else ["definition: must be a non-empty string"]
+    if data.get("solution") is not None and not isinstance(data["solution"], str):
+        found.append("solution: must be a string or null")
+    found += _workload_violations(data.get("workload"))
+    evaluation = data.get("evaluation")
+    if evaluation is None:
+        return found
+    if not isinstance(evaluation, dict):
+        return found + ["evaluation: must be an object or null"]
+    status = evaluation.get("status")
+    if status not in statuses.ALL:
+        found.append(f"evaluation.status: must be one of {', '.join(statuses.ALL)}")
+    environment = evaluation.get("environment")
+    if not isinstance(environment, dict) or not _text(environment.get("hardware")):
+        found.append("evaluation.environment.hardware: must be a non-empty string")
+    elif not isinstance(environment.get("libs", {}), dict) or not all(
+            isinstance(v, str) for v in environment.get("libs", {}).values()):
+        found.append("evaluation.environment.libs: must map library names to version strings")
+    if not _text(evaluation.get("timestamp")):
+        found.append("evaluation.timestamp: must be a non-empty string")
+    if not isinstance(evaluation.get("log", ""), str):
+        found.append("evaluation.log: must be a string")
+    needs_correctness, needs_performance = PRESENT.get(status, (False, False))
+    for name, needed in (("correctness", needs_correctness), ("performance", needs_performance)):
+        present = evaluation.get(name) is not None
+        if present != needed:
+            found.append(f"evaluation.{name}: {'required' if needed else 'must be null'} when status is {status}")
+    correctness = evaluation.get("correctness")
+    if isinstance(correctness, dict):
+        for key in ("max_relative_error", "max_absolute_error"):
+            if not _number(correctness.get(key, 0.0)) or correctness.get(key, 0.0) < 0:
+                found.append(f"evaluation.correctness.{key}: must be a non-negative number")
+        for key in ("has_nan", "has_inf"):
+            if not isinstance(correctness.get(key, False), bool):
+                found.append(f"evaluation.correctness.{key}: must be true or false")
+    elif correctness is not None:
+        found.append("evaluation.correctness: must be an object or null")
+    performance = evaluation.get("performance")
+    if isinstance(performance, dict):
+        for key in PERFORMANCE_NUMBERS:
+            if not _number(performance.get(key, 0.0)) or performance.get(key, 0.0) < 0:
+                found.append(f"evaluation.performance.{key}: must be a non-negative number")
+    elif performance is not None:
+        found.append("evaluation.performance: must be an object or null")
+    return found
+
+
+def _workload_violations(workload: Any) -> list[str]:
+    if not isinstance(workload, dict):
+        return ["workload: must be an object"]
+    found = [] if _text(workload.get("uuid")) else ["workload.uuid: must be a non-empty string"]
+    axes = workload.get("axes")
+    if not isinstance(axes, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                             for v in axes.values()):
+        found.append("workload.axes: must map axis names to non-negative integers")
+    inputs = workload.get("inputs")
+    if not isinstance(inputs, dict):
+        return found + ["workload.inputs: must be an object"]
+    for name, source in inputs.items():
+        kind = source.get("type") if isinstance(source, dict) else None
+        if kind not in INPUT_FIELDS:
+            found.append(f"workload.inputs.{name}.type: must be one of {', '.join(INPUT_FIELDS)}")
+            continue
+        for key in INPUT_FIELDS[kind]:
+            value = source.get(key)
+            if not (isinstance(value, (int, float, bool)) if key == "value" else _text(value)):
+                found.append(f"workload.inputs.{name}.{key}: required for a {kind} input")
+    kinds = {source.get("type") == "custom" for source in inputs.values() if isinstance(source, dict)}
+    if len(kinds) > 1:
+        found.append("workload.inputs: custom and other inputs cannot be mixed")
+    tolerance = workload.get("tolerance")
+    if tolerance is not None:
+        if not isinstance(tolerance, dict):
+            found.append("workload.tolerance: must be an object")
+        else:
+            found += [f"workload.tolerance.{key}: must be a number" for key in TOLERANCE_NUMBERS
+                      if tolerance.get(key) is not None and not _number(tolerance[key])]
+    return found
+
+
+# ---------------------------------------------------------------- export
+
+@dataclass
+class ExportReport:
+    written: list[Path] = field(default_factory=list)       # one directory per leaderboard row
+    skipped: dict[str, str] = field(default_factory=dict)   # "task on hardware" -> why it was not written
+
+
+def export_results(store: Store, out_dir: Path, tasks: Sequence[str] = ()) -> ExportReport:
+    """Write the leaderboard's rows (every task, or those named) as official files under out_dir."""
+    rows = leaderboard.task_table(store).to_dict("records")
+    unknown = sorted(set(tasks) - {row["task"] for row in rows})
+    if unknown:
+        raise KernelBenchError(f"no stored result for {', '.join(unknown)}")
+    results = store.results()
+    report = ExportReport()
+    for row in rows:
+        if tasks and row["task"] not in tasks:
+            continue
+        label = f"{row['task']} on {row['hardware']}"
+        result = _chosen_result(row, results)
+        if result is None or result["solution_hash"] is None:
+            report.skipped[label] = "the result names no stored solution"
+            continue
+        environment = json.loads(store.db.execute("SELECT data FROM environments WHERE id = ?",
+                                                  (result["environment_id"],)).fetchone()[0])
+        summary = json.loads(result["data"])
+        reference_ms = {row["uuid"]: row["t_b_ms"] for row in summary.get("per_workload", [])}
+        traces = [official_trace(json.loads(t["data"]), environment, reference_ms)
+                  for t in store.traces(result["definition"], result["run_id"]) if t["solution_hash"] == result["solution_hash"]]
+        stored = parse_solution(json.loads(store.db.execute("SELECT data FROM solutions WHERE hash = ?",
+                                                            (result["solution_hash"],)).fetchone()[0]))
+        # solutions are stored once per content: the same sources may be stored under another task's name
+        solution = replace(stored, definition=result["definition"],
+                           name=traces[0]["solution"] if traces else stored.name)
+        solution_json = official_solution(solution, environment)
+        violations = [f"solution.json: {v}" for v in solution_violations(solution_json)]
+        violations += [f"trace {i}: {v}" for i, t in enumerate(traces) for v in trace_violations(t)]
+        if not traces:
+            violations.append("no traces stored for the result's run")
+        if violations:
+            report.skipped[label] = "; ".join(violations)
+            continue
+        directory = Path(out_dir) / _slug(row["hardware"]) / (row["subset"] or "unknown") / row["task"]
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / SOLUTION_FILE).write_text(json.dumps(solution_json, indent=2) + "\n")
+        (directory / TRACES_FILE).write_text("".join(json.dumps(t) + "\n" for t in traces))
+        record = {"task": result["definition"], "subset": result["subset"], "environment": environment,
+                  "result": {"status": result["status"], "sol_score": result["sol_score"], "run_id": result["run_id"],
+                             "created_at": result["created_at"]},
+                  "summary": summary}
+        (directory / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        report.written.append(directory)
+    return report
+
+
+def _chosen_result(row: dict, results) -> Any:
+    """The stored result behind a leaderboard row."""
+    for result in results:
+        summary = json.loads(result["data"])
+        if (result["definition"] == row["task"] and result["solution_hash"] == row["solution_hash"]
+                and (summary.get("hardware") or result["hardware"]) == row["hardware"]
+                and dt.datetime.fromtimestamp(result["created_at"], dt.timezone.utc).isoformat() == row["timestamp"]):
+            return result
+    return None
+
+
+def official_solution(solution: Solution, environment: dict) -> dict:
+    """solution.json with the fields the official model requires: an author, official target hardware."""
+    data = solution.to_json()
+    data["author"] = data["author"] or "kernelbench"
+    hardware = [h for h in data["spec"]["target_hardware"] if h in TARGET_HARDWARE]
+    data["spec"]["target_hardware"] = hardware or ["B200" if "B200" in environment.get("hardware", "") else "LOCAL"]
+    return data
+
+
+def official_trace(trace: dict, environment: dict, reference_ms: dict[str, float | None] | None = None) -> dict:
+    """A stored trace as the official model wants it: hardware and string-valued libs in the
+    environment, correctness and performance only where the status has them, no null numbers.
+    `reference_ms` (uuid -> T_b the result was scored with) fills a reference latency the trace
+    lacks: the baseline variants' own traces are measured before T_b is known."""
+    trace = copy.deepcopy(trace)
+    evaluation = trace["evaluation"]
+    given = evaluation.get("environment") or {}
+    libs = given.get("libs") or environment.get("libs") or {}
+    evaluation["environment"] = {**given, "hardware": given.get("hardware") or environment["hardware"],
+                                 "libs": {k: str(v) for k, v in libs.items() if v is not None}}
+    has_correctness, has_performance = PRESENT.get(evaluation["status"], (False, False))
+    if not has_correctness:
+        evaluation["correctness"] = None
+    elif evaluation.get("correctness") is None:  # the evaluator kept no error figures for this failure
+        evaluation["correctness"] = {"max_absolute_error": 0.0, "max_relative_error": 0.0, "extra": {"recorded": False}}
+    if not has_performance:
+        evaluation["performance"] = None
+    elif evaluation.get("performance") is not None:
+        performance = evaluation["performance"]
+        reference = performance.get("reference_latency_ms") or (reference_ms or {}).get(trace["workload"]["uuid"])
+        if reference and performance.get("latency_ms"):
+            performance.update(reference_latency_ms=reference, speedup_factor=reference / performance["latency_ms"])
+        # an unknown T_b is left out (the official default), not written as null
+        evaluation["performance"] = {k: v for k, v in performance.items() if v is not None}
+    return trace
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", str(text)).strip("_") or "unknown"
+
+
+# ---------------------------------------------------------------- import
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)        # "task (solution)"
+    already: list[str] = field(default_factory=list)         # the same result was in the store
+    skipped: dict[str, str] = field(default_factory=dict)    # "task (solution)" or file -> why
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What `summarize` reads of a problem."""
+    name: str
+    subset: str
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """What `summarize` reads of a session: the environment the traces were measured in."""
+    environment: dict
+    device: str
+    hardware: str = ""
+    profile: str = ""
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def import_results(store: Store, path: Path) -> ImportReport:
+    """Record every (task, solution) found in the trace files under path."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted([*path.rglob(TRACES_FILE), *path.rglob(OFFICIAL_TRACES_FILE)])
+    if not files:
+        raise KernelBenchError(f"{path}: no {TRACES_FILE} or {OFFICIAL_TRACES_FILE} here")
+    report = ImportReport()
+    for file in files:
+        solutions = _solutions_beside(file)
+        record = _read_json(file.parent / SUMMARY_FILE) if (file.parent / SUMMARY_FILE).is_file() else None
+        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for number, trace in enumerate(_read_traces(file), start=1):
+            violations = trace_violations(trace)
+            if violations:
+                report.skipped[f"{file}:{number}"] = "; ".join(violations)
+            elif trace.get("evaluation") is not None:   # a workload-only trace records no result
+                groups[(trace["definition"], trace.get("solution") or "")].append(_normalized(trace))
+        for (definition, name), traces in groups.items():
+            label = f"{definition} ({name})"
+            if name not in solutions:
+                report.skipped[label] = f"no solution named {name!r} beside {file}"
+                continue
+            try:
+                solution = parse_solution(_our_solution_json(solutions[name][0]), str(solutions[name][1]))
+            except SolutionError as exc:
+                report.skipped[label] = str(exc)
+                continue
+            own = record if record and record.get("task") == definition and \
+                record.get("summary", {}).get("solution_hash") == solution.content_hash else None
+            subset = own["subset"] if own else file.parent.parent.name
+            if _record(store, solution, traces, subset, own, report):
+                report.imported.append(label)
+            else:
+                report.already.append(label)
+    return report
+
+
+def _record(store: Store, solution: Solution, traces: list[dict], subset: str, own: dict | None,
+            report: ImportReport) -> bool:
+    """Store one (task, solution): its traces and the leaderboard row recomputed from them.
+    False when the same result is already in the store."""
+    definition = traces[0]["definition"]
+    environment = own["environment"] if own else _environment_of(traces[0])
+    run_id = own["result"]["run_id"] if own else f"import-{json_hash(traces)[:12]}"
+    if store.db.execute("SELECT 1 FROM results WHERE definition = ? AND solution_hash = ? AND run_id = ?",
+                        (definition, solution.content_hash, run_id)).fetchone():
+        return False
+    environment_id = store.environment_id(environment["fingerprint"], environment["hardware"],
+                                          environment["device"], environment)
+    t_b, t_sol = _reference_and_sol_ms(traces, own)
+    origin = _Origin(environment, environment["device"])
+    summary = summarize(_Task(definition, subset), solution, traces, t_b, t_sol, origin)
+    summary["roofline_profile"] = traces[0]["evaluation"]["environment"].get("roofline_profile") if origin.on_gpu else None
+    if own and own["summary"].get("sol_score") != summary["sol_score"]:
+        report.warnings.append(f"{definition}: {SUMMARY_FILE} says score {own['summary'].get('sol_score')}, "
+                               f"the traces give {summary['sol_score']}; the traces count")
+    ranked = summary["workloads_passed"] == summary["workloads"] and summary["audit_status"] == "clean"
+    store.record_solution(solution)
+    store.record_traces(traces, solution.content_hash, environment_id, run_id)
+    store.record_result(definition, subset, solution.content_hash, environment_id, run_id,
+                        statuses.PASSED if ranked else "FAILED", summary["sol_score"], summary,
+                        created_at=own["result"]["created_at"] if own else _latest_timestamp(traces))
+    return True
+
+
+def _normalized(trace: dict) -> dict:
+    """Optional official fields filled with their defaults, so the summary can read them."""
+    trace = copy.deepcopy(trace)
+    evaluation = trace["evaluation"]
+    for key, default in (("log", ""), ("correctness", None), ("performance", None)):
+        evaluation.setdefault(key, default)
+    trace["workload"].setdefault("axes", {})
+    return trace
+
+
+def _environment_of(trace: dict) -> dict:
+    """An environment record for traces measured elsewhere: its fingerprint is built like ours
+    (hardware, device, library versions), so traces of the same machine share one record."""
+    given = trace["evaluation"]["environment"]
+    device = given.get("device") or "cuda"   # SOL-ExecBench measures on NVIDIA GPUs only
+    libs = given.get("libs") or {}
+    fingerprint = {"hardware": given["hardware"], "device": device,
+                   **{k: libs.get(k) for k in ("torch", "triton", "cuda", "driver")}}
+    return {"hardware": given["hardware"], "device": device, "libs": libs, "fingerprint": fingerprint}
+
+
+def _reference_and_sol_ms(traces: list[dict], own: dict | None) -> tuple[dict, dict]:
+    """T_b and T_SOL per workload: from the trace's performance, else (a failed workload) from summary.json."""
+    recorded = {row["uuid"]: row for row in (own["summary"].get("per_workload", []) if own else [])}
+    t_b, t_sol = {}, {}
+    for trace in traces:
+        uuid = trace["workload"]["uuid"]
+        performance = trace["evaluation"]["performance"] or {}
+        row = recorded.get(uuid, {})
+        t_b[uuid] = performance.get("reference_latency_ms") or row.get("t_b_ms")   # 0: the official "unknown"
+        sol = performance.get("sol_latency_ms") or row.get("t_sol_ms")
+        if sol:
+            t_sol[uuid] = sol
+    return t_b, t_sol
+
+
+def _latest_timestamp(traces: list[dict]) -> float:
+    times = []
+    for trace in traces:
+        try:
+            stamp = dt.datetime.fromisoformat(trace["evaluation"]["timestamp"].replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        times.append((stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).timestamp())
+    return max(times, default=time.time())
+
+
+def _our_solution_json(official: dict) -> dict:
+    """The first official format's spec.language ("python", "cuda", ...) in the current names."""
+    spec = official.get("spec")
+    if isinstance(spec, dict) and "languages" not in spec and isinstance(spec.get("language"), str):
+        official = {**official, "spec": {**spec, "languages": [LEGACY_LANGUAGES.get(spec["language"], spec["language"])]}}
+    return official
+
+
+def _solutions_beside(file: Path) -> dict[str, tuple[dict, Path]]:
+    """name -> (solution.json, its path) of the solution files in the trace file's directory."""
+    found = {}
+    for path in sorted(file.parent.glob("*.json")):
+        if path.name in (OFFICIAL_TRACES_FILE, SUMMARY_FILE) or path == file:
+            continue
+        data = _read_json(path)
+        if isinstance(data, dict) and {"name", "spec", "sources"} <= set(data):
+            found[str(data["name"])] = (data, path)
+    return found
+
+
+def _read_traces(file: Path) -> list[Any]:
+    if file.suffix == ".jsonl":
+        traces = []
+        for number, line in enumerate(file.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    traces.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise KernelBenchError(f"{file}:{number}: invalid JSON: {exc.msg}") from None
+        return traces
+    data = _read_json(file)
+    return data if isinstance(data, list) else [data]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise KernelBenchError(f"{path}: invalid JSON: {exc.msg} (line {exc.lineno})") from None
