@@ -1,4 +1,4 @@
-"""`kb export`, `kb import`: results as SOL-ExecBench's official files, in and out of the store."""
+"""Problems and results in and out: `kb export`, `kb import`, `kb tasks import-kernelbench`, `kb tasks download`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
+from kernelbench.core.kernelbench_format import DEFAULT_VAR_AXES, import_kernelbench, parse_workload_option
 from kernelbench.core.store import Store
+from kernelbench.jobs.download import CONFIGS, REPO_ID, REVISION, download_dataset
 from kernelbench.jobs.exchange import export_results, import_results
 
 from .common import console
+from .tasks import tasks
 
 
 @click.command("export")
@@ -40,3 +43,42 @@ def import_command(settings, path):
     for label, reason in report.skipped.items():
         console.print(f"[red]{label}[/red]: {reason}", highlight=False)
     sys.exit(1 if report.skipped else 0)
+
+
+@tasks.command("import-kernelbench")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--subset", default=None, help="Subset directory (default: the source directory's name).")
+@click.option("--var", "var_axes", multiple=True, default=DEFAULT_VAR_AXES, show_default=True,
+              help="Size constant that becomes a var axis (repeatable).")
+@click.option("--workload", "workloads", multiple=True, help='One more workload, e.g. "batch_size=1" (repeatable).')
+def tasks_import_kernelbench(source, out_dir, subset, var_axes, workloads):
+    """Convert KernelBench problems (a .py file or a directory of them) into problem directories under OUT. Exit 1 if one could not be converted."""
+    written, failed = import_kernelbench(source, out_dir, subset=subset, var_axes=var_axes,
+                                         workloads=[parse_workload_option(w) for w in workloads])
+    for directory in written:
+        console.print(f"[green]wrote[/green] {directory}", highlight=False)
+    for file, reason in failed.items():
+        console.print(f"[red]{file}[/red]: {reason}", highlight=False)
+    console.print(f"{len(written)} converted, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+@tasks.command("download")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("sol_execbench"),
+              show_default=True, help="Writes OUT/<config>/<name>/{definition.json, workload.jsonl}.")
+@click.option("--config", "configs", multiple=True, type=click.Choice(CONFIGS), help="Default: every config.")
+@click.option("--repo", "repo_id", default=REPO_ID, show_default=True)
+@click.option("--revision", default=REVISION, show_default=True)
+@click.option("--hf-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Hugging Face cache directory (default: huggingface_hub's).")
+@click.option("--offline", is_flag=True, help="Use only what the Hugging Face cache holds.")
+def tasks_download(out_dir, configs, repo_id, revision, hf_cache, offline):
+    """Download the official SOL-ExecBench dataset (parquet) into problem directories. Exit 1 if a problem is invalid."""
+    report = download_dataset(out_dir, configs or CONFIGS, repo_id=repo_id, revision=revision, cache_dir=hf_cache,
+                              local_files_only=offline)
+    for label, reason in report.failed.items():
+        console.print(f"[red]{label}[/red]: {reason}", highlight=False)
+    console.print(f"{len(report.written)} problems written under {out_dir} (from {report.snapshot}), "
+                  f"{len(report.failed)} invalid")
+    sys.exit(1 if report.failed else 0)
