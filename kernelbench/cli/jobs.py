@@ -11,6 +11,7 @@ from rich.table import Table
 from kernelbench.core.store import Store
 from kernelbench.jobs import leaderboard
 from kernelbench.jobs.batch import run_batch
+from kernelbench.jobs.fleet import RayExecutor
 from kernelbench.jobs.optimize import optimize
 
 from .common import console, eval_options, load_task, ms, ratio
@@ -58,13 +59,16 @@ def optimize_command(settings, task, out_dir, budget_s, run):
 @click.option("--only", multiple=True, help='Glob over "subset/name" (repeatable), e.g. "L1/00*".')
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("kb_out"), show_default=True)
 @click.option("--budget", "budget_s", type=float, default=None, help="Seconds per task for candidates.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help='Spread the tasks over a Ray cluster ("local": start one here, "auto", "ray://host:port").')
 @eval_options
 @click.pass_obj
-def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, run):
-    """Optimize every task under ROOT (default: tasks235/), one worker per GPU."""
+def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, ray_address, run):
+    """Optimize every task under ROOT (default: tasks235/), one worker per GPU (here, or on a Ray cluster)."""
     report = run_batch(root or settings.tasks_root, settings=settings.with_options(hardware=run.hardware,
                        profile=run.profile), device=run.device, gpus=gpus, resume=resume,
-                       config=run.config, out_dir=out_dir, budget_s=budget_s, console=console, only=only)
+                       config=run.config, out_dir=out_dir, budget_s=budget_s, console=console, only=only,
+                       executor=RayExecutor(ray_address) if ray_address else None)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():

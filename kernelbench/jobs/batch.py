@@ -54,8 +54,13 @@ def select_tasks(root: Path, only: tuple[str, ...] = ()) -> list[Path]:
 
 def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, resume: bool, config: EvalConfig,
               out_dir: Path | None, budget_s: float | None, console=None, only: tuple[str, ...] = (),
-              **optimize_options) -> BatchReport:
+              executor=None, **optimize_options) -> BatchReport:
+    """`executor` runs the tasks elsewhere with the same resume and store guarantees
+    (kernelbench.jobs.fleet.RayExecutor: a Ray cluster); default: one thread per local device."""
     directories = select_tasks(root, only)
+    if executor is not None:
+        return executor.run(directories, settings=settings, device=device, resume=resume, config=config,
+                            out_dir=out_dir, budget_s=budget_s, console=console, **optimize_options)
     report = BatchReport()
     devices = devices_for(device, gpus)
     sessions = [Session.open(settings, d) for d in devices]

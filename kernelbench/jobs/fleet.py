@@ -1,0 +1,175 @@
+"""`kb batch --ray ADDRESS`: the batch's tasks spread over a Ray cluster, every result in the driver's store.
+
+Each task is one Ray task that asks for one GPU (one CPU with `--device cpu`). On its worker it
+writes the problem's files into a private directory and optimizes it against a private SQLite
+store, seeded with the baselines the driver's store holds for that environment (so T_b is
+measured once per environment, as in a local batch), then returns every row it recorded. Only the
+driver writes the real store: it commits each task's rows in one transaction when the task
+returns, so a killed worker (or driver) loses only the tasks in progress, and Ray runs a task
+whose worker died again (`RETRIES`). `--resume` skips the tasks finished in the environment the
+workers measure in, which a probe task asks one worker for (the cluster's GPUs are taken to be
+alike).
+
+Workers get this code through Ray's runtime environment (`py_modules`); the problems travel with
+their tasks; safetensors inputs are read under the same `--data-root` path on every node. Ray comes
+with the `ray` extra and is imported when a Ray batch starts.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import audit
+import kernelbench
+import roofline
+from kernelbench.core import statuses
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import DEFINITION_FILE, WORKLOAD_FILE, load_problem
+from kernelbench.core.settings import Settings
+from kernelbench.core.solution import parse_solution
+from kernelbench.core.store import Store
+from kernelbench.eval.evaluator import EvalConfig
+from kernelbench.eval.gpu_state import environment_info
+from kernelbench.jobs.batch import BatchReport
+from kernelbench.jobs.optimize import CandidateResult, optimize, write_outputs
+from kernelbench.jobs.session import Session, definition_hash
+
+TABLES = ("problems", "solutions", "traces", "baselines", "results", "candidates")   # what a task records
+RETRIES = 2          # runs of a task whose worker died, after the first
+LOCAL = "local"      # the address that starts a Ray instance on this machine
+
+
+@dataclass
+class RayExecutor:
+    """Runs a batch's tasks on the Ray cluster at `address` ("local": a new instance here, "auto": the
+    cluster this machine belongs to, "ray://host:port": a remote one)."""
+    address: str = LOCAL
+    num_cpus: int | None = None   # CPUs of a local instance (default: all)
+
+    def connect(self):
+        """Join the cluster (once per process; Ray wants this in the main thread) and return the ray module."""
+        try:  # the optional `ray` extra
+            import ray
+        except ImportError:
+            raise KernelBenchError("ray is missing: pip install 'kernelbench[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(address=None if self.address == LOCAL else self.address,
+                     num_cpus=self.num_cpus if self.address == LOCAL else None, include_dashboard=False,
+                     log_to_driver=False, runtime_env={"py_modules": [kernelbench, roofline, audit]})
+        return ray
+
+    def run(self, directories: list[Path], *, settings: Settings, device: str, resume: bool, config: EvalConfig,
+            out_dir: Path | None, budget_s: float | None, console=None, **optimize_options) -> BatchReport:
+        ray = self.connect()
+        gpu = device.startswith("cuda")
+        resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+        store = Store(settings.db)
+        report = BatchReport()
+        environment = ray.get(ray.remote(environment_info).options(**resources).remote(device))
+        environment_id = store.environment_id(environment["fingerprint"], environment["hardware"],
+                                              environment["device"], environment)
+        finished = store.finished_definitions(environment_id) if resume else set()
+        task = ray.remote(optimize_task).options(max_retries=RETRIES, **resources)
+        pending = {}
+        for directory in directories:
+            try:
+                problem = load_problem(directory)
+            except Exception as exc:  # as in a local batch: a malformed task is reported, the others run
+                report.failed[directory.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            if problem.name in finished:
+                report.skipped.append(problem.name)
+                continue
+            files = {name: (directory / name).read_text() for name in (DEFINITION_FILE, WORKLOAD_FILE)}
+            baselines = [dict(row) for row in store.db.execute(
+                "SELECT definition, definition_hash, workload_uuid, variant, latency_ms, status, created_at "
+                "FROM baselines WHERE definition_hash = ? AND environment_id = ?", (definition_hash(problem), environment_id))]
+            future = task.remote(files, problem.subset, directory.name, settings, device, config, budget_s,
+                                 optimize_options, baselines)
+            pending[future] = (problem.name, directory)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            bar = progress.add_task(f"batch on Ray ({ray.cluster_resources().get('GPU' if gpu else 'CPU', 0):g} "
+                                    f"{'GPUs' if gpu else 'CPUs'})", total=len(pending))
+            while pending:
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                name, directory = pending.pop(done)
+                try:
+                    rows = ray.get(done)
+                except Exception as exc:  # the task failed on every try: reported, the batch goes on
+                    report.failed[directory.name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
+                else:
+                    result = merge(store, rows, directory)
+                    report.done.append(name)
+                    report.scores[name] = result["sol_score"] if result["status"] == statuses.PASSED else 0.0
+                    if out_dir is not None and result["status"] == statuses.PASSED:
+                        write_outputs(_candidate(rows, result), Path(out_dir) / name)
+                progress.advance(bar)
+        return report
+
+
+def optimize_task(files: dict[str, str], subset: str, name: str, settings: Settings, device: str, config: EvalConfig,
+                  budget_s: float | None, optimize_options: dict, baselines: list[dict]) -> dict:
+    """On a worker: optimize one problem against a private store; every row it recorded."""
+    with tempfile.TemporaryDirectory(prefix="kb_fleet_") as scratch:
+        directory = Path(scratch) / subset / name
+        directory.mkdir(parents=True)
+        for filename, text in files.items():
+            (directory / filename).write_text(text)
+        session = Session.open(replace(settings, db=Path(scratch) / "task.db"), device)
+        _insert(session.store, "baselines", [{**row, "environment_id": session.environment_id} for row in baselines])
+        optimize(session, load_problem(directory), replace(config, device=session.device), budget_s=budget_s,
+                 **optimize_options)
+        rows = {table: [dict(row) for row in session.store.db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+                for table in (*TABLES, "environments")}
+        session.store.close()
+        return rows
+
+
+def merge(store: Store, rows: dict[str, list[dict]], directory: Path) -> dict:
+    """Commit one task's rows into the driver's store in one transaction; returns its result row."""
+    [environment] = rows["environments"]
+    data = json.loads(environment["data"])
+    environment_id = store.environment_id(data["fingerprint"], environment["hardware"], environment["device"], data)
+    with store.transaction():
+        for table in TABLES:
+            _insert(store, table, [{**row, "environment_id": environment_id} if "environment_id" in row else row
+                                   for row in rows[table]], path=str(directory), transaction=False)
+    [result] = rows["results"]
+    return result
+
+
+def _insert(store: Store, table: str, rows: list[dict], path: str | None = None, transaction: bool = True) -> None:
+    """Rows of one of our tables, without their ids (the target numbers its own); columns checked
+    against the target's schema, so a worker can name no other column."""
+    columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({table})")} - {"id"}
+    verb = {"problems": "INSERT OR IGNORE", "solutions": "INSERT OR IGNORE", "baselines": "INSERT OR REPLACE"}.get(table, "INSERT")
+
+    def insert_all(db):
+        for row in rows:
+            row = {k: v for k, v in row.items() if k != "id"}
+            if table == "problems" and path is not None:
+                row["path"] = path   # where the driver has the problem, not the worker's scratch copy
+            unknown = set(row) - columns
+            if unknown:
+                raise KernelBenchError(f"a task returned {table} rows with unknown columns {sorted(unknown)}")
+            db.execute(f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
+
+    if transaction:
+        with store.transaction() as db:
+            insert_all(db)
+    else:
+        insert_all(store.db)
+
+
+def _candidate(rows: dict[str, list[dict]], result: dict) -> CandidateResult:
+    """The result's solution, traces and summary, as `kb optimize --out` writes them."""
+    [solution] = [row for row in rows["solutions"] if row["hash"] == result["solution_hash"]]
+    traces = [json.loads(row["data"]) for row in rows["traces"]
+              if row["run_id"] == result["run_id"] and row["solution_hash"] == result["solution_hash"]]
+    return CandidateResult(parse_solution(json.loads(solution["data"])), traces, json.loads(result["data"]))
