@@ -122,6 +122,27 @@ def test_import_of_official_run_dataset_output(tmp_path):
     assert row["timestamp"].startswith("2026-01-01T00:00:00")
 
 
+def test_gpu_traces_without_t_sol_get_it_from_the_roofline(tmp_path):
+    problem = load_problem(write_rmsnorm_problem(tmp_path / "problems", "rms"))
+    directory = tmp_path / "out" / "L1" / "rms"
+    directory.mkdir(parents=True)
+    (directory / "solution.json").write_text(json.dumps(VALID_SOLUTION))
+    traces = []
+    for workload in problem.workloads:
+        trace = copy.deepcopy(VALID_TRACE)
+        trace["workload"].update(uuid=workload.uuid, axes=workload.axes)
+        traces.append(trace)
+    (directory / "traces.json").write_text(json.dumps(traces))
+    exchange.import_results(Store(tmp_path / "kb.db"), tmp_path / "out", problems_root=tmp_path / "problems")
+    row = leaderboard.task_table(Store(tmp_path / "kb.db", read_only=True)).iloc[0]
+    assert row["roofline_profile"] == "B200/datasheet" and 0 < row["geomean_t_sol_ms"] < 0.5
+    per_workload = leaderboard.workload_table(Store(tmp_path / "kb.db", read_only=True))
+    expected = [1 / (1 + (0.5 - t_sol) / (1.0 - t_sol)) for t_sol in per_workload["t_sol_ms"]]   # T_k 0.5, T_b 1.0
+    assert row["sol_score"] == pytest.approx(sum(expected) / 2)
+    elsewhere = exchange.import_results(Store(tmp_path / "other.db"), tmp_path / "out", problems_root=tmp_path / "nowhere")
+    assert elsewhere.warnings == ["rms: no T_SOL (the problem is not under the problems root): scored with T_SOL = 0"]
+
+
 def test_import_refuses_traces_that_break_the_official_rules(tmp_path):
     directory = tmp_path / "L1" / "rms"
     directory.mkdir(parents=True)

@@ -32,10 +32,13 @@ def export_command(settings, tasks, out_dir):
 
 @click.command("import")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--problems", "problems_root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the traces' problems are, for the T_SOL of GPU traces that carry none (default: tasks235/).")
 @click.pass_obj
-def import_command(settings, path):
+def import_command(settings, path, problems_root):
     """Record official traces and solutions under PATH (kb export output, SOL-ExecBench run_dataset output) in the store. Exit 1 if something could not be imported."""
-    report = import_results(Store(settings.db), path)
+    report = import_results(Store(settings.db), path, problems_root=problems_root or settings.tasks_root,
+                            settings=settings)
     console.print(f"{len(report.imported)} imported, {len(report.already)} already in the store, "
                   f"{len(report.skipped)} not imported")
     for warning in report.warnings:

@@ -18,7 +18,9 @@ row. The row is recomputed from the traces by the summary `kb optimize` writes; 
 when present, supplies only what an official trace cannot carry: T_b and T_SOL of workloads
 that failed (an official trace has performance only when PASSED), the environment fingerprint
 and the time of the original result. So a store exported and imported into a fresh store gives
-the same leaderboard.
+the same leaderboard. GPU traces measured elsewhere carry no T_SOL: it comes from our roofline
+for the GPU they name, when the problem is found (by directory name) under `problems_root`;
+without it the row is scored with T_SOL = 0, as on CPU, and a warning says so.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from typing import Any, Sequence
 
 from kernelbench.core import statuses
 from kernelbench.core.errors import KernelBenchError, SolutionError
+from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.core.settings import DEFAULTS, Settings
 from kernelbench.core.solution import Solution, parse_solution
 from kernelbench.core.store import Store, json_hash
 from kernelbench.jobs import leaderboard
 from kernelbench.jobs.optimize import summarize
+from kernelbench.jobs.session import roofline_hardware, roofline_sol_ms
 
 SOLUTION_FILE = "solution.json"
 TRACES_FILE = "traces.jsonl"
@@ -346,9 +351,12 @@ class _Origin:
         return self.device.startswith("cuda")
 
 
-def import_results(store: Store, path: Path) -> ImportReport:
-    """Record every (task, solution) found in the trace files under path."""
+def import_results(store: Store, path: Path, *, problems_root: Path | None = None,
+                   settings: Settings = DEFAULTS) -> ImportReport:
+    """Record every (task, solution) found in the trace files under path; GPU traces without T_SOL get
+    it from the roofline (`settings.profile`) when their problem is under problems_root."""
     path = Path(path)
+    sol = _RooflineSol(problems_root, settings)
     files = [path] if path.is_file() else sorted([*path.rglob(TRACES_FILE), *path.rglob(OFFICIAL_TRACES_FILE)])
     if not files:
         raise KernelBenchError(f"{path}: no {TRACES_FILE} or {OFFICIAL_TRACES_FILE} here")
@@ -376,7 +384,7 @@ def import_results(store: Store, path: Path) -> ImportReport:
             own = record if record and record.get("task") == definition and \
                 record.get("summary", {}).get("solution_hash") == solution.content_hash else None
             subset = own["subset"] if own else file.parent.parent.name
-            if _record(store, solution, traces, subset, own, report):
+            if _record(store, solution, traces, subset, own, report, sol):
                 report.imported.append(label)
             else:
                 report.already.append(label)
@@ -384,7 +392,7 @@ def import_results(store: Store, path: Path) -> ImportReport:
 
 
 def _record(store: Store, solution: Solution, traces: list[dict], subset: str, own: dict | None,
-            report: ImportReport) -> bool:
+            report: ImportReport, roofline: "_RooflineSol") -> bool:
     """Store one (task, solution): its traces and the leaderboard row recomputed from them.
     False when the same result is already in the store."""
     definition = traces[0]["definition"]
@@ -397,8 +405,15 @@ def _record(store: Store, solution: Solution, traces: list[dict], subset: str, o
                                           environment["device"], environment)
     t_b, t_sol = _reference_and_sol_ms(traces, own)
     origin = _Origin(environment, environment["device"])
+    profile = traces[0]["evaluation"]["environment"].get("roofline_profile")
+    if origin.on_gpu and len(t_sol) < len(traces):
+        computed, profile = roofline.sol_ms(definition, environment)
+        t_sol = {**computed, **t_sol}
+        if profile is None:
+            report.warnings.append(f"{definition}: no T_SOL (the problem is not under the problems root): "
+                                   f"scored with T_SOL = 0")
     summary = summarize(_Task(definition, subset), solution, traces, t_b, t_sol, origin)
-    summary["roofline_profile"] = traces[0]["evaluation"]["environment"].get("roofline_profile") if origin.on_gpu else None
+    summary["roofline_profile"] = profile if origin.on_gpu else None
     if own and own["summary"].get("sol_score") != summary["sol_score"]:
         report.warnings.append(f"{definition}: {SUMMARY_FILE} says score {own['summary'].get('sol_score')}, "
                                f"the traces give {summary['sol_score']}; the traces count")
@@ -409,6 +424,23 @@ def _record(store: Store, solution: Solution, traces: list[dict], subset: str, o
                         statuses.PASSED if ranked else "FAILED", summary["sol_score"], summary,
                         created_at=own["result"]["created_at"] if own else _latest_timestamp(traces))
     return True
+
+
+@dataclass
+class _RooflineSol:
+    """T_SOL per workload from our roofline, for the GPU an environment names."""
+    problems_root: Path | None
+    settings: Settings
+
+    def sol_ms(self, definition: str, environment: dict) -> tuple[dict[str, float], str | None]:
+        """(uuid -> T_SOL ms, "hardware/profile"); ({}, None) when the problem is not found."""
+        directories = [d for d in find_problem_dirs(self.problems_root) if d.name == definition] \
+            if self.problems_root and Path(self.problems_root).is_dir() else []
+        if len(directories) != 1:
+            return {}, None
+        hardware = roofline_hardware({**environment, "device": "cuda"})
+        return (roofline_sol_ms(load_problem(directories[0]), hardware, self.settings),
+                f"{hardware}/{self.settings.profile}")
 
 
 def _normalized(trace: dict) -> dict:

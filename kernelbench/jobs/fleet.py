@@ -68,6 +68,8 @@ class RayExecutor:
         ray = self.connect()
         gpu = device.startswith("cuda")
         resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+        if gpu and not ray.cluster_resources().get("GPU"):   # the tasks would wait for a GPU forever
+            raise KernelBenchError(f"the Ray cluster at {self.address} has no GPUs (use --device cpu for CPU workers)")
         store = Store(settings.db)
         report = BatchReport()
         environment = ray.get(ray.remote(environment_info).options(**resources).remote(device))
@@ -102,7 +104,7 @@ class RayExecutor:
                 try:
                     rows = ray.get(done)
                 except Exception as exc:  # the task failed on every try: reported, the batch goes on
-                    report.failed[directory.name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
+                    report.failed[directory.name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}"
                 else:
                     result = merge(store, rows, directory)
                     report.done.append(name)
