@@ -211,3 +211,16 @@ def test_export_and_import_commands(filled_store, tmp_path):
     assert result.exit_code == 0 and "1 imported" in result.output, result.output
     result = CliRunner().invoke(main, ["--db", str(filled_store), "export", "no_such_task", "--out", str(out)])
     assert result.exit_code == 2 and "no stored result for no_such_task" in result.output
+
+
+def test_another_store_merges_into_one_leaderboard(filled_store, tmp_path):
+    fresh = tmp_path / "fresh.db"
+    result = CliRunner().invoke(main, ["--db", str(fresh), "import", str(filled_store)])
+    assert result.exit_code == 0 and "3 imported" in result.output, result.output
+    before, after = tables(filled_store), tables(fresh)
+    pd.testing.assert_frame_equal(before[0], after[0])
+    pd.testing.assert_frame_equal(before[1], after[1])
+    count = "SELECT COUNT(*) FROM baselines"
+    assert Store(fresh).db.execute(count).fetchone() == Store(filled_store, read_only=True).db.execute(count).fetchone()
+    result = CliRunner().invoke(main, ["--db", str(fresh), "import", str(filled_store)])
+    assert result.exit_code == 0 and "0 imported, 3 already in the store" in result.output, result.output

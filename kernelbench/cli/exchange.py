@@ -10,7 +10,7 @@ import click
 from kernelbench.core.kernelbench_format import DEFAULT_VAR_AXES, import_kernelbench, parse_workload_option
 from kernelbench.core.store import Store
 from kernelbench.jobs.download import CONFIGS, REPO_ID, REVISION, download_dataset
-from kernelbench.jobs.exchange import export_results, import_results
+from kernelbench.jobs.exchange import export_results, import_results, import_store, is_store
 
 from .common import console
 from .tasks import tasks
@@ -36,9 +36,12 @@ def export_command(settings, tasks, out_dir):
               help="Where the traces' problems are, for the T_SOL of GPU traces that carry none (default: tasks235/).")
 @click.pass_obj
 def import_command(settings, path, problems_root):
-    """Record official traces and solutions under PATH (kb export output, SOL-ExecBench run_dataset output) in the store. Exit 1 if something could not be imported."""
-    report = import_results(Store(settings.db), path, problems_root=problems_root or settings.tasks_root,
-                            settings=settings)
+    """Record the official traces and solutions under PATH (kb export output, SOL-ExecBench run_dataset output), or every result of another store (a .db file), in the store. Exit 1 if something could not be imported."""
+    if is_store(path):
+        report = import_store(Store(settings.db), path)
+    else:
+        report = import_results(Store(settings.db), path, problems_root=problems_root or settings.tasks_root,
+                                settings=settings)
     console.print(f"{len(report.imported)} imported, {len(report.already)} already in the store, "
                   f"{len(report.skipped)} not imported")
     for warning in report.warnings:

@@ -21,6 +21,10 @@ and the time of the original result. So a store exported and imported into a fre
 the same leaderboard. GPU traces measured elsewhere carry no T_SOL: it comes from our roofline
 for the GPU they name, when the problem is found (by directory name) under `problems_root`;
 without it the row is scored with T_SOL = 0, as on CPU, and a warning says so.
+
+Another store (another machine's kernelbench.db, a GPU run's backup) is imported row by row
+(`import_store`): every result with its traces, solutions, baselines and candidates, one
+transaction per result (`merge_rows`, also how `kb batch --ray` brings a worker's rows home).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from kernelbench.jobs import leaderboard
 from kernelbench.jobs.optimize import summarize
 from kernelbench.jobs.session import roofline_hardware, roofline_sol_ms
 
+TABLES = ("problems", "solutions", "traces", "baselines", "results", "candidates")   # what one result brings
+SQLITE_HEADER = b"SQLite format 3\x00"
 SOLUTION_FILE = "solution.json"
 TRACES_FILE = "traces.jsonl"
 OFFICIAL_TRACES_FILE = "traces.json"   # SOL-ExecBench's run_dataset: a JSON list
@@ -441,6 +447,88 @@ class _RooflineSol:
         hardware = roofline_hardware({**environment, "device": "cuda"})
         return (roofline_sol_ms(load_problem(directories[0]), hardware, self.settings),
                 f"{hardware}/{self.settings.profile}")
+
+
+def is_store(path: Path) -> bool:
+    path = Path(path)
+    return path.is_file() and path.open("rb").read(len(SQLITE_HEADER)) == SQLITE_HEADER
+
+
+def import_store(store: Store, path: Path) -> ImportReport:
+    """Every result of another store, with the rows behind it; a result already here is left alone."""
+    other = Store(path, read_only=True)
+    report = ImportReport()
+    for result in other.db.execute("SELECT * FROM results ORDER BY id").fetchall():
+        label = f"{result['definition']} ({result['run_id']})"
+        if store.db.execute("SELECT 1 FROM results WHERE definition = ? AND run_id = ? AND created_at = ?",
+                            (result["definition"], result["run_id"], result["created_at"])).fetchone():
+            report.already.append(label)
+            continue
+        merge_rows(store, _rows_of(other, dict(result)))
+        report.imported.append(label)
+    other.close()
+    return report
+
+
+def _rows_of(store: Store, result: dict) -> dict[str, list[dict]]:
+    """The rows behind one result: its run's traces and candidates, their solutions, the task's
+    problem records and baselines in the result's environment."""
+    def rows(query: str, *args) -> list[dict]:
+        return [dict(row) for row in store.db.execute(query, args)]
+
+    run = (result["definition"], result["run_id"])
+    return {
+        "environments": rows("SELECT * FROM environments WHERE id = ?", result["environment_id"]),
+        "problems": rows("SELECT * FROM problems WHERE name = ?", result["definition"]),
+        "solutions": rows("SELECT * FROM solutions WHERE hash = ? OR hash IN (SELECT solution_hash FROM traces "
+                          "WHERE definition = ? AND run_id = ?)", result["solution_hash"], *run),
+        "traces": rows("SELECT * FROM traces WHERE definition = ? AND run_id = ? ORDER BY id", *run),
+        "baselines": rows("SELECT * FROM baselines WHERE definition = ? AND environment_id = ?",
+                          result["definition"], result["environment_id"]),
+        "results": [result],
+        "candidates": rows("SELECT * FROM candidates WHERE definition = ? AND run_id = ? ORDER BY id", *run),
+    }
+
+
+def merge_rows(store: Store, rows: dict[str, list[dict]], problem_path: Path | None = None) -> dict:
+    """Commit the rows behind one result (from another store) in one transaction; returns the result row.
+    Rows keep their times; the environment is matched by fingerprint; `problem_path` replaces the
+    problems' recorded path (where this machine has the problem)."""
+    environment_id = None
+    for environment in rows["environments"]:
+        data = json.loads(environment["data"])
+        environment_id = store.environment_id(data["fingerprint"], environment["hardware"], environment["device"], data)
+    with store.transaction():
+        for table in TABLES:
+            records = [{**row, "environment_id": environment_id} if "environment_id" in row else row for row in rows[table]]
+            if table == "problems" and problem_path is not None:
+                records = [{**row, "path": str(problem_path)} for row in records]
+            insert_rows(store, table, records, transaction=False)
+    [result] = rows["results"]
+    return result
+
+
+def insert_rows(store: Store, table: str, rows: list[dict], transaction: bool = True) -> None:
+    """Rows of one of our tables, without their ids (the target numbers its own); columns checked
+    against the target's schema, so rows from elsewhere can name no other column."""
+    if table not in TABLES:
+        raise KernelBenchError(f"{table} is not a table that records results")
+    columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({table})")} - {"id"}
+    verb = {"problems": "INSERT OR IGNORE", "solutions": "INSERT OR IGNORE", "baselines": "INSERT OR REPLACE"}.get(table, "INSERT")
+
+    def insert_all(db) -> None:
+        for row in rows:
+            row = {k: v for k, v in row.items() if k != "id"}
+            unknown = set(row) - columns
+            if unknown:
+                raise KernelBenchError(f"{table} rows with unknown columns {sorted(unknown)}")
+            db.execute(f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
+
+    if transaction:
+        with store.transaction() as db:
+            insert_all(db)
+    else:
+        insert_all(store.db)
 
 
 def _normalized(trace: dict) -> dict:

@@ -36,10 +36,10 @@ from kernelbench.core.store import Store
 from kernelbench.eval.evaluator import EvalConfig
 from kernelbench.eval.gpu_state import environment_info
 from kernelbench.jobs.batch import BatchReport
+from kernelbench.jobs.exchange import TABLES, insert_rows, merge_rows
 from kernelbench.jobs.optimize import CandidateResult, optimize, write_outputs
 from kernelbench.jobs.session import Session, definition_hash
 
-TABLES = ("problems", "solutions", "traces", "baselines", "results", "candidates")   # what a task records
 RETRIES = 2          # runs of a task whose worker died, after the first
 LOCAL = "local"      # the address that starts a Ray instance on this machine
 
@@ -106,7 +106,7 @@ class RayExecutor:
                 except Exception as exc:  # the task failed on every try: reported, the batch goes on
                     report.failed[directory.name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}"
                 else:
-                    result = merge(store, rows, directory)
+                    result = merge_rows(store, rows, directory)
                     report.done.append(name)
                     report.scores[name] = result["sol_score"] if result["status"] == statuses.PASSED else 0.0
                     if out_dir is not None and result["status"] == statuses.PASSED:
@@ -124,49 +124,13 @@ def optimize_task(files: dict[str, str], subset: str, name: str, settings: Setti
         for filename, text in files.items():
             (directory / filename).write_text(text)
         session = Session.open(replace(settings, db=Path(scratch) / "task.db"), device)
-        _insert(session.store, "baselines", [{**row, "environment_id": session.environment_id} for row in baselines])
+        insert_rows(session.store, "baselines", [{**row, "environment_id": session.environment_id} for row in baselines])
         optimize(session, load_problem(directory), replace(config, device=session.device), budget_s=budget_s,
                  **optimize_options)
         rows = {table: [dict(row) for row in session.store.db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
-                for table in (*TABLES, "environments")}
+                for table in (*TABLES, "environments")}   # a fresh store: all of it is this task
         session.store.close()
         return rows
-
-
-def merge(store: Store, rows: dict[str, list[dict]], directory: Path) -> dict:
-    """Commit one task's rows into the driver's store in one transaction; returns its result row."""
-    [environment] = rows["environments"]
-    data = json.loads(environment["data"])
-    environment_id = store.environment_id(data["fingerprint"], environment["hardware"], environment["device"], data)
-    with store.transaction():
-        for table in TABLES:
-            _insert(store, table, [{**row, "environment_id": environment_id} if "environment_id" in row else row
-                                   for row in rows[table]], path=str(directory), transaction=False)
-    [result] = rows["results"]
-    return result
-
-
-def _insert(store: Store, table: str, rows: list[dict], path: str | None = None, transaction: bool = True) -> None:
-    """Rows of one of our tables, without their ids (the target numbers its own); columns checked
-    against the target's schema, so a worker can name no other column."""
-    columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({table})")} - {"id"}
-    verb = {"problems": "INSERT OR IGNORE", "solutions": "INSERT OR IGNORE", "baselines": "INSERT OR REPLACE"}.get(table, "INSERT")
-
-    def insert_all(db):
-        for row in rows:
-            row = {k: v for k, v in row.items() if k != "id"}
-            if table == "problems" and path is not None:
-                row["path"] = path   # where the driver has the problem, not the worker's scratch copy
-            unknown = set(row) - columns
-            if unknown:
-                raise KernelBenchError(f"a task returned {table} rows with unknown columns {sorted(unknown)}")
-            db.execute(f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
-
-    if transaction:
-        with store.transaction() as db:
-            insert_all(db)
-    else:
-        insert_all(store.db)
 
 
 def _candidate(rows: dict[str, list[dict]], result: dict) -> CandidateResult:
