@@ -7,9 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import huggingface_hub
-import pyarrow
-import pyarrow.parquet
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +15,10 @@ from kernelbench.cli import main
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import load_problem
 from kernelbench.jobs.download import REPO_ID, REVISION, download_dataset
+
+huggingface_hub = pytest.importorskip("huggingface_hub")   # the `data` extra
+pyarrow = pytest.importorskip("pyarrow")
+parquet = pytest.importorskip("pyarrow.parquet")
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 COLUMNS = ("name", "description", "hf_id", "axes", "inputs", "outputs", "reference", "custom_inputs_entrypoint", "workloads")
@@ -35,7 +36,7 @@ def dataset_row(definition: dict, workloads: list[dict]) -> dict:
 def write_config(root: Path, config: str, rows: list[dict]) -> None:
     """<config>/train/0000.parquet, as the Hub's parquet conversion lays it out."""
     (root / config / "train").mkdir(parents=True)
-    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), root / config / "train" / "0000.parquet")
+    parquet.write_table(pyarrow.Table.from_pylist(rows), root / config / "train" / "0000.parquet")
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_download_writes_problem_directories_and_the_cache_serves_them_offline(t
 def test_an_invalid_row_is_reported_and_the_others_written(tmp_path, remote, hub):
     bad = dataset_row({**TINY_DEFINITION, "name": "broken"}, [{"uuid": "w", "axes": {}, "inputs": {}}])
     unsafe = dataset_row({**TINY_DEFINITION, "name": "../escape"}, TINY_WORKLOADS)
-    pyarrow.parquet.write_table(pyarrow.Table.from_pylist([bad, unsafe]), remote / "L2" / "train" / "0001.parquet")
+    parquet.write_table(pyarrow.Table.from_pylist([bad, unsafe]), remote / "L2" / "train" / "0001.parquet")
     report = download_dataset(tmp_path / "out", ("L2",), cache_dir=tmp_path / "cache")
     assert [p.name for p in report.written] == ["tiny_rmsnorm_two"]
     assert "var axis has no value" in report.failed["L2/broken"]

@@ -243,10 +243,10 @@ def export_results(store: Store, out_dir: Path, tasks: Sequence[str] = ()) -> Ex
         if result is None or result["solution_hash"] is None:
             report.skipped[label] = "the result names no stored solution"
             continue
-        environment = json.loads(store.db.execute("SELECT data FROM environments WHERE id = ?",
-                                                  (result["environment_id"],)).fetchone()[0])
+        found = store.db.execute("SELECT data FROM environments WHERE id = ?", (result["environment_id"],)).fetchone()
+        environment = json.loads(found[0]) if found else {}   # none: the trace must name its hardware itself
         summary = json.loads(result["data"])
-        reference_ms = {row["uuid"]: row["t_b_ms"] for row in summary.get("per_workload", [])}
+        reference_ms = {w["uuid"]: w["t_b_ms"] for w in summary.get("per_workload", [])}
         traces = [official_trace(json.loads(t["data"]), environment, reference_ms)
                   for t in store.traces(result["definition"], result["run_id"]) if t["solution_hash"] == result["solution_hash"]]
         stored = parse_solution(json.loads(store.db.execute("SELECT data FROM solutions WHERE hash = ?",
@@ -304,7 +304,7 @@ def official_trace(trace: dict, environment: dict, reference_ms: dict[str, float
     evaluation = trace["evaluation"]
     given = evaluation.get("environment") or {}
     libs = given.get("libs") or environment.get("libs") or {}
-    evaluation["environment"] = {**given, "hardware": given.get("hardware") or environment["hardware"],
+    evaluation["environment"] = {**given, "hardware": given.get("hardware") or environment.get("hardware"),
                                  "libs": {k: str(v) for k, v in libs.items() if v is not None}}
     has_correctness, has_performance = PRESENT.get(evaluation["status"], (False, False))
     if not has_correctness:
@@ -412,7 +412,7 @@ def _record(store: Store, solution: Solution, traces: list[dict], subset: str, o
     t_b, t_sol = _reference_and_sol_ms(traces, own)
     origin = _Origin(environment, environment["device"])
     profile = traces[0]["evaluation"]["environment"].get("roofline_profile")
-    if origin.on_gpu and len(t_sol) < len(traces):
+    if origin.on_gpu and own is None and len(t_sol) < len(traces):   # measured elsewhere, scored here
         computed, profile = roofline.sol_ms(definition, environment)
         t_sol = {**computed, **t_sol}
         if profile is None:
