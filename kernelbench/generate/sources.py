@@ -28,6 +28,8 @@ class TaskContext:
     gpu: str                                  # canonical hardware name (H100, H200, ...) or "cpu"
     seeds: list = field(default_factory=list)  # knowledge-base entries for this task's families (see knowledge.py)
     notes: list[str] = field(default_factory=list)  # what sources could not do, for the user
+    shape_classes: dict[tuple[str, str], str] = field(default_factory=dict)  # (family, workload uuid) -> class
+    first_choices: dict[str, str] = field(default_factory=dict)  # workload uuid -> the key of its first proposal
 
 
 class CandidateSource(ABC):

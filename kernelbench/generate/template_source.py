@@ -3,6 +3,8 @@ configurations for each shape class of the problem's workloads, knowledge-base w
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kernelbench.core.problem import Problem
 
 from .candidate import Candidate, Provenance
@@ -39,6 +41,7 @@ class TemplateFamilies(CandidateSource):
         proposed: dict[str, Candidate] = {}
         for family, match in matches(task.problem, task.notes):
             for shape_class, workloads in shape_classes(family, match, task.problem).items():
+                task.shape_classes.update({(family.name, w.uuid): shape_class for w in workloads})
                 axes = task.problem.axes_for(max(workloads, key=task.problem.workload_size))
                 seeded = [(s.config, f"knowledge base: {s.task}") for s in task.seeds
                           if s.family == family.name and s.shape_class == shape_class]
@@ -48,5 +51,13 @@ class TemplateFamilies(CandidateSource):
                                           Provenance(source="template", family=family.name, parameters=config,
                                                      proposer=proposer, shape_class=shape_class,
                                                      workloads=tuple(w.uuid for w in workloads)))
-                    proposed.setdefault(candidate.key, candidate)
+                    for w in workloads:   # knowledge-base seeds first, then the family's best guess
+                        task.first_choices.setdefault(w.uuid, candidate.key)
+                    known = proposed.get(candidate.key)
+                    if known is None:
+                        proposed[candidate.key] = candidate
+                    else:  # proposed again for another class: it serves that class's workloads too
+                        workloads_served = known.provenance.workloads + candidate.provenance.workloads
+                        proposed[candidate.key] = Candidate(known.solution, replace(known.provenance,
+                                                                                    workloads=workloads_served))
         return list(proposed.values())

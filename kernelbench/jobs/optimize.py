@@ -111,7 +111,7 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
                                            s.result.status, {"rung": s.rung, **s.result.to_json()})
         winners, fallback = search.winners, search.fallback
     else:
-        winners, fallback = _first_guesses(proposed, workloads)
+        winners, fallback = _first_guesses(proposed, task, workloads)
     if fallback is not None:
         finalists = list({c.key: c for c in (assemble(problem, winners, fallback), fallback)}.values())
         for candidate in finalists:
@@ -119,7 +119,7 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
             evaluated.append(result)
             emit(Event("evaluated", evaluated=result))
         if search is not None and search.winners:
-            knowledge.remember(session.store, problem, gpu, _knowledge_entries(problem, proposed, search, gpu))
+            knowledge.remember(session.store, problem, gpu, _knowledge_entries(problem, task, search, gpu))
     best = choose_best(evaluated)
     chosen = best or max(evaluated, key=lambda r: r.summary["sol_score"])
     record(session, problem, chosen, run_id)
@@ -156,24 +156,21 @@ def _evaluate(session: Session, problem: Problem, candidate: Candidate, config: 
     return result
 
 
-def _first_guesses(proposed: list[Candidate], workloads) -> tuple[dict[str, Candidate], Candidate | None]:
+def _first_guesses(proposed: list[Candidate], task: TaskContext,
+                   workloads) -> tuple[dict[str, Candidate], Candidate | None]:
     """No search: per workload, the first candidate proposed for its shape class (the sources put the
     knowledge base's winners first, then each family's best guess)."""
-    winners = {}
-    for workload in workloads:
-        chosen = next((c for c in proposed if workload.uuid in c.provenance.workloads), None)
-        if chosen is not None:
-            winners[workload.uuid] = chosen
+    by_key = {c.key: c for c in proposed}
+    winners = {w.uuid: by_key[task.first_choices[w.uuid]] for w in workloads
+               if task.first_choices.get(w.uuid) in by_key}
     fallback = next(iter(winners.values()), proposed[0] if proposed else None)
     return winners, fallback
 
 
-def _knowledge_entries(problem: Problem, proposed: list[Candidate], search: SearchOutcome,
+def _knowledge_entries(problem: Problem, task: TaskContext, search: SearchOutcome,
                        gpu: str) -> list[knowledge.Entry]:
     """The search's per-workload winners that came from a family, under the shape class of the
     workload they won (a configuration proposed for one class may win in another)."""
-    shape_class = {(c.provenance.family, uuid): c.provenance.shape_class for c in proposed
-                   for uuid in c.provenance.workloads}
     times = {}
     for s in search.screened:      # the latest rung's time of each candidate on each workload
         for uuid, ms in s.result.times_ms.items():
@@ -184,6 +181,6 @@ def _knowledge_entries(problem: Problem, proposed: list[Candidate], search: Sear
         if p.family is None or p.family not in FAMILIES:
             continue
         entries.append(knowledge.Entry(p.family, FAMILIES[p.family].version, knowledge.dtype_signature(problem),
-                                       shape_class.get((p.family, uuid)) or p.shape_class or "", gpu, p.parameters,
+                                       task.shape_classes.get((p.family, uuid), p.shape_class or ""), gpu, p.parameters,
                                        times[(candidate.key, uuid)], problem.name))
     return entries
