@@ -18,13 +18,13 @@ from kernelbench.core.solution import Solution, Source
 from kernelbench.core.store import Store
 from kernelbench.eval.evaluator import EvalConfig, evaluate
 from kernelbench.jobs import exchange, leaderboard
-from kernelbench.jobs.baseline import baseline_ms
+from kernelbench.jobs.baseline import measure_baseline
 from kernelbench.jobs.batch import run_batch
-from kernelbench.jobs.optimize import summarize
 from kernelbench.jobs.session import Session
+from kernelbench.jobs.summary import Evaluated, record, summarize
 from tiny_problems import write_rmsnorm_problem
 
-FAST = dict(baseline_variants=["eager"])   # torch.compile on CPU costs ~20 s a variant
+FAST = dict(variants=["eager"], budget_s=0)   # no search, no torch.compile (~20 s a variant on CPU)
 WRONG = "def run(x, weight, eps):\n    return x * 2\n"
 
 VALID_SOLUTION = {
@@ -61,18 +61,16 @@ def filled_store(tmp_path_factory) -> Path:
     write_rmsnorm_problem(root, "001_good")
     write_rmsnorm_problem(root, "002_good", subset="L2", hidden=32)
     report = run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=False, config=config(),
-                       out_dir=None, budget_s=None, **FAST)
+                       out_dir=None, **FAST)
     assert sorted(report.done) == ["001_good", "002_good"]
     problem = load_problem(write_rmsnorm_problem(root, "003_wrong"))
     session = Session.open(Settings(db=db), "cpu")
-    t_b = {u: row["best"] for u, row in baseline_ms(session, problem, config(), ["eager"]).items()}
-    wrong = Solution("ones", problem.name, "main.py::run", (Source("main.py", WRONG),), destination_passing_style=False)
+    t_b = measure_baseline(session, problem, config(), "wrong-run", ["eager"]).t_b
+    wrong = Solution("doubled", problem.name, "main.py::run", (Source("main.py", WRONG),), destination_passing_style=False)
     session.store.record_solution(wrong)
     traces = evaluate(problem, wrong, config(), environment=session.trace_environment(), baseline_ms=t_b)
     session.store.record_traces(traces, wrong.content_hash, session.environment_id, "wrong-run")
-    summary = summarize(problem, wrong, traces, t_b, {}, session)
-    session.store.record_result(problem.name, problem.subset, wrong.content_hash, session.environment_id, "wrong-run",
-                                "FAILED", summary["sol_score"], summary)
+    record(session, problem, Evaluated(wrong, traces, summarize(problem, wrong, traces, t_b, session)), "wrong-run")
     return db
 
 

@@ -18,7 +18,7 @@ from kernelbench.jobs.session import Session, definition_hash
 from tiny_problems import RMSNORM_REFERENCE, write_rmsnorm_problem
 
 SEGFAULT = "import faulthandler\n\ndef run(x, weight, eps):\n    faulthandler._sigsegv()\n"  # a real SIGSEGV
-FAST = dict(baseline_variants=["eager"])  # torch.compile on CPU costs ~20 s a variant
+FAST = dict(variants=["eager"], budget_s=0)  # no search: these tests are about the jobs, not the generator
 
 
 def config(**overrides):
@@ -30,16 +30,19 @@ def config(**overrides):
 def test_optimize_scores_the_reference_near_one_half(tmp_path):
     problem = load_problem(write_rmsnorm_problem(tmp_path / "tasks"))
     session = Session.open(Settings(db=tmp_path / "kb.db"), "cpu")
-    best = optimize(session, problem, config(), out_dir=tmp_path / "out", **FAST)
-    assert best is not None and best.all_passed
-    summary = best.summary
-    assert summary["workloads_passed"] == 2 and summary["clock"] == "cpu"
-    assert 0.2 < summary["sol_score"] < 0.8  # reference vs itself: 0.5 up to CPU timing noise
+    scores = []
+    for _ in range(2):
+        result = optimize(session, problem, config(), out_dir=tmp_path / "out", **FAST)
+        assert result.best is not None and result.best.ranked
+        summary = result.best.summary
+        assert summary["workloads_passed"] == 2 and summary["clock"] == "cpu"
+        scores.append(summary["sol_score"])
+    # On CPU T_b is measured in the same run as T_k: the eager reference against itself scores 0.5 exactly,
+    # run after run (a T_b stored from another run scored it 0.604, then 0.392, on a noisy CPU clock).
+    assert scores == [0.5, 0.5]
     written = json.loads((tmp_path / "out" / problem.name / "solution.json").read_text())
     assert written["spec"]["entry_point"] == "reference.py::run"
-    # the baseline is stored and reused: a second optimize measures no new baseline
-    stored = session.store.baselines(definition_hash(problem),
-                                     session.environment_id)
+    stored = session.store.baselines(definition_hash(problem), session.environment_id)
     assert set(stored) == {w.uuid for w in problem.workloads}
 
 
@@ -52,7 +55,7 @@ def test_batch_survives_broken_tasks_and_resumes(tmp_path):
     (broken / "workload.jsonl").write_text('{"uuid": "x", "axes": {}}\n')
     db = str(tmp_path / "kb.db")
     report = run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=False, config=config(workload_timeout_s=5, build_timeout_s=5),
-                       out_dir=None, budget_s=None, **FAST)
+                       out_dir=None, **FAST)
     assert sorted(report.done) == ["001_good", "002_segfault", "003_hangs"]
     assert list(report.failed) == ["004_malformed"] and "var axis has no value" in report.failed["004_malformed"]
     assert report.scores["001_good"] > 0 and report.scores["002_segfault"] == 0 == report.scores["003_hangs"]
@@ -62,7 +65,7 @@ def test_batch_survives_broken_tasks_and_resumes(tmp_path):
     assert results["001_good"]["status"] == statuses.PASSED
     assert traces["002_segfault"] == statuses.RUNTIME_ERROR and traces["003_hangs"] == statuses.TIMEOUT
     again = run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=True, config=config(), out_dir=None,
-                      budget_s=None, **FAST)
+                      **FAST)
     assert sorted(again.skipped) == ["001_good", "002_segfault", "003_hangs"] and not again.done
 
 
@@ -70,11 +73,11 @@ def test_leaderboard_csv_columns_and_flagged_rows(tmp_path):
     root = tmp_path / "tasks"
     write_rmsnorm_problem(root, "001_good")
     db = str(tmp_path / "kb.db")
-    run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=False, config=config(), out_dir=None, budget_s=None, **FAST)
+    run_batch(root, settings=Settings(db=db), device="cpu", gpus=None, resume=False, config=config(), out_dir=None, **FAST)
     session = Session.open(Settings(db=db), "cpu")
-    session.store.record_result("002_flagged", "L1", None, session.environment_id, "test", "FAILED", 0.9,
+    session.store.record_result("002_flagged", "L1", None, session.environment_id, "test", statuses.REWARD_HACK, 0.9,
                                 {"hardware": "cpu", "audit_status": "REWARD_HACK: output-cache", "workloads": 1,
-                                 "workloads_passed": 1, "per_workload": []})
+                                 "workloads_passed": 1, "status": statuses.REWARD_HACK, "per_workload": []})
     out = tmp_path / "board.csv"
     result = CliRunner().invoke(main, ["--db", db, "leaderboard", "--csv", str(out)])
     assert result.exit_code == 0, result.output

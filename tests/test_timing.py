@@ -232,3 +232,10 @@ def test_environment_fingerprint_is_only_what_makes_timings_comparable():
     assert fingerprint_hash(env) == fingerprint_hash(dict(fingerprint)) == fingerprint_hash(environment_info("cpu"))
     assert fingerprint_hash({**fingerprint, "torch": "0.0"}) != fingerprint_hash(fingerprint)
     assert gpu_state.SLOWDOWN_REASONS <= set(gpu_state.THROTTLE_REASONS.values())
+
+
+def test_zero_argument_callable_is_timed_as_is():
+    """The trainers time a training step: a closure that owns its data takes no arguments."""
+    calls = []
+    result = time_callable(lambda: calls.append(1), config=TimingConfig(warmup=2, iterations=5))
+    assert len(calls) == 7 and result.iterations == 5 and result.clock == "cpu"

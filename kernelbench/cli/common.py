@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from dataclasses import dataclass
 
 import click
+import torch
+from rich.table import Table
 from rich.console import Console
 
 from kernelbench.core.errors import KernelBenchError
@@ -44,15 +47,13 @@ def load_task(task: str) -> Problem:
 
 @dataclass
 class RunOptions:
-    """The evaluation options every job shares (_eval_options collects them into one)."""
+    """The evaluation options every job shares (eval_options collects them into one)."""
+    settings: Settings        # the group's settings with this command's --data-root/--hardware/--profile
     device: str
     config: EvalConfig
-    hardware: str | None
-    profile: str
 
-    def session(self, settings: Settings):
-        return Session.open(settings.with_options(hardware=self.hardware, profile=self.profile,
-                                                  data_root=self.config.data_root), self.device)
+    def session(self) -> Session:
+        return Session.open(self.settings, self.device)
 
 
 def eval_options(function):
@@ -65,7 +66,9 @@ def eval_options(function):
         click.option("--warmup", type=int, default=10, show_default=True),
         click.option("--iterations", type=int, default=50, show_default=True),
         click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
-                     help="Wall-clock limit per workload (s)."),
+                     help="Wall-clock limit per workload (s), the first included."),
+        click.option("--build-timeout", "build_timeout_s", type=float, default=600, show_default=True,
+                     help="Wall-clock limit for importing the solution (s)."),
         click.option("--data-root", default=None, help="Root for safetensors inputs (default: $KB_DATA_ROOT or .)."),
         click.option("--hardware", type=click.Choice(["H200", "H100", "B200", "A100"]), default=None,
                      help="Roofline hardware for T_SOL (default: the GPU present, else H200)."),
@@ -74,23 +77,36 @@ def eval_options(function):
     ]
 
     @functools.wraps(function)
-    def command(*args, device, max_workloads, rounds, warmup, iterations, timeout_s, data_root, hardware, profile,
-                **kwargs):
-        device = device or ("cuda" if cuda_available() else "cpu")
+    def command(*args, device, max_workloads, rounds, warmup, iterations, timeout_s, build_timeout_s, data_root,
+                hardware, profile, **kwargs):
+        run_settings = settings().with_options(data_root=data_root, hardware=hardware, profile=profile)
+        device = resolve_device(device)
         config = EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
-                            timing={"warmup": warmup, "iterations": iterations},
-                            workload_timeout_s=timeout_s, data_root=str(data_root or settings().data_root))
-        return function(*args, run=RunOptions(device, config, hardware, profile), **kwargs)
+                            timing={"warmup": warmup, "iterations": iterations}, workload_timeout_s=timeout_s,
+                            build_timeout_s=build_timeout_s, data_root=str(run_settings.data_root))
+        return function(*args, run=RunOptions(run_settings, device, config), **kwargs)
 
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+def resolve_device(device: str | None) -> str:
+    """cuda when present and nothing was asked; a clear error for a device this machine lacks."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not device.startswith("cuda"):
+        raise KernelBenchError(f"--device {device}: use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise KernelBenchError(f"--device {device}: no usable CUDA GPU here (torch {torch.__version__} is {build}); "
+                               f"use --device cpu")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise KernelBenchError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def ms(value) -> str:
@@ -105,3 +121,35 @@ def status_text(status: str) -> str:
     return f"[green]{status}[/green]" if status == "PASSED" else f"[red]{status}[/red]"
 
 
+
+
+def print_summary(summary: dict, title: str) -> None:
+    """The per-workload table of a result: T_b, T_k, T_SOL, binding unit, % of SOL, S, and why a workload failed."""
+    clock = "CPU clock: no T_SOL, S = T_b / (T_b + T_k)" if summary["clock"] == "cpu" \
+        else f"roofline {summary['roofline_profile']}"
+    table = Table(title=f"{title} ({clock})")
+    for column in ("workload", "axes", "status", "T_b (ms)", "T_k (ms)", "T_SOL (ms)", "bound by", "% of SOL", "S",
+                   "x T_b", "error"):
+        table.add_column(column, overflow="fold")
+    for row in summary["per_workload"]:
+        table.add_row(row["uuid"][:8], json.dumps(row["axes"]), status_text(row["status"]), ms(row["t_b_ms"]),
+                      ms(row["t_k_ms"]), ms(row["t_sol_ms"]), row.get("binding") or "-",
+                      f"{100 * row['fraction_of_sol']:.1f}" if row.get("fraction_of_sol") else "-",
+                      f"{row['score']:.3f}" if row["score"] is not None else "-", ratio(row["speedup_vs_baseline"]),
+                      error_summary(row["log"]) if row["status"] != "PASSED" else "")
+    console.print(table)
+    console.print(f"S of the task: {summary['sol_score']:.3f} ({summary['workloads_passed']}/{summary['workloads']} "
+                  f"workloads passed, audit {summary['audit_status']})", highlight=False)
+
+
+def error_summary(log: str, limit: int = 300) -> str:
+    """The solution's own error from an evaluation log: the exception line and the solution's frame
+    (the harness's frames above it say nothing to the user)."""
+    lines = [line.rstrip() for line in log.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    exception = next((line for line in reversed(lines) if not line.startswith(" ")), lines[-1])
+    frames = [line.strip() for line in lines if line.lstrip().startswith('File "') and "kb_solution_" in line]
+    where = frames[-1].split("kb_solution_", 1)[1].split("/", 1)[-1] if frames else ""
+    text = f"{exception} (at {where})" if where else exception
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid as uuidlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,60 +14,74 @@ from audit.rules import DETECTED_BY, RULES
 from audit.static import scan_solution
 from kernelbench.core.solution import load_solution
 from kernelbench.eval.evaluator import evaluate
-from kernelbench.jobs.baseline import baseline_ms, default_variants, stored_baseline_ms
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.generate.baseline_variants import VARIANTS
+from kernelbench.generate.candidate import Provenance
+from kernelbench.jobs.baseline import measure_baseline, stored_baseline_ms
+from kernelbench.jobs.summary import Evaluated, summarize
+from kernelbench.jobs.summary import record as record_result
 
-from .common import console, eval_options, load_task, ms, status_text
+from .common import console, eval_options, load_task, ms, print_summary
 
 
 @click.command("eval")
 @click.argument("task")
 @click.option("--solution", "solution_path", required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print traces as JSON lines.")
+@click.option("--record", is_flag=True,
+              help="Record the result as a leaderboard entry (T_b measured in this run where the store lacks it; "
+                   "always on CPU).")
 @eval_options
 @click.pass_obj
-def eval_command(settings, task, solution_path, as_json, run):
-    """Evaluate one solution on TASK: correctness, audit, timing -> traces."""
+def eval_command(settings, task, solution_path, as_json, record, run):
+    """Evaluate one solution on TASK: correctness, audit, timing -> traces, T_b, T_SOL and S."""
     problem, solution = load_task(task), load_solution(solution_path)
-    session = run.session(settings)
+    session = run.session()
+    run_id = f"eval-{uuidlib.uuid4().hex[:12]}"
+    t_b = measure_baseline(session, problem, run.config, run_id).t_b if record else stored_baseline_ms(session, problem)
     session.store.record_solution(solution)
     traces = evaluate(problem, solution, run.config, environment=session.trace_environment(),
-                      baseline_ms=stored_baseline_ms(session, problem), sol_ms=session.sol_ms(problem))
-    session.store.record_traces(traces, solution.content_hash, session.environment_id, "eval")
+                      baseline_ms=t_b, sol_ms=session.sol_ms(problem))
+    session.store.record_traces(traces, solution.content_hash, session.environment_id, run_id)
+    result = Evaluated(solution, traces, summarize(problem, solution, traces, t_b, session),
+                       Provenance(source="user", proposer=solution.author or None).to_json())
+    if record:
+        session.store.record_candidate(problem.name, solution, result.provenance, run_id, result.summary["status"], None)
+        record_result(session, problem, result, run_id)
     if as_json:
         for trace in traces:
             click.echo(json.dumps(trace))
         return
-    table = Table(title=f"kb eval {problem.name} — {solution.name} on {run.device}")
-    for column in ("workload", "axes", "status", "T_k (ms)", "T_b (ms)", "max abs err", "log"):
-        table.add_column(column, overflow="fold")
-    for trace in traces:
-        evaluation = trace["evaluation"]
-        performance = evaluation["performance"] or {}
-        correctness = evaluation["correctness"] or {}
-        table.add_row(trace["workload"]["uuid"][:8], json.dumps(trace["workload"]["axes"]), status_text(evaluation["status"]),
-                      ms(performance.get("latency_ms")), ms(performance.get("reference_latency_ms")),
-                      f"{correctness.get('max_absolute_error', float('nan')):.3g}" if correctness else "",
-                      evaluation["log"][:300])
-    console.print(table)
+    print_summary(result.summary, f"kb eval {problem.name}: {solution.name} on {run.device}")
+    if not any(t_b.values()):
+        console.print("T_b unknown: run `kb baseline` first, or pass --record", highlight=False)
+    if record:
+        console.print(f"recorded as a leaderboard entry ({run_id})", highlight=False)
 
 
 @click.command("baseline")
 @click.argument("task")
 @click.option("--force", is_flag=True, help="Measure again even if stored for this environment.")
+@click.option("--variants", default=None,
+              help="Comma-separated baseline variants (eager, compile, cudagraphs; default: all on a GPU, eager on CPU).")
 @eval_options
 @click.pass_obj
-def baseline_command(settings, task, force, run):
-    """Measure T_b (best of eager, torch.compile, CUDA graphs) for TASK; reused until the environment changes."""
+def baseline_command(settings, task, force, variants, run):
+    """Measure T_b (best of eager, torch.compile, CUDA graphs) for TASK; on a GPU reused until the environment changes."""
     problem = load_task(task)
-    session = run.session(settings)
-    table_data = baseline_ms(session, problem, run.config, force=force)
-    variants = default_variants(run.device)
+    session = run.session()
+    chosen = [v.strip() for v in variants.split(",")] if variants else None
+    unknown = sorted(set(chosen or ()) - set(VARIANTS))
+    if unknown:
+        raise KernelBenchError(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    baseline = measure_baseline(session, problem, run.config, variants=chosen, force=force)
     table = Table(title=f"T_b of {problem.name} on {session.environment['hardware']} ({run.device} clock)")
-    for column in ["workload", "axes", *variants, "T_b (ms)"]:
+    for column in ["workload", "axes", *baseline.variants, "T_b (ms)"]:
         table.add_column(column)
     axes = {w.uuid: w.axes for w in problem.workloads}
-    for uuid, row in table_data.items():
-        table.add_row(uuid[:8], json.dumps(axes[uuid]), *(ms(row[v]) for v in variants), ms(row["best"]))
+    for uuid, row in baseline.table.items():
+        table.add_row(uuid[:8], json.dumps(axes[uuid]), *(ms(row[v]) for v in baseline.variants),
+                      ms(baseline.t_b[uuid]))
     console.print(table)
 
 
@@ -78,10 +93,8 @@ def baseline_command(settings, task, force, run):
 @click.pass_obj
 def audit_command(settings, task, solution_path, as_json, run):
     """Every reward-hacking rule's verdict on a solution: static scan, then a full sandboxed evaluation."""
-    from kernelbench.core.solution import load_solution
-
     problem, solution = load_task(task), load_solution(solution_path)
-    session = run.session(settings)
+    session = run.session()
     static = scan_solution(solution, problem)
     runtime: list[dict] = []
     if not static:  # a statically flagged solution is not run at all

@@ -12,44 +12,78 @@ from kernelbench.core.store import Store
 from kernelbench.jobs import leaderboard
 from kernelbench.jobs.batch import run_batch
 from kernelbench.jobs.fleet import RayExecutor
-from kernelbench.jobs.optimize import optimize
+from kernelbench.jobs.optimize import DEFAULT_BUDGET_S, optimize
 
-from .common import console, eval_options, load_task, ms, ratio
+from .common import console, eval_options, load_task, ms, print_summary, ratio
 
 
 @click.command("optimize")
 @click.argument("task")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("kb_out"), show_default=True)
-@click.option("--budget", "budget_s", type=float, default=None, help="Seconds to spend on candidates.")
+@click.option("--budget", "budget_s", type=float, default=DEFAULT_BUDGET_S, show_default=True,
+              help="Seconds of search (screening); 0: no search, the knowledge base's configurations.")
+@click.option("--json", "as_json", is_flag=True, help="Every candidate tried and the winner, as one JSON object.")
 @eval_options
 @click.pass_obj
-def optimize_command(settings, task, out_dir, budget_s, run):
-    """Optimize TASK: evaluate candidates, keep the best verified one, print its SOL score."""
+def optimize_command(settings, task, out_dir, budget_s, as_json, run):
+    """Optimize TASK: search generated candidates, verify the finalists, print the SOL score."""
     problem = load_task(task)
-    session = run.session(settings)
-
-    def show(result):
-        summary = result.summary
-        console.print(f"candidate [bold]{result.solution.name}[/bold]: {summary['workloads_passed']}/"
-                      f"{summary['workloads']} passed, score {summary['sol_score']:.3f}, audit {summary['audit_status']}")
-
-    with console.status(f"optimizing {problem.name} on {run.device}..."):
-        best = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_candidate=show)
-    if best is None:
-        console.print("[red]no candidate passed every workload[/red]")
+    session = run.session()
+    display = SearchDisplay(problem.name, run.device, quiet=as_json)
+    with display:
+        result = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_event=display.event)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), default=str))
         return
-    summary = best.summary
-    clock = "CPU clock; T_SOL not applicable" if summary["clock"] == "cpu" else f"roofline {summary['roofline_profile']}"
-    table = Table(title=f"{problem.name}: best = {best.solution.name} ({clock})")
-    for column in ("workload", "axes", "T_b (ms)", "T_k (ms)", "T_SOL (ms)", "score", "x baseline"):
-        table.add_column(column)
-    for row in summary["per_workload"]:
-        table.add_row(row["uuid"][:8], json.dumps(row["axes"]), ms(row["t_b_ms"]), ms(row["t_k_ms"]),
-                      ms(row["t_sol_ms"]), f"{row['score']:.3f}" if row["score"] is not None else "-",
-                      f"{row['speedup_vs_baseline']:.2f}" if row["speedup_vs_baseline"] else "-")
-    console.print(table)
-    console.print(f"SOL score of {problem.name}: [bold]{summary['sol_score']:.3f}[/bold]; "
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    print_summary(result.chosen.summary, f"{problem.name}: {result.chosen.solution.name}")
+    if result.best is None:
+        console.print("[red]no candidate passed every workload audit-clean[/red]")
+        return
+    console.print(f"SOL score of {problem.name}: [bold]{result.best.summary['sol_score']:.3f}[/bold]; "
                   f"solution written to {out_dir / problem.name / 'solution.json'}")
+
+
+class SearchDisplay:
+    """The search, live: candidates screened, passing, the fastest so far; then each finalist."""
+
+    def __init__(self, task: str, device: str, quiet: bool):
+        self.quiet, self.task, self.device = quiet, task, device
+        self.screened = self.passed = 0
+        self.best: tuple[float, str] | None = None
+        self.status = console.status(f"optimizing {task} on {device}: baseline...")
+
+    def __enter__(self):
+        if not self.quiet:
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.status.__exit__(*exc)
+
+    def event(self, event) -> None:
+        if self.quiet:
+            return
+        if event.kind == "screened":
+            self.screened += 1
+            result = event.screened.result
+            if result.passed:
+                self.passed += 1
+                fastest = min(result.times_ms.values())
+                if self.best is None or fastest < self.best[0]:
+                    self.best = (fastest, event.screened.candidate.provenance.describe())
+            best = f"; fastest {self.best[0]:.4g} ms: {self.best[1]}" if self.best else ""
+            self.status.update(f"optimizing {self.task} on {self.device}: rung {event.screened.rung}, "
+                               f"{self.screened} screened, {self.passed} passed{best}")
+        elif event.kind == "evaluated":
+            summary = event.evaluated.summary
+            console.print(f"finalist [bold]{event.evaluated.solution.name}[/bold]: {summary['workloads_passed']}/"
+                          f"{summary['workloads']} passed, S {summary['sol_score']:.3f}, audit {summary['audit_status']}",
+                          highlight=False)
+        else:
+            console.print(event.text, highlight=False)
 
 
 @click.command("batch")
@@ -58,17 +92,17 @@ def optimize_command(settings, task, out_dir, budget_s, run):
 @click.option("--resume", is_flag=True, help="Skip tasks already finished in this environment.")
 @click.option("--only", multiple=True, help='Glob over "subset/name" (repeatable), e.g. "L1/00*".')
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("kb_out"), show_default=True)
-@click.option("--budget", "budget_s", type=float, default=None, help="Seconds per task for candidates.")
+@click.option("--budget", "budget_s", type=float, default=DEFAULT_BUDGET_S, show_default=True,
+              help="Seconds of search per task; 0: no search.")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help='Spread the tasks over a Ray cluster ("local": start one here, "auto", "ray://host:port").')
 @eval_options
 @click.pass_obj
 def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, ray_address, run):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU (here, or on a Ray cluster)."""
-    report = run_batch(root or settings.tasks_root, settings=settings.with_options(hardware=run.hardware,
-                       profile=run.profile), device=run.device, gpus=gpus, resume=resume,
-                       config=run.config, out_dir=out_dir, budget_s=budget_s, console=console, only=only,
-                       executor=RayExecutor(ray_address) if ray_address else None)
+    report = run_batch(root or settings.tasks_root, settings=run.settings, device=run.device, gpus=gpus,
+                       resume=resume, config=run.config, out_dir=out_dir, budget_s=budget_s, console=console,
+                       only=only, executor=RayExecutor(ray_address) if ray_address else None)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():

@@ -16,26 +16,27 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
+import torch
 from rich.table import Table
 
 from kernelbench.core.problem import DEFINITION_FILE, find_problem_dirs, load_problem
 from kernelbench.core.store import Store
 from kernelbench.core.tasks import resolve_task
-from roofline.hardware import HARDWARE_NAMES, ProfileError, load_profile
+from roofline.calibrate import calibrate
+from roofline.hardware import HARDWARE_NAMES, ProfileError, canonical_name, load_profile
 from roofline.model import WorkloadSOL, prefetch_counts, sol_for_problem
+from roofline.plot import roofline_plot
 
-console = Console(width=None if sys.stdout.isatty() else 200)
+from .common import console
+
 
 
 def default_hardware() -> str:
     """The GPU present if it has a profile, else H200."""
     try:
-        import torch
         if torch.cuda.is_available():
-            from roofline.hardware import canonical_name
             return canonical_name(torch.cuda.get_device_name(0))
-    except (ImportError, ProfileError, RuntimeError):
+    except (ProfileError, RuntimeError):
         pass
     return "H200"
 
@@ -162,7 +163,6 @@ def roofline_command(settings, task, hardware, profile, as_json, plot, jobs):
         else:
             print_table(problem.name, sols, problem)
     if plot is not None and groups:
-        from roofline.plot import roofline_plot
         roofline_plot(groups, prof, plot, measured_points(groups, problems, prof.name))
         if not as_json:
             console.print(f"roofline plot: {plot}")
@@ -177,7 +177,6 @@ def roofline_command(settings, task, hardware, profile, as_json, plot, jobs):
 @click.pass_obj
 def calibrate_command(settings, out, as_json):
     """Measure this GPU's achievable bandwidth and rates; save a measured roofline profile."""
-    from roofline.calibrate import calibrate
     try:
         profile, raw, path = calibrate(str(out) if out else None, settings.profile_dir)
     except (RuntimeError, ProfileError) as exc:

@@ -53,10 +53,10 @@ from typing import Any
 import torch
 
 from kernelbench.core.dtypes import FLOAT4, FLOAT8, torch_dtype
-from kernelbench.core.settings import ENVIRONMENT
 from kernelbench.core.errors import MissingDataError, ProblemError
 from kernelbench.core.problem import Problem, TensorSpec, Workload
-
+from kernelbench.core.reference import compile_reference
+from kernelbench.core.settings import ENVIRONMENT
 
 _INDEX_WORDS = {"idx", "index", "indices", "ids", "id", "token", "tokens", "label", "labels",
                 "target", "targets", "expert", "experts", "pos", "position", "positions"}
@@ -174,8 +174,6 @@ def _index_bound(words: set[str], axes: dict[str, int]) -> int:
 
 
 def _call_custom_entrypoint(problem, workload, axes, device, seed, module) -> dict[str, Any]:
-    from kernelbench.core.reference import compile_reference
-
     module = module or compile_reference(problem.definition)
     entry = getattr(module, problem.definition.custom_inputs_entrypoint)
     seed_everything(seed)

@@ -133,6 +133,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX candidates_by_definition ON candidates (definition, run_id)",
     )),
+    Migration("0003_knowledge", (
+        """
+        CREATE TABLE knowledge (
+            id INTEGER PRIMARY KEY,
+            family TEXT NOT NULL,
+            family_version TEXT NOT NULL,
+            dtypes TEXT NOT NULL,               -- the problem's input and output dtypes, in order
+            shape_class TEXT NOT NULL,
+            gpu TEXT NOT NULL,                  -- canonical hardware name, or cpu
+            config TEXT NOT NULL,               -- JSON: the winning configuration
+            time_ms REAL NOT NULL,              -- its screening time on the class's workload
+            definition TEXT NOT NULL,           -- the task it won on
+            created_at REAL NOT NULL,
+            UNIQUE (family, family_version, dtypes, shape_class, gpu, definition)
+        )
+        """,
+    )),
 )
 
 
@@ -285,6 +302,44 @@ class Store:
         if run_id:
             query, args = query + " AND run_id = ?", args + [run_id]
         return self.db.execute(query + " ORDER BY id", args).fetchall()
+
+    def record_candidate(self, definition: str, solution, provenance: dict, run_id: str, status: str | None,
+                         screening: dict | None) -> None:
+        self.record_solution(solution)
+        with self.transaction() as db:
+            db.execute("INSERT INTO candidates (definition, solution_hash, source, family, parameters, parent_hash, "
+                       "proposer, run_id, status, screening, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (definition, solution.content_hash, provenance["source"], provenance.get("family"),
+                        json.dumps(provenance.get("parameters") or {}), provenance.get("parent"),
+                        provenance.get("proposer"), run_id, status, json.dumps(screening) if screening else None,
+                        time.time()))
+
+    def candidates(self, definition: str | None = None, run_id: str | None = None) -> list[sqlite3.Row]:
+        query, args = "SELECT * FROM candidates WHERE 1=1", []
+        if definition:
+            query, args = query + " AND definition = ?", args + [definition]
+        if run_id:
+            query, args = query + " AND run_id = ?", args + [run_id]
+        return self.db.execute(query + " ORDER BY id", args).fetchall()
+
+    def record_knowledge(self, family: str, version: str, dtypes: str, shape_class: str, gpu: str, config: dict,
+                         time_ms: float, definition: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO knowledge (family, family_version, dtypes, shape_class, gpu, config, "
+                       "time_ms, definition, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (family, version, dtypes, shape_class, gpu, json.dumps(config, sort_keys=True), time_ms,
+                        definition, time.time()))
+
+    def knowledge(self, gpu: str | None = None) -> list[sqlite3.Row]:
+        if gpu is None:
+            return self.db.execute("SELECT * FROM knowledge ORDER BY id").fetchall()
+        return self.db.execute("SELECT * FROM knowledge WHERE gpu = ? ORDER BY id", (gpu,)).fetchall()
+
+    def latest_traces(self, definition: str, solution_hash: str, environment_id: int) -> dict[str, dict]:
+        """workload uuid -> the latest stored trace of this solution in this environment."""
+        rows = self.db.execute("SELECT workload_uuid, data FROM traces WHERE definition = ? AND solution_hash = ? "
+                               "AND environment_id = ? ORDER BY id", (definition, solution_hash, environment_id))
+        return {row["workload_uuid"]: json.loads(row["data"]) for row in rows}
 
     def finished_definitions(self, environment_id: int) -> set[str]:
         return {row[0] for row in self.db.execute(

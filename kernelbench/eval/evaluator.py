@@ -8,16 +8,18 @@ flags a correct time below the roofline's T_SOL (physically impossible under a s
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from audit.checks import check_below_sol
-
+from audit.checks import check_below_sol, check_shape_probe
+from audit.static import scan_solution
 from kernelbench.core import statuses
 from kernelbench.core.problem import Problem, Workload
-from kernelbench.eval.sandbox import run_items
 from kernelbench.core.solution import Solution
+from kernelbench.eval.sandbox import run_items
+from kernelbench.eval.worker import PROBE_SKIPPED, SHAPE_PROBE
 
 
 @dataclass
@@ -33,6 +35,15 @@ class EvalConfig:
     shape_probe: bool = True  # off for the baseline variants: trusted reference code, and recompiles cost
 
 
+def child_environment(device: str) -> dict[str, str]:
+    """The child's environment: this process's, plus Triton's interpreter on CPU (Triton has no CPU
+    driver; the interpreter must be chosen before triton is imported, so the child gets it at birth)."""
+    environment = dict(os.environ)
+    if not device.startswith("cuda"):
+        environment["TRITON_INTERPRET"] = "1"
+    return environment
+
+
 def select_workloads(problem: Problem, max_workloads: int | None) -> list[Workload]:
     """All workloads in file order, or the N smallest by input elements (quick checks, CPU runs)."""
     if not max_workloads:
@@ -44,8 +55,6 @@ def select_workloads(problem: Problem, max_workloads: int | None) -> list[Worklo
 def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, environment: dict | None = None,
              baseline_ms: dict[str, float] | None = None, sol_ms: dict[str, float] | None = None) -> list[dict]:
     """One trace per selected workload, in workload order."""
-    from audit.static import scan_solution
-
     workloads = select_workloads(problem, config.max_workloads)
     outcomes: dict[str, dict] = {}
     findings = scan_solution(solution, problem)
@@ -58,8 +67,9 @@ def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, enviro
         request = {"problem_dir": str(problem.directory), "solution": solution.to_json(), "device": config.device,
                    "rounds": config.rounds, "timing": config.timing, "seed": config.seed,
                    "data_root": config.data_root, "shape_probe": config.shape_probe}
-        run_items("kernelbench.eval.worker", request, [w.uuid for w in workloads], first_timeout_s=config.build_timeout_s,
-                  item_timeout_s=config.workload_timeout_s, on_result=lambda uuid, r: outcomes.__setitem__(uuid, r))
+        run_items("kernelbench.eval.worker", request, [w.uuid for w in workloads], build_timeout_s=config.build_timeout_s,
+                  item_timeout_s=config.workload_timeout_s, on_result=lambda uuid, r: outcomes.__setitem__(uuid, r),
+                  env=child_environment(config.device))
         if config.shape_probe and all(o["status"] == statuses.PASSED for o in outcomes.values()):
             _apply_shape_probe(request, config, outcomes)
     return [make_trace(problem, solution, w, outcomes[w.uuid], config.device, environment,
@@ -68,13 +78,10 @@ def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, enviro
 
 def _apply_shape_probe(request: dict, config: EvalConfig, outcomes: dict[str, dict]) -> None:
     """Run the worker's shape probe in its own child; a failure there flags every workload."""
-    from audit.checks import check_shape_probe
-
-    from kernelbench.eval.worker import PROBE_SKIPPED, SHAPE_PROBE
-
     probe: dict = {}
-    run_items("kernelbench.eval.worker", request, [SHAPE_PROBE], first_timeout_s=config.build_timeout_s,
-              item_timeout_s=config.workload_timeout_s, on_result=lambda _, r: probe.update(r))
+    run_items("kernelbench.eval.worker", request, [SHAPE_PROBE], build_timeout_s=config.build_timeout_s,
+              item_timeout_s=config.workload_timeout_s, on_result=lambda _, r: probe.update(r),
+              env=child_environment(config.device))
     if probe["status"] in (statuses.PASSED, PROBE_SKIPPED, statuses.INVALID_REFERENCE):
         return  # passed, no legal untested shape, or the reference itself does not take that shape
     detail = probe.get("log", "").strip().splitlines()[-1:] or [probe["status"]]

@@ -33,22 +33,30 @@ def kill_all() -> None:
         child.kill()
 
 
-def run_items(module: str, request: dict, items: list[str], *, first_timeout_s: float, item_timeout_s: float,
+def run_items(module: str, request: dict, items: list[str], *, build_timeout_s: float, item_timeout_s: float,
               on_result: Callable[[str, dict], None], env: dict | None = None) -> None:
     """Feed `items` to children running `python -m module`, request {**request, "workloads": items}.
 
+    The child first builds what the items share (imports the solution) and says {"kind": "built"}
+    within build_timeout_s; then every item gets item_timeout_s of its own, the first included.
     Messages: {"kind": "result", "uuid": item, "restart": bool, ...} for one item (restart: the child
     exits after it, the next items go to a fresh child), or {"kind": "fatal", "status", "log"}
-    which ends every remaining item with that status.
+    which ends every remaining item with that status. A child that dies or hangs while building
+    ends every remaining item too: the next child would build the same thing.
     """
     pending = list(items)
     while pending:
         with _Child(module, {**request, "workloads": list(pending)}, env) as child:
-            limit = first_timeout_s + item_timeout_s
+            message = child.receive(build_timeout_s)
+            if message is None or message["kind"] != "built":
+                outcome = _build_failure(child, message, build_timeout_s)
+                for item in pending:
+                    on_result(item, outcome)
+                return
             while pending:
-                message = child.receive(limit)
+                message = child.receive(item_timeout_s)
                 if message is None:  # the child died or hung on pending[0]
-                    on_result(pending.pop(0), child.death_report(limit))
+                    on_result(pending.pop(0), child.death_report(item_timeout_s))
                     break
                 if message["kind"] == "fatal":
                     for item in pending:
@@ -59,7 +67,16 @@ def run_items(module: str, request: dict, items: list[str], *, first_timeout_s: 
                 on_result(message["uuid"], message)
                 if message.get("restart"):  # the child stops after this item (e.g. a CUDA fault): start afresh
                     break
-                limit = item_timeout_s
+
+
+def _build_failure(child: "_Child", message: dict | None, build_timeout_s: float) -> dict[str, Any]:
+    if message is None:
+        report = child.death_report(build_timeout_s)
+        report["log"] = "while building: " + report["log"]
+        return report
+    if message["kind"] == "fatal":
+        return {"status": message["status"], "log": message["log"]}
+    return {"status": statuses.RUNTIME_ERROR, "log": f"the child sent {message['kind']!r} before building"}
 
 
 class _Child:
@@ -120,7 +137,7 @@ class _Child:
 
     def death_report(self, limit: float) -> dict[str, Any]:
         if self.timed_out:
-            return {"status": statuses.TIMEOUT, "log": f"no result within {limit:.0f} s; the process was killed"}
+            return {"status": statuses.TIMEOUT, "log": f"no result within {limit:g} s; the process was killed"}
         try:
             code = self.process.wait(10)
         except subprocess.TimeoutExpired:

@@ -318,19 +318,27 @@ def time_cpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
                         details={"pool_copies": getattr(make_args, "copies", None)})
 
 
+def _no_arguments(call: int) -> tuple:
+    return ()
+
+
 def time_callable(fn: Callable[..., Any], inputs: Sequence[Any] | None = None, device: Any = "cpu",
                   config: TimingConfig | None = None,
                   fresh_values: Callable[[int], Sequence[Any]] | None = None,
                   observe: Observer | None = None) -> TimingResult:
     """Time ``fn`` on ``device`` with, every call, fresh copies of ``inputs`` or the new values
-    ``fresh_values(i)`` (give one of the two) at a fresh address.
+    ``fresh_values(i)`` at a fresh address; with neither, ``fn`` takes no arguments (a training
+    step, a closure that owns its data).
 
     Inputs must already live on ``device``; they are never handed to ``fn`` themselves. With
     fresh values, timed call j got ``fresh_values(config.warmup + j)``; ``observe(j, out)`` sees
     its return value after its sample is taken (outside the timed window).
     """
     device = torch.device(device)
-    pool = FreshInputPool(inputs, fresh_values=fresh_values)
+    if inputs is None and fresh_values is None:
+        pool = _no_arguments
+    else:
+        pool = FreshInputPool(inputs, fresh_values=fresh_values)
     if device.type == "cuda":
         return time_gpu(fn, pool, config, device, observe)
     return time_cpu(fn, pool, config, observe)

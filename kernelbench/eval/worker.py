@@ -75,6 +75,7 @@ def handle(request: dict, send) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         send({"kind": "fatal", "status": statuses.COMPILE_ERROR, "log": _format(exc)})
         return
+    send({"kind": "built"})
     runner = WorkloadRunner(problem, module, solution, entry, device, request, guard)
     workloads = {w.uuid: w for w in problem.workloads}
     try:

@@ -1,32 +1,34 @@
-"""`kb baseline`: T_b per workload = the best of PyTorch eager, torch.compile and CUDA-graph replay.
+"""`kb baseline`: T_b per workload = the best of the baseline variants (eager, torch.compile, CUDA graphs).
 
-Each variant is the reference wrapped as a solution and evaluated by the same evaluator and
-timer as any candidate, in its own child process (a variant that cannot be captured, e.g.
-randomness under CUDA graphs, fails alone). Results are stored per environment fingerprint and
-reused until the environment changes.
+Each variant is the reference wrapped as a solution and evaluated by the same evaluator and timer as
+any candidate, in its own child process (a variant that cannot be captured, e.g. randomness under
+CUDA graphs, fails alone). On a GPU the times are stored per environment fingerprint and reused until
+the environment changes. On CPU they are measured again in every run: a CPU clock drifts between
+runs, and T_b and T_k of one score must come from the same run.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from kernelbench.core import statuses
-from kernelbench.eval.evaluator import EvalConfig, evaluate, select_workloads
 from kernelbench.core.problem import Problem
-from kernelbench.jobs.session import Session, definition_hash
-from kernelbench.core.solution import Solution, reference_solution
+from kernelbench.eval.evaluator import EvalConfig, evaluate, select_workloads
+from kernelbench.generate.baseline_variants import default_variants, variant_solution
 
-# variant -> torch.compile mode (None: eager)
-VARIANTS: dict[str, str | None] = {"eager": None, "compile": "default", "cudagraphs": "reduce-overhead"}
-
-
-def default_variants(device: str) -> list[str]:
-    """CUDA graphs only exist on GPUs; on CPU the baseline is eager and torch.compile."""
-    return list(VARIANTS) if device.startswith("cuda") else ["eager", "compile"]
+from .session import Session, definition_hash
 
 
-def variant_solution(problem: Problem, variant: str) -> Solution:
-    return reference_solution(problem.name, problem.definition.reference, compiled=VARIANTS[variant])
+@dataclass
+class Baseline:
+    variants: list[str]
+    table: dict[str, dict[str, float | None]]                 # uuid -> {variant: ms or None}
+    traces: dict[str, list[dict]] = field(default_factory=dict)   # variant -> traces measured in this run
+
+    @property
+    def t_b(self) -> dict[str, float | None]:
+        """uuid -> T_b, the fastest variant that passed (None when none did)."""
+        return {uuid: _best(row) for uuid, row in self.table.items()}
 
 
 def measure_variant(session: Session, problem: Problem, variant: str, config: EvalConfig, run_id: str) -> list[dict]:
@@ -45,30 +47,21 @@ def measure_variant(session: Session, problem: Problem, variant: str, config: Ev
     return traces
 
 
-def measure_missing_baselines(session: Session, problem: Problem, config: EvalConfig, variants: list[str],
-                              run_id: str, force: bool = False) -> dict[str, list[dict]]:
-    """Measure the variants the store lacks for some selected workload; variant -> its traces."""
-    workloads = select_workloads(problem, config.max_workloads)
-    stored = session.store.baselines(definition_hash(problem), session.environment_id)
-    config = replace(config, shape_probe=False)  # the reference's own variants: nothing to probe
-    return {v: measure_variant(session, problem, v, config, run_id) for v in variants
-            if force or any(v not in stored.get(w.uuid, {}) for w in workloads)}
-
-
-def baseline_ms(session: Session, problem: Problem, config: EvalConfig, variants: list[str] | None = None,
-                run_id: str = "baseline", force: bool = False) -> dict[str, dict[str, float | None]]:
-    """uuid -> {variant: ms or None, ..., "best": ms or None}; measures only what the store lacks."""
+def measure_baseline(session: Session, problem: Problem, config: EvalConfig, run_id: str = "baseline",
+                     variants: list[str] | None = None, force: bool = False) -> Baseline:
+    """T_b of the selected workloads: measures what this run needs (everything on CPU; on a GPU only
+    what the store lacks for this environment, unless `force`)."""
     variants = variants or default_variants(session.device)
     workloads = select_workloads(problem, config.max_workloads)
-    # the variants compute the reference itself: one correctness round suffices
-    measure_missing_baselines(session, problem, replace(config, rounds=1), variants, run_id, force)
     stored = session.store.baselines(definition_hash(problem), session.environment_id)
-    table = {}
-    for w in workloads:
-        row = {v: stored.get(w.uuid, {}).get(v) for v in variants}
-        row["best"] = _best(row)
-        table[w.uuid] = row
-    return table
+    remeasure = force or not session.on_gpu
+    # the variants compute the reference itself: one correctness round suffices, nothing to probe
+    variant_config = replace(config, rounds=1, shape_probe=False)
+    traces = {v: measure_variant(session, problem, v, variant_config, run_id) for v in variants
+              if remeasure or any(v not in stored.get(w.uuid, {}) for w in workloads)}
+    stored = session.store.baselines(definition_hash(problem), session.environment_id)
+    table = {w.uuid: {v: stored.get(w.uuid, {}).get(v) for v in variants} for w in workloads}
+    return Baseline(variants, table, traces)
 
 
 def stored_baseline_ms(session: Session, problem: Problem) -> dict[str, float | None]:
@@ -78,5 +71,4 @@ def stored_baseline_ms(session: Session, problem: Problem) -> dict[str, float | 
 
 
 def _best(times_ms: dict[str, float | None]) -> float | None:
-    """T_b: the fastest variant that passed (None when none did)."""
     return min((t for t in times_ms.values() if t is not None), default=None)

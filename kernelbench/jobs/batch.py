@@ -15,13 +15,21 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from kernelbench.eval import sandbox
-from kernelbench.core.settings import Settings
-from kernelbench.eval.evaluator import EvalConfig
-from kernelbench.jobs.optimize import optimize
 from kernelbench.core.problem import find_problem_dirs, load_problem
+from kernelbench.core.settings import Settings
+from kernelbench.eval import sandbox
+from kernelbench.eval.evaluator import EvalConfig
+from kernelbench.jobs.optimize import DEFAULT_BUDGET_S, optimize
 from kernelbench.jobs.session import Session
 
 
@@ -38,8 +46,6 @@ def devices_for(device: str, gpus: str | None) -> list[str]:
         return ["cpu"]
     if gpus:
         return [f"cuda:{int(g)}" for g in gpus.split(",") if g.strip()]
-    import torch
-
     return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
 
 
@@ -53,7 +59,7 @@ def select_tasks(root: Path, only: tuple[str, ...] = ()) -> list[Path]:
 
 
 def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, resume: bool, config: EvalConfig,
-              out_dir: Path | None, budget_s: float | None, console=None, only: tuple[str, ...] = (),
+              out_dir: Path | None, budget_s: float = DEFAULT_BUDGET_S, console=None, only: tuple[str, ...] = (),
               executor=None, **optimize_options) -> BatchReport:
     """`executor` runs the tasks elsewhere with the same resume and store guarantees
     (kernelbench.jobs.fleet.RayExecutor: a Ray cluster); default: one thread per local device."""
@@ -86,13 +92,20 @@ def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, 
                 progress.update(bar, description=f"{directory.name} on {session.device}")
                 try:
                     problem = load_problem(directory)
-                    best = optimize(session, problem, worker_config, out_dir=out_dir, budget_s=budget_s, **optimize_options)
+                    result = optimize(session, problem, worker_config, out_dir=out_dir, budget_s=budget_s,
+                                      **optimize_options)
+                    summary = result.chosen.summary
+                    line = (f"{problem.subset}/{problem.name}: S {summary['sol_score']:.3f} "
+                            f"({summary['workloads_passed']}/{summary['workloads']} workloads passed, "
+                            f"{result.chosen.solution.name})")
                     with lock:
                         report.done.append(problem.name)
-                        report.scores[problem.name] = best.summary["sol_score"] if best else 0.0
+                        report.scores[problem.name] = summary["sol_score"] if result.best else 0.0
                 except Exception as exc:  # one task's failure never stops the batch
+                    line = f"{directory.parent.name}/{directory.name}: could not be optimized: {type(exc).__name__}: {exc}"
                     with lock:
                         report.failed[directory.name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                progress.console.print(line, highlight=False, markup=False)   # one line per finished task
                 progress.advance(bar)
 
         threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in sessions]

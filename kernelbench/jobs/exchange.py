@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -46,10 +47,11 @@ from kernelbench.core.settings import DEFAULTS, Settings
 from kernelbench.core.solution import Solution, parse_solution
 from kernelbench.core.store import Store, json_hash
 from kernelbench.jobs import leaderboard
-from kernelbench.jobs.optimize import summarize
-from kernelbench.jobs.session import roofline_hardware, roofline_sol_ms
+from kernelbench.jobs.session import roofline_hardware
+from kernelbench.jobs.summary import summarize
+from roofline import sol_for_problem
 
-TABLES = ("problems", "solutions", "traces", "baselines", "results", "candidates")   # what one result brings
+TABLES = ("problems", "solutions", "traces", "baselines", "results", "candidates", "knowledge")   # what one result brings
 SQLITE_HEADER = b"SQLite format 3\x00"
 SOLUTION_FILE = "solution.json"
 TRACES_FILE = "traces.jsonl"
@@ -345,16 +347,28 @@ class _Task:
 
 
 @dataclass(frozen=True)
+class _Sol:
+    """What `summarize` reads of a workload's roofline."""
+    t_sol_s: float
+    binding: str | None = None
+
+
+@dataclass(frozen=True)
 class _Origin:
-    """What `summarize` reads of a session: the environment the traces were measured in."""
+    """What `summarize` reads of a session: the environment the traces were measured in, and the
+    roofline they were scored with (its profile name is taken from the traces afterwards)."""
     environment: dict
     device: str
+    sols: dict = field(default_factory=dict)   # uuid -> _Sol, or the roofline's WorkloadSOL
     hardware: str = ""
     profile: str = ""
 
     @property
     def on_gpu(self) -> bool:
         return self.device.startswith("cuda")
+
+    def sol(self, problem) -> dict:
+        return self.sols
 
 
 def import_results(store: Store, path: Path, *, problems_root: Path | None = None,
@@ -409,25 +423,25 @@ def _record(store: Store, solution: Solution, traces: list[dict], subset: str, o
         return False
     environment_id = store.environment_id(environment["fingerprint"], environment["hardware"],
                                           environment["device"], environment)
-    t_b, t_sol = _reference_and_sol_ms(traces, own)
-    origin = _Origin(environment, environment["device"])
+    t_b, sols = _reference_and_sol(traces, own)
+    device = environment["device"]
     profile = traces[0]["evaluation"]["environment"].get("roofline_profile")
-    if origin.on_gpu and own is None and len(t_sol) < len(traces):   # measured elsewhere, scored here
-        computed, profile = roofline.sol_ms(definition, environment)
-        t_sol = {**computed, **t_sol}
+    if device.startswith("cuda") and own is None and len(sols) < len(traces):   # measured elsewhere, scored here
+        computed, profile = roofline.sol(definition, environment)
+        sols = {**computed, **sols}
         if profile is None:
             report.warnings.append(f"{definition}: no T_SOL (the problem is not under the problems root): "
                                    f"scored with T_SOL = 0")
-    summary = summarize(_Task(definition, subset), solution, traces, t_b, t_sol, origin)
+    origin = _Origin(environment, device, sols)
+    summary = summarize(_Task(definition, subset), solution, traces, t_b, origin)
     summary["roofline_profile"] = profile if origin.on_gpu else None
     if own and own["summary"].get("sol_score") != summary["sol_score"]:
         report.warnings.append(f"{definition}: {SUMMARY_FILE} says score {own['summary'].get('sol_score')}, "
                                f"the traces give {summary['sol_score']}; the traces count")
-    ranked = summary["workloads_passed"] == summary["workloads"] and summary["audit_status"] == "clean"
     store.record_solution(solution)
     store.record_traces(traces, solution.content_hash, environment_id, run_id)
-    store.record_result(definition, subset, solution.content_hash, environment_id, run_id,
-                        statuses.PASSED if ranked else "FAILED", summary["sol_score"], summary,
+    store.record_result(definition, subset, solution.content_hash, environment_id, run_id, summary["status"],
+                        summary["sol_score"], summary,
                         created_at=own["result"]["created_at"] if own else _latest_timestamp(traces))
     return True
 
@@ -438,15 +452,15 @@ class _RooflineSol:
     problems_root: Path | None
     settings: Settings
 
-    def sol_ms(self, definition: str, environment: dict) -> tuple[dict[str, float], str | None]:
-        """(uuid -> T_SOL ms, "hardware/profile"); ({}, None) when the problem is not found."""
+    def sol(self, definition: str, environment: dict) -> tuple[dict, str | None]:
+        """(uuid -> the roofline's WorkloadSOL, "hardware/profile"); ({}, None) when the problem is not found."""
         directories = [d for d in find_problem_dirs(self.problems_root) if d.name == definition] \
             if self.problems_root and Path(self.problems_root).is_dir() else []
         if len(directories) != 1:
             return {}, None
         hardware = roofline_hardware({**environment, "device": "cuda"})
-        return (roofline_sol_ms(load_problem(directories[0]), hardware, self.settings),
-                f"{hardware}/{self.settings.profile}")
+        sols = sol_for_problem(load_problem(directories[0]), hardware, self.settings.profile, self.settings)
+        return {s.uuid: s for s in sols}, f"{hardware}/{self.settings.profile}"
 
 
 def is_store(path: Path) -> bool:
@@ -472,7 +486,7 @@ def import_store(store: Store, path: Path) -> ImportReport:
 
 def _rows_of(store: Store, result: dict) -> dict[str, list[dict]]:
     """The rows behind one result: its run's traces and candidates, their solutions, the task's
-    problem records and baselines in the result's environment."""
+    problem records, baselines in the result's environment and knowledge-base entries."""
     def rows(query: str, *args) -> list[dict]:
         return [dict(row) for row in store.db.execute(query, args)]
 
@@ -487,6 +501,7 @@ def _rows_of(store: Store, result: dict) -> dict[str, list[dict]]:
                           result["definition"], result["environment_id"]),
         "results": [result],
         "candidates": rows("SELECT * FROM candidates WHERE definition = ? AND run_id = ? ORDER BY id", *run),
+        "knowledge": rows("SELECT * FROM knowledge WHERE definition = ?", result["definition"]),
     }
 
 
@@ -514,7 +529,8 @@ def insert_rows(store: Store, table: str, rows: list[dict], transaction: bool = 
     if table not in TABLES:
         raise KernelBenchError(f"{table} is not a table that records results")
     columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({table})")} - {"id"}
-    verb = {"problems": "INSERT OR IGNORE", "solutions": "INSERT OR IGNORE", "baselines": "INSERT OR REPLACE"}.get(table, "INSERT")
+    verb = {"problems": "INSERT OR IGNORE", "solutions": "INSERT OR IGNORE", "baselines": "INSERT OR REPLACE",
+            "knowledge": "INSERT OR REPLACE"}.get(table, "INSERT")
 
     def insert_all(db) -> None:
         for row in rows:
@@ -552,19 +568,31 @@ def _environment_of(trace: dict) -> dict:
     return {"hardware": given["hardware"], "device": device, "libs": libs, "fingerprint": fingerprint}
 
 
-def _reference_and_sol_ms(traces: list[dict], own: dict | None) -> tuple[dict, dict]:
-    """T_b and T_SOL per workload: from the trace's performance, else (a failed workload) from summary.json."""
+def _reference_and_sol(traces: list[dict], own: dict | None) -> tuple[dict, dict]:
+    """T_b (ms) and the roofline (T_SOL, binding unit) per workload: from the trace's performance, else
+    (a failed workload; the binding unit) from summary.json."""
     recorded = {row["uuid"]: row for row in (own["summary"].get("per_workload", []) if own else [])}
-    t_b, t_sol = {}, {}
+    t_b, sols = {}, {}
     for trace in traces:
         uuid = trace["workload"]["uuid"]
         performance = trace["evaluation"]["performance"] or {}
         row = recorded.get(uuid, {})
         t_b[uuid] = performance.get("reference_latency_ms") or row.get("t_b_ms")   # 0: the official "unknown"
-        sol = performance.get("sol_latency_ms") or row.get("t_sol_ms")
-        if sol:
-            t_sol[uuid] = sol
-    return t_b, t_sol
+        sol_ms = performance.get("sol_latency_ms") or row.get("t_sol_ms")
+        if sol_ms:
+            sols[uuid] = _Sol(_seconds(sol_ms), row.get("binding"))
+    return t_b, sols
+
+
+def _seconds(ms: float) -> float:
+    """s with s * 1e3 == ms exactly, as the summary computes T_SOL in ms from seconds (ms / 1e3 nearly
+    always is; else a neighbouring float)."""
+    seconds = ms / 1e3
+    for _ in range(8):   # a few ulps away at most
+        if seconds * 1e3 == ms:
+            break
+        seconds = math.nextafter(seconds, math.inf if seconds * 1e3 < ms else -math.inf)
+    return seconds
 
 
 def _latest_timestamp(traces: list[dict]) -> float:

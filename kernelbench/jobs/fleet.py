@@ -2,8 +2,9 @@
 
 Each task is one Ray task that asks for one GPU (one CPU with `--device cpu`). On its worker it
 writes the problem's files into a private directory and optimizes it against a private SQLite
-store, seeded with the baselines the driver's store holds for that environment (so T_b is
-measured once per environment, as in a local batch), then returns every row it recorded. Only the
+store, seeded with what the driver's store holds that the search reads (the baselines of that
+environment, so T_b is measured once per environment as in a local batch, and the knowledge base
+as it was when the task was sent), then returns every row it recorded. Only the
 driver writes the real store: it commits each task's rows in one transaction when the task
 returns, so a killed worker (or driver) loses only the tasks in progress, and Ray runs a task
 whose worker died again (`RETRIES`). `--resume` skips the tasks finished in the environment the
@@ -27,7 +28,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import audit
 import kernelbench
 import roofline
-from kernelbench.core import statuses
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import DEFINITION_FILE, WORKLOAD_FILE, load_problem
 from kernelbench.core.settings import Settings
@@ -37,7 +37,8 @@ from kernelbench.eval.evaluator import EvalConfig
 from kernelbench.eval.gpu_state import environment_info
 from kernelbench.jobs.batch import BatchReport
 from kernelbench.jobs.exchange import TABLES, insert_rows, merge_rows
-from kernelbench.jobs.optimize import CandidateResult, optimize, write_outputs
+from kernelbench.jobs.optimize import optimize
+from kernelbench.jobs.summary import Evaluated, ranked, write_outputs
 from kernelbench.jobs.session import Session, definition_hash
 
 RETRIES = 2          # runs of a task whose worker died, after the first
@@ -64,7 +65,7 @@ class RayExecutor:
         return ray
 
     def run(self, directories: list[Path], *, settings: Settings, device: str, resume: bool, config: EvalConfig,
-            out_dir: Path | None, budget_s: float | None, console=None, **optimize_options) -> BatchReport:
+            out_dir: Path | None, budget_s: float, console=None, **optimize_options) -> BatchReport:
         ray = self.connect()
         gpu = device.startswith("cuda")
         resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
@@ -88,11 +89,12 @@ class RayExecutor:
                 report.skipped.append(problem.name)
                 continue
             files = {name: (directory / name).read_text() for name in (DEFINITION_FILE, WORKLOAD_FILE)}
-            baselines = [dict(row) for row in store.db.execute(
-                "SELECT definition, definition_hash, workload_uuid, variant, latency_ms, status, created_at "
-                "FROM baselines WHERE definition_hash = ? AND environment_id = ?", (definition_hash(problem), environment_id))]
+            seeds = {"baselines": [dict(row) for row in store.db.execute(
+                         "SELECT * FROM baselines WHERE definition_hash = ? AND environment_id = ?",
+                         (definition_hash(problem), environment_id))],
+                     "knowledge": [dict(row) for row in store.knowledge()]}
             future = task.remote(files, problem.subset, directory.name, settings, device, config, budget_s,
-                                 optimize_options, baselines)
+                                 optimize_options, seeds)
             pending[future] = (problem.name, directory)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
@@ -104,27 +106,35 @@ class RayExecutor:
                 try:
                     rows = ray.get(done)
                 except Exception as exc:  # the task failed on every try: reported, the batch goes on
-                    report.failed[directory.name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}"
+                    reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}"
+                    report.failed[directory.name] = reason
+                    line = f"{directory.parent.name}/{directory.name}: could not be optimized: {reason}"
                 else:
                     result = merge_rows(store, rows, directory)
+                    summary = json.loads(result["data"])
                     report.done.append(name)
-                    report.scores[name] = result["sol_score"] if result["status"] == statuses.PASSED else 0.0
-                    if out_dir is not None and result["status"] == statuses.PASSED:
-                        write_outputs(_candidate(rows, result), Path(out_dir) / name)
+                    report.scores[name] = summary["sol_score"] if ranked(summary) else 0.0
+                    if out_dir is not None and ranked(summary):
+                        write_outputs(_evaluated(rows, result), Path(out_dir) / name)
+                    line = (f"{summary['subset']}/{name}: S {summary['sol_score']:.3f} ({summary['workloads_passed']}/"
+                            f"{summary['workloads']} workloads passed, {summary['solution']})")
+                progress.console.print(line, highlight=False, markup=False)   # one line per finished task
                 progress.advance(bar)
         return report
 
 
 def optimize_task(files: dict[str, str], subset: str, name: str, settings: Settings, device: str, config: EvalConfig,
-                  budget_s: float | None, optimize_options: dict, baselines: list[dict]) -> dict:
-    """On a worker: optimize one problem against a private store; every row it recorded."""
+                  budget_s: float, optimize_options: dict, seeds: dict[str, list[dict]]) -> dict:
+    """On a worker: optimize one problem against a private store seeded with `seeds` (table -> rows);
+    every row it recorded."""
     with tempfile.TemporaryDirectory(prefix="kb_fleet_") as scratch:
         directory = Path(scratch) / subset / name
         directory.mkdir(parents=True)
         for filename, text in files.items():
             (directory / filename).write_text(text)
         session = Session.open(replace(settings, db=Path(scratch) / "task.db"), device)
-        insert_rows(session.store, "baselines", [{**row, "environment_id": session.environment_id} for row in baselines])
+        insert_rows(session.store, "baselines", [{**row, "environment_id": session.environment_id} for row in seeds["baselines"]])
+        insert_rows(session.store, "knowledge", seeds["knowledge"])
         optimize(session, load_problem(directory), replace(config, device=session.device), budget_s=budget_s,
                  **optimize_options)
         rows = {table: [dict(row) for row in session.store.db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
@@ -133,9 +143,9 @@ def optimize_task(files: dict[str, str], subset: str, name: str, settings: Setti
         return rows
 
 
-def _candidate(rows: dict[str, list[dict]], result: dict) -> CandidateResult:
+def _evaluated(rows: dict[str, list[dict]], result: dict) -> Evaluated:
     """The result's solution, traces and summary, as `kb optimize --out` writes them."""
     [solution] = [row for row in rows["solutions"] if row["hash"] == result["solution_hash"]]
     traces = [json.loads(row["data"]) for row in rows["traces"]
               if row["run_id"] == result["run_id"] and row["solution_hash"] == result["solution_hash"]]
-    return CandidateResult(parse_solution(json.loads(solution["data"])), traces, json.loads(result["data"]))
+    return Evaluated(parse_solution(json.loads(solution["data"])), traces, json.loads(result["data"]))

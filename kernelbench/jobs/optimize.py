@@ -1,122 +1,186 @@
-"""`kb optimize`: evaluate candidate solutions for one task, keep the best verified one, score it.
+"""`kb optimize`: find the fastest verified solution of one task and score it.
 
-Candidates so far are the reference itself, torch.compile of it and CUDA-graph replay of that
-(the baseline variants; the template generator adds more). Every candidate goes through the full evaluator (fresh-input rounds,
-audit, timing); the best one that passes every workload is written to --out and stored as the
-task's result. Scores use T_b from the baseline and T_SOL from the roofline; on CPU there is
-no roofline for the device, so T_SOL = 0 and the score reads as T_b / (T_b + T_k).
+1. T_b: the baseline variants (eager, torch.compile, CUDA graphs), measured by the full evaluator.
+2. Candidates: every searched source of the registry (template families, later the LLM proposer),
+   seeded by the knowledge base's winners for the same families.
+3. Search: successive halving on the screening child within `budget_s` seconds; with budget 0 no
+   search: the knowledge base's configuration (else the family's first guess) per shape class.
+4. Finalists (the per-workload winners assembled into a shape-keyed dispatch, and the best single
+   candidate) go through the full evaluator; the best one that passes every workload audit-clean
+   wins, else the best baseline variant. Every candidate tried is stored with its provenance and
+   screening numbers; the winners of the search go into the knowledge base.
 """
 
 from __future__ import annotations
 
-import json
-import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from kernelbench.core import statuses
-from kernelbench.jobs.baseline import baseline_ms, default_variants, measure_missing_baselines, variant_solution
-from kernelbench.eval.evaluator import EvalConfig, evaluate
 from kernelbench.core.problem import Problem
-from kernelbench.core.score import fraction_of_sol, geomean, sol_score, task_score
-from kernelbench.jobs.session import Session, definition_hash
-from kernelbench.core.solution import Solution, save_solution
+from kernelbench.eval.evaluator import EvalConfig, evaluate, select_workloads
+from kernelbench.eval.screening import ScreenConfig
+from kernelbench.generate import knowledge
+from kernelbench.generate.baseline_variants import variant_solution
+from kernelbench.generate.candidate import Candidate, Provenance
+from kernelbench.generate.dispatch import assemble
+from kernelbench.generate.family import FAMILIES
+from kernelbench.generate.search import Screened, SearchOutcome, successive_halving
+from kernelbench.generate.sources import SOURCES, TaskContext
+
+from .baseline import Baseline, measure_baseline
+from .session import Session, definition_hash
+from .summary import Evaluated, choose_best, record, summarize, write_outputs
+
+DEFAULT_BUDGET_S = 60.0
+COMPILE_WORKERS = 8          # parallel Triton compilation before screening on a GPU
 
 
 @dataclass
-class CandidateResult:
-    solution: Solution
-    traces: list[dict]
-    summary: dict = field(default_factory=dict)
-
-    @property
-    def all_passed(self) -> bool:
-        return all(t["evaluation"]["status"] == statuses.PASSED for t in self.traces)
+class Event:
+    kind: str                 # baseline | proposed | screened | evaluated | note
+    text: str = ""
+    screened: Screened | None = None
+    evaluated: Evaluated | None = None
 
 
-def summarize(problem: Problem, solution: Solution, traces: list[dict], t_b: dict[str, float | None],
-              t_sol: dict[str, float], session: Session) -> dict:
-    rows = []
-    for trace in traces:
-        evaluation, uuid = trace["evaluation"], trace["workload"]["uuid"]
-        t_k = (evaluation["performance"] or {}).get("latency_ms")
-        base, sol = t_b.get(uuid), t_sol.get(uuid, 0.0)
-        passed = evaluation["status"] == statuses.PASSED and t_k is not None and base is not None
-        rows.append({"uuid": uuid, "axes": trace["workload"]["axes"], "status": evaluation["status"],
-                     "log": evaluation["log"][:500], "t_k_ms": t_k, "t_b_ms": base, "t_sol_ms": sol or None,
-                     "score": sol_score(t_k, base, sol) if passed else None,
-                     "fraction_of_sol": fraction_of_sol(t_k, sol) if passed and sol else None,
-                     "speedup_vs_baseline": base / t_k if passed else None})
-    all_passed = all(r["status"] == statuses.PASSED for r in rows)
-    hacks = sorted({f["rule"] for t in traces for f in t["evaluation"].get("audit", [])})
-    g_k, g_b, g_sol = (geomean(r[k] for r in rows) for k in ("t_k_ms", "t_b_ms", "t_sol_ms"))
-    return {
-        "task": problem.name, "subset": problem.subset, "solution": solution.name,
-        "solution_hash": solution.content_hash, "language": solution.language,
-        "hardware": session.environment["hardware"], "device": session.device,
-        "roofline_profile": f"{session.hardware}/{session.profile}" if session.on_gpu else None,
-        "clock": "cuda" if session.on_gpu else "cpu",
-        "workloads": len(rows), "workloads_passed": sum(r["status"] == statuses.PASSED for r in rows),
-        "geomean_t_k_ms": g_k, "geomean_t_b_ms": g_b, "geomean_t_sol_ms": g_sol,
-        "sol_score": task_score([r["score"] for r in rows], all_passed),
-        "fraction_of_sol": (g_sol / g_k) if all_passed and g_sol and g_k else None,
-        "speedup_vs_baseline": (g_b / g_k) if all_passed and g_b and g_k else None,
-        "audit_status": "REWARD_HACK: " + ", ".join(hacks) if hacks else "clean",
-        "per_workload": rows,
-    }
+@dataclass
+class OptimizeResult:
+    problem: Problem
+    run_id: str
+    baseline: Baseline
+    best: Evaluated | None
+    chosen: Evaluated
+    evaluated: list[Evaluated] = field(default_factory=list)
+    search: SearchOutcome | None = None
+    proposed: list[Candidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        screened = {}
+        for s in (self.search.screened if self.search else []):
+            entry = screened.setdefault(s.candidate.key, {"candidate": s.candidate.key[:16],
+                                                           "provenance": s.candidate.provenance.to_json(), "rungs": []})
+            entry["rungs"].append({"rung": s.rung, "status": s.result.status, "seconds": s.result.seconds,
+                                   "times_ms": s.result.times_ms, "log": s.result.log[-500:]})
+        return {
+            "task": self.problem.name, "run_id": self.run_id,
+            "baseline": {"variants": self.baseline.variants, "t_b_ms": self.baseline.t_b},
+            "proposed": len(self.proposed),
+            "screened": list(screened.values()),
+            "search": None if self.search is None else {
+                "seconds": self.search.seconds, "candidates_per_second": self.search.rate(),
+                "passed": self.search.passed},
+            "evaluated": [{"solution": r.solution.name, "provenance": r.provenance, "status": r.summary["status"],
+                           "sol_score": r.summary["sol_score"], "audit_status": r.summary["audit_status"]}
+                          for r in self.evaluated],
+            "winner": {"solution": self.chosen.solution.name, "provenance": self.chosen.provenance,
+                       "ranked": self.best is not None, "summary": self.chosen.summary},
+            "notes": self.notes,
+        }
 
 
-def optimize(session: Session, problem: Problem, config: EvalConfig, *, out_dir: Path | None = None,
-             budget_s: float | None = None, on_candidate=None,
-             baseline_variants: list[str] | None = None) -> CandidateResult | None:
-    """Evaluate candidates (within budget_s seconds, at least one), store and return the best.
-
-    The candidates so far are the baseline variants themselves (eager, torch.compile, CUDA
-    graphs): a variant measured now for the baseline is not evaluated twice.
-    """
+def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s: float = DEFAULT_BUDGET_S,
+             out_dir: Path | None = None, on_event: Callable[[Event], None] | None = None,
+             variants: list[str] | None = None) -> OptimizeResult:
+    emit = on_event or (lambda event: None)
     run_id = f"optimize-{uuidlib.uuid4().hex[:12]}"
     session.store.record_problem(problem.name, problem.subset, str(problem.directory), definition_hash(problem),
                                  len(problem.workloads))
-    variants = baseline_variants or default_variants(session.device)
-    measured = measure_missing_baselines(session, problem, config, variants, run_id)
-    t_b = {u: row["best"] for u, row in baseline_ms(session, problem, config, variants, run_id).items()}
-    t_sol = session.sol_ms(problem)
-    start, results = time.monotonic(), []
-    for variant in variants:
-        if results and budget_s is not None and time.monotonic() - start > budget_s:
-            break
-        solution = variant_solution(problem, variant)
-        traces = measured.get(variant)
-        if traces is None:
-            session.store.record_solution(solution)
-            traces = evaluate(problem, solution, config, environment=session.trace_environment(),
-                              baseline_ms=t_b, sol_ms=t_sol)
-            session.store.record_traces(traces, solution.content_hash, session.environment_id, run_id)
-        result = CandidateResult(solution, traces, summarize(problem, solution, traces, t_b, t_sol, session))
-        results.append(result)
-        if on_candidate:
-            on_candidate(result)
-    best = choose_best(results)
-    chosen = best or results[0]
-    session.store.record_result(problem.name, problem.subset, chosen.solution.content_hash, session.environment_id,
-                                run_id, statuses.PASSED if best else "FAILED", chosen.summary["sol_score"],
-                                chosen.summary)
-    if best and out_dir is not None:
+    baseline = measure_baseline(session, problem, config, run_id, variants)
+    emit(Event("baseline", f"T_b from {', '.join(baseline.variants)}"))
+    evaluated = [_baseline_result(session, problem, baseline, variant, run_id) for variant in baseline.variants]
+
+    gpu = canonical_gpu(session)
+    versions = {name: family.version for name, family in FAMILIES.items()}
+    task = TaskContext(problem, session.device, session.settings, gpu,
+                       seeds=knowledge.seeds(session.store, problem, gpu, versions))
+    proposed = [c for source in SOURCES.values() if source.searched for c in source.propose(task)]
+    emit(Event("proposed", f"{len(proposed)} candidates from {len(task.seeds)} knowledge-base seeds and the families"))
+    workloads = select_workloads(problem, config.max_workloads)
+    search = None
+    if proposed and budget_s > 0:
+        base = ScreenConfig(device=session.device, check=[], timed=[], seed=config.seed, data_root=config.data_root,
+                            candidate_timeout_s=min(config.workload_timeout_s, 300.0),
+                            compile_workers=COMPILE_WORKERS if session.on_gpu else 0)
+        search = successive_halving(problem, proposed, workloads, base, budget_s,
+                                    on_screened=lambda s: emit(Event("screened", screened=s)))
+        for s in search.screened:
+            session.store.record_candidate(problem.name, s.candidate.solution, s.candidate.provenance.to_json(), run_id,
+                                           s.result.status, {"rung": s.rung, **s.result.to_json()})
+        winners, fallback = search.winners, search.fallback
+    else:
+        winners, fallback = _first_guesses(proposed, task, workloads)
+    if fallback is not None:
+        finalists = list({c.key: c for c in (assemble(problem, winners, fallback), fallback)}.values())
+        for candidate in finalists:
+            result = _evaluate(session, problem, candidate, config, baseline, run_id)
+            evaluated.append(result)
+            emit(Event("evaluated", evaluated=result))
+        if search is not None and search.winners:
+            knowledge.remember(session.store, problem, gpu, _knowledge_entries(problem, task, search, gpu))
+    best = choose_best(evaluated)
+    chosen = best or max(evaluated, key=lambda r: r.summary["sol_score"])
+    record(session, problem, chosen, run_id)
+    if best is not None and out_dir is not None:
         write_outputs(best, Path(out_dir) / problem.name)
-    return best
+    return OptimizeResult(problem, run_id, baseline, best, chosen, evaluated, search, proposed, task.notes)
 
 
-def choose_best(results: list[CandidateResult]) -> CandidateResult | None:
-    """Highest task score among candidates that pass every workload and are audit-clean; ties: lower geomean T_k."""
-    passing = [r for r in results if r.all_passed and r.summary["audit_status"] == "clean"]
-    return max(passing, key=lambda r: (r.summary["sol_score"], -(r.summary["geomean_t_k_ms"] or 0)), default=None)
+def canonical_gpu(session: Session) -> str:
+    """The knowledge base's GPU key: the roofline's hardware name on a GPU, "cpu" otherwise."""
+    return session.hardware if session.on_gpu else "cpu"
 
 
-def write_outputs(result: CandidateResult, directory: Path) -> None:
-    save_solution(result.solution, directory / "solution.json")
-    (directory / "traces.jsonl").write_text("".join(json.dumps(t) + "\n" for t in result.traces))
-    (directory / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+def _baseline_result(session: Session, problem: Problem, baseline: Baseline, variant: str, run_id: str) -> Evaluated:
+    solution = variant_solution(problem, variant)
+    traces = baseline.traces.get(variant)
+    if traces is None:   # reused from the store: this environment's latest traces of the variant
+        stored = session.store.latest_traces(problem.name, solution.content_hash, session.environment_id)
+        traces = [stored[uuid] for uuid in baseline.table if uuid in stored]
+    return Evaluated(solution, traces, summarize(problem, solution, traces, baseline.t_b, session),
+                     Provenance(source="baseline", parameters={"variant": variant}).to_json())
 
 
+def _evaluate(session: Session, problem: Problem, candidate: Candidate, config: EvalConfig, baseline: Baseline,
+              run_id: str) -> Evaluated:
+    session.store.record_solution(candidate.solution)
+    traces = evaluate(problem, candidate.solution, config, environment=session.trace_environment(),
+                      baseline_ms=baseline.t_b, sol_ms=session.sol_ms(problem))
+    session.store.record_traces(traces, candidate.key, session.environment_id, run_id)
+    result = Evaluated(candidate.solution, traces, summarize(problem, candidate.solution, traces, baseline.t_b, session),
+                       candidate.provenance.to_json())
+    session.store.record_candidate(problem.name, candidate.solution, result.provenance, run_id,
+                                   result.summary["status"], None)
+    return result
 
+
+def _first_guesses(proposed: list[Candidate], task: TaskContext,
+                   workloads) -> tuple[dict[str, Candidate], Candidate | None]:
+    """No search: per workload, the first candidate proposed for its shape class (the sources put the
+    knowledge base's winners first, then each family's best guess)."""
+    by_key = {c.key: c for c in proposed}
+    winners = {w.uuid: by_key[task.first_choices[w.uuid]] for w in workloads
+               if task.first_choices.get(w.uuid) in by_key}
+    fallback = next(iter(winners.values()), proposed[0] if proposed else None)
+    return winners, fallback
+
+
+def _knowledge_entries(problem: Problem, task: TaskContext, search: SearchOutcome,
+                       gpu: str) -> list[knowledge.Entry]:
+    """The search's per-workload winners that came from a family, under the shape class of the
+    workload they won (a configuration proposed for one class may win in another)."""
+    times = {}
+    for s in search.screened:      # the latest rung's time of each candidate on each workload
+        for uuid, ms in s.result.times_ms.items():
+            times[(s.candidate.key, uuid)] = ms
+    entries = []
+    for uuid, candidate in search.winners.items():
+        p = candidate.provenance
+        if p.family is None or p.family not in FAMILIES:
+            continue
+        entries.append(knowledge.Entry(p.family, FAMILIES[p.family].version, knowledge.dtype_signature(problem),
+                                       task.shape_classes.get((p.family, uuid), p.shape_class or ""), gpu, p.parameters,
+                                       times[(candidate.key, uuid)], problem.name))
+    return entries

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from kernelbench.core.settings import Settings
 from kernelbench.eval.gpu_state import environment_info
-from roofline import sol_for_problem
+from roofline import WorkloadSOL, sol_for_problem
 from kernelbench.core.problem import Problem
 from kernelbench.core.store import Store, json_hash
 
@@ -46,14 +46,20 @@ class Session:
         return {"hardware": self.environment["hardware"], "device": self.environment["device"],
                 "libs": self.environment["libs"], "roofline_profile": f"{self.hardware}/{self.profile}"}
 
-    def sol_ms(self, problem: Problem) -> dict[str, float]:
-        """T_SOL in ms per workload uuid from the roofline; empty on CPU, where no roofline describes the device."""
+    def sol(self, problem: Problem) -> dict[str, WorkloadSOL]:
+        """The roofline per workload uuid (T_SOL, binding unit, bytes, FLOPs); empty on CPU, where no
+        roofline describes the device."""
         if not self.on_gpu:
             return {}
         key = (problem.name, definition_hash(problem))
         if key not in self.sol_cache:
-            self.sol_cache[key] = roofline_sol_ms(problem, self.hardware, self.settings)
+            sols = sol_for_problem(problem, self.hardware, self.settings.profile, self.settings)
+            self.sol_cache[key] = {s.uuid: s for s in sols}
         return self.sol_cache[key]
+
+    def sol_ms(self, problem: Problem) -> dict[str, float]:
+        """T_SOL in ms per workload uuid (empty on CPU)."""
+        return {uuid: s.t_sol_s * 1e3 for uuid, s in self.sol(problem).items()}
 
 
 def roofline_hardware(environment: dict) -> str:
@@ -62,10 +68,6 @@ def roofline_hardware(environment: dict) -> str:
             if fragment in environment.get("hardware", ""):
                 return name
     return DEFAULT_HARDWARE
-
-
-def roofline_sol_ms(problem: Problem, hardware: str, settings: Settings) -> dict[str, float]:
-    return {sol.uuid: sol.t_sol_s * 1e3 for sol in sol_for_problem(problem, hardware, settings.profile, settings)}
 
 
 def definition_hash(problem: Problem) -> str:

@@ -1,0 +1,1 @@
+"""Every template family, registered by importing its module here (discover by import)."""
