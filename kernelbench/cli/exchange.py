@@ -22,7 +22,9 @@ from .tasks import tasks
               help="Writes OUT/<hardware>/<subset>/<task>/{solution.json, traces.jsonl, summary.json}.")
 @click.pass_obj
 def export_command(settings, tasks, out_dir):
-    """Write the leaderboard's rows (every task, or TASKS) as official solution.json and traces. Exit 1 if a row could not be written."""
+    """Write the leaderboard's rows (every task, or TASKS) as official solution.json and traces.
+
+    Exit 1 if a row could not be written."""
     report = export_results(Store(settings.db, read_only=True), out_dir, tasks)
     console.print(f"{len(report.written)} exported under {out_dir}, {len(report.skipped)} not exported")
     for label, reason in report.skipped.items():
@@ -33,10 +35,15 @@ def export_command(settings, tasks, out_dir):
 @click.command("import")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--problems", "problems_root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the traces' problems are, for the T_SOL of GPU traces that carry none (default: tasks235/).")
+              help="Where the traces' problems are, for the T_SOL of GPU traces that carry none "
+                   "(default: tasks235/).")
 @click.pass_obj
 def import_command(settings, path, problems_root):
-    """Record the official traces and solutions under PATH (kb export output, SOL-ExecBench run_dataset output), or every result of another store (a .db file), in the store. Exit 1 if something could not be imported."""
+    """Record the official traces and solutions under PATH, or every result of another store (a .db file).
+
+    PATH: kb export output, SOL-ExecBench run_dataset output (<category>/<problem>/{solution.json,
+    traces.json}), or trace files with their solution.json beside them. Exit 1 if something could
+    not be imported."""
     if is_store(path):
         report = import_store(Store(settings.db), path)
     else:
@@ -59,7 +66,10 @@ def import_command(settings, path, problems_root):
               help="Size constant that becomes a var axis (repeatable).")
 @click.option("--workload", "workloads", multiple=True, help='One more workload, e.g. "batch_size=1" (repeatable).')
 def tasks_import_kernelbench(source, out_dir, subset, var_axes, workloads):
-    """Convert KernelBench problems (a .py file or a directory of them) into problem directories under OUT. Exit 1 if one could not be converted."""
+    """Convert KernelBench problems (a .py file or a directory of them) into problem directories under OUT.
+
+    The rules (parameters as inputs, values from the file's own get_inputs and Model, axes from its
+    size constants) are in kernelbench/core/kernelbench_format.py. Exit 1 if one could not be converted."""
     written, failed = import_kernelbench(source, out_dir, subset=subset, var_axes=var_axes,
                                          workloads=[parse_workload_option(w) for w in workloads])
     for directory in written:
@@ -80,7 +90,9 @@ def tasks_import_kernelbench(source, out_dir, subset, var_axes, workloads):
               help="Hugging Face cache directory (default: huggingface_hub's).")
 @click.option("--offline", is_flag=True, help="Use only what the Hugging Face cache holds.")
 def tasks_download(out_dir, configs, repo_id, revision, hf_cache, offline):
-    """Download the official SOL-ExecBench dataset (parquet) into problem directories. Exit 1 if a problem is invalid."""
+    """Download the official SOL-ExecBench dataset (parquet) into problem directories.
+
+    Exit 1 if a problem is invalid."""
     report = download_dataset(out_dir, configs or CONFIGS, repo_id=repo_id, revision=revision, cache_dir=hf_cache,
                               local_files_only=offline)
     for label, reason in report.failed.items():

@@ -133,7 +133,8 @@ def optimize_task(files: dict[str, str], subset: str, name: str, settings: Setti
         for filename, text in files.items():
             (directory / filename).write_text(text)
         session = Session.open(replace(settings, db=Path(scratch) / "task.db"), device)
-        insert_rows(session.store, "baselines", [{**row, "environment_id": session.environment_id} for row in seeds["baselines"]])
+        insert_rows(session.store, "baselines",
+                    [{**row, "environment_id": session.environment_id} for row in seeds["baselines"]])
         insert_rows(session.store, "knowledge", seeds["knowledge"])
         optimize(session, load_problem(directory), replace(config, device=session.device), budget_s=budget_s,
                  **optimize_options)
