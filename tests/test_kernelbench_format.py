@@ -104,6 +104,8 @@ def test_files_that_cannot_be_converted_are_reported(tmp_path):
     assert "changes with the var axis 'batch_size' but is not equal to it" in failed[str(tmp_path / "2_doubled_batch.py")]
     with pytest.raises(ProblemError, match="not var axes"):
         convert(REDUCTION.read_text(), "reduction", workloads=[{"dim1": 3}])
+    _, lines = convert(REDUCTION.read_text(), "reduction", workloads=[{"seq_len": 3}])   # not this file's: ignored
+    assert [line["axes"] for line in lines] == [{"batch_size": 4}]
 
 
 def test_problem_names():

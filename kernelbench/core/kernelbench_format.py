@@ -23,8 +23,9 @@ constants. It becomes a problem directory (definition.json + workload.jsonl) by 
   doubled, on the meta device (shapes only, no memory), and seeing which dimensions follow.
   `batch_size` (or the constants named as var axes) is a var axis, every other one const; a
   dimension no constant sizes exactly (a conv output width, a constant 1) is a literal.
-- **Workloads.** The file's own sizes, plus any values given for the var axes; KernelBench's
-  tolerance (atol = rtol = 1e-2).
+- **Workloads.** The file's own sizes, plus any values given for the var axes (a workload that
+  names none of the file's constants does not apply to it); KernelBench's tolerance
+  (atol = rtol = 1e-2).
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def convert(source: str, name: str, *, origin: str = "<kernelbench>", var_axes: 
     }
     lines = []
     for given in [{a: constants[a] for a in var_used}, *workloads]:
+        if given and not set(given) & set(constants):
+            continue   # names no constant of this file (a workload given for a whole directory of problems)
         unknown = sorted(set(given) - set(var_used))
         if unknown:
             raise ProblemError(f"workload sets {unknown}, which are not var axes (var axes: {var_used})", path=origin)
