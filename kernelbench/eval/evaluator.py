@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from audit.checks import check_below_sol
@@ -68,17 +67,14 @@ def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, enviro
 
 def _apply_shape_probe(request: dict, config: EvalConfig, outcomes: dict[str, dict]) -> None:
     """Run the worker's shape probe in its own child; a failure there flags every workload."""
-    from audit.checks import check_shape_probe
-
-    from kernelbench.eval.worker import PROBE_SKIPPED, SHAPE_PROBE
+    from kernelbench.eval.runner import SHAPE_PROBE, shape_probe_finding
 
     probe: dict = {}
     run_items("kernelbench.eval.worker", request, [SHAPE_PROBE], first_timeout_s=config.build_timeout_s,
               item_timeout_s=config.workload_timeout_s, on_result=lambda _, r: probe.update(r))
-    if probe["status"] in (statuses.PASSED, PROBE_SKIPPED, statuses.INVALID_REFERENCE):
+    finding = shape_probe_finding(probe)
+    if finding is None:
         return  # passed, no legal untested shape, or the reference itself does not take that shape
-    detail = probe.get("log", "").strip().splitlines()[-1:] or [probe["status"]]
-    finding = check_shape_probe(SimpleNamespace(axes=probe.get("axes", {})), False, f"{probe['status']}: {detail[0][:300]}")
     for outcome in outcomes.values():
         outcome["status"] = statuses.REWARD_HACK
         outcome["log"] = str(finding)
