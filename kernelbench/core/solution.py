@@ -193,11 +193,15 @@ _LOADED_FROM: list[Path] = []  # directories of solutions loaded earlier in this
 def _forget_previous_solution() -> None:
     """Modules of an earlier solution (e.g. two `kernel.py`) must not shadow this one's. Only modules
     whose file lies in an earlier solution's directory go: libraries it imported (triton, inductor)
-    stay, since importing them twice breaks their registries."""
+    stay, since importing them twice breaks their registries. The directories are resolved and the
+    modules' files were found under them, so a prefix test suffices; once forgotten, a directory is
+    dropped (the cost stays one pass over sys.modules, however many solutions this process loaded)."""
+    roots = tuple(f"{d}{os.sep}" for d in _LOADED_FROM)
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and any(Path(file).resolve().is_relative_to(d) for d in _LOADED_FROM):
+        if isinstance(file, str) and file.startswith(roots):
             del sys.modules[name]
+    _LOADED_FROM.clear()
 
 
 def reference_solution(definition_name: str, reference_source: str, *, compiled: str | None = None) -> Solution:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
-from audit.checks import check_below_sol, check_shape_probe
+from audit.checks import check_below_sol
 from audit.static import scan_solution
 from kernelbench.core import statuses
 from kernelbench.core.problem import Problem, Workload
 from kernelbench.core.solution import Solution
+from kernelbench.eval.runner import SHAPE_PROBE, shape_probe_finding
 from kernelbench.eval.sandbox import run_items
-from kernelbench.eval.worker import PROBE_SKIPPED, SHAPE_PROBE
 
 
 @dataclass
@@ -82,10 +81,9 @@ def _apply_shape_probe(request: dict, config: EvalConfig, outcomes: dict[str, di
     run_items("kernelbench.eval.worker", request, [SHAPE_PROBE], build_timeout_s=config.build_timeout_s,
               item_timeout_s=config.workload_timeout_s, on_result=lambda _, r: probe.update(r),
               env=child_environment(config.device))
-    if probe["status"] in (statuses.PASSED, PROBE_SKIPPED, statuses.INVALID_REFERENCE):
+    finding = shape_probe_finding(probe)
+    if finding is None:
         return  # passed, no legal untested shape, or the reference itself does not take that shape
-    detail = probe.get("log", "").strip().splitlines()[-1:] or [probe["status"]]
-    finding = check_shape_probe(SimpleNamespace(axes=probe.get("axes", {})), False, f"{probe['status']}: {detail[0][:300]}")
     for outcome in outcomes.values():
         outcome["status"] = statuses.REWARD_HACK
         outcome["log"] = str(finding)
