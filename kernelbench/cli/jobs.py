@@ -14,6 +14,7 @@ from kernelbench.jobs.batch import run_batch
 from kernelbench.jobs.optimize import DEFAULT_BUDGET_S, optimize
 
 from .common import console, eval_options, load_task, ms, print_summary, ratio
+from .llm import llm_options
 
 
 @click.command("optimize")
@@ -23,14 +24,16 @@ from .common import console, eval_options, load_task, ms, print_summary, ratio
               help="Seconds of search (screening); 0: no search, the knowledge base's configurations.")
 @click.option("--json", "as_json", is_flag=True, help="Every candidate tried and the winner, as one JSON object.")
 @eval_options
+@llm_options
 @click.pass_obj
-def optimize_command(settings, task, out_dir, budget_s, as_json, run):
+def optimize_command(settings, task, out_dir, budget_s, as_json, run, llm):
     """Optimize TASK: search generated candidates, verify the finalists, print the SOL score."""
     problem = load_task(task)
     session = run.session()
     display = SearchDisplay(problem.name, run.device, quiet=as_json)
     with display:
-        result = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_event=display.event)
+        result = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_event=display.event,
+                          llm=llm)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=str))
         return
