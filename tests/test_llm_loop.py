@@ -180,10 +180,19 @@ def test_kb_llm_log_shows_every_exchange_with_its_outcome(first_task):
     assert all(r["model"] == "stub-model" and r["families"] == ["rmsnorm"] for r in rows)
 
 
-def test_a_second_task_of_the_family_is_shown_the_first_ones_winner(first_task):
-    task = write_rmsnorm_problem(first_task["root"] / "tasks", "002_rows_rmsnorm_wide", reference=SLOW_REFERENCE,
-                                 hidden=128, batches=(16,))
-    with StubLLM([], then=Answer("Nothing to add.")) as stub:
-        optimize(first_task["db"], task, stub, rounds=1)
-    prompt = stub.requests[0]["body"]["messages"][1]["content"]
-    assert "001_rows_rmsnorm: S" in prompt and "vectorized over rows" in prompt and "from llm, stub-model" in prompt
+def test_later_tasks_of_the_family_are_shown_the_first_ones_winner_in_a_batch(first_task):
+    root = first_task["root"] / "tasks"
+    for name in ("002_rows_rmsnorm_wide", "003_rows_rmsnorm_narrow"):
+        write_rmsnorm_problem(root, name, reference=SLOW_REFERENCE, hidden=128 if "wide" in name else 32, batches=(16,))
+    # the first task's only call is refused until the retries run out; the batch goes on to the next
+    with StubLLM([Status(429)] * 4, then=Answer("Nothing to add.")) as stub:
+        result = CliRunner().invoke(main, ["--db", str(first_task["db"]), "batch", str(root), "--only", "L1/00[23]*",
+                                           *QUICK, "--llm", "stub-model", "--llm-rounds", "1"],
+                                    env={"OPENAI_BASE_URL": stub.base_url})
+    assert result.exit_code == 0 and "2 optimized" in result.output, result.output
+    store = Store(first_task["db"], read_only=True)
+    assert [r["status"] for r in exchanges(store, "002_rows_rmsnorm_wide")] == ["CALL_FAILED"]
+    assert [r["status"] for r in exchanges(store, "003_rows_rmsnorm_narrow")] == ["UNPARSED"]
+    prompts = {r["body"]["messages"][1]["content"] for r in stub.requests}
+    assert len(prompts) == 2 and all("### 001_rows_rmsnorm: S" in p and "vectorized over rows" in p
+                                     and "from llm, stub-model" in p for p in prompts)

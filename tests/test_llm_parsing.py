@@ -69,6 +69,7 @@ def test_a_solution_json_block(problem):
     ("```python\nimport torch\n\ndef helper(x):\n    return x\n```", "defines a top-level `def run(...)`"),
     ("```python\ndef run(x, weight, eps)\n    return x\n```", "SyntaxError"),
     ("```python\ndef run(x):\n    return x\n```", "takes the 3 inputs (x, weight, eps)"),
+    ("```python\ndef run(x, weight, eps):\n    return x\x00\n```", "null bytes"),
     ("```python\ndef run(x, weight, eps):\n    return x\n", "never closed"),
     ("```python ../evil.py\ndef run(x, weight, eps):\n    return x\n```", "must be a relative path"),
     ('```json\n{"spec": {"languages": ["pytorch"], "entry_point": "b.py::run"}, "sources": [{"path": "a.py", '

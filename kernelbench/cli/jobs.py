@@ -97,12 +97,13 @@ class SearchDisplay:
 @click.option("--budget", "budget_s", type=float, default=DEFAULT_BUDGET_S, show_default=True,
               help="Seconds of search per task; 0: no search.")
 @eval_options
+@llm_options
 @click.pass_obj
-def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, run):
+def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, run, llm):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU."""
     report = run_batch(root or settings.tasks_root, settings=run.settings, device=run.device, gpus=gpus,
                        resume=resume, config=run.config, out_dir=out_dir, budget_s=budget_s, console=console,
-                       only=only)
+                       only=only, llm=llm)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():

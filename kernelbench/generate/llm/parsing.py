@@ -129,6 +129,8 @@ def _syntax(block: _Block) -> ast.Module | str:
         return ast.parse(block.code)
     except SyntaxError as exc:
         return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    except (ValueError, RecursionError, MemoryError) as exc:   # null bytes (before Python 3.12), absurd nesting
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _run(tree: ast.Module) -> ast.FunctionDef | None:
