@@ -55,6 +55,39 @@ CREATE TABLE environments (
             data TEXT NOT NULL,                 -- JSON: libs, driver, clocks at first sight
             created_at REAL NOT NULL
         )
+CREATE TABLE knowledge (
+            id INTEGER PRIMARY KEY,
+            family TEXT NOT NULL,
+            family_version TEXT NOT NULL,
+            dtypes TEXT NOT NULL,               -- the problem's input and output dtypes, in order
+            shape_class TEXT NOT NULL,
+            gpu TEXT NOT NULL,                  -- canonical hardware name, or cpu
+            config TEXT NOT NULL,               -- JSON: the winning configuration
+            time_ms REAL NOT NULL,              -- its screening time on the class's workload
+            definition TEXT NOT NULL,           -- the task it won on
+            created_at REAL NOT NULL,
+            UNIQUE (family, family_version, dtypes, shape_class, gpu, definition)
+        )
+CREATE TABLE llm_exchanges (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            families TEXT NOT NULL,             -- JSON: the task's families (template families, op_type)
+            prompt TEXT NOT NULL,               -- JSON: the chat messages sent
+            response TEXT,                      -- the model's answer; NULL when the call failed
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s REAL,
+            attempts INTEGER,                   -- HTTP requests made (retries included)
+            error TEXT,                         -- why the call failed or the answer could not be parsed
+            candidate_hash TEXT,                -- the solution the answer became
+            stage TEXT NOT NULL,                -- how far it got: call | parse | audit | screening | evaluation
+            status TEXT NOT NULL,               -- its fate there: CALL_FAILED, UNPARSED, a screening or trace status
+            detail TEXT,                        -- JSON: screening times, evaluation summary, audit findings
+            created_at REAL NOT NULL
+        )
 CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)
 CREATE TABLE problems (
             id INTEGER PRIMARY KEY,
@@ -102,6 +135,7 @@ CREATE TABLE traces (
             created_at REAL NOT NULL
         )
 CREATE INDEX candidates_by_definition ON candidates (definition, run_id)
+CREATE INDEX llm_exchanges_by_definition ON llm_exchanges (definition, run_id)
 CREATE INDEX results_by_definition ON results (definition, created_at)
         
 CREATE INDEX traces_by_definition ON traces (definition, solution_hash)

@@ -150,6 +150,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     )),
+    Migration("0004_llm_log", (
+        """
+        CREATE TABLE llm_exchanges (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            families TEXT NOT NULL,             -- JSON: the task's families (template families, op_type)
+            prompt TEXT NOT NULL,               -- JSON: the chat messages sent
+            response TEXT,                      -- the model's answer; NULL when the call failed
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s REAL,
+            attempts INTEGER,                   -- HTTP requests made (retries included)
+            error TEXT,                         -- why the call failed or the answer could not be parsed
+            candidate_hash TEXT,                -- the solution the answer became
+            stage TEXT NOT NULL,                -- how far it got: call | parse | audit | screening | evaluation
+            status TEXT NOT NULL,               -- its fate there: CALL_FAILED, UNPARSED, a screening or trace status
+            detail TEXT,                        -- JSON: screening times, evaluation summary, audit findings
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX llm_exchanges_by_definition ON llm_exchanges (definition, run_id)",
+    )),
 )
 
 

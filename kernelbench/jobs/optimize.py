@@ -26,6 +26,7 @@ from kernelbench.generate.baseline_variants import variant_solution
 from kernelbench.generate.candidate import Candidate, Provenance
 from kernelbench.generate.dispatch import assemble
 from kernelbench.generate.family import FAMILIES
+from kernelbench.generate.llm import LLMConfig, research
 from kernelbench.generate.search import Screened, SearchOutcome, successive_halving
 from kernelbench.generate.sources import SOURCES, TaskContext
 
@@ -83,7 +84,7 @@ class OptimizeResult:
 
 def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s: float = DEFAULT_BUDGET_S,
              out_dir: Path | None = None, on_event: Callable[[Event], None] | None = None,
-             variants: list[str] | None = None) -> OptimizeResult:
+             variants: list[str] | None = None, llm: LLMConfig | None = None) -> OptimizeResult:
     emit = on_event or (lambda event: None)
     run_id = f"optimize-{uuidlib.uuid4().hex[:12]}"
     session.store.record_problem(problem.name, problem.subset, str(problem.directory), definition_hash(problem),
@@ -120,6 +121,10 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
             emit(Event("evaluated", evaluated=result))
         if search is not None and search.winners:
             knowledge.remember(session.store, problem, gpu, _knowledge_entries(problem, task, search, gpu))
+    if llm is not None:   # the LLM research loop: its proposals are judged and ranked like the finalists above
+        evaluated += research(task, llm, evaluated=evaluated, choose=choose_best, store=session.store, run_id=run_id,
+                              evaluate=lambda c: _evaluate(session, problem, c, config, baseline, run_id),
+                              config=config, hardware=session.hardware, on_note=lambda t: emit(Event("note", t)))
     best = choose_best(evaluated)
     chosen = best or max(evaluated, key=lambda r: r.summary["sol_score"])
     record(session, problem, chosen, run_id)
