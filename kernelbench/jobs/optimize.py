@@ -1,13 +1,15 @@
 """`kb optimize`: find the fastest verified solution of one task and score it.
 
 1. T_b: the baseline variants (eager, torch.compile, CUDA graphs), measured by the full evaluator.
-2. Candidates: every searched source of the registry (template families, later the LLM proposer),
-   seeded by the knowledge base's winners for the same families.
+2. Candidates: every searched source of the registry (the template families), seeded by the
+   knowledge base's winners for the same families.
 3. Search: successive halving on the screening child within `budget_s` seconds; with budget 0 no
    search: the knowledge base's configuration (else the family's first guess) per shape class.
 4. Finalists (the per-workload winners assembled into a shape-keyed dispatch, and the best single
    candidate) go through the full evaluator; the best one that passes every workload audit-clean
-   wins, else the best baseline variant. Every candidate tried is stored with its provenance and
+   wins, else the best baseline variant. With `llm`, the research loop (kernelbench.generate.llm)
+   then proposes, screens and fully evaluates a model's kernels, which are ranked with the
+   finalists. Every candidate tried is stored with its provenance and
    screening numbers; the winners of the search go into the knowledge base.
 """
 
