@@ -144,9 +144,9 @@ def test_a_wrong_update_names_the_input(problems):
 def test_the_evaluator_child_allows_a_returned_cache_update_and_flags_a_write_elsewhere(problems):
     config = EvalConfig(device="cpu", rounds=2, timing={"warmup": 1, "iterations": 3}, build_timeout_s=120,
                         workload_timeout_s=120)
-    legal = evaluate(problems["kv"], candidate("kv-update-returned"), config)[0]["evaluation"]
+    legal = evaluate(problems["kv"], candidate("kv-update-returned"), config)[0].to_json()["evaluation"]
     assert legal["status"] == statuses.PASSED and legal["audit"] == [], legal["log"]
-    hack = evaluate(problems["kv"], candidate("kv-mutates-new"), config)[0]["evaluation"]
+    hack = evaluate(problems["kv"], candidate("kv-mutates-new"), config)[0].to_json()["evaluation"]
     assert hack["status"] == statuses.REWARD_HACK and "input-mutation: input 1 was modified" in hack["log"]
 
 

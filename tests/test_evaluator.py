@@ -64,13 +64,14 @@ def config(**overrides) -> EvalConfig:
     return EvalConfig(**{**values, **overrides})
 
 
-def statuses_of(traces: list[dict]) -> list[str]:
-    return [t["evaluation"]["status"] for t in traces]
+def statuses_of(traces) -> list[str]:
+    """Statuses of traces (typed, or their official JSON)."""
+    return [t["evaluation"]["status"] if isinstance(t, dict) else t.evaluation.status for t in traces]
 
 
 def test_reference_as_solution_passes_with_cpu_timing(problem_dir):
     problem = load_problem(problem_dir)
-    traces = evaluate(problem, reference_solution(problem.name, problem.definition.reference), config())
+    traces = [t.to_json() for t in evaluate(problem, reference_solution(problem.name, problem.definition.reference), config())]
     assert statuses_of(traces) == [statuses.PASSED, statuses.PASSED]
     performance = traces[0]["evaluation"]["performance"]
     assert performance["clock"] == "cpu" and performance["latency_ms"] > 0
@@ -79,7 +80,7 @@ def test_reference_as_solution_passes_with_cpu_timing(problem_dir):
 
 
 def test_triton_solution_passes_through_the_interpreter(problem_dir):
-    traces = evaluate(load_problem(problem_dir), solution(TRITON_RMSNORM, dps=True, language="triton"), config())
+    traces = [t.to_json() for t in evaluate(load_problem(problem_dir), solution(TRITON_RMSNORM, dps=True, language="triton"), config())]
     assert statuses_of(traces) == [statuses.PASSED, statuses.PASSED], traces[0]["evaluation"]["log"]
 
 
@@ -87,7 +88,7 @@ def test_triton_solution_passes_through_the_interpreter(problem_dir):
 def test_each_failure_gets_its_status(problem_dir, kind):
     source, expected = BROKEN[kind]
     timeout = 8 if kind == "hang" else 60
-    traces = evaluate(load_problem(problem_dir), solution(source), config(workload_timeout_s=timeout, max_workloads=1))
+    traces = [t.to_json() for t in evaluate(load_problem(problem_dir), solution(source), config(workload_timeout_s=timeout, max_workloads=1))]
     assert statuses_of(traces) == [expected], traces[0]["evaluation"]["log"]
     if kind == "crash":
         assert "SIGSEGV" in traces[0]["evaluation"]["log"]
@@ -97,7 +98,7 @@ def test_crash_on_one_workload_does_not_spoil_the_next(problem_dir):
     # segfaults only on the workload with batch == 3; the fresh child then passes batch == 8
     source = REFERENCE + "\nimport faulthandler\n_run = run\n\ndef run(x, weight, eps):\n" \
                          "    if x.size(0) < 4:\n        faulthandler._sigsegv()\n    return _run(x, weight, eps)\n"
-    traces = evaluate(load_problem(problem_dir), solution(source), config())
+    traces = [t.to_json() for t in evaluate(load_problem(problem_dir), solution(source), config())]
     assert statuses_of(traces) == [statuses.RUNTIME_ERROR, statuses.PASSED]
 
 
@@ -113,7 +114,7 @@ def test_reference_failure_is_invalid_reference(problem_dir):
     definition["reference"] = REFERENCE.replace("return", "raise RuntimeError('CUBLAS_STATUS_NOT_SUPPORTED')\n    return")
     (problem_dir / "definition.json").write_text(json.dumps(definition))
     problem = load_problem(problem_dir)
-    traces = evaluate(problem, solution(REFERENCE), config(max_workloads=1))
+    traces = [t.to_json() for t in evaluate(problem, solution(REFERENCE), config(max_workloads=1))]
     assert statuses_of(traces) == [statuses.INVALID_REFERENCE]
     assert "CUBLAS_STATUS_NOT_SUPPORTED" in traces[0]["evaluation"]["log"]
 
@@ -123,7 +124,7 @@ def test_a_process_fatal_error_restarts_the_child_without_blaming_the_next_workl
     reference = REFERENCE.replace("    variance =", "    if x.size(0) < 4:\n"
                                   "        raise RuntimeError('CUDA error: CUBLAS_STATUS_NOT_SUPPORTED')\n    variance =")
     problem = load_problem(write_rmsnorm_problem(tmp_path, reference=reference))
-    traces = evaluate(problem, solution(REFERENCE), config(shape_probe=False))
+    traces = [t.to_json() for t in evaluate(problem, solution(REFERENCE), config(shape_probe=False))]
     assert statuses_of(traces) == [statuses.INVALID_REFERENCE, statuses.PASSED]
 
 
@@ -148,11 +149,11 @@ def test_a_gpu_time_below_t_sol_is_flagged(problem_dir):
     problem = load_problem(problem_dir)
     workload = problem.workloads[0]
     outcome = {"status": statuses.PASSED, "log": "", "timing": {"median_ms": 0.001}}
-    trace = make_trace(problem, solution(REFERENCE), workload, dict(outcome), "cuda", None, 0.05, sol_ms=0.01)
+    trace = make_trace(problem, solution(REFERENCE), workload, dict(outcome), "cuda", None, 0.05, sol_ms=0.01).to_json()
     assert trace["evaluation"]["status"] == statuses.REWARD_HACK
     assert trace["evaluation"]["audit"][0]["rule"] == "faster-than-sol"
     honest = make_trace(problem, solution(REFERENCE), workload, dict(outcome, timing={"median_ms": 0.02}), "cuda",
-                        None, 0.05, sol_ms=0.01)
+                        None, 0.05, sol_ms=0.01).to_json()
     assert honest["evaluation"]["status"] == statuses.PASSED
     assert honest["evaluation"]["performance"]["speedup_factor"] == pytest.approx(2.5)
 

@@ -17,6 +17,7 @@ import pytest
 from kernelbench.core import store as store_module
 from kernelbench.core.solution import Solution, Source
 from kernelbench.core.settings import Settings
+from kernelbench.core.trace import Trace
 from kernelbench.core.store import MIGRATIONS, Store, StoreError
 
 # The final schema after every migration. Changing an applied migration, or adding one, changes
@@ -249,11 +250,13 @@ def test_records_round_trip(tmp_path):
     store.record_problem("d", "L1", "/x", "hash", 4)
     store.record_problem("d", "L1", "/x", "hash", 4)
     assert store.db.execute("SELECT COUNT(*) FROM problems").fetchone()[0] == 1
-    trace = {"definition": "d", "workload": {"uuid": "w1"},
-             "evaluation": {"status": "PASSED", "performance": {"latency_ms": 1.5, "reference_latency_ms": 3.0}}}
+    trace = Trace.from_json({"definition": "d", "workload": {"uuid": "w1", "axes": {}, "inputs": {}},
+                             "evaluation": {"status": "PASSED", "environment": {}, "timestamp": "2026-12-06T00:00:00Z",
+                                            "performance": {"latency_ms": 1.5, "reference_latency_ms": 3.0}}})
     store.record_traces([trace], digest, env, "run-1")
     [row] = store.traces("d", "run-1")
-    assert row["status"] == "PASSED" and row["latency_ms"] == 1.5 and json.loads(row["data"]) == trace
+    assert row["status"] == "PASSED" and row["latency_ms"] == 1.5 and json.loads(row["data"]) == trace.to_json()
+    assert store.latest_traces("d", digest, env) == {"w1": trace}
     store.record_baseline("d", "hash", "w1", env, "eager", 3.0, "PASSED")
     store.record_baseline("d", "hash", "w1", env, "eager", 2.5, "PASSED")  # replaced, not duplicated
     store.record_baseline("d", "hash", "w1", env, "compile", None, "RUNTIME_ERROR")

@@ -61,7 +61,7 @@ def test_every_make_trace_dict_round_trips(every_source_problem, outcome, device
     problem = every_source_problem
     solution = reference_solution(problem.name, problem.definition.reference)
     trace = make_trace(problem, solution, problem.workloads[which], copy.deepcopy(outcome), device, environment,
-                       baseline_ms, sol_ms)
+                       baseline_ms, sol_ms).to_json()
     assert Trace.from_json(trace).to_json() == trace
     on_disk = json.loads(json.dumps(trace))
     assert Trace.from_json(on_disk).to_json() == on_disk
@@ -73,7 +73,7 @@ def test_round_trip_covers_below_sol_and_every_input_kind(every_source_problem):
     problem = every_source_problem
     solution = reference_solution(problem.name, problem.definition.reference)
     outcome = {"status": statuses.PASSED, "log": "", "correctness": CORRECTNESS, "timing": TIMING}
-    trace = make_trace(problem, solution, problem.workloads[0], outcome, "cuda", ENVIRONMENT, 2.0, 1.0)
+    trace = make_trace(problem, solution, problem.workloads[0], outcome, "cuda", ENVIRONMENT, 2.0, 1.0).to_json()
     assert trace["evaluation"]["status"] == "REWARD_HACK"
     assert trace["evaluation"]["audit"][0]["rule"] == "faster-than-sol"
     assert {s["type"] for s in trace["workload"]["inputs"].values()} == {"random", "scalar", "safetensors", "custom"}
@@ -87,7 +87,8 @@ def test_round_trip_covers_below_sol_and_every_input_kind(every_source_problem):
 def test_traces_of_a_real_evaluation_round_trip(tmp_path):
     problem = load_problem(write_rmsnorm_problem(tmp_path))
     config = EvalConfig(device="cpu", rounds=1, timing={"warmup": 1, "iterations": 3}, max_workloads=1)
-    traces = evaluate(problem, reference_solution(problem.name, problem.definition.reference), config)
+    traces = [t.to_json() for t in evaluate(problem, reference_solution(problem.name, problem.definition.reference),
+                                            config)]
     assert traces and traces[0]["evaluation"]["status"] == statuses.PASSED
     for trace in traces:
         assert Trace.from_json(trace).to_json() == trace

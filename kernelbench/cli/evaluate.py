@@ -51,7 +51,7 @@ def eval_command(settings, task, solution_path, as_json, record, run):
         record_result(session, problem, result, run_id)
     if as_json:
         for trace in traces:
-            click.echo(json.dumps(trace))
+            click.echo(json.dumps(trace.to_json()))
         return
     print_summary(result.summary, f"kb eval {problem.name}: {solution.name} on {run.device}")
     if not any(t_b.values()):
@@ -102,7 +102,7 @@ def audit_command(settings, task, solution_path, as_json, run):
         config = replace(run.config, max_workloads=run.config.max_workloads or 1)
         traces = evaluate(problem, solution, config, environment=session.trace_environment(),
                           sol_ms=session.sol_ms(problem))
-        runtime = [Finding(**f) for t in traces for f in t["evaluation"]["audit"]]
+        runtime = [Finding(f.rule, f.evidence) for t in traces for f in t.evaluation.audit]
     verdicts = audit_verdicts(static + runtime)
     flagged = sorted(rule for rule, verdict in verdicts.items() if verdict["verdict"] == "FLAGGED")
     if as_json:

@@ -194,8 +194,7 @@ class _Loop:
         result = self.evaluate(candidate)
         self.results.append(result)
         summary = result.summary
-        findings = list(dict.fromkeys(f"{f['rule']}: {f['evidence']}" for t in result.traces
-                                      for f in t["evaluation"].get("audit", [])))
+        findings = list(dict.fromkeys(f"{f.rule}: {f.evidence}" for t in result.traces for f in t.evaluation.audit))
         status = statuses.REWARD_HACK if summary["audit_status"] != AUDIT_CLEAN else summary["status"]
         became_best = self.choose([self.best, result]) is result
         if became_best:
