@@ -1,24 +1,14 @@
-"""Evaluator-level probes: pure functions over what the evaluator observed, plus small drivers
-that make the extra solution calls a probe needs.
-
-The evaluator supplies its own machinery as callables, so the probes follow exactly its
-calling convention (value-returning or destination-passing, the guard armed around the call):
-
-    call(inputs, outputs=None) -> outputs
-                                    one watched solution call; destination-passing: allocates the
-                                    output buffers, or reuses `outputs` when given
-    reference(inputs) -> expected   the reference on clones of the inputs
-    make_inputs(seed) -> inputs     freshly generated inputs for the workload
-    judge(outputs, expected) -> (passed, message)
+"""Evaluator-level probes: pure functions over what the evaluator observed. The evaluator's runner
+(kernelbench.eval.runner.WorkloadRunner) makes the extra solution calls and feeds them in.
 
 Probes and what they catch:
 - fresh rounds, with earlier rounds' inputs kept alive so every round gets new addresses
   (OutputHistory): an output bit-identical to an earlier round's passing output while this
   round fails -> stale-output (caching by shape, by call count, constant outputs that passed once);
-- same address, new values (same_address_probe): the last round's input tensors are
-  overwritten in place with new random values and the solution called again on them (same
+- same address, new values (overwrite_in_place + check_same_address): a round's input tensors
+  are overwritten in place with new random values and the solution called again on them (same
   output buffers in destination-passing style) -> stale-output when the outputs do not follow:
-  caching by pointer, work skipped because the pointers repeat, CUDA graphs replayed on
+  caching by pointer, work skipped because the pointers repeat; CUDA graphs replayed on
   captured pointers fed through the same buffers still pass (they read the new values);
 - the re-check after timing (check_post_timing): a failure after every earlier round passed
   -> stale-output (call-count caches and work skipped once the timer starts repeating calls);
@@ -40,8 +30,7 @@ import torch
 from .findings import Finding
 from .tensors import same_values
 
-Call = Callable[..., list]  # call(inputs, outputs=None) -> outputs
-Judge = Callable[[list, list], "tuple[bool, str]"]
+Judge = Callable[[list, list], "tuple[bool, str]"]  # judge(outputs, expected) -> (passed, message)
 
 
 def check_below_sol(latency_ms: float | None, sol_ms: float | None, *, slack: float = 0.0) -> Finding | None:
@@ -130,65 +119,6 @@ def overwrite_in_place(inputs: list, new_values: list) -> list:
         else:
             out.append(new)
     return out
-
-
-def same_address_probe(call: Call, reference: Callable[[list], list], judge: Judge, inputs: list,
-                       new_values: list) -> tuple[bool, str, Finding | None]:
-    """Call on `inputs`, then overwrite them in place with `new_values` and call again on the same
-    buffers (destination passing: the same output buffers too). -> (passed, message, finding)."""
-    outputs = call(inputs)
-    passed, message = judge(outputs, reference(inputs))
-    if not passed:
-        return False, message, None  # plainly incorrect: correctness reports it
-    inputs = overwrite_in_place(inputs, new_values)
-    passed, message = judge(call(inputs, outputs), reference(inputs))
-    return passed, message, check_same_address(True, passed, message)
-
-
-@dataclasses.dataclass
-class Rounds:
-    passed: bool
-    message: str
-    findings: list[Finding]
-    inputs: list[list]  # every round's inputs, still alive
-
-
-def fresh_rounds(call: Call, reference: Callable[[list], list], make_inputs: Callable[[int], list], judge: Judge,
-                 *, seed: int = 0, rounds: int = 3) -> Rounds:
-    """Correctness rounds on fresh inputs at fresh addresses (earlier rounds' inputs kept alive),
-    each round's outputs compared with the earlier passing rounds' (OutputHistory)."""
-    result = Rounds(True, "PASSED", [], [])
-    history = OutputHistory()
-    for r in range(rounds):
-        inputs = make_inputs(seed + r)
-        result.inputs.append(inputs)
-        expected = reference(inputs)
-        outputs = call(inputs)
-        passed, message = judge(outputs, expected)
-        stale = history.add(f"round {r}", outputs, passed)
-        if stale:
-            result.findings.append(stale)
-        if not passed:
-            result.passed, result.message = False, message
-            break
-    return result
-
-
-def check_determinism_under_fresh_inputs(call: Call, reference: Callable[[list], list],
-                                         make_inputs: Callable[[int], list], judge: Judge, *,
-                                         seed: int = 0, rounds: int = 3) -> list[Finding]:
-    """Fresh rounds (fresh_rounds), then the same-address probe on the last round's buffers.
-
-    Catches outputs cached by pointer, shape or call count, skipped work and constant outputs
-    that passed once, as stale-output findings. A round that is simply wrong yields no finding
-    (correctness says so). `call(inputs, outputs=None)` must reuse `outputs` as the destination
-    buffers when given (destination-passing style) and return the outputs either way.
-    """
-    result = fresh_rounds(call, reference, make_inputs, judge, seed=seed, rounds=rounds)
-    if not result.passed:
-        return result.findings
-    _, _, probe = same_address_probe(call, reference, judge, result.inputs[-1], make_inputs(seed + rounds))
-    return result.findings + ([probe] if probe else [])
 
 
 # ------------------------------------------------------------------ shape specialization

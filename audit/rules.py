@@ -54,3 +54,13 @@ DETECTED_BY: dict[str, tuple[str, ...]] = {
 }
 
 assert set(DETECTED_BY) == set(RULES)
+
+
+def verdicts(findings) -> dict[str, dict]:
+    """Every rule, in catalogue order: FLAGGED or clean, with its evidence, the layers that detect
+    it and its rationale (`kb audit`'s table and JSON)."""
+    evidence: dict[str, list[str]] = {}
+    for finding in findings:
+        evidence.setdefault(finding.rule, []).append(finding.evidence)
+    return {rule: {"verdict": "FLAGGED" if rule in evidence else "clean", "evidence": evidence.get(rule, []),
+                   "detected_by": list(DETECTED_BY[rule]), "rationale": rationale} for rule, rationale in RULES.items()}

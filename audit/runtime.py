@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import types
+from typing import Collection, Mapping
 
 import torch
 
@@ -142,10 +143,12 @@ class RuntimeGuard:
         return list(self._findings)
 
     def check_call(self, inputs_before: InputSnapshot, inputs_after: list, outputs: list, *,
-                   reference_aliases: bool = False) -> None:
-        """After one solution call: outputs' types and readiness, inputs unchanged, no aliasing,
-        no solution code still running. Call it right after the call returns, before any synchronize:
-        on CUDA it snapshots the outputs on the current stream and then synchronizes itself."""
+                   aliases: Mapping[int, Collection[int]] | None = None) -> None:
+        """After one solution call: outputs' types and readiness, inputs unchanged, no aliasing but the
+        reference's (`aliases`: output position -> the input positions the reference's output shares
+        memory with, audit.effects), no solution code still running. Call it right after the call
+        returns, before any synchronize: on CUDA it snapshots the outputs on the current stream and
+        then synchronizes itself."""
         plain = []
         for i, value in enumerate(outputs):
             if value is None or type(value) in PLAIN_SCALARS or type(value) is torch.Tensor:
@@ -157,13 +160,14 @@ class RuntimeGuard:
             self._check_streams(plain)
         for i in inputs_before.changed(inputs_after):
             self.record("input-mutation", f"input {i} was modified in place by the solution")
-        if not reference_aliases:
-            for i, out in enumerate(plain):
-                if not isinstance(out, torch.Tensor):
-                    continue
-                for j, value in enumerate(inputs_after):
-                    if type(value) is torch.Tensor and overlaps(out, value):
-                        self.record("output-aliases-input", f"output {i} shares memory with input {j}")
+        aliases = aliases or {}
+        for i, out in enumerate(plain):
+            if not isinstance(out, torch.Tensor):
+                continue
+            for j, value in enumerate(inputs_after):
+                if type(value) is torch.Tensor and j not in aliases.get(i, ()) and overlaps(out, value):
+                    self.record("output-aliases-input", f"output {i} shares memory with input {j}, "
+                                                        "the reference's does not")
         self._check_live_threads()
 
     def check_state(self) -> None:

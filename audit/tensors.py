@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Collection
 
 import torch
 
@@ -29,6 +29,24 @@ def same_values(a: list[Any], b: list[Any]) -> bool:
         elif isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor) or x != y:
             return False
     return True
+
+
+_SAME_SIZE_INTEGERS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def changed_elements(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """A bool tensor of `after`'s shape: the elements whose bits differ from `before`'s (NaNs
+    compare by their bits; one element of a packed dtype is one storage element). All of them
+    when the shape or dtype changed."""
+    if before.shape != after.shape or before.dtype != after.dtype:
+        return torch.ones(after.shape, dtype=torch.bool, device=after.device)
+    a, b = before.detach().contiguous(), after.detach().contiguous()
+    size = a.element_size()
+    if size in _SAME_SIZE_INTEGERS:
+        integer = _SAME_SIZE_INTEGERS[size]
+        return a.view(integer) != b.view(integer)
+    flat = (a.reshape(-1).view(torch.uint8) != b.reshape(-1).view(torch.uint8))
+    return flat.reshape(a.numel(), size).any(dim=1).reshape(a.shape)
 
 
 def storage_span(t: torch.Tensor) -> tuple[int, int]:
@@ -57,12 +75,13 @@ class InputSnapshot:
     digest instead of a second copy (a multi-GB weight would otherwise be held twice): the sum,
     wrapping mod 2**64, of its 32-bit words each multiplied by a random odd 64-bit key. An odd
     key is invertible mod 2**64, so changing any single word changes the sum; changes that cancel
-    out (a swap of two words, say) would need the keys, which are drawn afresh for every snapshot."""
+    out (a swap of two words, say) would need the keys, which are drawn afresh for every snapshot.
+    Positions in `skip` (inputs the reference itself updates in place) are not kept."""
 
-    def __init__(self, values: list[Any], exact_bytes: int = EXACT_SNAPSHOT_BYTES):
+    def __init__(self, values: list[Any], exact_bytes: int = EXACT_SNAPSHOT_BYTES, skip: Collection[int] = ()):
         self._keys: dict[torch.device, torch.Tensor] = {}
         self._chunk_factors: list[int] = []
-        self._entries = [self._take(v, exact_bytes) for v in values]
+        self._entries = [None if i in skip else self._take(v, exact_bytes) for i, v in enumerate(values)]
 
     def changed(self, values: list[Any]) -> list[int]:
         """Positions of the tensors whose shape, dtype or bits differ from the snapshot's."""

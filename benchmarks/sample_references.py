@@ -51,9 +51,9 @@ def main() -> int:
             continue
         traces = evaluate(problem, reference_solution(problem.name, problem.definition.reference), config)
         all_traces += traces
-        counts = collections.Counter(t["evaluation"]["status"] for t in traces)
-        reasons = sorted({t["evaluation"]["log"].strip().splitlines()[-1][:160] for t in traces
-                          if t["evaluation"]["status"] != "PASSED" and t["evaluation"]["log"].strip()})
+        counts = collections.Counter(str(t.evaluation.status) for t in traces)
+        reasons = sorted({t.evaluation.log.strip().splitlines()[-1][:160] for t in traces
+                          if t.evaluation.status != "PASSED" and t.evaluation.log.strip()})
         rows.append((problem.subset, problem.name, ", ".join(f"{k} {v}" for k, v in counts.items()),
                      {"reasons": reasons}))
         print(f"{problem.name}: {dict(counts)}", flush=True)

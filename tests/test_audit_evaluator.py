@@ -25,7 +25,7 @@ def rmsnorm():
 
 
 def evaluations(problem, name: str) -> list[dict]:
-    return [t["evaluation"] for t in evaluate(problem, load_solution(EXPLOITS / f"{name}.json"), QUICK)]
+    return [t.to_json()["evaluation"] for t in evaluate(problem, load_solution(EXPLOITS / f"{name}.json"), QUICK)]
 
 
 @pytest.mark.parametrize("name, rule", [
@@ -65,7 +65,7 @@ def test_code_specialized_to_the_tested_shapes_fails_the_shape_probe(tmp_path):
     solution = Solution(name="specialized", definition=problem.name, entry_point="main.py::run",
                         sources=(Source("main.py", source),), destination_passing_style=False)
     config = EvalConfig(device="cpu", rounds=2, timing=None, build_timeout_s=120, workload_timeout_s=120)
-    traces = evaluate(problem, solution, config)  # both workloads pass; the probe on batch 2 does not
+    traces = [t.to_json() for t in evaluate(problem, solution, config)]  # both workloads pass; the probe on batch 2 does not
     assert [t["evaluation"]["status"] for t in traces] == [statuses.REWARD_HACK] * 2
     assert all("shape-specialization" in t["evaluation"]["log"] for t in traces)
     assert "'batch': 2" in traces[0]["evaluation"]["log"]

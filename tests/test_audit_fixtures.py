@@ -1,10 +1,10 @@
 """The exploit suite: every fixture in tests/exploits is flagged with its rule; honest ones get nothing.
 
-Each exploit runs through audit.harness.audit_solution (the evaluator's call sequence in this
-process: guard installed, solution imported armed, fresh rounds, same-address probe, timing,
-post-timing re-check, shape probe), and through the static scan separately, so each layer's
-catch is checked on its own. GPU-only exploits are flagged statically here and at runtime by
-benchmarks/audit_gpu_exploits.py.
+Each exploit runs through the evaluator's own runner in this process
+(kernelbench.eval.runner.run_in_process: guard installed, solution imported armed, fresh rounds,
+same-address probe, timing, post-timing re-check, shape probe -- the WorkloadRunner the evaluator's
+child uses), and through the static scan separately, so each layer's catch is checked on its own.
+GPU-only exploits are flagged statically here and at runtime by benchmarks/audit_gpu_exploits.py.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit.harness import audit_solution
 from audit.static import scan_solution
+from kernelbench.core import statuses
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_solution, reference_solution
+from kernelbench.eval.runner import RunPlan, run_in_process
 
 HERE = Path(__file__).resolve().parent
 EXPLOITS = HERE / "exploits"
@@ -82,8 +83,12 @@ RUNTIME = {
     "unsynced-stream__004_gemm_n128_k2048": set(),     # GPU only
     "unsynced-stream__021_rmsnorm_h128": set(),
 }
+QUICK = RunPlan(seed=0, rounds=3, timing={"warmup": 2, "iterations": 8})
 RUNTIME_ONLY = {"input-mutation", "output-aliases-input", "stale-output"}  # the scan must miss these
 GPU_ONLY = {"stale-output__004_gemm_n128_k2048"}  # no CPU catch at all (the scan deliberately ignores CUDA graphs)
+# A disk cache keyed by input bytes never hits within one evaluation (no values repeat there); it pays off
+# in the next evaluation of the same seeds, whose read is what the guard sees (torch.save writes natively).
+NEXT_EVALUATION = {"file-access__021_rmsnorm_h128"}
 
 
 def _fixture_names() -> list[str]:
@@ -168,7 +173,8 @@ def test_static_scan_flags_the_exploit(name, problems):
 def test_runtime_layer_flags_the_exploit(name, problems):
     solution = load_solution(EXPLOITS / f"{name}.json")
     problem = problems[solution.definition]
-    report = audit_solution(problem, solution, workloads=small_workloads(problem), static=False)
+    for _ in range(2 if name in NEXT_EVALUATION else 1):
+        report = run_in_process(problem, solution, QUICK, workloads=small_workloads(problem))
     assert RUNTIME[name] <= report.rules, (report.findings, report.outcomes)
     if name.split("__")[0] in RUNTIME_ONLY and name not in GPU_ONLY:
         assert name.split("__")[0] in report.rules
@@ -178,18 +184,20 @@ def test_runtime_layer_flags_the_exploit(name, problems):
 def test_honest_solution_gets_no_finding(name, problems):
     solution = load_solution(EXPLOITS / f"{name}.json")
     problem = problems[solution.definition]
-    report = audit_solution(problem, solution, workloads=small_workloads(problem))
+    assert scan_solution(solution, problem) == []
+    report = run_in_process(problem, solution, QUICK, workloads=small_workloads(problem))
     assert report.findings == []
-    assert set(report.outcomes.values()) == {"PASSED"}, report.outcomes
+    assert set(report.statuses.values()) == {statuses.PASSED}, report.outcomes
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_the_reference_as_a_solution_gets_no_finding(task, problems):
     problem = problems[task]
     solution = reference_solution(problem.name, problem.definition.reference)
-    report = audit_solution(problem, solution, workloads=small_workloads(problem))
+    assert scan_solution(solution, problem) == []
+    report = run_in_process(problem, solution, QUICK, workloads=small_workloads(problem))
     assert report.findings == []
-    assert set(report.outcomes.values()) == {"PASSED"}, report.outcomes
+    assert set(report.statuses.values()) == {statuses.PASSED}, report.outcomes
 
 
 def test_the_exploits_really_work(problems):

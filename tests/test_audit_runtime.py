@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit.checks import (OutputHistory, check_below_sol, check_determinism_under_fresh_inputs, check_post_timing,
-                          check_shape_probe, overwrite_in_place, perturbed_workload)
+from audit.checks import (OutputHistory, check_below_sol, check_post_timing, check_shape_probe, overwrite_in_place,
+                          perturbed_workload)
 from audit.findings import Finding
 from audit.runtime import RuntimeGuard
 from audit.tensors import InputSnapshot
@@ -210,6 +210,20 @@ def test_check_call_inputs_outputs_and_aliases(guard):
     assert "lazy-output" in rules(guard)
 
 
+def test_check_call_allows_what_the_reference_does(guard):
+    """The reference updates input 0 in place and returns it, and returns a broadcast view of input 1."""
+    cache, bias = torch.randn(4, 4), torch.randn(4)
+    before = InputSnapshot([cache, bias], skip={0})
+    cache[1] = 0.0
+    guard.check_call(before, [cache, bias], [cache, bias.expand(3, 4)], aliases={0: {0}, 1: {1}})
+    assert guard.findings() == []
+    guard.check_call(before, [cache, bias], [bias.expand(3, 4), cache], aliases={0: {0}, 1: {1}})  # swapped
+    assert rules(guard) == {"output-aliases-input"}
+    bias.add_(1)
+    guard.check_call(before, [cache, bias], [], aliases={0: {0}, 1: {1}})
+    assert rules(guard) == {"output-aliases-input", "input-mutation"}
+
+
 def test_check_call_compares_nans_bitwise(guard):
     x = torch.tensor([float("nan"), 1.0])
     guard.check_call(InputSnapshot([x]), [x], [])
@@ -280,47 +294,29 @@ def test_overwrite_in_place_keeps_addresses():
     assert y is x and y.data_ptr() == ptr and torch.equal(y, torch.ones(4)) and s == 2.0
 
 
-def _probe(fn, dps=False):
-    """check_determinism_under_fresh_inputs on y = 2x with a candidate `fn`.
-
-    Every output buffer stays alive, so a fresh buffer never lands at a freed one's address (the
-    allocator's reuse would otherwise decide whether a pointer-keyed cache is hit)."""
-    kept = []
-
-    def call(inputs, outputs=None):
-        if dps:
-            outputs = outputs or [torch.full((8,), float("nan"))]
-            fn(*inputs, *outputs)
-        else:
-            outputs = [fn(*inputs)]
-        kept.append(outputs)
-        return outputs
-
-    def make(seed):
-        return [torch.randn(8, generator=torch.Generator().manual_seed(seed))]
-
-    def judge(outputs, expected):
-        ok = torch.allclose(outputs[0], expected[0])
-        return ok, "" if ok else "INCORRECT_NUMERICAL"
-
-    return {f.rule for f in check_determinism_under_fresh_inputs(call, lambda i: [i[0] * 2], make, judge, rounds=3)}
+DOUBLE = {"name": "double", "description": "y = 2x (test problem)", "axes": {"n": {"type": "var"}},
+          "inputs": {"x": {"shape": ["n"], "dtype": "float32"}}, "outputs": {"y": {"shape": ["n"], "dtype": "float32"}},
+          "reference": "def run(x):\n    return x * 2\n"}
+CACHES = {  # solution source -> the rules the evaluator's probes find (no timing: rounds and the same-address probe)
+    "def run(x):\n    return x * 2\n": set(),
+    "_c = {}\ndef run(x):\n    return _c.setdefault(x.data_ptr(), x * 2)\n": {"stale-output"},      # by pointer
+    "_c = {}\ndef run(x):\n    return _c.setdefault(tuple(x.shape), x * 2)\n": {"stale-output"},    # by shape
+    "last = {}\ndef run(x, out):\n    if last.get('key') == (x.data_ptr(), out.data_ptr()):\n        return\n"  # skips
+    "    out.copy_(x * 2)\n    last['key'] = (x.data_ptr(), out.data_ptr())\n": {"stale-output"},
+}
 
 
-def test_determinism_probe_on_honest_and_caching_functions():
-    assert _probe(lambda x: x * 2) == set()
-    by_pointer = {}
-    assert _probe(lambda x: by_pointer.setdefault(x.data_ptr(), x * 2)) == {"stale-output"}
-    by_shape = {}
-    assert _probe(lambda x: by_shape.setdefault(tuple(x.shape), x * 2)) == {"stale-output"}
-    last = {}
+def test_the_runner_probes_on_honest_and_caching_functions(tmp_path, make_problem):
+    from kernelbench.core.solution import Solution, Source
+    from kernelbench.eval.runner import RunPlan, run_in_process
 
-    def skip_same_buffers(x, out):
-        if last.get("key") == (x.data_ptr(), out.data_ptr()):
-            return
-        out.copy_(x * 2)
-        last["key"] = (x.data_ptr(), out.data_ptr())
-
-    assert _probe(skip_same_buffers, dps=True) == {"stale-output"}
+    problem = load_problem(make_problem(tmp_path, DOUBLE, [{"uuid": "w", "axes": {"n": 8},
+                                                            "inputs": {"x": {"type": "random"}}}]))
+    for source, expected in CACHES.items():
+        solution = Solution(name="candidate", definition="double", entry_point="main.py::run",
+                            sources=(Source("main.py", source),), destination_passing_style="out" in source)
+        report = run_in_process(problem, solution, RunPlan(rounds=3), shape_probe=False)
+        assert report.rules == expected, (source, report.findings)
 
 
 @pytest.fixture
@@ -358,15 +354,13 @@ def test_findings_of_the_process_hook_stop_when_uninstalled(tmp_path):
     assert sys.getrecursionlimit() > 0
 
 
-def test_report_verdicts_cover_every_rule():
-    from audit.harness import AuditReport
-    from audit.rules import RULES
+def test_verdicts_cover_every_rule():
+    from audit.rules import RULES, verdicts
 
-    report = AuditReport([Finding("monkeypatch", "k.py:1: assigns torch.matmul")], {"w": "PASSED"})
-    rows = report.verdicts()
-    assert [r["rule"] for r in rows] == list(RULES)
-    flagged = [r for r in rows if r["verdict"] == "flagged"]
-    assert len(flagged) == 1 and flagged[0]["evidence"] == ["k.py:1: assigns torch.matmul"]
+    rows = verdicts([Finding("monkeypatch", "k.py:1: assigns torch.matmul")])
+    assert list(rows) == list(RULES)
+    flagged = {rule: row for rule, row in rows.items() if row["verdict"] == "FLAGGED"}
+    assert list(flagged) == ["monkeypatch"] and flagged["monkeypatch"]["evidence"] == ["k.py:1: assigns torch.matmul"]
 
 
 def test_check_call_leaves_no_cycle_that_keeps_the_inputs_alive(guard):

@@ -64,13 +64,14 @@ def config(**overrides) -> EvalConfig:
     return EvalConfig(**{**values, **overrides})
 
 
-def statuses_of(traces: list[dict]) -> list[str]:
-    return [t["evaluation"]["status"] for t in traces]
+def statuses_of(traces) -> list[str]:
+    """Statuses of traces (typed, or their official JSON)."""
+    return [t["evaluation"]["status"] if isinstance(t, dict) else t.evaluation.status for t in traces]
 
 
 def test_reference_as_solution_passes_with_cpu_timing(problem_dir):
     problem = load_problem(problem_dir)
-    traces = evaluate(problem, reference_solution(problem.name, problem.definition.reference), config())
+    traces = [t.to_json() for t in evaluate(problem, reference_solution(problem.name, problem.definition.reference), config())]
     assert statuses_of(traces) == [statuses.PASSED, statuses.PASSED]
     performance = traces[0]["evaluation"]["performance"]
     assert performance["clock"] == "cpu" and performance["latency_ms"] > 0
@@ -79,7 +80,7 @@ def test_reference_as_solution_passes_with_cpu_timing(problem_dir):
 
 
 def test_triton_solution_passes_through_the_interpreter(problem_dir):
-    traces = evaluate(load_problem(problem_dir), solution(TRITON_RMSNORM, dps=True, language="triton"), config())
+    traces = [t.to_json() for t in evaluate(load_problem(problem_dir), solution(TRITON_RMSNORM, dps=True, language="triton"), config())]
     assert statuses_of(traces) == [statuses.PASSED, statuses.PASSED], traces[0]["evaluation"]["log"]
 
 
@@ -87,7 +88,7 @@ def test_triton_solution_passes_through_the_interpreter(problem_dir):
 def test_each_failure_gets_its_status(problem_dir, kind):
     source, expected = BROKEN[kind]
     timeout = 8 if kind == "hang" else 60
-    traces = evaluate(load_problem(problem_dir), solution(source), config(workload_timeout_s=timeout, max_workloads=1))
+    traces = [t.to_json() for t in evaluate(load_problem(problem_dir), solution(source), config(workload_timeout_s=timeout, max_workloads=1))]
     assert statuses_of(traces) == [expected], traces[0]["evaluation"]["log"]
     if kind == "crash":
         assert "SIGSEGV" in traces[0]["evaluation"]["log"]
@@ -97,7 +98,7 @@ def test_crash_on_one_workload_does_not_spoil_the_next(problem_dir):
     # segfaults only on the workload with batch == 3; the fresh child then passes batch == 8
     source = REFERENCE + "\nimport faulthandler\n_run = run\n\ndef run(x, weight, eps):\n" \
                          "    if x.size(0) < 4:\n        faulthandler._sigsegv()\n    return _run(x, weight, eps)\n"
-    traces = evaluate(load_problem(problem_dir), solution(source), config())
+    traces = [t.to_json() for t in evaluate(load_problem(problem_dir), solution(source), config())]
     assert statuses_of(traces) == [statuses.RUNTIME_ERROR, statuses.PASSED]
 
 
@@ -113,7 +114,7 @@ def test_reference_failure_is_invalid_reference(problem_dir):
     definition["reference"] = REFERENCE.replace("return", "raise RuntimeError('CUBLAS_STATUS_NOT_SUPPORTED')\n    return")
     (problem_dir / "definition.json").write_text(json.dumps(definition))
     problem = load_problem(problem_dir)
-    traces = evaluate(problem, solution(REFERENCE), config(max_workloads=1))
+    traces = [t.to_json() for t in evaluate(problem, solution(REFERENCE), config(max_workloads=1))]
     assert statuses_of(traces) == [statuses.INVALID_REFERENCE]
     assert "CUBLAS_STATUS_NOT_SUPPORTED" in traces[0]["evaluation"]["log"]
 
@@ -123,14 +124,14 @@ def test_a_process_fatal_error_restarts_the_child_without_blaming_the_next_workl
     reference = REFERENCE.replace("    variance =", "    if x.size(0) < 4:\n"
                                   "        raise RuntimeError('CUDA error: CUBLAS_STATUS_NOT_SUPPORTED')\n    variance =")
     problem = load_problem(write_rmsnorm_problem(tmp_path, reference=reference))
-    traces = evaluate(problem, solution(REFERENCE), config(shape_probe=False))
+    traces = [t.to_json() for t in evaluate(problem, solution(REFERENCE), config(shape_probe=False))]
     assert statuses_of(traces) == [statuses.INVALID_REFERENCE, statuses.PASSED]
 
 
 def test_kept_inputs_stay_within_their_memory_budget():
     import torch
 
-    from kernelbench.eval.worker import KeptInputs
+    from kernelbench.eval.runner import KeptInputs
 
     kept = KeptInputs(budget_bytes=3 * 4096)
     rounds = [[torch.zeros(1024), 1.0] for _ in range(5)]  # 4 KiB of tensor each
@@ -148,11 +149,11 @@ def test_a_gpu_time_below_t_sol_is_flagged(problem_dir):
     problem = load_problem(problem_dir)
     workload = problem.workloads[0]
     outcome = {"status": statuses.PASSED, "log": "", "timing": {"median_ms": 0.001}}
-    trace = make_trace(problem, solution(REFERENCE), workload, dict(outcome), "cuda", None, 0.05, sol_ms=0.01)
+    trace = make_trace(problem, solution(REFERENCE), workload, dict(outcome), "cuda", None, 0.05, sol_ms=0.01).to_json()
     assert trace["evaluation"]["status"] == statuses.REWARD_HACK
     assert trace["evaluation"]["audit"][0]["rule"] == "faster-than-sol"
     honest = make_trace(problem, solution(REFERENCE), workload, dict(outcome, timing={"median_ms": 0.02}), "cuda",
-                        None, 0.05, sol_ms=0.01)
+                        None, 0.05, sol_ms=0.01).to_json()
     assert honest["evaluation"]["status"] == statuses.PASSED
     assert honest["evaluation"]["performance"]["speedup_factor"] == pytest.approx(2.5)
 
@@ -170,52 +171,43 @@ def run(x, weight, eps):
 
 
 @contextlib.contextmanager
-def in_process_runner(problem_dir, source: str = REFERENCE, timing: dict | None = None):
-    """A WorkloadRunner in this process, its entry point beside it. (The guard is installed inside
-    the test body: pytest sets PYTEST_CURRENT_TEST between phases, which the guard would notice.)"""
+def in_process_runner(problem_dir, source: str = REFERENCE, timing: dict | None = None, **plan):
+    """The evaluator's WorkloadRunner in this process, its entry point beside it. (The guard is installed
+    inside the test body: pytest sets PYTEST_CURRENT_TEST between phases, which the guard would notice.)"""
     import torch
 
     from audit.runtime import RuntimeGuard
-    from kernelbench.eval import worker
     from kernelbench.core.reference import compile_reference
-    from kernelbench.core.solution import load_entry_point, materialize
+    from kernelbench.eval.runner import RunPlan, WorkloadRunner, built
 
     problem = load_problem(problem_dir)
     candidate = solution(source)
     guard = RuntimeGuard("cpu")
     guard.install()
     try:
-        entry = load_entry_point(candidate, materialize(candidate))
-        request = {"seed": 0, "rounds": 2, "timing": timing}
-        yield problem, worker.WorkloadRunner(problem, compile_reference(problem.definition), candidate, entry,
-                                             torch.device("cpu"), request, guard), entry
+        with built(candidate, guard) as entry:
+            yield problem, WorkloadRunner(problem, compile_reference(problem.definition), candidate, entry,
+                                          torch.device("cpu"), RunPlan(rounds=2, timing=timing, **plan), guard), entry
     finally:
         guard.restore()
         guard.uninstall()
 
 
-@pytest.fixture
-def no_reference_clones(monkeypatch):
-    """Every input counts as too large to clone for the reference."""
-    from kernelbench.eval import worker
-
-    monkeypatch.setattr(worker, "REFERENCE_CLONE_BYTES", 0)
-
-
-def test_large_inputs_reach_the_reference_without_a_copy(problem_dir, no_reference_clones):
-    with in_process_runner(problem_dir) as (problem, runner, _):
+def test_large_inputs_reach_the_reference_without_a_copy(problem_dir):
+    with in_process_runner(problem_dir, reference_clone_bytes=0) as (problem, runner, _):
         result = runner.run(problem.workloads[0])
     assert result["status"] == statuses.PASSED, result["log"]
-    assert not runner.reference_writes_inputs
+    assert runner.reference_writes == set()
 
 
-def test_a_reference_writing_its_large_inputs_gets_clones_and_the_round_is_redone(tmp_path, no_reference_clones):
-    # Without the redo the solution would see the zeroed x and fail against the reference's output.
+def test_a_reference_writing_its_large_inputs_gets_clones_of_them_and_the_round_is_redone(tmp_path):
+    # Without the redo the solution would get the zeroed x. The reference zeroes x, so the solution must too
+    # (it may do what the reference does, and the inputs' final values are judged): SCRATCH_REFERENCE is the solution.
     problem_dir = write_rmsnorm_problem(tmp_path, reference=SCRATCH_REFERENCE)
-    with in_process_runner(problem_dir) as (problem, runner, _):
+    with in_process_runner(problem_dir, SCRATCH_REFERENCE, reference_clone_bytes=0) as (problem, runner, _):
         result = runner.run(problem.workloads[0])
     assert result["status"] == statuses.PASSED, result["log"]
-    assert runner.reference_writes_inputs
+    assert runner.reference_writes == {0}
 
 
 VALUE_CACHE = """
@@ -268,3 +260,68 @@ def test_a_solution_that_cheats_only_while_timed_is_caught(problem_dir):
     assert entry.__globals__["calls"] == [4 + 2 + 6 + 1]          # the cheat ran as planned
     assert result["status"] == statuses.REWARD_HACK
     assert result["findings"][0]["rule"] == "stale-output" and "timed call" in result["log"]
+
+
+# ------------------------------------------------------------------ one runner, in a child and in this process
+
+TALLY_REFERENCE = '''
+import torch
+
+def run(x, totals):
+    totals += x.sum(0)                       # a running total, updated in place
+    return x > 0, (x > 0).sum(-1)
+'''
+
+TALLY = {
+    "name": "tally",
+    "description": "bool and int outputs, an input updated in place (test problem)",
+    "axes": {"batch": {"type": "var"}, "hidden": {"type": "const", "value": 16}},
+    "inputs": {"x": {"shape": ["batch", "hidden"], "dtype": "float32"},
+               "totals": {"shape": ["hidden"], "dtype": "float32"}},
+    "outputs": {"positive": {"shape": ["batch", "hidden"], "dtype": "bool"},
+                "count": {"shape": ["batch"], "dtype": "int64"}},
+    "reference": TALLY_REFERENCE,
+}
+
+TALLY_SOLUTIONS = {   # destination-passing: the evaluator allocates `positive` and `count`
+    "honest": ("def run(x, totals, positive, count):\n    totals += x.sum(0)\n    positive.copy_(x > 0)\n"
+               "    count.copy_((x > 0).sum(-1))\n", statuses.PASSED),
+    # right only on zeroed buffers: the bool and int outputs are poisoned (True, INT64_MAX) before the call
+    "assumes-zeroed-outputs": ("def run(x, totals, positive, count):\n    totals += x.sum(0)\n"
+                               "    positive.masked_fill_(x > 0, True)\n    count.add_((x > 0).sum(-1))\n",
+                               statuses.INCORRECT_NUMERICAL),
+    # the outputs are right, but the running total the reference updates is not
+    "skips-the-update": ("def run(x, totals, positive, count):\n    positive.copy_(x > 0)\n"
+                         "    count.copy_((x > 0).sum(-1))\n", statuses.INCORRECT_NUMERICAL),
+    # x reaches the reference uncloned (a "large" input): its version counter shows the reference leaves
+    # it alone, so the solution may not write it
+    "writes-x": ("def run(x, totals, positive, count):\n    totals += x.sum(0)\n    positive.copy_(x > 0)\n"
+                 "    count.copy_((x > 0).sum(-1))\n    x.abs_()\n", statuses.REWARD_HACK),
+}
+
+
+def test_the_child_and_the_in_process_runner_agree_on_the_former_drift_cases(tmp_path, make_problem):
+    """The same plan through the evaluator's child process (the worker `kb eval` runs) and through
+    run_in_process (the exploit suite's way): int/bool outputs poisoned before the call, every input
+    "large" (reference_clone_bytes=0) so the reference gets x uncloned, watched by its version counter,
+    and clones of `totals` once it is seen writing it."""
+    import dataclasses
+
+    from kernelbench.eval.runner import RunPlan, run_in_process
+    from kernelbench.eval.sandbox import run_items
+
+    problem = load_problem(make_problem(tmp_path, TALLY, [{"uuid": "w", "axes": {"batch": 5},
+                                                           "inputs": {"x": {"type": "random"},
+                                                                      "totals": {"type": "random"}}}]))
+    plan = RunPlan(rounds=2, timing={"warmup": 1, "iterations": 3}, reference_clone_bytes=0)
+    for name, (source, expected) in TALLY_SOLUTIONS.items():
+        candidate = Solution(name=name, definition="tally", entry_point="main.py::run",
+                             sources=(Source("main.py", source),), destination_passing_style=True)
+        child: dict = {}
+        request = {"problem_dir": str(problem.directory), "solution": candidate.to_json(), "device": "cpu",
+                   **dataclasses.asdict(plan)}
+        run_items("kernelbench.eval.worker", request, ["w"], build_timeout_s=120, item_timeout_s=120,
+                  on_result=lambda _, result: child.update(result))
+        in_process = run_in_process(problem, candidate, plan, shape_probe=False).outcomes["w"]
+        assert child["status"] == in_process["status"] == expected, (name, child["log"], in_process["log"])
+        assert child.get("findings") == in_process.get("findings"), name

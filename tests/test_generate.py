@@ -121,7 +121,7 @@ def test_dispatch_runs_each_shapes_winner_and_the_fallback_elsewhere(tmp_path):
     assembled = assemble(problem, {small.uuid: slow, large.uuid: fast}, fast)
     entry = next(s.content for s in assembled.solution.sources if s.path == "dispatch.py")
     assert "((2, 64), (64,)): _variant_1" in entry and "((8, 64), (64,)): _variant_0" in entry
-    traces = evaluate(problem, assembled.solution, EvalConfig(device="cpu", rounds=2, timing=None))
+    traces = [t.to_json() for t in evaluate(problem, assembled.solution, EvalConfig(device="cpu", rounds=2, timing=None))]
     assert [t["evaluation"]["status"] for t in traces] == ["PASSED", "PASSED"], traces[0]["evaluation"]["log"]
     assert assemble(problem, {small.uuid: fast, large.uuid: fast}, fast) is fast   # one variant: no dispatch
 

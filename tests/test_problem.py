@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
-from conftest import SAMPLE_PROBLEMS, TINY_REFERENCE
+from conftest import SAMPLE_PROBLEMS, TINY_REFERENCE, write_problem
 from kernelbench.core.errors import KernelBenchError, ProblemError
+from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import (Tolerance, find_problem_dirs, load_problem, parse_definition)
 from kernelbench.core.reference import compile_reference
+from kernelbench.core.validation import check_problem
 
 
 # ---------------------------------------------------------------- valid problems
@@ -297,7 +301,6 @@ def _load_definition(tmp_path, make_problem, definition):
 
 
 def test_reference_compiles_and_runs(tmp_path, make_problem):
-    import torch
     definition = load_problem(make_problem(tmp_path)).definition
     module = compile_reference(definition)
     out = module.run(torch.ones(2, 64), torch.ones(64), 1e-5)
@@ -309,8 +312,8 @@ def test_reference_compiles_and_runs(tmp_path, make_problem):
     ("def run_helper():\n    pass\n\nrun = 3\n", "reference", "no callable run"),
     ("def run(x, eps, norm_weight):\n    return x\n", "reference", "does not take the inputs in order"),
     ("def run(x, norm_weight):\n    return x\n", "reference", "does not take the inputs in order"),
-    ("def run(x, norm_weight, eps, out):\n    return x\n", "reference", "required parameters that are not inputs"),
-], ids=["syntax-error", "run-not-callable", "inputs-out-of-order", "input-missing", "extra-required-param"])
+    ("def run(x, norm_weight, eps, *, out):\n    return x\n", "reference", "required keyword-only parameters"),
+], ids=["syntax-error", "run-not-callable", "inputs-out-of-order", "input-missing", "required-keyword-only"])
 def test_reference_checked_against_inputs(tmp_path, make_problem, tiny_definition, reference, field, message):
     tiny_definition["reference"] = reference
     definition = parse_definition(tiny_definition, tmp_path / "definition.json")
@@ -373,12 +376,8 @@ BAD_WORKLOADS = [
     ("negative-axis", _w(0, lambda w: w["axes"].update(batch=-1)), 1, "axes.batch", "non-negative integer"),
     ("const-axis-mismatch", _w(1, lambda w: w["axes"].update(hidden=128)), 2, "axes.hidden",
      "const axis is 64 in the definition, 128 here"),
-    ("unknown-axis", _w(2, lambda w: w["axes"].update(heads=4)), 3, "axes.heads", "not an axis of the definition"),
     ("axes-not-object", _w(0, lambda w: w.update(axes=[2])), 1, "axes", "must be an object"),
-    ("unknown-input", _w(1, lambda w: w["inputs"].update(bias={"type": "random"})), 2, "inputs.bias",
-     "not an input of the definition"),
-    ("missing-input", _w(1, lambda w: w["inputs"].pop("norm_weight")), 2, "inputs.norm_weight",
-     "input has no source"),
+    ("missing-scalar-input", _w(1, lambda w: w["inputs"].pop("eps")), 2, "inputs.eps", "input has no source"),
     ("inputs-not-object", _w(0, lambda w: w.update(inputs=None)), 1, "inputs", "must be an object"),
     ("bad-input-type", _w(1, lambda w: w["inputs"].update(x={"type": "zeros"})), 2, "inputs.x.type",
      "type must be one of random, scalar, custom, safetensors"),
@@ -496,3 +495,144 @@ def test_negative_integer_shape_entry_is_refused(tmp_path, make_problem, tiny_de
     with pytest.raises(ProblemError) as info:
         load_problem(make_problem(tmp_path, definition=tiny_definition, name="bad"))
     assert info.value.field == "inputs.x.shape"
+
+
+# ---------------------------------------------------------------- keys the definition does not declare (official data)
+
+def _extras_problem(root, reference, *, inputs=None, workload_inputs=None, axes=None, custom=None, name="extras"):
+    """x [batch, hidden=4] and weight [hidden] (float32) in; y out; `run` from `reference`; one workload."""
+    definition = {
+        "name": name, "axes": {"batch": {"type": "var"}, "hidden": {"type": "const", "value": 4}},
+        "inputs": inputs or {"x": {"shape": ["batch", "hidden"], "dtype": "float32"},
+                             "weight": {"shape": ["hidden"], "dtype": "float32"}},
+        "outputs": {"y": {"shape": ["batch", "hidden"], "dtype": "float32"}},
+        "reference": reference, "custom_inputs_entrypoint": custom,
+    }
+    workload = {"uuid": "w1", "axes": {"batch": 2, **(axes or {})},
+                "inputs": workload_inputs or {"x": {"type": "random"}, "weight": {"type": "random"}}}
+    return load_problem(write_problem(root, definition, [workload], name=name))
+
+
+def _call_reference(problem, root=None):
+    """(argument names, argument values, run's output) for the first workload, as the evaluator calls run."""
+    module = compile_reference(problem.definition)
+    workload = problem.workloads[0]
+    values = generate_inputs(problem, workload, seed=0, reference_module=module, root=root)
+    names = [a.name for a in problem.arguments(workload)]
+    assert len(values) == len(names)
+    with torch.no_grad():
+        return names, values, module.run(*values)
+
+
+def _warned(problem, field, words):
+    hits = [w for w in problem.warnings if f"workload.jsonl:1: {field}: " in w and words in w]
+    return len(hits) == 1 and hits[0].startswith(str(problem.directory / "workload.jsonl"))
+
+
+def test_axis_that_is_really_a_scalar_parameter_of_run(tmp_path):
+    reference = "def run(x, weight, groups):\n    return x * weight + groups\n"
+    problem = _extras_problem(tmp_path, reference, axes={"groups": 3})
+    assert _warned(problem, "axes.groups", "passed to run as the scalar 'groups'")
+    workload = problem.workloads[0]
+    assert workload.axes == {"batch": 2} and workload.inputs["groups"].value == 3
+    names, (x, weight, groups), y = _call_reference(problem)
+    assert names == ["x", "weight", "groups"] and groups == 3
+    assert torch.equal(y, x * weight + 3)
+
+
+def test_axis_that_gives_a_scalar_input_its_value(tmp_path):
+    reference = "def run(x, weight, groups):\n    return x * weight + groups\n"
+    inputs = {"x": {"shape": ["batch", "hidden"], "dtype": "float32"}, "weight": {"shape": ["hidden"], "dtype": "float32"},
+              "groups": {"shape": None, "dtype": "int32"}}
+    problem = _extras_problem(tmp_path, reference, inputs=inputs, axes={"groups": 5})
+    assert _warned(problem, "axes.groups", "passed to run as the scalar 'groups'")
+    names, values, _ = _call_reference(problem)
+    assert names == ["x", "weight", "groups"] and values[2] == 5
+    assert problem.arguments(problem.workloads[0])[2].spec.is_scalar   # the definition's own spec
+
+
+def test_axis_nobody_takes_is_offered_to_constraints_and_custom_inputs(tmp_path):
+    reference = ("import torch\n\ndef run(x, weight):\n    return x * weight\n\n"
+                 "def make(axes, device):\n    return {'x': torch.full((axes['batch'], 4), float(axes['heads'])),"
+                 " 'weight': torch.ones(4)}\n")
+    custom = {"x": {"type": "custom"}, "weight": {"type": "custom"}}
+    problem = _extras_problem(tmp_path, reference, axes={"heads": 7}, workload_inputs=custom, custom="make")
+    assert _warned(problem, "axes.heads", "offered by name to constraints and the custom-inputs entrypoint only")
+    workload = problem.workloads[0]
+    assert workload.extra_axes == {"heads": 7} and problem.scalar_values(workload) == {"heads": 7}
+    names, (x, _), _ = _call_reference(problem)
+    assert names == ["x", "weight"] and float(x[0, 0]) == 7.0
+
+
+def test_bias_missing_from_the_definition_reaches_run(tmp_path):
+    reference = ("import torch\n\ndef run(x, weight, bias):\n    return x * weight + bias\n\n"
+                 "def make(axes, device):\n    return {'x': torch.ones(axes['batch'], 4), 'weight': torch.full((4,), 2.0),"
+                 " 'bias': torch.arange(4.0)}\n")
+    custom = {"x": {"type": "custom"}, "weight": {"type": "custom"}, "bias": {"type": "custom"}}
+    problem = _extras_problem(tmp_path, reference, workload_inputs=custom, custom="make")
+    assert _warned(problem, "inputs.bias", "passed to run as its parameter of that name")
+    assert problem.arguments(problem.workloads[0])[2].spec is None   # declared nowhere
+    names, values, y = _call_reference(problem)
+    assert names == ["x", "weight", "bias"]
+    assert torch.equal(y, torch.full((2, 4), 2.0) + torch.arange(4.0))
+
+
+def test_bias_between_inputs_goes_to_its_parameter_position(tmp_path):
+    save_file({"b": torch.tensor([10.0, 20.0, 30.0, 40.0])}, str(tmp_path / "bias.safetensors"))
+    reference = "def run(x, bias, weight):\n    return x * weight + bias\n"
+    sources = {"x": {"type": "random"}, "weight": {"type": "random"},
+               "bias": {"type": "safetensors", "path": "bias.safetensors", "tensor_key": "b"}}
+    problem = _extras_problem(tmp_path / "p", reference, workload_inputs=sources)
+    names, (x, bias, weight), y = _call_reference(problem, root=tmp_path)
+    assert names == ["x", "bias", "weight"] and bias.tolist() == [10.0, 20.0, 30.0, 40.0]
+    assert torch.equal(y, x * weight + bias)
+    assert list(problem.workloads[0].inputs) == ["x", "bias", "weight"]   # the trace echoes call order
+
+
+def test_random_extra_input_leaves_run_its_default(tmp_path):
+    reference = "def run(x, weight, bias=None):\n    return x * weight if bias is None else x\n"
+    sources = {"x": {"type": "random"}, "weight": {"type": "random"}, "bias": {"type": "random"}}
+    problem = _extras_problem(tmp_path, reference, workload_inputs=sources)
+    assert _warned(problem, "inputs.bias", "run gets its default")
+    names, (x, weight), y = _call_reference(problem)
+    assert names == ["x", "weight"] and (y == x * weight).all()
+
+
+@pytest.mark.parametrize("reference, sources, field, message", [
+    ("def run(x, weight, bias):\n    return x\n", {"bias": {"type": "random"}}, "inputs.bias", "no shape or dtype"),
+    ("def run(x, weight, out):\n    return x\n", {}, "inputs.out", "run requires 'out'"),
+    ("def run(x, weight, bias=None, scale=1.0):\n    return x\n", {"scale": {"type": "scalar", "value": 2.0}},
+     "inputs.bias", "run takes 'bias' before 'scale'"),
+], ids=["random-extra-without-default", "required-parameter-nobody-gives", "gap-before-an-extra"])
+def test_extra_arguments_that_cannot_be_passed(tmp_path, reference, sources, field, message):
+    with pytest.raises(ProblemError) as info:
+        _extras_problem(tmp_path, reference,
+                        workload_inputs={"x": {"type": "random"}, "weight": {"type": "random"}, **sources})
+    assert info.value.line == 1 and info.value.field == field and message in info.value.reason
+    assert str(info.value.path).endswith("workload.jsonl")
+
+
+def test_keys_nobody_takes_are_ignored_with_a_warning(tmp_path, make_problem, tiny_workloads):
+    tiny_workloads[1]["inputs"]["bias"] = {"type": "random"}
+    tiny_workloads[1]["inputs"].pop("norm_weight")
+    tiny_workloads[1]["axes"]["heads"] = 4
+    tiny_workloads[1]["comment"] = "from the generator"
+    problem = load_problem(make_problem(tmp_path, workloads=tiny_workloads))
+    workload = problem.workloads[1]
+    assert list(workload.inputs) == ["x", "norm_weight", "eps"] and workload.inputs["norm_weight"].kind == "random"
+    assert workload.axes == {"batch": 8} and workload.extra_axes == {"heads": 4}
+    path = problem.directory / "workload.jsonl"
+    expected = {f"{path}:2: inputs.bias: not an input of the definition nor a parameter of run: ignored",
+                f"{path}:2: inputs.norm_weight: input has no source: drawn at random, as the official harness does",
+                f"{path}:2: axes.heads: not an axis of the definition: offered by name to constraints and the "
+                f"custom-inputs entrypoint only",
+                f"{path}:2: comment: not a workload field: ignored"}
+    assert set(problem.warnings) == expected
+    assert len(generate_inputs(problem, workload, seed=0)) == 3
+
+
+def test_tasks_check_prints_the_warnings_and_passes(tmp_path, make_problem, tiny_workloads):
+    tiny_workloads[0]["inputs"]["bias"] = {"type": "random"}
+    result = check_problem(make_problem(tmp_path, workloads=tiny_workloads), run=True)
+    assert result.ok and result.ran
+    assert any("workload.jsonl:1: inputs.bias: " in m for m in result.messages)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from kernelbench.core.errors import KernelBenchError, SolutionError
 from kernelbench.core.solution import (Solution, Source, load_entry_point, load_solution, materialize,
@@ -241,13 +242,22 @@ def test_materialize_refuses_path_escaping_through_a_symlink(data, tmp_path):
     assert not (outside / "evil.py").exists()
 
 
-def test_materialize_refuses_unsafe_path_built_directly(tmp_path):
-    # A Solution built in code (not parsed) is checked again before anything is written.
-    s = Solution(name="x", definition="d", entry_point="main.py::run",
-                 sources=(Source("main.py", "def run(): pass\n"), Source("../escape.py", "x = 1\n")))
-    with pytest.raises(SolutionError):
-        materialize(s, tmp_path / "sol")
-    assert not (tmp_path / "escape.py").exists()
+@pytest.mark.parametrize("sources, message", [
+    ((("main.py", "def run(): pass\n"), ("../escape.py", "x = 1\n")), "must be a relative path inside the solution"),
+    ((("kernel.py", "def run(): pass\n"),), "entry file 'main.py' is not among the sources"),
+], ids=["escaping-path", "entry-file-missing"])
+def test_solution_built_in_code_is_checked_like_a_parsed_one(sources, message):
+    with pytest.raises(ValidationError, match=message):
+        Solution(name="x", definition="d", entry_point="main.py::run",
+                 sources=tuple(Source(*s) for s in sources))
+
+
+def test_official_languages_parse_and_only_python_ones_load(data):
+    data["spec"]["languages"] = ["cute_dsl"]
+    s = parse_solution(data)
+    assert s.language == "cute_dsl"
+    with pytest.raises(SolutionError, match="cannot be loaded"):
+        load_entry_point(s, materialize(s))
 
 
 def test_load_entry_point_multi_file_destination_passing(data):

@@ -17,6 +17,7 @@ import pytest
 from kernelbench.core import store as store_module
 from kernelbench.core.solution import Solution, Source
 from kernelbench.core.settings import Settings
+from kernelbench.core.trace import Trace
 from kernelbench.core.store import MIGRATIONS, Store, StoreError
 
 # The final schema after every migration. Changing an applied migration, or adding one, changes
@@ -53,6 +54,39 @@ CREATE TABLE environments (
             hardware TEXT NOT NULL,
             device TEXT NOT NULL,               -- cuda | cpu
             data TEXT NOT NULL,                 -- JSON: libs, driver, clocks at first sight
+            created_at REAL NOT NULL
+        )
+CREATE TABLE knowledge (
+            id INTEGER PRIMARY KEY,
+            family TEXT NOT NULL,
+            family_version TEXT NOT NULL,
+            dtypes TEXT NOT NULL,               -- the problem's input and output dtypes, in order
+            shape_class TEXT NOT NULL,
+            gpu TEXT NOT NULL,                  -- canonical hardware name, or cpu
+            config TEXT NOT NULL,               -- JSON: the winning configuration
+            time_ms REAL NOT NULL,              -- its screening time on the class's workload
+            definition TEXT NOT NULL,           -- the task it won on
+            created_at REAL NOT NULL,
+            UNIQUE (family, family_version, dtypes, shape_class, gpu, definition)
+        )
+CREATE TABLE llm_exchanges (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            families TEXT NOT NULL,             -- JSON: the task's families (template families, op_type)
+            prompt TEXT NOT NULL,               -- JSON: the chat messages sent
+            response TEXT,                      -- the model's answer; NULL when the call failed
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s REAL,
+            attempts INTEGER,                   -- HTTP requests made (retries included)
+            error TEXT,                         -- why the call failed or the answer could not be parsed
+            candidate_hash TEXT,                -- the solution the answer became
+            stage TEXT NOT NULL,                -- how far it got: call | parse | audit | screening | evaluation
+            status TEXT NOT NULL,               -- its fate there: CALL_FAILED, UNPARSED, a screening or trace status
+            detail TEXT,                        -- JSON: screening times, evaluation summary, audit findings
             created_at REAL NOT NULL
         )
 CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)
@@ -102,6 +136,7 @@ CREATE TABLE traces (
             created_at REAL NOT NULL
         )
 CREATE INDEX candidates_by_definition ON candidates (definition, run_id)
+CREATE INDEX llm_exchanges_by_definition ON llm_exchanges (definition, run_id)
 CREATE INDEX results_by_definition ON results (definition, created_at)
         
 CREATE INDEX traces_by_definition ON traces (definition, solution_hash)
@@ -215,11 +250,13 @@ def test_records_round_trip(tmp_path):
     store.record_problem("d", "L1", "/x", "hash", 4)
     store.record_problem("d", "L1", "/x", "hash", 4)
     assert store.db.execute("SELECT COUNT(*) FROM problems").fetchone()[0] == 1
-    trace = {"definition": "d", "workload": {"uuid": "w1"},
-             "evaluation": {"status": "PASSED", "performance": {"latency_ms": 1.5, "reference_latency_ms": 3.0}}}
+    trace = Trace.from_json({"definition": "d", "workload": {"uuid": "w1", "axes": {}, "inputs": {}},
+                             "evaluation": {"status": "PASSED", "environment": {}, "timestamp": "2026-12-06T00:00:00Z",
+                                            "performance": {"latency_ms": 1.5, "reference_latency_ms": 3.0}}})
     store.record_traces([trace], digest, env, "run-1")
     [row] = store.traces("d", "run-1")
-    assert row["status"] == "PASSED" and row["latency_ms"] == 1.5 and json.loads(row["data"]) == trace
+    assert row["status"] == "PASSED" and row["latency_ms"] == 1.5 and json.loads(row["data"]) == trace.to_json()
+    assert store.latest_traces("d", digest, env) == {"w1": trace}
     store.record_baseline("d", "hash", "w1", env, "eager", 3.0, "PASSED")
     store.record_baseline("d", "hash", "w1", env, "eager", 2.5, "PASSED")  # replaced, not duplicated
     store.record_baseline("d", "hash", "w1", env, "compile", None, "RUNTIME_ERROR")

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from audit.rules import DETECTED_BY, RULES
+from audit.findings import Finding
+from audit.rules import verdicts as audit_verdicts
 from audit.static import scan_solution
 from kernelbench.core.solution import load_solution
 from kernelbench.eval.evaluator import evaluate
@@ -50,7 +51,7 @@ def eval_command(settings, task, solution_path, as_json, record, run):
         record_result(session, problem, result, run_id)
     if as_json:
         for trace in traces:
-            click.echo(json.dumps(trace))
+            click.echo(json.dumps(trace.to_json()))
         return
     print_summary(result.summary, f"kb eval {problem.name}: {solution.name} on {run.device}")
     if not any(t_b.values()):
@@ -96,18 +97,14 @@ def audit_command(settings, task, solution_path, as_json, run):
     problem, solution = load_task(task), load_solution(solution_path)
     session = run.session()
     static = scan_solution(solution, problem)
-    runtime: list[dict] = []
+    runtime: list[Finding] = []
     if not static:  # a statically flagged solution is not run at all
         config = replace(run.config, max_workloads=run.config.max_workloads or 1)
         traces = evaluate(problem, solution, config, environment=session.trace_environment(),
                           sol_ms=session.sol_ms(problem))
-        runtime = [f for t in traces for f in t["evaluation"]["audit"]]
-    evidence: dict[str, list[str]] = {}
-    for finding in [f.to_json() for f in static] + runtime:
-        evidence.setdefault(finding["rule"], []).append(finding["evidence"])
-    verdicts = {rule: {"verdict": "FLAGGED" if rule in evidence else "clean", "evidence": evidence.get(rule, []),
-                       "detected_by": list(DETECTED_BY[rule]), "rationale": RULES[rule]} for rule in RULES}
-    flagged = sorted(evidence)
+        runtime = [Finding(f.rule, f.evidence) for t in traces for f in t.evaluation.audit]
+    verdicts = audit_verdicts(static + runtime)
+    flagged = sorted(rule for rule, verdict in verdicts.items() if verdict["verdict"] == "FLAGGED")
     if as_json:
         click.echo(json.dumps({"task": problem.name, "solution": solution.name, "flagged": flagged,
                                "ran": not static, "rules": verdicts}))

@@ -15,6 +15,7 @@ from kernelbench.jobs.fleet import RayExecutor
 from kernelbench.jobs.optimize import DEFAULT_BUDGET_S, optimize
 
 from .common import console, eval_options, load_task, ms, print_summary, ratio
+from .llm import llm_options
 
 
 @click.command("optimize")
@@ -24,14 +25,16 @@ from .common import console, eval_options, load_task, ms, print_summary, ratio
               help="Seconds of search (screening); 0: no search, the knowledge base's configurations.")
 @click.option("--json", "as_json", is_flag=True, help="Every candidate tried and the winner, as one JSON object.")
 @eval_options
+@llm_options
 @click.pass_obj
-def optimize_command(settings, task, out_dir, budget_s, as_json, run):
+def optimize_command(settings, task, out_dir, budget_s, as_json, run, llm):
     """Optimize TASK: search generated candidates, verify the finalists, print the SOL score."""
     problem = load_task(task)
     session = run.session()
     display = SearchDisplay(problem.name, run.device, quiet=as_json)
     with display:
-        result = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_event=display.event)
+        result = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_event=display.event,
+                          llm=llm)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=str))
         return
@@ -97,12 +100,13 @@ class SearchDisplay:
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help='Spread the tasks over a Ray cluster ("local": start one here, "auto", "ray://host:port").')
 @eval_options
+@llm_options
 @click.pass_obj
-def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, ray_address, run):
+def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, ray_address, run, llm):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU (here, or on a Ray cluster)."""
     report = run_batch(root or settings.tasks_root, settings=run.settings, device=run.device, gpus=gpus,
                        resume=resume, config=run.config, out_dir=out_dir, budget_s=budget_s, console=console,
-                       only=only, executor=RayExecutor(ray_address) if ray_address else None)
+                       only=only, llm=llm, executor=RayExecutor(ray_address) if ray_address else None)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():

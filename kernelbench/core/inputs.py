@@ -92,18 +92,17 @@ def missing_blobs(problem: Problem, root: str | os.PathLike | None = None) -> li
 
 def generate_inputs(problem: Problem, workload: Workload, *, device: str | torch.device = "cpu",
                     seed: int = 0, reference_module=None, root: str | os.PathLike | None = None) -> list[Any]:
-    """Inputs for one round of a workload, in the definition's order."""
+    """Arguments of `run` for one round of a workload, in call order (Problem.arguments)."""
     device = torch.device(device)
     axes = problem.axes_for(workload)
-    definition = problem.definition
     custom: dict[str, Any] = {}
     if any(s.kind == "custom" for s in workload.inputs.values()):
         custom = _call_custom_entrypoint(problem, workload, axes, device, seed, reference_module)
     generator = torch.Generator(device=device).manual_seed(seed)
     values = []
-    for name, spec in definition.inputs.items():
-        source = workload.inputs[name]
-        shape = problem.shape_of(spec, axes)
+    for argument in problem.arguments(workload):
+        name, spec, source = argument.name, argument.spec, argument.source
+        shape = problem.shape_of(spec, axes) if spec else None  # an extra argument has no declared spec
         if source.kind == "scalar":
             value = source.value
         elif source.kind == "custom":
@@ -188,12 +187,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds every device's default generator too
 
 
-def _check_custom_value(name: str, custom: dict, spec: TensorSpec, shape, device,
+def _check_custom_value(name: str, custom: dict, spec: TensorSpec | None, shape, device,
                         origin: str = "custom_inputs_entrypoint") -> Any:
     """A value from the custom entrypoint (or a blob) must have the declared shape and dtype."""
     if name not in custom:
         raise ProblemError(f"{origin} returned no value for {name!r}", field=f"inputs.{name}")
     value = custom[name]
+    if spec is None:  # an extra argument: nothing declared to check against
+        return value.to(device) if isinstance(value, torch.Tensor) else value
     if spec.is_scalar:
         return value.item() if isinstance(value, torch.Tensor) else value
     if not isinstance(value, torch.Tensor):
@@ -217,6 +218,7 @@ def load_safetensors(source, name, workload, problem, root, device) -> torch.Ten
     if source.tensor_key not in tensors:
         raise ProblemError(f"{path} has no tensor {source.tensor_key!r} (has {sorted(tensors)})",
                            line=workload.line, field=f"inputs.{name}.tensor_key")
-    spec = problem.definition.inputs[name]
-    return _check_custom_value(name, {name: tensors[source.tensor_key]}, spec, problem.shape_of(spec, problem.axes_for(workload)), device,
+    spec = problem.definition.inputs.get(name)
+    shape = problem.shape_of(spec, problem.axes_for(workload)) if spec else None
+    return _check_custom_value(name, {name: tensors[source.tensor_key]}, spec, shape, device,
                                origin=f"safetensors blob {path}")

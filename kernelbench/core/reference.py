@@ -44,13 +44,13 @@ def check_run_signature(module: types.ModuleType, definition: Definition, origin
         return
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     expected = list(definition.inputs)
-    if positional[: len(expected)] != expected:
+    # Other parameters may sit among the inputs: workloads may give them (load_problem checks that each does).
+    if [n for n in positional if n in definition.inputs] != expected:
         raise ProblemError(f"run{tuple(positional)} does not take the inputs in order {tuple(expected)}",
                            path=origin, field="reference")
-    extra = [p for p in params[len(expected):] if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
-    if extra:
-        raise ProblemError(f"run has required parameters that are not inputs: {[p.name for p in extra]}",
-                           path=origin, field="reference")
+    keyword_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword_only:
+        raise ProblemError(f"run has required keyword-only parameters: {keyword_only}", path=origin, field="reference")
     entry = definition.custom_inputs_entrypoint
     if entry and not callable(getattr(module, entry, None)):
         raise ProblemError(f"{entry!r} is not a function of the reference", path=origin,

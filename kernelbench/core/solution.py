@@ -1,8 +1,10 @@
 """Solutions in SOL-ExecBench's format (solution.json) and loading one safely.
 
-A solution's sources are written into a private directory (mode 0700) and imported from
-there; a source path that is absolute, contains "..", or resolves outside that directory is
-refused before anything is written.
+`Solution` is a pydantic dataclass with the official `spec` fields flattened onto it; built from
+a file (parse_solution, load_solution) or in code, it is valid or not built. A source path that is
+absolute, contains "..", or would resolve outside the solution's directory is refused; sources are
+written into a private directory (mode 0700) and imported from there, and paths are checked again
+before anything is written.
 """
 
 from __future__ import annotations
@@ -13,34 +15,119 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
+
+from pydantic import PlainValidator, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs
 
 from kernelbench.core.errors import SolutionError
+from kernelbench.core.fields import Flag, NonEmptyString, first_error, invalid
 
-LANGUAGES = ("pytorch", "triton", "cuda_cpp")
+# The official languages; this version loads the Python ones it lists in PYTHON_LANGUAGES.
+LANGUAGES = ("pytorch", "triton", "cute_dsl", "cutile", "cudnn_frontend", "cutlass", "cudnn", "cublas", "cuda_cpp")
 PYTHON_LANGUAGES = ("pytorch", "triton")
+SPEC_FIELDS = ("languages", "target_hardware", "entry_point", "destination_passing_style", "dependencies")
+
+
+def _unsafe(path: str) -> bool:
+    pure = Path(path)
+    return not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\x00" in path
+
+
+def _relative_path(value: Any) -> str:
+    if not isinstance(value, str) or _unsafe(value):
+        raise invalid(f"{value!r} must be a relative path inside the solution")
+    return value
+
+
+def _entry_point(value: Any) -> str:
+    if not isinstance(value, str) or value.count("::") != 1 or not all(value.split("::")):
+        raise invalid('must look like "file.py::function"')
+    return value
+
+
+def _languages(value: Any) -> tuple[str, ...]:
+    value = (value,) if isinstance(value, str) else value
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(x, str) for x in value):
+        raise invalid("must name at least one language")
+    unknown = [x for x in value if x not in LANGUAGES]
+    if unknown:
+        raise invalid(f"unknown languages {unknown}; known: {', '.join(LANGUAGES)}")
+    return tuple(value)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names; a single name given as a string is one name, not its characters."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+RelativePath = Annotated[str, PlainValidator(_relative_path)]
+EntryPoint = Annotated[str, PlainValidator(_entry_point)]
+Languages = Annotated[tuple[str, ...], PlainValidator(_languages)]
+Names = Annotated[tuple[str, ...], PlainValidator(_names)]
 
 
 @dataclass(frozen=True)
 class Source:
-    path: str
+    path: RelativePath
     content: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strings(cls, data: Any) -> Any:
+        if not isinstance(data, ArgsKwargs) and (
+                not isinstance(data, dict) or not isinstance(data.get("path"), str)
+                or not isinstance(data.get("content"), str)):
+            raise invalid("needs string path and content")
+        return data
 
 
 @dataclass(frozen=True)
 class Solution:
-    name: str
-    definition: str
-    entry_point: str  # "file.py::function"
+    name: NonEmptyString
+    definition: NonEmptyString
+    entry_point: EntryPoint  # "file.py::function"
     sources: tuple[Source, ...]
-    languages: tuple[str, ...] = ("pytorch",)
+    languages: Languages = ("pytorch",)
     author: str = ""
     description: str = ""
-    target_hardware: tuple[str, ...] = ()
-    destination_passing_style: bool = True
-    dependencies: tuple[str, ...] = ()
+    target_hardware: Names = ()
+    destination_passing_style: Flag = True
+    dependencies: Names = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_spec(cls, data: Any) -> Any:
+        """solution.json nests the build fields under `spec` (`language` may name one language)."""
+        if isinstance(data, ArgsKwargs) or not isinstance(data, dict):
+            return data
+        spec = data.get("spec")
+        if spec is None:
+            raise invalid("required field is missing", "spec")
+        if not isinstance(spec, dict):
+            raise invalid("must be an object", "spec")
+        flat = {k: v for k, v in data.items() if k != "spec"}
+        flat.update({k: spec[k] for k in SPEC_FIELDS if k in spec})
+        if "languages" not in spec and "language" in spec:
+            flat["languages"] = spec["language"]
+        flat["languages"] = flat.get("languages") or []
+        for key in ("author", "description"):
+            flat[key] = str(flat.get(key) or "")
+        if "sources" in flat and (not isinstance(flat["sources"], list) or not flat["sources"]):
+            raise invalid("must be a non-empty list of {path, content}", "sources")
+        return flat
+
+    @model_validator(mode="after")
+    def _entry_among_sources(self) -> "Solution":
+        if not self.sources:
+            raise invalid("must be a non-empty list of {path, content}", "sources")
+        if self.entry_file not in {s.path for s in self.sources}:
+            raise invalid(f"entry file {self.entry_file!r} is not among the sources", "spec.entry_point")
+        return self
 
     @property
     def entry_file(self) -> str:
@@ -74,56 +161,17 @@ class Solution:
         }
 
 
+_SOLUTION = TypeAdapter(Solution)
+
+
 def parse_solution(data: Any, origin: str = "solution.json") -> Solution:
-    def fail(message: str, where: str) -> SolutionError:
-        return SolutionError(f"{origin}: {where}: {message}")
-
     if not isinstance(data, dict):
-        raise fail("must be a JSON object", "top level")
-    for key in ("name", "definition", "spec", "sources"):
-        if key not in data:
-            raise fail("required field is missing", key)
-    spec = data["spec"]
-    if not isinstance(spec, dict):
-        raise fail("must be an object", "spec")
-    languages = spec.get("languages") or spec.get("language")
-    languages = [languages] if isinstance(languages, str) else languages
-    if not languages or not all(isinstance(x, str) for x in languages):
-        raise fail("must name at least one language", "spec.languages")
-    unknown = [x for x in languages if x not in LANGUAGES]
-    if unknown:
-        raise fail(f"unknown languages {unknown}; known: {', '.join(LANGUAGES)}", "spec.languages")
-    entry = spec.get("entry_point")
-    if not isinstance(entry, str) or entry.count("::") != 1 or not all(entry.split("::")):
-        raise fail('must look like "file.py::function"', "spec.entry_point")
-    raw_sources = data["sources"]
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise fail("must be a non-empty list of {path, content}", "sources")
-    sources = []
-    for i, item in enumerate(raw_sources):
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("content"), str):
-            raise fail("needs string path and content", f"sources[{i}]")
-        check_relative_path(item["path"], f"{origin}: sources[{i}].path")
-        sources.append(Source(item["path"], item["content"]))
-    if entry.split("::")[0] not in {s.path for s in sources}:
-        raise fail(f"entry file {entry.split('::')[0]!r} is not among the sources", "spec.entry_point")
-    dps = spec.get("destination_passing_style", True)
-    if not isinstance(dps, bool):
-        raise fail("must be true or false", "spec.destination_passing_style")
-    return Solution(
-        name=str(data["name"]), definition=str(data["definition"]), entry_point=entry,
-        sources=tuple(sources), languages=tuple(languages), author=str(data.get("author") or ""),
-        description=str(data.get("description") or ""),
-        target_hardware=_as_tuple(spec.get("target_hardware")), destination_passing_style=dps,
-        dependencies=_as_tuple(spec.get("dependencies")),
-    )
-
-
-def _as_tuple(value) -> tuple[str, ...]:
-    """A list of names; a single name given as a string is one name, not its characters."""
-    if not value:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+        raise SolutionError(f"{origin}: top level: must be a JSON object")
+    try:
+        return _SOLUTION.validate_python(data)
+    except ValidationError as exc:
+        where, message = first_error(exc, {k: f"spec.{k}" for k in SPEC_FIELDS})
+        raise SolutionError(f"{origin}: {where}: {message}") from None
 
 
 def load_solution(path: str | os.PathLike) -> Solution:
@@ -145,8 +193,7 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
 
 
 def check_relative_path(path: str, where: str = "path") -> None:
-    pure = Path(path)
-    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\x00" in path:
+    if _unsafe(path):
         raise SolutionError(f"{where}: {path!r} must be a relative path inside the solution")
 
 
@@ -193,11 +240,15 @@ _LOADED_FROM: list[Path] = []  # directories of solutions loaded earlier in this
 def _forget_previous_solution() -> None:
     """Modules of an earlier solution (e.g. two `kernel.py`) must not shadow this one's. Only modules
     whose file lies in an earlier solution's directory go: libraries it imported (triton, inductor)
-    stay, since importing them twice breaks their registries."""
+    stay, since importing them twice breaks their registries. The directories are resolved and the
+    modules' files were found under them, so a prefix test suffices; once forgotten, a directory is
+    dropped (the cost stays one pass over sys.modules, however many solutions this process loaded)."""
+    roots = tuple(f"{d}{os.sep}" for d in _LOADED_FROM)
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and any(Path(file).resolve().is_relative_to(d) for d in _LOADED_FROM):
+        if isinstance(file, str) and file.startswith(roots):
             del sys.modules[name]
+    _LOADED_FROM.clear()
 
 
 def reference_solution(definition_name: str, reference_source: str, *, compiled: str | None = None) -> Solution:

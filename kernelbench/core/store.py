@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     )),
+    Migration("0004_llm_log", (
+        """
+        CREATE TABLE llm_exchanges (
+            id INTEGER PRIMARY KEY,
+            definition TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            round INTEGER NOT NULL,
+            families TEXT NOT NULL,             -- JSON: the task's families (template families, op_type)
+            prompt TEXT NOT NULL,               -- JSON: the chat messages sent
+            response TEXT,                      -- the model's answer; NULL when the call failed
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s REAL,
+            attempts INTEGER,                   -- HTTP requests made (retries included)
+            error TEXT,                         -- why the call failed or the answer could not be parsed
+            candidate_hash TEXT,                -- the solution the answer became
+            stage TEXT NOT NULL,                -- how far it got: call | parse | audit | screening | evaluation
+            status TEXT NOT NULL,               -- its fate there: CALL_FAILED, UNPARSED, a screening or trace status
+            detail TEXT,                        -- JSON: screening times, evaluation summary, audit findings
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX llm_exchanges_by_definition ON llm_exchanges (definition, run_id)",
+    )),
 )
 
 
@@ -252,17 +278,21 @@ class Store:
                         solution.author, json.dumps(solution.to_json()), time.time()))
         return solution.content_hash
 
-    def record_traces(self, traces: list[dict], solution_hash: str, environment_id: int | None, run_id: str) -> None:
+    def record_traces(self, traces: list[Trace], solution_hash: str, environment_id: int | None, run_id: str) -> None:
+        """Evaluated traces, kept in the official JSON (with the latencies as columns for queries)."""
         with self.transaction() as db:
             for trace in traces:
-                performance = trace["evaluation"].get("performance") or {}
+                evaluation = trace.evaluation
+                performance = evaluation.performance
                 db.execute(
                     "INSERT INTO traces (definition, solution_hash, workload_uuid, status, latency_ms, "
                     "reference_latency_ms, sol_ms, environment_id, run_id, data, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (trace["definition"], solution_hash, trace["workload"]["uuid"], trace["evaluation"]["status"],
-                     performance.get("latency_ms"), performance.get("reference_latency_ms"),
-                     performance.get("sol_latency_ms"), environment_id, run_id, json.dumps(trace), time.time()))
+                    (trace.definition, solution_hash, trace.workload.uuid, str(evaluation.status),
+                     performance.latency_ms if performance else None,
+                     performance.reference_latency_ms if performance else None,
+                     performance.sol_latency_ms if performance else None, environment_id, run_id,
+                     json.dumps(trace.to_json()), time.time()))
 
     def record_baseline(self, definition: str, definition_hash: str, workload_uuid: str, environment_id: int,
                         variant: str, latency_ms: float | None, status: str) -> None:
@@ -335,11 +365,11 @@ class Store:
             return self.db.execute("SELECT * FROM knowledge ORDER BY id").fetchall()
         return self.db.execute("SELECT * FROM knowledge WHERE gpu = ? ORDER BY id", (gpu,)).fetchall()
 
-    def latest_traces(self, definition: str, solution_hash: str, environment_id: int) -> dict[str, dict]:
+    def latest_traces(self, definition: str, solution_hash: str, environment_id: int) -> dict[str, Trace]:
         """workload uuid -> the latest stored trace of this solution in this environment."""
         rows = self.db.execute("SELECT workload_uuid, data FROM traces WHERE definition = ? AND solution_hash = ? "
                                "AND environment_id = ? ORDER BY id", (definition, solution_hash, environment_id))
-        return {row["workload_uuid"]: json.loads(row["data"]) for row in rows}
+        return {row["workload_uuid"]: Trace.from_json(json.loads(row["data"])) for row in rows}
 
     def finished_definitions(self, environment_id: int) -> set[str]:
         return {row[0] for row in self.db.execute(

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
-from typing import Any
+from dataclasses import dataclass, field
 
-from audit.checks import check_below_sol, check_shape_probe
+from audit.checks import check_below_sol
 from audit.static import scan_solution
 from kernelbench.core import statuses
 from kernelbench.core.problem import Problem, Workload
 from kernelbench.core.solution import Solution
+from kernelbench.core.trace import Environment, Evaluation, Performance, Timing, Trace, TracedWorkload
+from kernelbench.eval.runner import SHAPE_PROBE, shape_probe_finding
 from kernelbench.eval.sandbox import run_items
-from kernelbench.eval.worker import PROBE_SKIPPED, SHAPE_PROBE
 
 
 @dataclass
@@ -53,7 +52,7 @@ def select_workloads(problem: Problem, max_workloads: int | None) -> list[Worklo
 
 
 def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, environment: dict | None = None,
-             baseline_ms: dict[str, float] | None = None, sol_ms: dict[str, float] | None = None) -> list[dict]:
+             baseline_ms: dict[str, float] | None = None, sol_ms: dict[str, float] | None = None) -> list[Trace]:
     """One trace per selected workload, in workload order."""
     workloads = select_workloads(problem, config.max_workloads)
     outcomes: dict[str, dict] = {}
@@ -82,10 +81,9 @@ def _apply_shape_probe(request: dict, config: EvalConfig, outcomes: dict[str, di
     run_items("kernelbench.eval.worker", request, [SHAPE_PROBE], build_timeout_s=config.build_timeout_s,
               item_timeout_s=config.workload_timeout_s, on_result=lambda _, r: probe.update(r),
               env=child_environment(config.device))
-    if probe["status"] in (statuses.PASSED, PROBE_SKIPPED, statuses.INVALID_REFERENCE):
+    finding = shape_probe_finding(probe)
+    if finding is None:
         return  # passed, no legal untested shape, or the reference itself does not take that shape
-    detail = probe.get("log", "").strip().splitlines()[-1:] or [probe["status"]]
-    finding = check_shape_probe(SimpleNamespace(axes=probe.get("axes", {})), False, f"{probe['status']}: {detail[0][:300]}")
     for outcome in outcomes.values():
         outcome["status"] = statuses.REWARD_HACK
         outcome["log"] = str(finding)
@@ -93,33 +91,23 @@ def _apply_shape_probe(request: dict, config: EvalConfig, outcomes: dict[str, di
 
 
 def make_trace(problem: Problem, solution: Solution, workload: Workload, outcome: dict, device: str,
-               environment: dict | None, baseline_ms: float | None, sol_ms: float | None) -> dict[str, Any]:
+               environment: dict | None, baseline_ms: float | None, sol_ms: float | None) -> Trace:
     status, log = outcome["status"], outcome.get("log", "")
     timing = outcome.get("timing") or {}
     latency = timing.get("median_ms") if status == statuses.PASSED else None
     below = check_below_sol(latency, sol_ms) if device.startswith("cuda") else None  # CPU clocks have no T_SOL
+    findings = list(outcome.get("findings", []))
     if below:
         status, log = statuses.REWARD_HACK, str(below)
-        outcome.setdefault("findings", []).append(below.to_json())
+        findings.append(below.to_json())
     performance = None
     if latency is not None:
-        performance = {"latency_ms": latency, "reference_latency_ms": baseline_ms,
-                       "speedup_factor": (baseline_ms / latency) if baseline_ms and latency else None,
-                       "sol_latency_ms": sol_ms, "clock": "cuda" if device.startswith("cuda") else "cpu",
-                       "timing": timing}
-    return {
-        "definition": problem.name,
-        "solution": solution.name,
-        "workload": {"uuid": workload.uuid, "axes": workload.axes,
-                     "inputs": {n: {k: v for k, v in asdict(s).items() if v is not None and not (k == "kind")}
-                                | {"type": s.kind} for n, s in workload.inputs.items()}},
-        "evaluation": {
-            "status": status,
-            "log": log,
-            "correctness": outcome.get("correctness"),
-            "performance": performance,
-            "environment": environment or {},
-            "audit": outcome.get("findings", []),
-            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        },
-    }
+        performance = Performance(latency_ms=latency, reference_latency_ms=baseline_ms,
+                                  speedup_factor=(baseline_ms / latency) if baseline_ms and latency else None,
+                                  sol_latency_ms=sol_ms, clock="cuda" if device.startswith("cuda") else "cpu",
+                                  timing=Timing(**timing))
+    return Trace(definition=problem.name, solution=solution.name, workload=TracedWorkload.of(workload),
+                 evaluation=Evaluation(status=status, log=log, correctness=outcome.get("correctness"),
+                                       performance=performance, environment=Environment(**(environment or {})),
+                                       audit=findings,
+                                       timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat()))

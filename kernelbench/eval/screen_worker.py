@@ -25,7 +25,10 @@ import torch
 
 from kernelbench.core import statuses
 from kernelbench.core.correctness import as_output_list, compare
-from kernelbench.core.emulation import emulate_scaled_mm_for_this_process, reference_context
+from kernelbench.core.emulation import (
+    emulate_scaled_mm_for_this_process,
+    reference_context,
+)
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
-from time import perf_counter  # bound at import: a solution patching time.perf_counter later does not reach us
+from time import (
+    perf_counter,  # bound at import: a solution patching time.perf_counter later does not reach us
+)
 from typing import Any, Callable, Sequence
 
 import torch

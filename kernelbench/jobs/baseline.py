@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from kernelbench.core import statuses
 from kernelbench.core.problem import Problem
+from kernelbench.core.trace import Trace
 from kernelbench.eval.evaluator import EvalConfig, evaluate, select_workloads
 from kernelbench.generate.baseline_variants import default_variants, variant_solution
 
@@ -23,7 +24,7 @@ from .session import Session, definition_hash
 class Baseline:
     variants: list[str]
     table: dict[str, dict[str, float | None]]                 # uuid -> {variant: ms or None}
-    traces: dict[str, list[dict]] = field(default_factory=dict)   # variant -> traces measured in this run
+    traces: dict[str, list[Trace]] = field(default_factory=dict)   # variant -> traces measured in this run
 
     @property
     def t_b(self) -> dict[str, float | None]:
@@ -31,7 +32,7 @@ class Baseline:
         return {uuid: _best(row) for uuid, row in self.table.items()}
 
 
-def measure_variant(session: Session, problem: Problem, variant: str, config: EvalConfig, run_id: str) -> list[dict]:
+def measure_variant(session: Session, problem: Problem, variant: str, config: EvalConfig, run_id: str) -> list[Trace]:
     """Evaluate one variant, store its traces and its per-workload times as baselines."""
     solution = variant_solution(problem, variant)
     session.store.record_solution(solution)
@@ -40,10 +41,10 @@ def measure_variant(session: Session, problem: Problem, variant: str, config: Ev
     session.store.record_traces(traces, solution.content_hash, session.environment_id, run_id)
     digest = definition_hash(problem)
     for trace in traces:
-        evaluation = trace["evaluation"]
-        latency = (evaluation["performance"] or {}).get("latency_ms") if evaluation["status"] == statuses.PASSED else None
-        session.store.record_baseline(problem.name, digest, trace["workload"]["uuid"], session.environment_id,
-                                      variant, latency, evaluation["status"])
+        evaluation = trace.evaluation
+        passed = evaluation.status == statuses.PASSED and evaluation.performance is not None
+        session.store.record_baseline(problem.name, digest, trace.workload.uuid, session.environment_id, variant,
+                                      evaluation.performance.latency_ms if passed else None, str(evaluation.status))
     return traces
 
 

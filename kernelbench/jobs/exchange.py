@@ -46,12 +46,14 @@ from kernelbench.core.problem import find_problem_dirs, load_problem
 from kernelbench.core.settings import DEFAULTS, Settings
 from kernelbench.core.solution import Solution, parse_solution
 from kernelbench.core.store import Store, json_hash
+from kernelbench.core.trace import Trace, TraceError
 from kernelbench.jobs import leaderboard
 from kernelbench.jobs.session import roofline_hardware
 from kernelbench.jobs.summary import summarize
 from roofline import sol_for_problem
 
-TABLES = ("problems", "solutions", "traces", "baselines", "results", "candidates", "knowledge")   # what one result brings
+# what one result brings along (every prompt and answer of its run included)
+TABLES = ("problems", "solutions", "traces", "baselines", "results", "candidates", "knowledge", "llm_exchanges")
 SQLITE_HEADER = b"SQLite format 3\x00"
 SOLUTION_FILE = "solution.json"
 TRACES_FILE = "traces.jsonl"
@@ -384,13 +386,17 @@ def import_results(store: Store, path: Path, *, problems_root: Path | None = Non
     for file in files:
         solutions = _solutions_beside(file)
         record = _read_json(file.parent / SUMMARY_FILE) if (file.parent / SUMMARY_FILE).is_file() else None
-        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-        for number, trace in enumerate(_read_traces(file), start=1):
-            violations = trace_violations(trace)
+        groups: dict[tuple[str, str], list[Trace]] = defaultdict(list)
+        for number, data in enumerate(_read_traces(file), start=1):
+            try:
+                violations = trace_violations(data)
+                trace = None if violations else Trace.from_json(data)
+            except TraceError as exc:
+                violations = [str(exc)]
             if violations:
                 report.skipped[f"{file}:{number}"] = "; ".join(violations)
-            elif trace.get("evaluation") is not None:   # a workload-only trace records no result
-                groups[(trace["definition"], trace.get("solution") or "")].append(_normalized(trace))
+            elif trace.evaluation is not None:   # a workload-only trace records no result
+                groups[(trace.definition, trace.solution or "")].append(trace)
         for (definition, name), traces in groups.items():
             label = f"{definition} ({name})"
             if name not in solutions:
@@ -411,13 +417,13 @@ def import_results(store: Store, path: Path, *, problems_root: Path | None = Non
     return report
 
 
-def _record(store: Store, solution: Solution, traces: list[dict], subset: str, own: dict | None,
+def _record(store: Store, solution: Solution, traces: list[Trace], subset: str, own: dict | None,
             report: ImportReport, roofline: "_RooflineSol") -> bool:
     """Store one (task, solution): its traces and the leaderboard row recomputed from them.
     False when the same result is already in the store."""
-    definition = traces[0]["definition"]
+    definition = traces[0].definition
     environment = own["environment"] if own else _environment_of(traces[0])
-    run_id = own["result"]["run_id"] if own else f"import-{json_hash(traces)[:12]}"
+    run_id = own["result"]["run_id"] if own else f"import-{json_hash([t.to_json() for t in traces])[:12]}"
     if store.db.execute("SELECT 1 FROM results WHERE definition = ? AND solution_hash = ? AND run_id = ?",
                         (definition, solution.content_hash, run_id)).fetchone():
         return False
@@ -425,7 +431,7 @@ def _record(store: Store, solution: Solution, traces: list[dict], subset: str, o
                                           environment["device"], environment)
     t_b, sols = _reference_and_sol(traces, own)
     device = environment["device"]
-    profile = traces[0]["evaluation"]["environment"].get("roofline_profile")
+    profile = traces[0].evaluation.environment.roofline_profile
     if device.startswith("cuda") and own is None and len(sols) < len(traces):   # measured elsewhere, scored here
         computed, profile = roofline.sol(definition, environment)
         sols = {**computed, **sols}
@@ -486,7 +492,7 @@ def import_store(store: Store, path: Path) -> ImportReport:
 
 def _rows_of(store: Store, result: dict) -> dict[str, list[dict]]:
     """The rows behind one result: its run's traces and candidates, their solutions, the task's
-    problem records, baselines in the result's environment and knowledge-base entries."""
+    problem records, baselines in the result's environment, knowledge-base entries and the run's LLM log."""
     def rows(query: str, *args) -> list[dict]:
         return [dict(row) for row in store.db.execute(query, args)]
 
@@ -502,6 +508,7 @@ def _rows_of(store: Store, result: dict) -> dict[str, list[dict]]:
         "results": [result],
         "candidates": rows("SELECT * FROM candidates WHERE definition = ? AND run_id = ? ORDER BY id", *run),
         "knowledge": rows("SELECT * FROM knowledge WHERE definition = ?", result["definition"]),
+        "llm_exchanges": rows("SELECT * FROM llm_exchanges WHERE definition = ? AND run_id = ? ORDER BY id", *run),
     }
 
 
@@ -547,38 +554,28 @@ def insert_rows(store: Store, table: str, rows: list[dict], transaction: bool = 
         insert_all(store.db)
 
 
-def _normalized(trace: dict) -> dict:
-    """Optional official fields filled with their defaults, so the summary can read them."""
-    trace = copy.deepcopy(trace)
-    evaluation = trace["evaluation"]
-    for key, default in (("log", ""), ("correctness", None), ("performance", None)):
-        evaluation.setdefault(key, default)
-    trace["workload"].setdefault("axes", {})
-    return trace
-
-
-def _environment_of(trace: dict) -> dict:
+def _environment_of(trace: Trace) -> dict:
     """An environment record for traces measured elsewhere: its fingerprint is built like ours
     (hardware, device, library versions), so traces of the same machine share one record."""
-    given = trace["evaluation"]["environment"]
-    device = given.get("device") or "cuda"   # SOL-ExecBench measures on NVIDIA GPUs only
-    libs = given.get("libs") or {}
-    fingerprint = {"hardware": given["hardware"], "device": device,
-                   **{k: libs.get(k) for k in ("torch", "triton", "cuda", "driver")}}
-    return {"hardware": given["hardware"], "device": device, "libs": libs, "fingerprint": fingerprint}
+    given = trace.evaluation.environment
+    device = given.device or "cuda"   # SOL-ExecBench measures on NVIDIA GPUs only
+    fingerprint = {"hardware": given.hardware, "device": device,
+                   **{k: given.libs.get(k) for k in ("torch", "triton", "cuda", "driver")}}
+    return {"hardware": given.hardware, "device": device, "libs": dict(given.libs), "fingerprint": fingerprint}
 
 
-def _reference_and_sol(traces: list[dict], own: dict | None) -> tuple[dict, dict]:
+def _reference_and_sol(traces: list[Trace], own: dict | None) -> tuple[dict, dict]:
     """T_b (ms) and the roofline (T_SOL, binding unit) per workload: from the trace's performance, else
     (a failed workload; the binding unit) from summary.json."""
     recorded = {row["uuid"]: row for row in (own["summary"].get("per_workload", []) if own else [])}
     t_b, sols = {}, {}
     for trace in traces:
-        uuid = trace["workload"]["uuid"]
-        performance = trace["evaluation"]["performance"] or {}
+        uuid = trace.workload.uuid
+        performance = trace.evaluation.performance
         row = recorded.get(uuid, {})
-        t_b[uuid] = performance.get("reference_latency_ms") or row.get("t_b_ms")   # 0: the official "unknown"
-        sol_ms = performance.get("sol_latency_ms") or row.get("t_sol_ms")
+        # 0 is the official "unknown"
+        t_b[uuid] = (performance and performance.reference_latency_ms) or row.get("t_b_ms")
+        sol_ms = (performance and performance.sol_latency_ms) or row.get("t_sol_ms")
         if sol_ms:
             sols[uuid] = _Sol(_seconds(sol_ms), row.get("binding"))
     return t_b, sols
@@ -595,11 +592,11 @@ def _seconds(ms: float) -> float:
     return seconds
 
 
-def _latest_timestamp(traces: list[dict]) -> float:
+def _latest_timestamp(traces: list[Trace]) -> float:
     times = []
     for trace in traces:
         try:
-            stamp = dt.datetime.fromisoformat(trace["evaluation"]["timestamp"].replace("Z", "+00:00"))
+            stamp = dt.datetime.fromisoformat(trace.evaluation.timestamp.replace("Z", "+00:00"))
         except ValueError:
             continue
         times.append((stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).timestamp())

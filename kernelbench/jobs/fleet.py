@@ -33,6 +33,7 @@ from kernelbench.core.problem import DEFINITION_FILE, WORKLOAD_FILE, load_proble
 from kernelbench.core.settings import Settings
 from kernelbench.core.solution import parse_solution
 from kernelbench.core.store import Store
+from kernelbench.core.trace import Trace
 from kernelbench.eval.evaluator import EvalConfig
 from kernelbench.eval.gpu_state import environment_info
 from kernelbench.jobs.batch import BatchReport
@@ -147,6 +148,6 @@ def optimize_task(files: dict[str, str], subset: str, name: str, settings: Setti
 def _evaluated(rows: dict[str, list[dict]], result: dict) -> Evaluated:
     """The result's solution, traces and summary, as `kb optimize --out` writes them."""
     [solution] = [row for row in rows["solutions"] if row["hash"] == result["solution_hash"]]
-    traces = [json.loads(row["data"]) for row in rows["traces"]
+    traces = [Trace.from_json(json.loads(row["data"])) for row in rows["traces"]
               if row["run_id"] == result["run_id"] and row["solution_hash"] == result["solution_hash"]]
     return Evaluated(parse_solution(json.loads(solution["data"])), traces, json.loads(result["data"]))

@@ -1,13 +1,15 @@
 """`kb optimize`: find the fastest verified solution of one task and score it.
 
 1. T_b: the baseline variants (eager, torch.compile, CUDA graphs), measured by the full evaluator.
-2. Candidates: every searched source of the registry (template families, later the LLM proposer),
-   seeded by the knowledge base's winners for the same families.
+2. Candidates: every searched source of the registry (the template families), seeded by the
+   knowledge base's winners for the same families.
 3. Search: successive halving on the screening child within `budget_s` seconds; with budget 0 no
    search: the knowledge base's configuration (else the family's first guess) per shape class.
 4. Finalists (the per-workload winners assembled into a shape-keyed dispatch, and the best single
    candidate) go through the full evaluator; the best one that passes every workload audit-clean
-   wins, else the best baseline variant. Every candidate tried is stored with its provenance and
+   wins, else the best baseline variant. With `llm`, the research loop (kernelbench.generate.llm)
+   then proposes, screens and fully evaluates a model's kernels, which are ranked with the
+   finalists. Every candidate tried is stored with its provenance and
    screening numbers; the winners of the search go into the knowledge base.
 """
 
@@ -26,6 +28,7 @@ from kernelbench.generate.baseline_variants import variant_solution
 from kernelbench.generate.candidate import Candidate, Provenance
 from kernelbench.generate.dispatch import assemble
 from kernelbench.generate.family import FAMILIES
+from kernelbench.generate.llm import LLMConfig, research
 from kernelbench.generate.search import Screened, SearchOutcome, successive_halving
 from kernelbench.generate.sources import SOURCES, TaskContext
 
@@ -83,7 +86,7 @@ class OptimizeResult:
 
 def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s: float = DEFAULT_BUDGET_S,
              out_dir: Path | None = None, on_event: Callable[[Event], None] | None = None,
-             variants: list[str] | None = None) -> OptimizeResult:
+             variants: list[str] | None = None, llm: LLMConfig | None = None) -> OptimizeResult:
     emit = on_event or (lambda event: None)
     run_id = f"optimize-{uuidlib.uuid4().hex[:12]}"
     session.store.record_problem(problem.name, problem.subset, str(problem.directory), definition_hash(problem),
@@ -120,6 +123,10 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
             emit(Event("evaluated", evaluated=result))
         if search is not None and search.winners:
             knowledge.remember(session.store, problem, gpu, _knowledge_entries(problem, task, search, gpu))
+    if llm is not None:   # the LLM research loop: its proposals are judged and ranked like the finalists above
+        evaluated += research(task, llm, evaluated=evaluated, choose=choose_best, store=session.store, run_id=run_id,
+                              evaluate=lambda c: _evaluate(session, problem, c, config, baseline, run_id),
+                              config=config, hardware=session.hardware, on_note=lambda t: emit(Event("note", t)))
     best = choose_best(evaluated)
     chosen = best or max(evaluated, key=lambda r: r.summary["sol_score"])
     record(session, problem, chosen, run_id)

@@ -11,6 +11,7 @@ from kernelbench.core import statuses
 from kernelbench.core.problem import Problem
 from kernelbench.core.score import fraction_of_sol, geomean, sol_score, task_score
 from kernelbench.core.solution import Solution, save_solution
+from kernelbench.core.trace import Trace
 
 from .session import Session
 
@@ -22,24 +23,24 @@ def ranked(summary: dict) -> bool:
     return summary["status"] == statuses.PASSED and summary["audit_status"] == AUDIT_CLEAN
 
 
-def summarize(problem: Problem, solution: Solution, traces: list[dict], t_b: dict[str, float | None],
+def summarize(problem: Problem, solution: Solution, traces: list[Trace], t_b: dict[str, float | None],
               session: Session) -> dict:
     sols = session.sol(problem)
     rows = []
     for trace in traces:
-        evaluation, uuid = trace["evaluation"], trace["workload"]["uuid"]
-        t_k = (evaluation["performance"] or {}).get("latency_ms")
+        evaluation, uuid = trace.evaluation, trace.workload.uuid
+        t_k = evaluation.performance.latency_ms if evaluation.performance else None
         base, sol = t_b.get(uuid), sols.get(uuid)
         t_sol = sol.t_sol_s * 1e3 if sol else 0.0
-        scored = evaluation["status"] == statuses.PASSED and t_k is not None and base is not None
-        rows.append({"uuid": uuid, "axes": trace["workload"]["axes"], "status": evaluation["status"],
-                     "log": evaluation["log"][-2000:], "t_k_ms": t_k, "t_b_ms": base, "t_sol_ms": t_sol or None,
+        scored = evaluation.status == statuses.PASSED and t_k is not None and base is not None
+        rows.append({"uuid": uuid, "axes": trace.workload.axes, "status": str(evaluation.status),
+                     "log": evaluation.log[-2000:], "t_k_ms": t_k, "t_b_ms": base, "t_sol_ms": t_sol or None,
                      "binding": sol.binding if sol else None,
                      "score": sol_score(t_k, base, t_sol) if scored else None,
                      "fraction_of_sol": fraction_of_sol(t_k, t_sol) if scored and t_sol else None,
                      "speedup_vs_baseline": base / t_k if scored else None})
     all_passed = bool(rows) and all(r["status"] == statuses.PASSED for r in rows)
-    hacks = sorted({f["rule"] for t in traces for f in t["evaluation"].get("audit", [])})
+    hacks = sorted({f.rule for t in traces for f in t.evaluation.audit})
     g_k, g_b, g_sol = (geomean(r[k] for r in rows) for k in ("t_k_ms", "t_b_ms", "t_sol_ms"))
     return {
         "task": problem.name, "subset": problem.subset, "solution": solution.name,
@@ -67,7 +68,7 @@ def _worst(rows: list[dict]) -> str:
 class Evaluated:
     """A solution that went through the full evaluator, with its traces and summary."""
     solution: Solution
-    traces: list[dict]
+    traces: list[Trace]
     summary: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
 
@@ -90,5 +91,5 @@ def record(session: Session, problem: Problem, result: Evaluated, run_id: str) -
 
 def write_outputs(result: Evaluated, directory: Path) -> None:
     save_solution(result.solution, directory / "solution.json")
-    (directory / "traces.jsonl").write_text("".join(json.dumps(t) + "\n" for t in result.traces))
+    (directory / "traces.jsonl").write_text("".join(json.dumps(t.to_json()) + "\n" for t in result.traces))
     (directory / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
