@@ -154,7 +154,8 @@ def screenshot(directory: Path, pages: dict[str, tuple[str, int, str | None]], o
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="Directory for the demo store and the report.")
-    parser.add_argument("--screenshots", type=Path, default=None, help="Write report_overview.png, report_task.png here.")
+    parser.add_argument("--screenshots", type=Path, default=None,
+                        help="Write report_overview.png and report_task.png here.")
     parser.add_argument("--tasks-root", type=Path, default=REPOSITORY / "tasks235")
     parser.add_argument("--sample-root", type=Path, default=REPOSITORY.parent / "shared" / "sol_execbench_sample")
     args = parser.parse_args()

@@ -73,8 +73,9 @@ def build_store(root: Path) -> Path:
         flagged.content_hash, session.environment_id, "run-flagged")
     store.record_result("003_flagged", "L1", flagged.content_hash, session.environment_id, "run-flagged", "FAILED",
                         0.9, {"clock": "cpu", "audit_status": "REWARD_HACK: cache-by-pointer", "workloads": 1,
-                              "workloads_passed": 0, "per_workload": [{"uuid": "w1", "axes": {}, "status": "REWARD_HACK",
-                                                                       "log": "cache-by-pointer: kernel.py:3"}]})
+                              "workloads_passed": 0,
+                              "per_workload": [{"uuid": "w1", "axes": {}, "status": "REWARD_HACK",
+                                                "log": "cache-by-pointer: kernel.py:3"}]})
     store.record_result("004_sparse", "Quant", None, None, "run-sparse", "PASSED", 0.0, {"per_workload": []})
     return db
 
@@ -196,15 +197,22 @@ def test_task_page_of_a_cpu_result_and_of_a_sparse_result(site):
         assert not bare_missing_values(page), page.name
 
 
-def test_missing_problem_directory_falls_back_to_the_stored_t_sol(store_path, tmp_path):
+@pytest.mark.parametrize("problem, note", [
+    ("gone", "the problem directory is not here: the charts use the stored T_SOL only"),
+    ("broken", "the roofline could not count 002_gpu_rmsnorm here"),
+])
+def test_without_a_usable_problem_the_charts_use_the_stored_t_sol(store_path, tmp_path, problem, note):
     copy = tmp_path / "kb.db"
     with sqlite3.connect(store_path) as source, sqlite3.connect(copy) as target:   # WAL: a byte copy may miss rows
         source.backup(target)
+    if problem == "broken":
+        (tmp_path / problem).mkdir()
+        (tmp_path / problem / "definition.json").write_text("{not json")
     with Store(copy).transaction() as db:
-        db.execute("UPDATE problems SET path = ?", (str(tmp_path / "gone"),))
+        db.execute("UPDATE problems SET path = ?", (str(tmp_path / problem),))
     pages = report.write_report(Store(copy, read_only=True), Settings(db=copy), tmp_path / "site")
     page = next(p for p in pages if "002_gpu_rmsnorm" in p.name)
-    assert "the problem directory is not here: the charts use the stored T_SOL only" in visible_text(page)
+    assert note in visible_text(page)
     assert page.with_suffix(".png").stat().st_size > 10_000     # the time chart alone
 
 

@@ -40,7 +40,7 @@ from kernelbench.core.settings import Settings
 from kernelbench.core.store import Store
 from kernelbench.jobs import report_plots
 from kernelbench.jobs.leaderboard import leaderboard_rows, task_history
-from roofline import CountError, HardwareProfile, ProfileError, WorkloadSOL, load_profile, sol_for_workload
+from roofline import HardwareProfile, ProfileError, WorkloadSOL, load_profile, sol_for_workload
 
 MISSING = "—"
 SHORT_HASH = 8
@@ -121,7 +121,7 @@ TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("kernelbench.jobs", "
 TEMPLATES.filters.update(time=format_time, score=format_score, ratio=format_ratio, percent=format_percent,
                          text=format_text, short=short_hash, sort_value=sort_value, axes=format_axes,
                          when=format_when, day=format_day)
-TEMPLATES.globals.update(count_noun=count_noun, MISSING=MISSING)
+TEMPLATES.globals.update(count_noun=count_noun)
 
 
 # ------------------------------------------------------------------------------ what a page shows
@@ -171,7 +171,8 @@ def _slugs(rows: list[dict]) -> list[str]:
     seen: dict[str, int] = defaultdict(int)
     slugs = []
     for row in rows:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{row['subset']}__{row['task']}__{row['hardware'] or 'unknown'}").strip("-")
+        name = f"{row['subset']}__{row['task']}__{row['hardware'] or 'unknown'}"
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
         seen[base] += 1
         slugs.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return slugs
@@ -190,8 +191,10 @@ def _provenance(store: Store, row: dict, solution: dict | None) -> list[tuple[st
     if candidates:
         candidate = candidates[-1]
         parameters = json.loads(candidate["parameters"] or "{}")
+        shown = (", ".join(f"{k}={v}" for k, v in parameters.items()) if isinstance(parameters, dict)
+                 else json.dumps(parameters))
         return [("source", candidate["source"]), ("family", format_text(candidate["family"])),
-                ("parameters", ", ".join(f"{k}={v}" for k, v in parameters.items()) or MISSING),
+                ("parameters", shown or MISSING),
                 ("parent", short_hash(candidate["parent_hash"])), ("proposer", format_text(candidate["proposer"]))]
     if solution is None:
         return [("source", "unknown (the store does not hold this solution)")]
@@ -251,7 +254,7 @@ def _sols(store: Store, row: dict, profile: HardwareProfile | None, settings: Se
         workloads = {w.uuid: w for w in problem.workloads}
         sols = {uuid: sol_for_workload(problem, workloads[uuid], profile, settings=settings)
                 for uuid in (r["uuid"] for r in row.get("per_workload") or []) if uuid in workloads}
-    except (KernelBenchError, CountError, OSError, ValueError, RuntimeError) as exc:
+    except (KernelBenchError, OSError, ValueError, MemoryError) as exc:   # CountError is a KernelBenchError
         notes.append(f"the roofline could not count {row['task']} here ({type(exc).__name__}: {exc}): "
                      f"the charts use the stored T_SOL only")
         return {}
@@ -293,7 +296,8 @@ def _subset_rows(tasks: list[Task]) -> list[dict]:
         ranked = [r for r in rows if r["ranked"]]
         fractions = [r["fraction_of_sol"] for r in ranked if not _missing(r.get("fraction_of_sol"))]
         out.append({"hardware": hardware, "subset": subset or "all subsets", "total": not subset,
-                    "tasks": len(rows), "ranked": len(ranked), "mean_score": benchmark_score(r["sol_score"] for r in rows),
+                    "tasks": len(rows), "ranked": len(ranked),
+                    "mean_score": benchmark_score(r["sol_score"] for r in rows),
                     "median_fraction_of_sol": statistics.median(fractions) if fractions else None,
                     "geomean_speedup": geomean(r.get("speedup_vs_baseline") for r in ranked)})
     return out
