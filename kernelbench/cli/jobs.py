@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from kernelbench.core.store import Store
-from kernelbench.jobs import leaderboard
+from kernelbench.jobs import leaderboard, report
 from kernelbench.jobs.batch import run_batch
 from kernelbench.jobs.fleet import RayExecutor
 from kernelbench.jobs.optimize import DEFAULT_BUDGET_S, optimize
@@ -117,7 +117,7 @@ def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, ray_add
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Write the table as CSV.")
 @click.option("--per-workload", is_flag=True, help="One row per workload (long format).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
-              help="Write an HTML report with plots.")
+              help="Write the report's overview as one HTML file (kb report --html DIR adds task pages).")
 @click.pass_obj
 def leaderboard_command(settings, csv_path, per_workload, html_path):
     """The SOL leaderboard from the store: one row per task (flagged solutions never ranked)."""
@@ -127,18 +127,21 @@ def leaderboard_command(settings, csv_path, per_workload, html_path):
         frame.to_csv(csv_path, index=False)
         console.print(f"wrote {len(frame)} rows to {csv_path}")
     if html_path:
-        leaderboard.write_html(leaderboard.task_table(store), leaderboard.workload_table(store), html_path)
-        console.print(f"wrote the report to {html_path}")
+        report.write_overview(store, html_path)
+        console.print(f"wrote the overview to {html_path}")
     if per_workload:
         console.print(frame.to_string(index=False, max_colwidth=24))
         return
-    table = Table(title=f"SOL leaderboard ({len(frame)} tasks, mean SOL score {leaderboard.mean_score(frame):.3f})")
+    rows = leaderboard.leaderboard_rows(store)   # raw values: a missing one prints "-", never nan
+    table = Table(title=f"SOL leaderboard ({report.count_noun(len(rows), 'task')}, "
+                        f"mean SOL score {leaderboard.mean_score(frame):.3f})")
     for column in ("task", "subset", "hardware", "passed", "T_k", "T_b", "T_SOL", "sol_score", "x baseline", "audit"):
         table.add_column(column, overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(row["task"], row["subset"], row["hardware"], f"{row['workloads_passed']}/{row['workloads']}",
-                      ms(row["geomean_t_k_ms"]), ms(row["geomean_t_b_ms"]), ms(row["geomean_t_sol_ms"]),
-                      f"{row['sol_score']:.3f}", ratio(row["speedup_vs_baseline"]), str(row["audit_status"]))
+    for row in rows:
+        table.add_row(row["task"], row["subset"], row["hardware"] or "-",
+                      f"{row.get('workloads_passed', '-')}/{row.get('workloads', '-')}",
+                      ms(row.get("geomean_t_k_ms")), ms(row.get("geomean_t_b_ms")), ms(row.get("geomean_t_sol_ms")),
+                      f"{row['sol_score']:.3f}", ratio(row.get("speedup_vs_baseline")), row.get("audit_status") or "-")
     console.print(table)
 
 

@@ -374,3 +374,21 @@ class Store:
     def finished_definitions(self, environment_id: int) -> set[str]:
         return {row[0] for row in self.db.execute(
             "SELECT DISTINCT definition FROM results WHERE environment_id = ?", (environment_id,))}
+
+    def solution(self, solution_hash: str) -> dict | None:
+        """The stored solution.json of a content hash (None when the store lacks it)."""
+        row = self.db.execute("SELECT data FROM solutions WHERE hash = ?", (solution_hash,)).fetchone()
+        return json.loads(row["data"]) if row else None
+
+    def candidates(self, definition: str, solution_hash: str | None = None) -> list[sqlite3.Row]:
+        """Candidates recorded for a task (with their provenance), oldest first."""
+        query, args = "SELECT * FROM candidates WHERE definition = ?", [definition]
+        if solution_hash:
+            query, args = query + " AND solution_hash = ?", args + [solution_hash]
+        return self.db.execute(query + " ORDER BY id", args).fetchall()
+
+    def problem_path(self, name: str, subset: str) -> str | None:
+        """The directory a problem was last recorded from (None when unknown)."""
+        row = self.db.execute("SELECT path FROM problems WHERE name = ? AND subset = ? AND path IS NOT NULL "
+                              "ORDER BY id DESC", (name, subset)).fetchone()
+        return row["path"] if row else None

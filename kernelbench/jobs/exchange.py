@@ -233,7 +233,7 @@ class ExportReport:
 
 def export_results(store: Store, out_dir: Path, tasks: Sequence[str] = ()) -> ExportReport:
     """Write the leaderboard's rows (every task, or those named) as official files under out_dir."""
-    rows = leaderboard.task_table(store).to_dict("records")
+    rows = leaderboard.leaderboard_rows(store)
     unknown = sorted(set(tasks) - {row["task"] for row in rows})
     if unknown:
         raise KernelBenchError(f"no stored result for {', '.join(unknown)}")
@@ -281,13 +281,8 @@ def export_results(store: Store, out_dir: Path, tasks: Sequence[str] = ()) -> Ex
 
 def _chosen_result(row: dict, results) -> Any:
     """The stored result behind a leaderboard row."""
-    for result in results:
-        summary = json.loads(result["data"])
-        if (result["definition"] == row["task"] and result["solution_hash"] == row["solution_hash"]
-                and (summary.get("hardware") or result["hardware"]) == row["hardware"]
-                and dt.datetime.fromtimestamp(result["created_at"], dt.timezone.utc).isoformat() == row["timestamp"]):
-            return result
-    return None
+    return next((r for r in results if (r["definition"], r["run_id"], r["solution_hash"], r["created_at"])
+                 == (row["task"], row["run_id"], row["solution_hash"], row["created_at"])), None)
 
 
 def official_solution(solution: Solution, environment: dict) -> dict:
