@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from kernelbench.core.settings import Settings
 from kernelbench.eval.gpu_state import environment_info
-from roofline import sol_for_problem
+from roofline import sol_ms_by_uuid
 from kernelbench.core.problem import Problem
 from kernelbench.core.store import Store, json_hash
 
@@ -65,7 +65,7 @@ def roofline_hardware(environment: dict) -> str:
 
 
 def roofline_sol_ms(problem: Problem, hardware: str, settings: Settings) -> dict[str, float]:
-    return {sol.uuid: sol.t_sol_s * 1e3 for sol in sol_for_problem(problem, hardware, settings.profile, settings)}
+    return sol_ms_by_uuid(problem, hardware, settings.profile, settings)
 
 
 def definition_hash(problem: Problem) -> str:
