@@ -82,4 +82,4 @@ def test_kb_roofline_prints_and_emits_reasons(tmp_path):
     assert small["t_sol_s"] > 0 and small["reason"] is None
     table = runner.invoke(main, ["--cache-dir", "off", "roofline", str(p.directory), "--hardware", "H100", "--jobs", "1"])
     assert table.exit_code == 0, table.output
-    assert "no T_SOL" in table.output and "1 of 2 workloads have no T_SOL" in table.output
+    assert "no T_SOL" in table.output and "2 workloads: 1 with a T_SOL, 1 without" in table.output

@@ -166,8 +166,8 @@ def roofline_command(settings, task, hardware, profile, as_json, plot, jobs):
     if not as_json:
         total = sum(len(sols) for sols in groups.values())
         missing = sum(s.t_sol_s is None for sols in groups.values() for s in sols)
-        console.print(f"{len(groups)} problems, {total} workloads: {total - missing} with T_SOL, "
-                      f"{missing} of {total} workloads have no T_SOL (reason given)", highlight=False)
+        console.print(f"{len(groups)} problems, {total} workloads: {total - missing} with a T_SOL, "
+                      f"{missing} without (each with its reason above)", highlight=False)
 
 
 @click.command("calibrate")
