@@ -3,8 +3,8 @@
 #   bash benchmarks/gpu_checks.sh timers    # calibrate, timer vs do_bench, side streams, GPU-only exploits
 #   bash benchmarks/gpu_checks.sh samples   # every sample problem's reference as a solution, all workloads
 #   bash benchmarks/gpu_checks.sh batch     # kb batch over one task per subset of tasks235, leaderboard
-#   bash benchmarks/gpu_checks.sh sweep     # every tasks235 reference on every workload: T_b (eager) and T_SOL;
-#                                           # copy the CSV back to benchmarks/results/ and call again to go on
+#   bash benchmarks/gpu_checks.sh sweep 1/2 # every tasks235 and sample workload: eager, compile, CUDA graphs vs T_SOL
+#                                           # (datasheet and calibrated); then sweep 2/2
 # The sample problems come from $KB_SAMPLE_ROOT (../shared does not travel: carry an ignored copy).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,10 +33,8 @@ case "${1:-}" in
     python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
         "$KB_DB" "$OUT/kb_batch.db" ;;
   sweep)
-    # $OUT starts empty on every call: resume from the rows an earlier call brought back (committed)
-    cp benchmarks/results/tasks235_baseline.csv "$OUT/" 2>/dev/null
-    run python3 benchmarks/tasks235_sweep.py tasks235 --out "$OUT/tasks235_baseline.csv" --resume ${SWEEP_ARGS:-}
-    run python3 benchmarks/tasks235_summary.py "$OUT/tasks235_baseline.csv" --out "$OUT/tasks235_summary.md" \
-        --plot "$OUT/tasks235_sol_fraction.png" ;;
+    # one part per device call (${2:-1/1}); carry .shared_sample and .kbcache (roofline counts made here)
+    run python3 benchmarks/tasks235_sweep.py --out "$OUT" --part "${2:-1/1}" --roots tasks235 .shared_sample \
+        --cache-dir .kbcache 2>&1 | tee "$OUT/sweep_part${2%%/*}.log" ;;
   *) echo "usage: $0 timers|samples|batch|sweep"; exit 2 ;;
 esac

@@ -41,6 +41,8 @@ def main() -> int:
             problem = load_problem(directory)
             for sol in sol_for_problem(problem, profile):
                 workloads += 1
+                if sol.t_sol_s is None:
+                    continue
                 without = sol.t_sol_s - sol.launch_floor_s
                 if sol.times_s["cuda"] > without:
                     binding.append((f"{directory.parent.name}/{directory.name}", sol, sol.times_s["cuda"] / without))

@@ -43,9 +43,9 @@ def main() -> int:
     rows, ratios_by_subset, violations = [], collections.defaultdict(list), []
     for directory in find_problem_dirs(args.root):
         problem = load_problem(directory)
-        sols = {s.uuid: s for s in sol_for_problem(problem, hardware, args.profile)}
+        sols = {s.uuid: s for s in sol_for_problem(problem, hardware, args.profile) if s.t_sol_s is not None}
         traces = [t for t in store.traces(problem.name) if t["status"] == "PASSED" and t["environment_id"] in gpu_envs
-                  and t["latency_ms"] is not None]
+                  and t["latency_ms"] is not None and t["workload_uuid"] in sols]
         if not traces:
             rows.append((problem.subset, problem.name, 0, None, None, ""))
             continue

@@ -94,7 +94,7 @@ def main() -> None:
     rows = []
     for problem in problems:
         for sol in sol_for_problem(problem, profile):
-            if sol.published_t_sol_s is None:
+            if sol.published_t_sol_s is None or sol.t_sol_s is None:
                 continue
             dtypes = {s.dtype for s in list(problem.definition.inputs.values()) + list(problem.definition.outputs.values())}
             rows.append({"problem": problem, "sol": sol, "pub": sol.published_t_sol_s, "ours": sol.t_sol_s,

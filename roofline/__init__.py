@@ -6,8 +6,9 @@
 
 from .counter import Count, CountError, count_workload
 from .hardware import DATASHEETS, HardwareProfile, ProfileError, load_profile, save_profile
-from .model import WorkloadSOL, bound, prefetch_counts, published_sol, sol_for_problem, sol_for_workload
+from .model import (WorkloadSOL, bound, prefetch_counts, published_sol, sol_for_problem, sol_for_workload,
+                    sol_ms_by_uuid)
 
 __all__ = ["Count", "CountError", "count_workload", "DATASHEETS", "HardwareProfile", "ProfileError",
            "load_profile", "save_profile", "WorkloadSOL", "bound", "prefetch_counts", "published_sol", "sol_for_problem",
-           "sol_for_workload"]
+           "sol_for_workload", "sol_ms_by_uuid"]

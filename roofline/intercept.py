@@ -172,7 +172,7 @@ class Intercept(TorchFunctionMode):
         for i, o in enumerate(outs):
             o._kb = Info(key if aliased else t.new_key(), min(inf.prec, ops.rank_of(o.dtype)),
                          origins[i] if origins else None, shadows[i] if shadows else None,
-                         inf.mm, inf.keep, "view")
+                         inf.mm, inf.keep, "view", (func, args, kwargs, i) if t.lazy and not shadows else None)
         if not aliased and t.recording:                          # reshape had to copy
             t.n_ops += 1
             t.record([inf], [], [o._kb.key for o in outs])
@@ -208,7 +208,7 @@ class Intercept(TorchFunctionMode):
         src = args[0]
         if not isinstance(src, torch.Tensor) or src.device.type != "meta":
             return self._slow(func, args, kwargs)
-        values = self.t.shadow(src)
+        values = self.t.shadow(src, demand=True)
         if values is None:
             raise NeedsValues(f"{getattr(func, '__name__', 'host copy')}() of data computed from float values")
         t = self.t
@@ -246,10 +246,19 @@ class Intercept(TorchFunctionMode):
                     func(t.shadow(target), index, vshadow)
                 except Exception:
                     t.poisoned.add(inf.key)
+        elif t.lazy:                                # its recipe no longer gives its values
+            t.poisoned.add(inf.key)
         if vinf is not None:
             inf.prec = min(inf.prec, vinf.prec)
         t.n_ops += 1
-        t.record([inf] + ([vinf] if vinf else []), [vinf] if vinf else [], [inf.key])
+        writes, discounts = [], []
+        part = basic_index(inf.origin, target.shape, index) if inf.origin is not None else None
+        if part is not None:                        # an assignment overwrites: the old values there go unread
+            discounts.append((part.input, part.touched()))
+            if inf.key in t.input_keys:
+                writes.append((part.input, part.touched()))
+        t.record([inf] + ([vinf] if vinf else []), [vinf] if vinf else [], [inf.key],
+                 effects=((), writes, discounts))
         return None
 
     # -------------------------------------------------------------- casts
@@ -264,7 +273,8 @@ class Intercept(TorchFunctionMode):
         if out is src:
             return out
         inf = t.info(src)
-        out._kb = Info(t.new_key(), min(inf.prec, ops.rank_of(out.dtype)), inf.origin, None, inf.mm, inf.keep, "cast")
+        out._kb = Info(t.new_key(), min(inf.prec, ops.rank_of(out.dtype)), inf.origin, None, inf.mm, inf.keep, "cast",
+                       (func, args, kwargs, 0) if t.lazy else None)
         t.n_ops += 1
         t.record([inf], [], [out._kb.key])
         return out
@@ -292,8 +302,8 @@ class Intercept(TorchFunctionMode):
             return self._learn(key, func, args, kwargs, flat)
         outs = [s.make() for s in entry["specs"]]
         infos = [x._kb for x in flat]
-        for o, prec in zip(outs, entry["precs"]):
-            o._kb = Info(t.new_key(), prec, op="compute")
+        for i, (o, prec) in enumerate(zip(outs, entry["precs"])):
+            o._kb = Info(t.new_key(), prec, op="compute", recipe=(func, args, kwargs, i) if t.lazy else None)
         index = t.record(infos, infos, [o._kb.key for o in outs])
         rec = t.recs[index]
         rec.tensor, rec.cuda, rec.sfu = dict(entry["tensor"]), dict(entry["cuda"]), entry["sfu"]
@@ -317,7 +327,8 @@ class Intercept(TorchFunctionMode):
               and all(o.device.type == "meta" and o._kb.origin is None and t.shadow(o) is None
                       and o._kb.keep is None for o in outs)
               and [len(t.writers.get(i.key, ())) for i in infos] == writes_before
-              and all((i, _canon(s)) in touches_ok for r in new for i, s in r.touches))
+              and all((i, _canon(s)) in touches_ok for r in new for i, s in r.touches)
+              and not any(r.writes or r.discounts for r in new))
         if not ok:
             _COMPUTE_MEMO[key] = _NOT_MEMOIZABLE
             return out

@@ -35,16 +35,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem, Workload
 from kernelbench.core.inputs import safetensors_path
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.settings import DEFAULTS, Settings
 
-from .counter import COUNTER_VERSION, Count, count_workload
+from .counter import COUNTER_VERSION, Count, CountError, count_workload
 from .hardware import HardwareProfile, load_profile
 
 FMA_OPS_PER_TRANSCENDENTAL = 4
@@ -53,13 +57,14 @@ _MEMORY: dict[str, Count] = {}
 
 @dataclass
 class WorkloadSOL:
+    """T_SOL of one workload, or, when it could not be counted, t_sol_s None and the `reason`."""
     index: int
     uuid: str
     axes: dict[str, int]
     hardware: str
     profile_id: str
-    t_sol_s: float
-    binding: str                           # tensor | sfu | dram (| launch when all work is ~0)
+    t_sol_s: float | None
+    binding: str                           # tensor | sfu | dram (| launch when all work is ~0); "" uncounted
     times_s: dict[str, float]              # per resource, before the launch floor
     launch_floor_s: float
     tensor_flops: dict[str, float]
@@ -67,9 +72,20 @@ class WorkloadSOL:
     sfu_ops: float
     bytes_read: int
     bytes_written: int
-    counted_on: str
+    counted_on: str                        # meta | values | cpu; "" uncounted
     notes: list[str] = field(default_factory=list)
     published_t_sol_s: float | None = None
+    reason: str | None = None              # why there is no T_SOL
+    read_by_input: dict[str, int] = field(default_factory=dict)
+    written_by_output: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def uncounted(cls, index: int, workload: Workload, axes: dict[str, int], profile: HardwareProfile,
+                  reason: str, published: float | None = None) -> "WorkloadSOL":
+        return cls(index=index, uuid=workload.uuid, axes=axes, hardware=profile.name, profile_id=profile.profile_id,
+                   t_sol_s=None, binding="", times_s={}, launch_floor_s=profile.launch_floor_s, tensor_flops={},
+                   cuda_flops={}, sfu_ops=0.0, bytes_read=0, bytes_written=0, counted_on="",
+                   published_t_sol_s=published, reason=reason)
 
     @property
     def flops(self) -> float:
@@ -80,13 +96,15 @@ class WorkloadSOL:
         return self.bytes_read + self.bytes_written
 
     @property
-    def intensity(self) -> float:
-        """FLOPs per DRAM byte."""
+    def intensity(self) -> float | None:
+        """FLOPs per DRAM byte (None when uncounted)."""
+        if self.t_sol_s is None:
+            return None
         return self.flops / self.bytes if self.bytes else float("inf")
 
     @property
     def ratio_to_published(self) -> float | None:
-        return self.t_sol_s / self.published_t_sol_s if self.published_t_sol_s else None
+        return self.t_sol_s / self.published_t_sol_s if self.published_t_sol_s and self.t_sol_s else None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -126,39 +144,48 @@ def _cache_key(problem: Problem, workload: Workload, data_root: Path) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def _known(key: str, directory: Path | None) -> Count | None:
+def _known(key: str, directory: Path | None) -> Count | str | None:
+    """The remembered count of a key, the reason it could not be counted (a str), or None."""
     if key in _MEMORY:
         return _MEMORY[key]
     path = directory / f"{key}.json" if directory else None
     if path is not None and path.is_file():
         try:
-            _MEMORY[key] = Count.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            _MEMORY[key] = data["uncounted"] if "uncounted" in data else Count.from_dict(data)
             return _MEMORY[key]
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, KeyError):
             pass
     return None
 
 
-def _remember(key: str, count: Count, directory: Path | None) -> None:
+def _remember(key: str, count: Count | str, directory: Path | None) -> None:
     _MEMORY[key] = count
     if directory is None:
         return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f"{key}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(count.to_dict()))
+        tmp.write_text(json.dumps({"uncounted": count} if isinstance(count, str) else count.to_dict()))
         tmp.replace(directory / f"{key}.json")
     except OSError:
         pass
 
 
-def cached_count(problem: Problem, workload: Workload, module=None, settings: Settings = DEFAULTS) -> Count:
-    """count_workload, remembered in memory and under settings.roofline_cache (keyed by reference,
-    axes, inputs and which blobs exist under the data root)."""
+def _count_or_reason(problem: Problem, workload: Workload, module, data_root: Path) -> Count | str:
+    try:
+        return count_workload(problem, workload, module, data_root=data_root)
+    except CountError as exc:
+        return str(exc)
+
+
+def cached_count(problem: Problem, workload: Workload, module=None, settings: Settings = DEFAULTS) -> Count | str:
+    """count_workload, or the reason it cannot count (a str), remembered in memory and under
+    settings.roofline_cache (keyed by reference, axes, inputs and which blobs exist under the data root)."""
     key = _cache_key(problem, workload, settings.data_root)
     count = _known(key, settings.roofline_cache)
     if count is None:
-        count = count_workload(problem, workload, module, data_root=settings.data_root)
+        count = _count_or_reason(problem, workload, module, settings.data_root)
         _remember(key, count, settings.roofline_cache)
     return count
 
@@ -169,8 +196,8 @@ _PENDING: list = []
 def _count_pending(i: int):
     problem, workload, key, data_root = _PENDING[i]
     try:
-        return key, count_workload(problem, workload, data_root=data_root)
-    except Exception:            # the parent counts it again and reports the error in context
+        return key, _count_or_reason(problem, workload, None, data_root)
+    except Exception:            # not a CountError (a bug of ours): the parent counts it again and reports it
         return key, None
 
 
@@ -184,7 +211,6 @@ def _size(item) -> int:
 
 
 def _single_thread() -> None:
-    import torch
     torch.set_num_threads(1)
 
 
@@ -197,10 +223,9 @@ def prefetch_counts(problems: list[Problem], jobs: int = 1, settings: Settings =
     pending.sort(key=_size, reverse=True)           # largest first: no long tail at the end of the pool
     if jobs <= 1 or len(pending) < 2 * jobs or not hasattr(os, "fork"):
         return 0
-    import multiprocessing
     problem, workload, key, _ = pending.pop()        # warm torch up on the smallest: the forked workers inherit it
     try:
-        _remember(key, count_workload(problem, workload, data_root=root), cache)
+        _remember(key, _count_or_reason(problem, workload, None, root), cache)
     except Exception:                               # reported when the problem is bounded
         pass
     _PENDING = pending
@@ -240,30 +265,50 @@ def published_sol(problem: Problem, hardware: str | None = None) -> dict[int, fl
 def sol_for_workload(problem: Problem, workload: Workload, profile: HardwareProfile | str = "H200",
                      *, kind: str = "datasheet", index: int | None = None, module=None,
                      published: dict[int, float] | None = None, settings: Settings = DEFAULTS) -> WorkloadSOL:
-    """T_SOL of one workload. `profile` is a HardwareProfile or a hardware name (with `kind`)."""
+    """T_SOL of one workload. `profile` is a HardwareProfile or a hardware name (with `kind`).
+    A workload that cannot be counted gets t_sol_s None and the reason, never an exception."""
     profile = load_profile(profile, kind, settings.profile_dir) if isinstance(profile, str) else profile
-    count = cached_count(problem, workload, module, settings)
+    index = problem.workloads.index(workload) if index is None else index
+    published = published_sol(problem, profile.name) if published is None else published
+    axes = problem.axes_for(workload)
+    try:
+        count = cached_count(problem, workload, module, settings)
+    except Exception as exc:                        # a bug of ours: still a per-workload answer
+        count = f"the counter failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    if isinstance(count, str):
+        return WorkloadSOL.uncounted(index, workload, axes, profile, count, published.get(index))
     t_sol, binding, times = bound(count, profile)
     notes = list(count.notes)
     if times["cuda"] > t_sol - profile.launch_floor_s:
         notes.append(f"the reference's CUDA-core work as written ({times['cuda'] * 1e6:.3g} us) exceeds the "
                      f"bound; not counted in T_SOL (a kernel may restructure it)")
-    index = problem.workloads.index(workload) if index is None else index
-    published = published_sol(problem, profile.name) if published is None else published
     return WorkloadSOL(
-        index=index, uuid=workload.uuid, axes=problem.axes_for(workload), hardware=profile.name,
+        index=index, uuid=workload.uuid, axes=axes, hardware=profile.name,
         profile_id=profile.profile_id, t_sol_s=t_sol, binding=binding, times_s=times,
         launch_floor_s=profile.launch_floor_s, tensor_flops=dict(count.tensor_flops),
         cuda_flops=dict(count.cuda_flops), sfu_ops=count.sfu, bytes_read=count.bytes_read,
         bytes_written=count.bytes_written, counted_on=count.counted_on, notes=notes,
-        published_t_sol_s=published.get(index))
+        published_t_sol_s=published.get(index), read_by_input=dict(count.read_by_input),
+        written_by_output=dict(count.written_by_output))
 
 
 def sol_for_problem(problem: Problem, hardware: str | HardwareProfile = "H200",
                     profile: str = "datasheet", settings: Settings = DEFAULTS) -> list[WorkloadSOL]:
-    """T_SOL of every workload of a problem on `hardware` with a datasheet or measured profile."""
+    """T_SOL of every workload of a problem on `hardware` with a datasheet or measured profile
+    (a workload that cannot be counted: t_sol_s None and its reason)."""
     prof = load_profile(hardware, profile, settings.profile_dir) if isinstance(hardware, str) else hardware
-    module = compile_reference(problem.definition)
     published = published_sol(problem, prof.name)
+    try:
+        module = compile_reference(problem.definition)
+    except KernelBenchError as exc:
+        return [WorkloadSOL.uncounted(i, w, problem.axes_for(w), prof, f"the reference does not load: {exc}",
+                                      published.get(i)) for i, w in enumerate(problem.workloads)]
     return [sol_for_workload(problem, w, prof, index=i, module=module, published=published, settings=settings)
             for i, w in enumerate(problem.workloads)]
+
+
+def sol_ms_by_uuid(problem: Problem, hardware: str | HardwareProfile, profile: str = "datasheet",
+                   settings: Settings = DEFAULTS) -> dict[str, float]:
+    """T_SOL in ms per workload uuid, for the workloads that have one."""
+    return {s.uuid: s.t_sol_s * 1e3 for s in sol_for_problem(problem, hardware, profile, settings)
+            if s.t_sol_s is not None}

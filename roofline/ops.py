@@ -92,7 +92,7 @@ REDUCTION = {
     "_fused_rms_norm": (3, 0), "rms_norm": (3, 0), "layer_norm": (5, 0), "group_norm": (5, 0),
     "native_layer_norm_backward": (8, 0), "native_dropout": (2, 0),
     "scatter_add": (1, 0), "scatter_reduce": (1, 0), "index_add": (1, 0), "index_reduce": (1, 0),
-    "embedding_bag": (1, 0), "_embedding_bag": (1, 0), "segment_reduce": (1, 0),
+    "embedding_bag": (1, 0), "_embedding_bag": (1, 0), "_embedding_bag_forward_only": (1, 0), "segment_reduce": (1, 0),
     "searchsorted": (1, 0), "bucketize": (1, 0),
 }
 # Normalizations: one rsqrt per row (their last output holds one value per row).
@@ -181,6 +181,8 @@ def work_of(name: str, args, kwargs, outs: list) -> Work:
     if name in REDUCTION:
         per, sfu = REDUCTION[name]
         n_in = max((t.numel() for t in tensors_in), default=0)
+        if "embedding_bag" in name:                  # one add per looked-up row element, not per table element
+            n_in = args[1].numel() * args[0].shape[-1]
         rows = 0                                     # one rsqrt / log per row
         if name in NORMS:
             rows = _numel(outs[-1]) if len(outs) > 1 else 0

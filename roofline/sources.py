@@ -1,10 +1,12 @@
 """The inputs a count runs on: meta tensors of the workload's shapes, with real values where cheap.
 
-Float data never needs values for counting, so float tensors are meta (no memory, any size).
+Float data rarely needs values for counting, so float tensors are meta (no memory, any size).
 Integer and bool inputs (indices, page tables, lengths, masks) decide which elements are
 touched and how loops run, so they also get a CPU "shadow" holding real values, drawn by
-the workload's own rules (kernelbench.core.inputs). Custom inputs come from the problem's entry
-point run on the meta device (its small integer results get shadows too; see counter.py).
+the workload's own rules (kernelbench.core.inputs). In the lazy tier every input also gets a
+maker that draws its values by the same rules when a count needs them (tracer.py). Custom
+inputs come from the problem's entry point run on the meta device (its small integer results
+get shadows too; see counter.py).
 
 A safetensors blob that is not on disk (the sample's 012 GQA problem ships without its
 flashinfer-trace blobs) is synthesized from the axes, and the result says so:
@@ -15,8 +17,10 @@ flashinfer-trace blobs) is synthesized from the axes, and the result says so:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import zlib
 
 import torch
 
@@ -27,13 +31,19 @@ from kernelbench.core.problem import Problem, Workload
 
 SHADOW_LIMIT = 1 << 24        # largest integer/bool tensor given real values
 SMALL = 4096                  # float tensors this small get values too (scales, constants)
-VALUES_LIMIT = 1 << 26        # in the retry for data-dependent references, every tensor up to this size
+VALUES_LIMIT = 1 << 26        # in the lazy tier, every tensor up to this size gets values at once
 
 
 def wants_shadow(dtype: torch.dtype, numel: int, generous: bool = False) -> bool:
     if generous:
         return numel <= VALUES_LIMIT
     return numel <= (SMALL if dtype.is_floating_point or dtype == torch.float4_e2m1fn_x2 else SHADOW_LIMIT)
+
+
+def _draw(name: str, dtype_name: str, shape: tuple, axes: dict, seed: int) -> torch.Tensor:
+    """An input's values by the workload's rules, from a generator of its own (any order, same values)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    return random_tensor(name, dtype_name, shape, axes, generator, torch.device("cpu"))
 
 
 def _words(name: str) -> set[str]:
@@ -62,9 +72,10 @@ def scalar_or_tensor_specs(problem: Problem, workload: Workload):
 
 
 def direct_inputs(problem: Problem, workload: Workload, real: bool, notes: list[str],
-                  seed: int = 0, generous: bool = False, data_root=None) -> dict[str, object]:
-    """Every non-custom input: meta tensors (+ shadows) when not `real`, else CPU tensors.
-    `generous`: give real values to every tensor up to VALUES_LIMIT elements (the retry tier)."""
+                  seed: int = 0, lazy: bool = False, data_root=None) -> dict[str, object]:
+    """Every non-custom input: CPU tensors when `real`, else (meta tensor, values or None, maker or
+    None); `lazy`: inputs up to VALUES_LIMIT elements get values, larger ones a maker (a function
+    giving their values when a count needs them)."""
     generator = torch.Generator().manual_seed(seed)
     int_shapes = {n: problem.shape_of(s, problem.axes_for(workload)) for n, s in problem.definition.inputs.items()
                   if s.shape is not None and not torch_dtype(s.dtype).is_floating_point}
@@ -77,7 +88,7 @@ def direct_inputs(problem: Problem, workload: Workload, real: bool, notes: list[
             continue
         if source.kind == "custom":
             continue
-        value = None
+        value, maker = None, None
         if source.kind == "safetensors":
             if safetensors_path(source.path, data_root).is_file():
                 value = load_safetensors(source, name, workload, problem, data_root, "cpu")
@@ -85,11 +96,13 @@ def direct_inputs(problem: Problem, workload: Workload, real: bool, notes: list[
                 missing.append(name)
                 if not dtype.is_floating_point and dtype != torch.float4_e2m1fn_x2:
                     value = synthesize(name, dtype, shape, int_shapes)
-        elif real or wants_shadow(dtype, math.prod(shape), generous):
+        elif real or wants_shadow(dtype, math.prod(shape), generous=lazy):
             value = random_tensor(name, spec.dtype, shape, axes, generator, torch.device("cpu"))
+        elif lazy:
+            maker = functools.partial(_draw, name, spec.dtype, shape, axes, seed)
         if real and value is None:
             value = random_tensor(name, spec.dtype, shape, axes, generator, torch.device("cpu"))
-        values[name] = value if real else (torch.empty(shape, dtype=dtype, device="meta"), value)
+        values[name] = value if real else (torch.empty(shape, dtype=dtype, device="meta"), value, maker)
     if missing:
         notes.append(f"safetensors blobs missing for {', '.join(missing)}: integer inputs synthesized "
                      f"from the axes (distinct indices, even offsets), float inputs shape-only")

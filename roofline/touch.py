@@ -14,6 +14,14 @@ consumers touched. DRAM bytes read from the input = that count x the element wid
 
 Anything the index maps cannot follow (a reshape that merges an indexed dim, as_strided...)
 freezes the origin: the element set is kept exactly, but later slices no longer shrink it.
+
+Writes follow the same maps (`replaced`): an in-place op on a view of an input writes a part of
+that input (index_copy_ and index_put_ the indexed rows, a slice assignment its slice), and an
+op that overwrites (copy_, index_copy_, scatter_ ...) needs none of the old values there; an
+out-of-place op that returns `self` with some positions replaced (index_put, scatter,
+slice_scatter ...) does not need those positions of `self` either. `remaining_count` takes the
+touched elements outside such overwritten ones, `storage_elements` the storage a strided
+(expanded, sliced) output view covers.
 """
 
 from __future__ import annotations
@@ -211,6 +219,23 @@ class Origin:
         flat = np.ravel_multi_index(tuple(coords), tuple(in_shape))
         return Origin(self.input, in_shape, (None,) * values.ndim, elements=unique(flat))
 
+    def points(self, coords) -> np.ndarray | None:
+        """Flat input indices of the tensor positions listed per tensor dim (equal-length arrays), or
+        None where the maps cannot say exactly (element lists, a fixed dim holding several indices)."""
+        if self.elements is not None or any(v is None or np.size(v) != 1 for v in self.fixed.values()):
+            return None
+        n = len(coords[0]) if len(coords) else 1
+        in_coords: list = [None] * len(self.in_shape)
+        for d, v in self.fixed.items():
+            in_coords[d] = np.full(n, int(np.asarray(v).reshape(-1)[0]), np.int64)
+        for entry, c in zip(self.dims, coords):
+            if entry is not None:           # a broadcast or new dim: every position there is the same element
+                d, idx = entry
+                in_coords[d] = np.asarray(c, np.int64) if idx is None else idx[c]
+        if any(c is None for c in in_coords):
+            return None
+        return unique(np.ravel_multi_index(tuple(in_coords), self.in_shape))
+
 
 def _reshape_groups(old: tuple, new: tuple):
     """Pair runs of old dims with runs of new dims of equal product; None if sizes disagree."""
@@ -299,6 +324,174 @@ def touched_count(shape: tuple, touches: list) -> tuple[int, bool]:
     return max([size(p) for p in products] + [len(e) for e in lists]), False
 
 
+def part_size(shape: tuple, part) -> int:
+    """Elements of one touch (a product, possibly with repeated indices, or an element list): an upper bound."""
+    if isinstance(part, np.ndarray):
+        return int(part.size)
+    return math.prod(n if s is None else min(n, len(s)) for n, s in zip(shape, part))
+
+
+def flat_elements(shape: tuple, parts: list) -> np.ndarray | None:
+    """The union of `parts` as sorted flat indices, or None when it would list more than EXACT_LIMIT."""
+    flats, total = [], 0
+    for part in parts:
+        total += part_size(shape, part)
+        if total > EXACT_LIMIT:
+            return None
+        if isinstance(part, np.ndarray):
+            flats.append(part.reshape(-1))
+        else:
+            axes = [np.arange(n) if s is None else np.asarray(s, np.int64) for n, s in zip(shape, part)]
+            flats.append(np.ravel_multi_index(np.ix_(*axes), shape).reshape(-1))
+    return unique(np.concatenate(flats)) if flats else np.zeros(0, np.int64)
+
+
+def remaining_count(shape: tuple, touches: list, discounts: list) -> tuple[int, bool]:
+    """Elements in the union of `touches` outside the union of `discounts`: (a lower bound, exact).
+
+    The difference is computed exactly when both sets can be listed; else |T| - |D| with |T| a lower
+    bound and |D| an upper bound (the sum of its parts), which is again a lower bound."""
+    count, exact = touched_count(shape, touches)
+    if not discounts or count == 0:
+        return count, exact
+    t, d = flat_elements(shape, touches), flat_elements(shape, discounts)
+    if t is not None and d is not None:
+        return int(t.size - np.isin(t, d, assume_unique=True).sum()), True
+    d_count, d_exact = touched_count(shape, discounts)
+    if not d_exact:
+        d_count = min(math.prod(shape), sum(part_size(shape, p) for p in discounts))
+    return max(0, count - d_count), False
+
+
+def common_count(shape: tuple, a: list, b: list) -> int:
+    """A lower bound on |A ∩ B| for two unions of parts: exact when both can be listed, else
+    |A| + |B| - |whole| (inclusion-exclusion with lower bounds of |A| and |B|)."""
+    fa, fb = flat_elements(shape, a), flat_elements(shape, b)
+    if fa is not None and fb is not None:
+        return int(np.isin(fa, fb, assume_unique=True).sum())
+    return max(0, touched_count(shape, a)[0] + touched_count(shape, b)[0] - math.prod(shape))
+
+
+# ------------------------------------------------------------------------------ output storage
+
+def storage_elements(views: list[tuple[tuple, tuple, int]]) -> int:
+    """Distinct storage elements covered by strided views (size, stride, storage offset) of one storage.
+
+    A view costs its storage, not its logical size: an expanded dim (stride 0) adds nothing. The
+    union of the views' offsets is listed when small; otherwise, per view, the product of its
+    non-broadcast sizes when its strides cannot overlap, and the largest of them when they can
+    (a lower bound either way), and the largest view for the union."""
+    counts, total = [], 0
+    for size, stride, _ in views:
+        if any(n == 0 for n in size):
+            counts.append(0)
+            continue
+        dims = sorted((abs(st), n) for n, st in zip(size, stride) if st != 0 and n > 1)
+        product = math.prod(n for _, n in dims)
+        disjoint = all(dims[k][0] >= dims[k - 1][0] * dims[k - 1][1] for k in range(1, len(dims)))
+        counts.append(product if disjoint else max((n for _, n in dims), default=1))
+        total += product
+    if len(views) == 1 and (counts[0] == 0 or total == counts[0]):
+        return counts[0]
+    if total > EXACT_LIMIT:
+        return max(counts)
+    offsets = []
+    for size, stride, offset in views:
+        if any(n == 0 for n in size):
+            continue
+        at = np.asarray([offset], np.int64)
+        for n, st in zip(size, stride):
+            if st != 0 and n > 1:
+                at = (at[:, None] + np.arange(n, dtype=np.int64) * st).reshape(-1)
+        offsets.append(at)
+    return int(unique(np.concatenate(offsets)).size) if offsets else 0
+
+
+# ------------------------------------------------------------------------------ writes
+
+# In-place ops that replace the target's values without reading them.
+OVERWRITING = {"copy", "fill", "zero", "index_copy", "index_fill", "masked_fill", "masked_scatter", "normal",
+               "uniform", "random", "bernoulli", "exponential", "geometric", "log_normal", "cauchy"}
+# Out-of-place ops whose result is `self` with some positions replaced: those positions of self are unused.
+REPLACING = {"index_copy", "index_fill", "index_put", "_index_put_impl", "scatter", "scatter_reduce",
+             "index_reduce", "slice_scatter", "select_scatter", "masked_fill", "masked_scatter"}
+
+
+def _flag(args, kwargs, position: int, name: str, default):
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else default
+
+
+def replaced(name: str, args, kwargs, o: Origin, values, mask_values=lambda t: None):
+    """What op `name` writes into its first argument, a tensor of origin `o`, in input elements:
+    (the exact set or None when unknown, a superset of it, whether the old values there go unused).
+
+    In place this is the part of the input the op writes; for the REPLACING ops out of place, the
+    positions of `self` the result takes from elsewhere. `values(t)` gives an integer tensor's
+    values (flat), `mask_values(t)` a bool tensor's as an array (or None).
+    """
+    shape, n = tuple(args[0].shape), args[0].dim()
+    whole = o.touched()
+    if name in ("index_copy", "index_add", "index_fill", "index_reduce"):
+        dim = _norm(args[1], n)
+        part = o.index(dim, values(args[2]), shape[dim], 1).touched()
+        include_self = kwargs.get("include_self", True)
+        return part, part, name in ("index_copy", "index_fill") or (name == "index_reduce" and not include_self)
+    if name in ("index_put", "_index_put_impl"):
+        overwrite = not _flag(args, kwargs, 3, "accumulate", False)
+        picks = [(p, i) for p, i in enumerate(args[1]) if i is not None]
+        arrays = [np.asarray(values(i)).reshape(tuple(i.shape)) for _, i in picks]
+        if len(picks) == 1:
+            part = o.index(picks[0][0], arrays[0], shape[picks[0][0]], picks[0][1].dim()).touched()
+            return part, part, overwrite
+        superset = o
+        for (p, _), a in zip(picks, arrays):
+            superset = superset.index(p, a, shape[p], 1)
+        return _indexed_points(o, shape, [p for p, _ in picks], arrays), superset.touched(), overwrite
+    if name in ("scatter", "scatter_add", "scatter_reduce"):
+        dim = _norm(args[1], n)
+        index = args[2]
+        spread = o.gather(dim, np.asarray(values(index)).reshape(tuple(index.shape)), shape)
+        overwrite = (name == "scatter" and kwargs.get("reduce") is None) or (
+            name == "scatter_reduce" and not kwargs.get("include_self", True))
+        return spread.elements, spread.touched(), overwrite
+    if name == "slice_scatter":
+        dim = _norm(_flag(args, kwargs, 2, "dim", 0), n)
+        part = o.slice(dim, _flag(args, kwargs, 3, "start", None), _flag(args, kwargs, 4, "end", None),
+                       _flag(args, kwargs, 5, "step", 1) or 1, shape[dim]).touched()
+        return part, part, True
+    if name == "select_scatter":
+        dim = _norm(args[2], n)
+        part = o.select(dim, args[3], shape[dim]).touched()
+        return part, part, True
+    if name in ("masked_fill", "masked_scatter"):
+        mask = mask_values(args[1])
+        exact = None
+        if mask is not None:
+            positions = np.nonzero(np.broadcast_to(mask, shape))
+            if positions[0].size <= EXACT_LIMIT:
+                exact = o.points(positions)
+        return exact, whole, True
+    return whole, whole, name in OVERWRITING
+
+
+def _indexed_points(o: Origin, shape: tuple, picked: list[int], arrays: list[np.ndarray]):
+    """Exact input elements of t[..., i0, ..., i1, ...] (index arrays broadcast together), or None."""
+    flat = [a.reshape(-1) for a in np.broadcast_arrays(*arrays)]
+    others = [d for d in range(len(shape)) if d not in picked]
+    grid_shape = (flat[0].size,) + tuple(shape[d] for d in others)
+    if math.prod(grid_shape) > EXACT_LIMIT:
+        return None
+    grid = np.indices(grid_shape, dtype=np.int64).reshape(len(grid_shape), -1)
+    coords: list = [None] * len(shape)
+    for k, d in enumerate(picked):
+        coords[d] = flat[k][grid[0]] % max(shape[d], 1)
+    for k, d in enumerate(others):
+        coords[d] = grid[k + 1]
+    return o.points(coords)
+
+
 # ------------------------------------------------------------------------------ aten movement ops
 
 def move(name: str, args, o: Origin, out, outs, values, note=lambda text: None):
@@ -367,7 +560,7 @@ def move(name: str, args, o: Origin, out, outs, values, note=lambda text: None):
         return o.index(0, values(args[1]), shape[0], args[1].dim())
     if name == "gather":
         dim = _norm(args[1], n)
-        return o.gather(dim, values(args[2]), shape)
+        return o.gather(dim, np.asarray(values(args[2])).reshape(tuple(args[2].shape)), shape)
     return o.frozen(out.dim())
 
 

@@ -10,6 +10,16 @@ Each tensor carries an `Info` (attribute `_kb`): the storage key it lives in (vi
 their base's key), the narrowest precision rank its value was ever held in, its input
 origin, its shadow, and mask state. intercept.py books common calls above aten with the same
 helpers; this mode is entered only for the calls it does not handle.
+
+Lazy values (the "values" tier, for references whose shapes or indices depend on float data):
+tensors up to 2^26 elements get values at once (LIMITS["values"]), and every tensor also
+remembers how it was made (`recipe`: the call and its arguments, or for an
+input a function drawing its values), and its real values are computed on CPU only when a
+count needs them (an index, a mask, a data-dependent shape, `.item()`), from the values of
+just the tensors it was made from. A router's top-k over a large hidden state then costs the
+router's GEMM on CPU, and the experts' weights are never made. A tensor above LAZY_ELEMENTS,
+a product above LAZY_FLOPS, more than LAZY_BYTES in all, or a tensor changed in place since
+cannot be made so (NeedsValues).
 """
 
 from __future__ import annotations
@@ -18,10 +28,10 @@ import contextlib
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from . import ops
-from .touch import Origin, move
+from .touch import REPLACING, Origin, move, replaced
 
 MASK_VALUE = -1e4                # a fill value at or below this masks an entry
 # Real values kept beside the meta run ("shadows"), by mode:          float results  int/bool  product FLOPs
@@ -35,6 +45,10 @@ SHAPE_CHANGING_INPLACE = {"resize_", "resize_as_", "squeeze_", "unsqueeze_", "tr
 KEEP_FLOWS = {"mul", "div", "add", "sub", "_to_copy", "clone", "_softmax", "_safe_softmax", "softmax",
               "exp", "exp2", "native_dropout", "masked_fill", "where", "neg", "_log_softmax"}
 MM_FLOWS = {"mul", "div", "_to_copy", "clone", "neg"}
+EMBEDDING_BAG = {"_embedding_bag", "_embedding_bag_forward_only", "embedding_bag"}
+LAZY_ELEMENTS = 1 << 28          # largest tensor whose values the lazy tier computes
+LAZY_FLOPS = 1e11                # largest matrix product it computes
+LAZY_BYTES = 4 << 30             # all lazily computed values of one count together
 
 
 class NeedsValues(Exception):
@@ -43,19 +57,23 @@ class NeedsValues(Exception):
 
 class Info:
     """What the counter knows of one tensor object (stored on it as `_kb`)."""
-    __slots__ = ("key", "prec", "origin", "shadow", "mm", "keep", "op")
+    __slots__ = ("key", "prec", "origin", "shadow", "mm", "keep", "op", "recipe")
 
-    def __init__(self, key, prec, origin=None, shadow=None, mm=None, keep=None, op=""):
+    def __init__(self, key, prec, origin=None, shadow=None, mm=None, keep=None, op="", recipe=None):
         self.key, self.prec, self.origin, self.shadow = key, prec, origin, shadow
         self.mm, self.keep, self.op = mm, keep, op
+        self.recipe = recipe        # lazy tier: (call, args, kwargs, output index), or a function for an input
 
 
 class Rec:
-    """One booked op: its work, the writes it read (liveness), the input elements it consumed."""
-    __slots__ = ("tensor", "cuda", "sfu", "deps", "touches")
+    """One booked op: its work, the writes it read (liveness), the input elements it consumed
+    (`touches`), wrote in place (`writes`) and made unnecessary to read (`discounts`: overwritten,
+    or replaced in an out-of-place copy), each as (input position, element set)."""
+    __slots__ = ("tensor", "cuda", "sfu", "deps", "touches", "writes", "discounts")
 
     def __init__(self, deps):
         self.tensor, self.cuda, self.sfu, self.deps, self.touches = {}, {}, 0.0, deps, []
+        self.writes, self.discounts = [], []
 
 
 _META_MEMO: dict = {}   # (op, argument signature) -> output metadata
@@ -120,6 +138,9 @@ class Tracer(TorchDispatchMode):
         self.notes: list[str] = []
         self.n_ops = 0
         self.roots: list[int] = []                # records always live (host reads steer control flow)
+        self.input_keys: dict[int, int] = {}      # storage key of an input -> its position
+        self.lazy = values                        # remember recipes; compute values on demand
+        self.lazy_bytes = 0
 
     # -------------------------------------------------------------- tensor knowledge
     def info(self, t: torch.Tensor) -> Info:
@@ -133,14 +154,67 @@ class Tracer(TorchDispatchMode):
         self.next_key += 1
         return self.next_key
 
-    def shadow(self, t: torch.Tensor):
-        """Real values of t (itself off meta), or None."""
+    def shadow(self, t: torch.Tensor, demand: bool = False):
+        """Real values of t (itself off meta), or None. `demand`: the count needs them, so the lazy
+        tier computes them from the recipe (NeedsValues if it cannot)."""
         if t.device.type != "meta":
             return t
         inf = getattr(t, "_kb", None)
-        if inf is None or inf.shadow is None or inf.key in self.poisoned:
+        if inf is None or inf.key in self.poisoned:
             return None
+        if inf.shadow is None and demand and self.lazy and inf.recipe is not None:
+            self.materialize(t)
         return inf.shadow
+
+    # -------------------------------------------------------------- lazy values
+    def materialize(self, root: torch.Tensor) -> None:
+        """Compute root's values and those of every tensor it was made from that lacks them."""
+        order, stack, seen = [], [(root, False)], set()
+        while stack:
+            t, expanded = stack.pop()
+            inf = t._kb
+            if expanded:
+                order.append(t)
+                continue
+            if inf.shadow is not None or id(t) in seen:
+                continue
+            seen.add(id(t))
+            if inf.key in self.poisoned or inf.recipe is None:
+                raise NeedsValues(f"values of a tensor changed in place or made outside the count ({inf.op})")
+            if t.numel() > LAZY_ELEMENTS:
+                raise NeedsValues(f"values of a {t.numel():,}-element tensor ({inf.op})")
+            stack.append((t, True))
+            if callable(inf.recipe):
+                continue
+            _, args, kwargs, _ = inf.recipe
+            for a in tensors_in(args, kwargs):
+                if a.device.type == "meta":
+                    if getattr(a, "_kb", None) is None:
+                        raise NeedsValues(f"values of an untracked argument of {inf.op}")
+                    stack.append((a, False))
+        for t in order:
+            inf = t._kb
+            if inf.shadow is None:
+                inf.shadow = self._evaluate(t, inf.recipe)
+
+    def _evaluate(self, t: torch.Tensor, recipe) -> torch.Tensor:
+        self.lazy_bytes += t.numel() * t.element_size()
+        if self.lazy_bytes > LAZY_BYTES:
+            raise NeedsValues(f"more than {LAZY_BYTES >> 30} GiB of values to compute")
+        with torch._C.DisableTorchFunction(), _disable_current_modes():
+            if callable(recipe):
+                return recipe()
+            func, args, kwargs, index = recipe
+            name = getattr(func, "__name__", "")
+            operands = tensors_in(args, kwargs)
+            if any(k in name for k in ("mm", "matmul", "linear", "einsum", "conv", "attention")) and operands:
+                flops = 2 * t.numel() * max(operands[0].shape[-1] if operands[0].dim() else 1, 1)
+                if flops > LAZY_FLOPS:
+                    raise NeedsValues(f"values of a {flops:.3g}-FLOP product ({name})")
+            shadows = self.shadow_args(args, kwargs)
+            if shadows is None:
+                raise NeedsValues(f"values of an argument of {name}")
+            return flat_out(func(*shadows[0], **shadows[1]))[index]
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -156,8 +230,9 @@ class Tracer(TorchDispatchMode):
             self.silent -= 1
 
     def record(self, reads: list[Info], consumed: list[Info], written: list[int], work=None, outs=(),
-               root: bool = False) -> int:
-        """Book one op; returns its record index. A root is live whatever the outputs need."""
+               root: bool = False, effects=((), (), ())) -> int:
+        """Book one op; returns its record index. A root is live whatever the outputs need.
+        `effects`: (touches, writes, discounts) beyond the whole consumed tensors (see Rec)."""
         rec = Rec([(i.key, len(self.writers.get(i.key, ()))) for i in reads])
         index = len(self.recs)
         self.recs.append(rec)
@@ -166,6 +241,9 @@ class Tracer(TorchDispatchMode):
         for inf in consumed:
             if inf.origin is not None:
                 rec.touches.append((inf.origin.input, inf.origin.touched()))
+        rec.touches.extend(effects[0])
+        rec.writes.extend(effects[1])
+        rec.discounts.extend(effects[2])
         for key in written:
             self.writers.setdefault(key, []).append(index)
         if work is not None:
@@ -203,13 +281,20 @@ class Tracer(TorchDispatchMode):
         if not self.real:
             args, kwargs = self._to_meta(args, kwargs)
         if name in ("index", "_unsafe_index"):
-            args = self._bool_indices(args)
+            args = self._bool_indices(args, demand=True)
+        elif name in ("index_put", "index_put_", "_index_put_impl", "_index_put_impl_"):
+            args = self._bool_indices(args, demand=False)     # a masked write needs no values to run
         out = self._execute(func, args, kwargs, name)
         self.post(func, name, args, kwargs, out)
         return out
 
     def item(self, t):
-        value = self.shadow(t)
+        try:
+            value = self.shadow(t, demand=True)
+        except NeedsValues:
+            if not t.dtype.is_floating_point and t.dtype != torch.bool:
+                raise
+            value = None
         if value is not None:
             if self.recording:                      # a host read of real values steers the run: live
                 inf = self.info(t)
@@ -245,15 +330,18 @@ class Tracer(TorchDispatchMode):
             return x
         return twin(args), {k: twin(v) for k, v in kwargs.items()}
 
-    def _bool_indices(self, args):
-        """Boolean masks in advanced indexing become the integer indices of their True entries."""
+    def _bool_indices(self, args, demand: bool):
+        """Boolean masks in advanced indexing become the integer indices of their True entries
+        (`demand`: the op's result shape needs them; else a mask without values stays a mask)."""
         indices = args[1]
         if not any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
             return args
         converted = []
         for index in indices:
             if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
-                values = self.shadow(index)
+                values = self.shadow(index, demand=demand)
+                if values is None and not demand:
+                    return args
                 if values is None:
                     raise NeedsValues("boolean-mask indexing by a mask computed from float data")
                 for part in values.nonzero(as_tuple=True):
@@ -313,7 +401,7 @@ class Tracer(TorchDispatchMode):
         try:
             return func(*args, **kwargs)
         except Exception as exc:  # data-dependent output shapes, ops without meta kernels
-            shadows = self.shadow_args(args, kwargs)
+            shadows = self.shadow_args(args, kwargs, demand=True)
             if shadows is None:
                 if name in ("index_put", "_index_put_impl"):
                     return torch.ops.aten.empty_like.default(args[0])
@@ -323,14 +411,14 @@ class Tracer(TorchDispatchMode):
                 return self.meta_with(result)
             return type(result)(self.meta_with(r) if isinstance(r, torch.Tensor) else r for r in result)
 
-    def shadow_args(self, args, kwargs):
+    def shadow_args(self, args, kwargs, demand: bool = False):
         """args/kwargs with every tensor replaced by its shadow; None if one has none."""
         missing = False
 
         def sub(x):
             nonlocal missing
             if isinstance(x, torch.Tensor):
-                s = self.shadow(x)
+                s = self.shadow(x, demand)
                 if s is None:
                     missing = True
                 return s
@@ -357,13 +445,15 @@ class Tracer(TorchDispatchMode):
         if func is not None and outs and any(o.device.type == "meta" for o in outs):
             self._shadow_outputs(func, base, args, kwargs, outs, ins, inplace, view)
         first = infos[0] if infos else None
-        for o in outs:
+        for position, o in enumerate(outs):
             if inplace and o is ins[0]:
                 first.prec = min(first.prec, prec)
                 continue
             old = getattr(o, "_kb", None)
             key = first.key if (view and first is not None) else self.new_key()
             o._kb = Info(key, min(prec, ops.rank_of(o.dtype)), shadow=old.shadow if old else None, op=base)
+            if self.lazy and func is not None and o._kb.shadow is None:
+                o._kb.recipe = (func, args, kwargs, position)
         if not self.recording:
             return
         self.n_ops += 1
@@ -373,14 +463,71 @@ class Tracer(TorchDispatchMode):
         self.masks(base, args, outs, infos, view)
         if view:
             return                                  # a view: no work, no write; its consumers touch
-        consumed = [inf for t, inf in zip(ins, infos) if not (propagated and t is ins[0])]
+        partial, effects = self.effects(base, args, kwargs, inplace)
+        consumed = [inf for t, inf in zip(ins, infos) if not (propagated and t is ins[0])
+                    and not (partial and t is args[0])]
         written = [first.key] if inplace else [o._kb.key for o in outs]
-        self.record(infos, consumed, written, work or ops.work_of(base, args, kwargs, outs), outs)
+        self.record(infos, consumed, written, work or ops.work_of(base, args, kwargs, outs), outs, effects=effects)
+
+    def effects(self, name, args, kwargs, inplace: bool):
+        """(whether the first argument is read only in part, (touches, writes, discounts)) of one op.
+
+        In place, the target is read only where an accumulating op (index_add_, add_ ...) reads it
+        and not at all where the op overwrites (copy_, index_copy_, index_put_ ...); the written
+        part is a write into the input when the target is a view of one, and overwritten positions
+        need no read (discounts). An embedding bag reads only the table rows its indices name. An
+        out-of-place op that replaces positions of `self` (index_put, scatter, slice_scatter ...)
+        does not read those."""
+        target = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        inf = getattr(target, "_kb", None)
+        origin = inf.origin if inf is not None else None
+        touches, writes, discounts = [], [], []
+        if name in EMBEDDING_BAG and origin is not None:
+            touches.append((origin.input, self._bag_rows(args, kwargs, origin)))
+            return True, (touches, writes, discounts)
+        if not inplace and (name not in REPLACING or origin is None):
+            return False, (touches, writes, discounts)
+        if origin is None:                          # in place on an intermediate: nothing of an input
+            return inplace, (touches, writes, discounts)
+        exact, superset, overwrite = replaced(name, args, kwargs, origin, self.index_values, self._mask_values)
+        if not inplace:                             # out of place: self is read, except what is replaced
+            if overwrite:
+                discounts.append((origin.input, superset))
+            return False, (touches, writes, discounts)
+        if overwrite:
+            discounts.append((origin.input, superset))
+        elif exact is not None:
+            touches.append((origin.input, exact))
+        if inf.key in self.input_keys:
+            if exact is not None:
+                writes.append((origin.input, exact))
+            else:
+                self.note(f"{name}_ into an input: the part written is unknown; its writes not counted")
+        return True, (touches, writes, discounts)
+
+    def _bag_rows(self, args, kwargs, origin):
+        """The table rows an embedding bag reads: its indices between the first and last offset,
+        padding_idx skipped."""
+        indices = self.index_values(args[1])
+        offsets = self.index_values(args[2]) if len(args) > 2 and isinstance(args[2], torch.Tensor) else None
+        include_last = bool(args[7]) if len(args) > 7 else bool(kwargs.get("include_last_offset", False))
+        padding = args[8] if len(args) > 8 else kwargs.get("padding_idx", -1)
+        if offsets is not None and offsets.size:
+            indices = indices[offsets[0]:offsets[-1]] if include_last else indices[offsets[0]:]
+        if padding is not None and padding >= 0:
+            indices = indices[indices != padding]
+        return origin.index(0, indices, args[0].shape[0], 1).touched()
+
+    def _mask_values(self, mask: torch.Tensor):
+        values = self.shadow(mask)
+        return None if values is None else values.detach().to(torch.bool).numpy()
 
     def _shadow_outputs(self, func, base, args, kwargs, outs, ins, inplace, view):
         if inplace:
             target = ins[0]
             if self.shadow(target) is None:
+                if self.lazy:                        # its recipe no longer gives its values
+                    self.poisoned.add(self.info(target).key)
                 return
             shadows = self.shadow_args(args, kwargs)
             try:
@@ -424,7 +571,7 @@ class Tracer(TorchDispatchMode):
         return True
 
     def index_values(self, index: torch.Tensor) -> np.ndarray:
-        values = self.shadow(index)
+        values = self.shadow(index, demand=True)
         if values is None:
             raise NeedsValues("indexing an input with indices computed from float data")
         return values.detach().reshape(-1).to(torch.int64).numpy()
@@ -493,7 +640,10 @@ class Tracer(TorchDispatchMode):
         for i, v in enumerate(values):
             if isinstance(v, torch.Tensor):
                 shadow = self.shadow(v)
-                v._kb = Info(self.new_key(), ops.rank_of(v.dtype), Origin.of_input(i, tuple(v.shape)), shadow)
+                recipe = v._kb.recipe if getattr(v, "_kb", None) is not None else None
+                v._kb = Info(self.new_key(), ops.rank_of(v.dtype), Origin.of_input(i, tuple(v.shape)), shadow,
+                             recipe=recipe)
+                self.input_keys[v._kb.key] = i
             fresh.append(v)
         self.recording = True
         return fresh

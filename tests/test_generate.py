@@ -87,7 +87,7 @@ def test_optimize_searches_verifies_and_remembers(tmp_path, family):
     assert finalists and all(r.summary["status"] == "PASSED" for r in finalists)
     # the chosen one is the best verified result (on CPU the interpreter's kernel may lose to eager)
     assert result.chosen is max(result.evaluated, key=lambda r: r.summary["sol_score"])
-    stored = session.store.candidates(first.name, result.run_id)
+    stored = session.store.candidates(first.name, run_id=result.run_id)
     assert {row["status"] for row in stored} == {"PASSED"} and len(stored) >= 3
     entries = knowledge.stored(session.store, "cpu")
     assert {e.shape_class for e in entries} == {"rows<=4", "rows<=64"}

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from kernelbench.core.problem import load_problem
-from roofline import DATASHEETS, bound, count_workload, load_profile, sol_for_problem
+from roofline import DATASHEETS, Count, bound, count_workload, load_profile, sol_for_problem
+from roofline.calibrate import raise_to_observed, trusted_profile
 from roofline.hardware import measured_from, save_profile
 from roofline.touch import touched_count
 
@@ -192,7 +193,7 @@ def test_slices_read_only_their_part(tmp_path):
     assert count(p).read_by_input == {"x": 10 * 7 * 4}
 
 
-def test_indices_from_float_data_are_counted_on_cpu(tmp_path):
+def test_indices_from_float_data_get_lazy_values(tmp_path):
     ref = """import torch
 def run(logits, table):
     ids = logits.argmax(-1)
@@ -203,8 +204,8 @@ def run(logits, table):
                      {"logits": {"shape": ["N", "V"], "dtype": "float32"}, "table": {"shape": ["V", "V"], "dtype": "float32"}},
                      {"out": {"shape": ["N", "V"], "dtype": "float32"}}, ref, [({"N": N}, random_inputs("logits", "table"))])
     c = count(p)
-    assert c.counted_on == "cpu" and "CPU" in c.notes[0]
-    assert 0 < c.read_by_input["table"] <= V * V * 4
+    assert c.counted_on == "values" and "values computed on CPU" in c.notes[0]
+    assert V * 4 < c.read_by_input["table"] <= V * V * 4      # the rows argmax picks: several, not all
 
 
 ROUTED = """import torch
@@ -285,6 +286,32 @@ def test_measured_profile_round_trip(tmp_path):
     assert loaded.dram_bandwidth == 4.3e12 and loaded.tensor["bf16"] == 7.9e14
     assert loaded.tensor["fp8"] == DATASHEETS["H200"].tensor["fp8"]          # not measured: datasheet
     assert set(loaded.measured) == {"dram_bandwidth", "tensor.bf16", "launch_floor_s"}
+
+
+def test_measured_fields_far_below_the_datasheet_are_not_trusted():
+    sheet = DATASHEETS["H100"]
+    values = {"tensor.bf16": 0.78 * sheet.tensor["bf16"], "tensor.int8": 0.47 * sheet.tensor["int8"],
+              "dram_bandwidth": 3.03e12, "launch_floor_s": 3.1e-6}
+    prof = trusted_profile("H100", values, {"tensor.bf16": "best of the battery at NT 12288x2048x4096"})
+    assert prof.tensor["bf16"] == values["tensor.bf16"] and "battery" in prof.sources["tensor.bf16"]
+    assert prof.tensor["int8"] == sheet.tensor["int8"]                      # 47% of the datasheet: not used
+    assert "not trusted" in prof.sources["tensor.int8"]
+    assert set(prof.measured) == {"tensor.bf16", "dram_bandwidth", "launch_floor_s"}
+
+
+def test_a_kernel_that_beats_the_measured_profile_raises_it():
+    c = Count(tensor_flops={"bf16": 2 * 16384 * 2048 * 4096}, cuda_flops={}, sfu=0, bytes_read=(16384 + 2048) * 4096 * 2,
+              bytes_written=16384 * 2048 * 2, read_by_input={}, counted_on="meta")
+    prof = measured_from("H100", {"tensor.bf16": 768e12, "launch_floor_s": 3e-6})
+    seconds = c.tensor_flops["bf16"] / 850e12 + 3e-6                      # a GEMM at 850 TFLOP/s
+    assert bound(c, prof)[0] > seconds                                   # the measured bound is beaten
+    observed = {"label": "gemm", "seconds": seconds, "tensor_flops": c.tensor_flops, "bytes": c.bytes_read}
+    raised, changes = raise_to_observed(prof, [observed])
+    assert bound(c, raised)[0] <= seconds * (1 + 1e-9)
+    assert raised.tensor["bf16"] == pytest.approx(850e12) and "gemm" in raised.sources["tensor.bf16"]
+    assert len(changes) == 1 and raised.dram_bandwidth == prof.dram_bandwidth
+    slower = {**observed, "seconds": 2 * seconds}
+    assert raise_to_observed(prof, [slower]) == (prof, [])
 
 
 def test_touched_union_is_exact():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from kernelbench.cli import main
 from kernelbench.core.problem import find_problem_dirs, load_problem
 from kernelbench.core.reference import compile_reference
 from roofline import load_profile, sol_for_workload
@@ -56,3 +59,25 @@ def test_gqa_decode_with_missing_blobs_counts_from_axes():
     assert any("synthesized" in n for n in sol.notes)
     kv = 2 * 362 * 4 * 128 * 2                           # K and V rows of the listed pages, bf16
     assert sol.bytes_read == 32 * 128 * 2 + kv + 2 * 4 + 362 * 4
+
+
+def every_workload_bound_or_reason(root: Path, cache: Path) -> tuple[int, int]:
+    """Run `kb roofline ROOT --json`; every workload of every problem must come back with a T_SOL or a
+    reason. Returns (workloads with T_SOL, workloads with a reason)."""
+    result = CliRunner().invoke(main, ["--cache-dir", str(cache), "roofline", str(root), "--hardware", "H100",
+                                       "--json", "--jobs", "2"])
+    assert result.exit_code == 0, result.output[-3000:]
+    lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    dirs = find_problem_dirs(root)
+    assert len(lines) == len(dirs)
+    workloads = [w for line in lines for w in line["workloads"]]
+    assert len(workloads) == sum(len(load_problem(d).workloads) for d in dirs)
+    for w in workloads:
+        assert (w["t_sol_s"] is not None and w["t_sol_s"] > 0) != bool(w["reason"]), w
+    counted = sum(w["t_sol_s"] is not None for w in workloads)
+    return counted, len(workloads) - counted
+
+
+def test_kb_roofline_bounds_every_sample_workload(tmp_path):
+    counted, reasons = every_workload_bound_or_reason(SAMPLES, tmp_path)
+    assert (counted, reasons) == (199, 0)

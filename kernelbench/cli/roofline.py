@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -81,6 +80,12 @@ def print_table(name: str, sols: list[WorkloadSOL], problem) -> None:
     table.add_column("counted", justify="left")
     for s in sols:
         axes = " ".join(f"{a}={s.axes[a]}" for a in var_axes)
+        if s.t_sol_s is None:
+            row = [str(s.index), axes, "-", "no T_SOL", "-", "-", "-", "-", "-"]
+            if published:
+                row += [_us(s.published_t_sol_s), "-"]
+            table.add_row(*row, "-")
+            continue
         row = [str(s.index), axes, _us(s.t_sol_s), s.binding, _classes(s.tensor_flops), _classes(s.cuda_flops),
                _si(s.sfu_ops), _si(s.bytes, "B"), f"{s.intensity:.3g}"]
         if published:
@@ -92,6 +97,9 @@ def print_table(name: str, sols: list[WorkloadSOL], problem) -> None:
     notes = sorted({n for s in sols for n in s.notes})
     for note in notes:
         console.print(f"  * {note}", highlight=False)
+    for s in sols:
+        if s.reason:
+            console.print(f"  #{s.index}: no T_SOL: {s.reason}", highlight=False)
 
 
 def measured_points(groups: dict, problems: list, hardware: str) -> dict[str, list[tuple[float, float]]]:
@@ -101,7 +109,6 @@ def measured_points(groups: dict, problems: list, hardware: str) -> dict[str, li
         if not settings.db.is_file():
             return {}
         store = Store(settings.db, read_only=True)
-        from roofline.hardware import canonical_name
         envs = set()
         for row in store.db.execute("SELECT id, hardware FROM environments WHERE device = 'cuda'"):
             try:
@@ -142,19 +149,9 @@ def roofline_command(settings, task, hardware, profile, as_json, plot, jobs):
     problems = [load_problem(d) for d in problem_dirs(task)]
     jobs = jobs if jobs is not None else min(4, os.cpu_count() or 1)
     prefetch_counts(problems, jobs=jobs, settings=settings)
-    groups, failed = {}, []
+    groups = {}
     for problem in problems:
-        try:
-            sols = sol_for_problem(problem, prof, settings=settings)
-        except Exception as exc:  # one problem that cannot be counted does not stop the others
-            failed.append(problem.name)
-            message = f"{type(exc).__name__}: {exc}"
-            if as_json:
-                click.echo(json.dumps({"problem": problem.name, "directory": str(problem.directory),
-                                       "error": message}))
-            else:
-                console.print(f"[red]{problem.subset}/{problem.name}: cannot count: {message}[/red]", highlight=False)
-            continue
+        sols = sol_for_problem(problem, prof, settings=settings)   # uncountable workloads carry a reason
         groups[f"{problem.subset}/{problem.name}"] = sols
         if as_json:
             click.echo(json.dumps({"problem": problem.name, "subset": problem.subset,
@@ -166,8 +163,11 @@ def roofline_command(settings, task, hardware, profile, as_json, plot, jobs):
         roofline_plot(groups, prof, plot, measured_points(groups, problems, prof.name))
         if not as_json:
             console.print(f"roofline plot: {plot}")
-    if failed:
-        sys.exit(1)
+    if not as_json:
+        total = sum(len(sols) for sols in groups.values())
+        missing = sum(s.t_sol_s is None for sols in groups.values() for s in sols)
+        console.print(f"{len(groups)} problems, {total} workloads: {total - missing} with a T_SOL, "
+                      f"{missing} without (each with its reason above)", highlight=False)
 
 
 @click.command("calibrate")
@@ -186,13 +186,15 @@ def calibrate_command(settings, out, as_json):
         return
     sheet = load_profile(profile.name, "datasheet")
     table = Table(title=f"{profile.profile_id} ({profile.device_name}) -> {path}", title_justify="left")
-    for column in ("quantity", "measured", "datasheet", "ratio"):
-        table.add_column(column, justify="right" if column != "quantity" else "left")
-    rows = [("DRAM bandwidth B/s", profile.dram_bandwidth, sheet.dram_bandwidth)]
-    rows += [(f"tensor {c} FLOP/s", v, sheet.tensor.get(c)) for c, v in profile.tensor.items() if f"tensor.{c}" in profile.measured]
-    rows += [("CUDA fp32 FLOP/s", profile.cuda["fp32"], sheet.cuda["fp32"]), ("SFU results/s", profile.sfu, sheet.sfu),
-             ("launch floor s", profile.launch_floor_s, sheet.launch_floor_s)]
-    for label, value, datasheet in rows:
+    for column in ("quantity", "used", "datasheet", "ratio", "source"):
+        table.add_column(column, justify="left" if column in ("quantity", "source") else "right")
+    rows = [("dram_bandwidth", "DRAM bandwidth B/s", profile.dram_bandwidth, sheet.dram_bandwidth)]
+    rows += [(f"tensor.{c}", f"tensor {c} FLOP/s", v, sheet.tensor.get(c)) for c, v in profile.tensor.items()
+             if f"tensor.{c}" in profile.sources]
+    rows += [("cuda.fp32", "CUDA fp32 FLOP/s", profile.cuda["fp32"], sheet.cuda["fp32"]),
+             ("sfu", "SFU results/s", profile.sfu, sheet.sfu),
+             ("launch_floor_s", "launch floor s", profile.launch_floor_s, sheet.launch_floor_s)]
+    for key, label, value, datasheet in rows:
         table.add_row(label, _si(value), _si(datasheet) if datasheet else "-",
-                      f"{value / datasheet:.2f}" if datasheet else "-")
-    console.print(table)
+                      f"{value / datasheet:.2f}" if datasheet else "-", profile.sources.get(key, "datasheet"))
+    console.print(table, highlight=False)

@@ -344,12 +344,13 @@ class Store:
                         provenance.get("proposer"), run_id, status, json.dumps(screening) if screening else None,
                         time.time()))
 
-    def candidates(self, definition: str | None = None, run_id: str | None = None) -> list[sqlite3.Row]:
-        query, args = "SELECT * FROM candidates WHERE 1=1", []
-        if definition:
-            query, args = query + " AND definition = ?", args + [definition]
-        if run_id:
-            query, args = query + " AND run_id = ?", args + [run_id]
+    def candidates(self, definition: str, *, run_id: str | None = None,
+                   solution_hash: str | None = None) -> list[sqlite3.Row]:
+        """Candidates recorded for a task (with their provenance and fate), oldest first."""
+        query, args = "SELECT * FROM candidates WHERE definition = ?", [definition]
+        for column, value in (("run_id", run_id), ("solution_hash", solution_hash)):
+            if value:
+                query, args = query + f" AND {column} = ?", args + [value]
         return self.db.execute(query + " ORDER BY id", args).fetchall()
 
     def record_knowledge(self, family: str, version: str, dtypes: str, shape_class: str, gpu: str, config: dict,
@@ -379,13 +380,6 @@ class Store:
         """The stored solution.json of a content hash (None when the store lacks it)."""
         row = self.db.execute("SELECT data FROM solutions WHERE hash = ?", (solution_hash,)).fetchone()
         return json.loads(row["data"]) if row else None
-
-    def candidates(self, definition: str, solution_hash: str | None = None) -> list[sqlite3.Row]:
-        """Candidates recorded for a task (with their provenance), oldest first."""
-        query, args = "SELECT * FROM candidates WHERE definition = ?", [definition]
-        if solution_hash:
-            query, args = query + " AND solution_hash = ?", args + [solution_hash]
-        return self.db.execute(query + " ORDER BY id", args).fetchall()
 
     def problem_path(self, name: str, subset: str) -> str | None:
         """The directory a problem was last recorded from (None when unknown)."""

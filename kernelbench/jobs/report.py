@@ -187,7 +187,7 @@ def _tasks(store: Store) -> list[Task]:
 def _provenance(store: Store, row: dict, solution: dict | None) -> list[tuple[str, str]]:
     """Where the solution came from: its candidate record when the generator stored one, else
     whether it is a variant of the reference (the baseline) or whose it is."""
-    candidates = store.candidates(row["task"], row.get("solution_hash")) if row.get("solution_hash") else []
+    candidates = store.candidates(row["task"], solution_hash=row.get("solution_hash")) if row.get("solution_hash") else []
     if candidates:
         candidate = candidates[-1]
         parameters = json.loads(candidate["parameters"] or "{}")

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from kernelbench.core.settings import Settings
 from kernelbench.eval.gpu_state import environment_info
-from roofline import WorkloadSOL, sol_for_problem
+from roofline import WorkloadSOL, load_profile, sol_for_problem
 from kernelbench.core.problem import Problem
 from kernelbench.core.store import Store, json_hash
 
@@ -43,8 +43,14 @@ class Session:
         return self.device.startswith("cuda")
 
     def trace_environment(self) -> dict:
-        return {"hardware": self.environment["hardware"], "device": self.environment["device"],
-                "libs": self.environment["libs"], "roofline_profile": f"{self.hardware}/{self.profile}"}
+        """What a trace records of where it was measured; the roofline profile by its id (a measured
+        one carries its date) and, on a GPU, where each ceiling came from."""
+        environment = {"hardware": self.environment["hardware"], "device": self.environment["device"],
+                       "libs": self.environment["libs"], "roofline_profile": f"{self.hardware}/{self.profile}"}
+        if self.on_gpu:
+            profile = load_profile(self.hardware, self.profile, self.settings.profile_dir)
+            environment.update(roofline_profile=profile.profile_id, roofline_sources=dict(profile.sources))
+        return environment
 
     def sol(self, problem: Problem) -> dict[str, WorkloadSOL]:
         """The roofline per workload uuid (T_SOL, binding unit, bytes, FLOPs); empty on CPU, where no
@@ -58,8 +64,8 @@ class Session:
         return self.sol_cache[key]
 
     def sol_ms(self, problem: Problem) -> dict[str, float]:
-        """T_SOL in ms per workload uuid (empty on CPU)."""
-        return {uuid: s.t_sol_s * 1e3 for uuid, s in self.sol(problem).items()}
+        """T_SOL in ms per workload uuid, for the workloads the roofline could count (empty on CPU)."""
+        return {uuid: s.t_sol_s * 1e3 for uuid, s in self.sol(problem).items() if s.t_sol_s is not None}
 
 
 def roofline_hardware(environment: dict) -> str:

@@ -31,11 +31,11 @@ def summarize(problem: Problem, solution: Solution, traces: list[Trace], t_b: di
         evaluation, uuid = trace.evaluation, trace.workload.uuid
         t_k = evaluation.performance.latency_ms if evaluation.performance else None
         base, sol = t_b.get(uuid), sols.get(uuid)
-        t_sol = sol.t_sol_s * 1e3 if sol else 0.0
+        t_sol = sol.t_sol_s * 1e3 if sol and sol.t_sol_s is not None else 0.0
         scored = evaluation.status == statuses.PASSED and t_k is not None and base is not None
         rows.append({"uuid": uuid, "axes": trace.workload.axes, "status": str(evaluation.status),
                      "log": evaluation.log[-2000:], "t_k_ms": t_k, "t_b_ms": base, "t_sol_ms": t_sol or None,
-                     "binding": sol.binding if sol else None,
+                     "binding": sol.binding if sol else None, "t_sol_reason": sol.reason if sol else None,
                      "score": sol_score(t_k, base, t_sol) if scored else None,
                      "fraction_of_sol": fraction_of_sol(t_k, t_sol) if scored and t_sol else None,
                      "speedup_vs_baseline": base / t_k if scored else None})
