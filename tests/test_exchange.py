@@ -137,6 +137,12 @@ def test_gpu_traces_without_t_sol_get_it_from_the_roofline(tmp_path):
     per_workload = leaderboard.workload_table(Store(tmp_path / "kb.db", read_only=True))
     expected = [1 / (1 + (0.5 - t_sol) / (1.0 - t_sol)) for t_sol in per_workload["t_sol_ms"]]   # T_k 0.5, T_b 1.0
     assert row["sol_score"] == pytest.approx(sum(expected) / 2)
+    # a GPU row goes out and back in unchanged too (T_SOL and binding unit from the traces and summary.json)
+    exported = exchange.export_results(Store(tmp_path / "kb.db", read_only=True), tmp_path / "again")
+    assert len(exported.written) == 1 and not exported.skipped
+    exchange.import_results(Store(tmp_path / "back.db"), tmp_path / "again")
+    pd.testing.assert_frame_equal(tables(tmp_path / "kb.db")[0], tables(tmp_path / "back.db")[0])
+    pd.testing.assert_frame_equal(tables(tmp_path / "kb.db")[1], tables(tmp_path / "back.db")[1])
     elsewhere = exchange.import_results(Store(tmp_path / "other.db"), tmp_path / "out", problems_root=tmp_path / "nowhere")
     assert elsewhere.warnings == ["rms: no T_SOL (the problem is not under the problems root): scored with T_SOL = 0"]
 

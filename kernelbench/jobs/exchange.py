@@ -346,8 +346,9 @@ class _Task:
 @dataclass(frozen=True)
 class _Sol:
     """What `summarize` reads of a workload's roofline."""
-    t_sol_s: float
+    t_sol_s: float | None
     binding: str | None = None
+    reason: str | None = None   # why a workload has no T_SOL
 
 
 @dataclass(frozen=True)
@@ -426,7 +427,7 @@ def _record(store: Store, solution: Solution, traces: list[Trace], subset: str, 
                                           environment["device"], environment)
     t_b, sols = _reference_and_sol(traces, own)
     device = environment["device"]
-    profile = traces[0].evaluation.environment.roofline_profile
+    profile = own["summary"].get("roofline_profile") if own else traces[0].evaluation.environment.roofline_profile
     if device.startswith("cuda") and own is None and len(sols) < len(traces):   # measured elsewhere, scored here
         computed, profile = roofline.sol(definition, environment)
         sols = {**computed, **sols}
@@ -560,8 +561,8 @@ def _environment_of(trace: Trace) -> dict:
 
 
 def _reference_and_sol(traces: list[Trace], own: dict | None) -> tuple[dict, dict]:
-    """T_b (ms) and the roofline (T_SOL, binding unit) per workload: from the trace's performance, else
-    (a failed workload; the binding unit) from summary.json."""
+    """T_b (ms) and the roofline (T_SOL, binding unit, why none) per workload: from the trace's
+    performance, else (a failed workload; the binding unit; the reason) from summary.json."""
     recorded = {row["uuid"]: row for row in (own["summary"].get("per_workload", []) if own else [])}
     t_b, sols = {}, {}
     for trace in traces:
@@ -571,8 +572,8 @@ def _reference_and_sol(traces: list[Trace], own: dict | None) -> tuple[dict, dic
         # 0 is the official "unknown"
         t_b[uuid] = (performance and performance.reference_latency_ms) or row.get("t_b_ms")
         sol_ms = (performance and performance.sol_latency_ms) or row.get("t_sol_ms")
-        if sol_ms:
-            sols[uuid] = _Sol(_seconds(sol_ms), row.get("binding"))
+        if sol_ms or row.get("t_sol_reason"):
+            sols[uuid] = _Sol(_seconds(sol_ms) if sol_ms else None, row.get("binding"), row.get("t_sol_reason"))
     return t_b, sols
 
 
