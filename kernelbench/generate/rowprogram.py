@@ -553,6 +553,7 @@ def analyse(capture: Capture, outputs: dict) -> dict:
         if "dim" in node:
             node["dim"] = find(node["dim"])
     _recompute_dims(nodes)
+    returned = _deduplicate(nodes, returned)
     resolve = lambda layout: [[find(c) for c in entry] for entry in layout]  # noqa: E731
     out_values = []
     for (name, spec), value in zip(outputs.items(), returned):
@@ -593,8 +594,21 @@ def _recompute_dims(nodes: list[dict]) -> None:
             node["dims"] = sorted(args[0] - set(node["over"]))
         elif node["op"] == "gather":
             node["dims"] = sorted((args[0] - set(node["column"])) | args[1])
+        elif node["op"] == "scatter":
+            node["dims"] = sorted(set().union(*args) | set(node["column"]))
         else:
             node["dims"] = sorted(set().union(*args))
+
+
+def _deduplicate(nodes: list[dict], returned: list) -> list:
+    """Common subexpressions: a node equal to an earlier one (op, arguments, attributes) is replaced by it."""
+    first: dict[str, int] = {}
+    alias: dict[int, int] = {}
+    for i, node in enumerate(nodes):
+        node["args"] = [alias.get(a, a) for a in node["args"]]
+        key = repr(sorted((k, v) for k, v in node.items() if k != "dims"))
+        alias[i] = first.setdefault(key, i)
+    return [TensorValue(alias[v.node], v.layout, v.dtype) if isinstance(v, TensorValue) else v for v in returned]
 
 
 def _columns(nodes: list[dict], layouts: list[list[int]]) -> set[int]:
@@ -701,13 +715,15 @@ def _classify(plan: dict) -> None:
     """Each node's phase: "row" (row programs) or "final" (after the cross-row reduction); splits reductions
     along the column and across rows; checks every node fits the group's iteration space."""
     nodes = plan["nodes"]
+    claimed: set[int] = set()
     for gi, group in enumerate(plan["groups"]):
         column, lead = group["column"], set(group["lead"])
         members = set(group["nodes"])
         for n in sorted(members):
             node = nodes[n]
-            if node.setdefault("group", gi) != gi and (set(node["dims"]) - {column} or node["op"] == "reduce"):
+            if n in claimed and (set(node["dims"]) - {column} or node["op"] == "reduce"):
                 raise Unsupported("a per-row value shared by two groups of outputs")
+            claimed.add(n)
             extra = set(node["dims"]) - lead - {column}
             if extra:
                 raise Unsupported(f"a value varies along a dimension outside the iteration space ({node['op']})")
