@@ -12,7 +12,7 @@ rows (grad_weight, a mean loss) go to a per-program workspace, reduced by a smal
 that also computes what depends on them.
 
 Statements are tuples the template renders: ("line", text), ("load", var, pointer, offset, mask),
-("store", pointer, offset, value, mask), ("loop", init statements, body statements).
+("store", pointer, offset, value, mask), ("for", "target in range(...)", init statements, body statements).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class KernelConfig:
     num_stages: int = 1
     programs_per_sm: int = 0   # persistent programs per SM (0: one program per tile)
     block_f: int = 256         # columns per program of the cross-row finishing kernel
+    split_target: int = 0      # split long rows over programs when rows alone give fewer than this many per SM
 
     @classmethod
     def from_dict(cls, config: dict) -> "KernelConfig":
@@ -343,41 +344,54 @@ class GroupCode:
         ctx.lines.append(("store", f"out_{identifier(out['name'])}", offset, _cast(value, out["dtype"]),
                           ctx.ok if vector else "row_ok"))
 
-    def looped_body(self) -> list:
-        """Statements for one tile in passes over column tiles."""
+    def looped_body(self, phase: int | None = None) -> list:
+        """Statements for one tile in passes over column tiles. With `phase` (split rows), the statements of
+        that launch of the split kernel: reductions of earlier passes combined from every chunk's partials in
+        the stats workspace, pass `phase` over this program's column chunk, its partials stored; the launch
+        after the last pass stores the per-row outputs."""
         passes = self.passes()
         scalars: dict[int, str] = {}
         lines: list = []
-        boundary_nodes = {}
+        boundary_nodes: dict[int, list[int]] = {}
         for n in self.row_nodes:
             if not self.is_vector(n):
                 boundary_nodes.setdefault(self.level[n], []).append(n)
-        for p in range(len(passes) + 1):
+        last = len(passes) if phase is None else phase
+        for p in range(last + 1):
             ctx = Context("cols", "ok", "v", scalars, lines, "row")
             for n in boundary_nodes.get(p, []):
                 node = self.nodes[n]
-                if n in self.online and self.level[n] == p:
-                    a, b = self.online[n]
-                    bvar = self.emit(b, ctx)
-                    lines.append(("line", f"v{n} = s{n} * tl.exp(tl.where(m{n} == float('-inf'), 0.0, m{n}) - {bvar})"))
+                if n in self.online:
+                    if phase is None:
+                        lines.append(("line", f"m{n} = tl.where(m{n} == float('-inf'), 0.0, m{n})"))
+                    else:
+                        lines += self.combine_online(n)
+                    lines.append(("line", f"v{n} = s{n} * tl.exp(m{n} - {self.emit(self.online[n][1], ctx)})"))
                     ctx.cache[n] = f"v{n}"
                 elif node["op"] == "reduce" and node["scope"] == "row" and self.is_vector(node["args"][0]):
-                    combine = f"{REDUCE[node['kind']]}(acc{n}, axis=1, keep_dims=True)"
+                    if phase is None:
+                        combine = f"{REDUCE[node['kind']]}(acc{n}, axis=1, keep_dims=True)"
+                    else:
+                        lines += self.combine_partials(n)
+                        combine = f"acc{n}"
                     lines.append(("line", f"v{n} = {_cast(combine, node['dtype'])}"))
                     ctx.cache[n] = f"v{n}"
                 else:
                     self.emit(n, ctx)
                 scalars.update(ctx.cache)
-            if p < len(passes):
-                lines.append(self.pass_loop(passes[p], scalars))
-        ctx = Context("cols", "ok", "v", scalars, lines, "row")
-        for out in self.outputs:
-            if self.nodes[out["node"]]["phase"] == "row" and not self.output_is_vector(out):
-                self.store_output(out, ctx, vector=False)
-        lines += self.scalar_partial_lines(ctx)
+            if p < len(passes) and (phase is None or p == phase):
+                lines.append(self.pass_loop(passes[p], scalars, split=phase is not None))
+                if phase is not None:
+                    lines += self.store_partials(passes[p])
+        if phase is None or phase == len(passes):
+            ctx = Context("cols", "ok", "v", scalars, lines, "row")
+            for out in self.outputs:
+                if self.nodes[out["node"]]["phase"] == "row" and not self.output_is_vector(out):
+                    self.store_output(out, ctx, vector=False)
+            lines += self.scalar_partial_lines(ctx)
         return lines
 
-    def pass_loop(self, roots: dict, scalars: dict[int, str]) -> tuple:
+    def pass_loop(self, roots: dict, scalars: dict[int, str], split: bool = False) -> tuple:
         init, body = [], [("line", "cols = start + tl.arange(0, BLOCK_N)[None, :]"), ("line", "col_ok = cols < n_cols"),
                           ("line", "ok = row_ok & col_ok")]
         ctx = Context("cols", "ok", "v", scalars, body, "tile", "col_ok")
@@ -402,13 +416,77 @@ class GroupCode:
             k = self.col_partials.index(n)
             value = self.emit(self.nodes[n]["args"][0], ctx)
             kind = self.nodes[n]["kind"]
-            body += [("load", f"w{n}", "ws", f"pid * width + {k} * n_cols + cols", "cols < n_cols"),
+            body += [("load", f"w{n}", "ws", f"pid * width + {k} * n_cols + cols", "col_ok"),
                      ("line", f"w{n} = tl.where(tile == pid, {NEUTRAL[kind]}, w{n})"),  # a program's first tile
                      ("store", "ws", f"pid * width + {k} * n_cols + cols",
-                      COMBINE[kind].format(f"w{n}", self.column_partial(value, kind, "ok")), "cols < n_cols")]
+                      COMBINE[kind].format(f"w{n}", self.column_partial(value, kind, "ok")), "col_ok")]
         for out in roots["outputs"]:
             self.store_output(out, ctx, vector=True)
-        return ("loop", init, body)
+        header = "start in range(chunk_start, chunk_start + chunk, BLOCK_N)" if split else \
+            "start in range(0, n_cols, BLOCK_N)"
+        return ("for", header, init, body)
+
+    # -- split rows: partial statistics per column chunk
+
+    def slots(self) -> dict[int, int]:
+        """Stats workspace slots of the row reductions accumulated in passes (online sums take two: max, sum)."""
+        slots, next_slot = {}, 0
+        for n in self.row_nodes:
+            node = self.nodes[n]
+            if node["op"] == "reduce" and node["scope"] == "row" and self.is_vector(node["args"][0]):
+                slots[n] = next_slot
+                next_slot += 2 if n in self.online else 1
+        return slots
+
+    def slot_count(self) -> int:
+        return sum(2 if n in self.online else 1 for n in self.slots())
+
+    def stats_offset(self, slot: int, part: str) -> str:
+        return f"(rows64 * n_split + {part}) * {self.slot_count()} + {slot}"
+
+    def store_partials(self, roots: dict) -> list:
+        lines = []
+        slots = self.slots()
+        for n in roots["reduce"]:
+            kind = self.nodes[n]["kind"]
+            lines.append(("store", "stats", self.stats_offset(slots[n], "sid"),
+                          f"({REDUCE[kind]}(acc{n}, axis=1, keep_dims=True)).to(tl.float32)", "row_ok"))
+        for n in roots["online"]:
+            lines += [("store", "stats", self.stats_offset(slots[n], "sid"), f"m{n}", "row_ok"),
+                      ("store", "stats", self.stats_offset(slots[n] + 1, "sid"), f"s{n}", "row_ok")]
+        return lines
+
+    def combine_partials(self, n: int) -> list:
+        node = self.nodes[n]
+        kind = node["kind"]
+        accumulate = "tl.float32" if node["dtype"] in FLOAT else "tl.int64"
+        return [("for", "part in range(n_split)",
+                 [("line", f"acc{n} = tl.full([BLOCK_M, 1], {NEUTRAL[kind]}, {accumulate})")],
+                 [("load", f"x{n}", "stats", self.stats_offset(self.slots()[n], "part"), "row_ok"),
+                  ("line", f"acc{n} = {COMBINE[kind].format(f'acc{n}', f'x{n}.to({accumulate})')}")])]
+
+    def combine_online(self, n: int) -> list:
+        """Running (max, sum) pairs of the chunks folded into one: the largest max, sums rescaled to it; m{n}
+        ends as the reference point (0 when every element was -inf)."""
+        slot = self.slots()[n]
+        return [("for", "part in range(n_split)", [("line", f"m{n} = tl.full([BLOCK_M, 1], float('-inf'), tl.float32)")],
+                 [("load", f"x{n}", "stats", self.stats_offset(slot, "part"), "row_ok"),
+                  ("line", f"m{n} = tl.maximum(m{n}, x{n})")]),
+                ("line", f"m{n} = tl.where(m{n} == float('-inf'), 0.0, m{n})"),
+                ("for", "part in range(n_split)", [("line", f"s{n} = tl.zeros([BLOCK_M, 1], tl.float32)")],
+                 [("load", f"x{n}", "stats", self.stats_offset(slot, "part"), "row_ok"),
+                  ("load", f"y{n}", "stats", self.stats_offset(slot + 1, "part"), "row_ok"),
+                  ("line", f"s{n} = s{n} + y{n} * tl.exp(tl.where(x{n} == float('-inf'), 0.0, x{n}) - m{n})")])]
+
+    def split_phases(self) -> list[list]:
+        """The split kernel's statements per launch (empty when this group cannot split its rows)."""
+        if self.col_partials or not self.passes():
+            return []
+        phases = [self.looped_body(p) for p in range(len(self.passes()))]
+        if any(self.nodes[o["node"]]["phase"] == "row" and not self.output_is_vector(o) for o in self.outputs) \
+                or self.scalar_partials:
+            phases.append(self.looped_body(len(self.passes())))
+        return phases
 
     # -- the finishing kernel
 
@@ -430,7 +508,7 @@ class GroupCode:
             body += [("load", f"x{n}", "ws", f"part * width + {base} * n_cols + {j}", None),
                      ("line", f"f{n} = {COMBINE[kind].format(f'f{n}', f'x{n}')}")]
             cache[n] = f"f{n}"
-        lines.append(("partials", init, body))
+        lines.append(("for", "part in range(n_partials)", init, body))
         for n in self.cross:
             node = self.nodes[n]
             lines.append(("line", f"f{n} = {_cast(f'f{n}', node['dtype'])}"))
@@ -490,6 +568,8 @@ class GroupCode:
             "lead": len(self.lead_dims),
             "coordinates": coordinates,
             "single": single, "looped": looped, "final": final,
+            "split": self.split_phases() if config.split_target else [], "slots": self.slot_count(),
+            "split_target": config.split_target, "passes": len(self.passes()),
             "col_partials": [{"index": k, "kind": self.nodes[n]["kind"]} for k, n in enumerate(self.col_partials)],
             "scalar_partials": [{"index": j, "kind": self.nodes[n]["kind"]} for j, n in enumerate(self.scalar_partials)],
             "neutral": NEUTRAL,
