@@ -91,6 +91,7 @@ class GroupCode:
         self.scalar_partials = [n for n in self.cross if n not in self.col_partials]
         self.coords_needed: set[int] = set()
         self.online = self.find_online()
+        self.running_max = self.find_running_max()
         self.level = self.levels()
 
     # -- classification
@@ -111,6 +112,17 @@ class GroupCode:
             d = self.nodes[e["args"][0]]
             if d["op"] == "sub" and self.is_vector(d["args"][0]) and not self.is_vector(d["args"][1]):
                 found[n] = (d["args"][0], d["args"][1])
+        return found
+
+    def find_running_max(self) -> dict[int, int]:
+        """Row maxima of an online sum's `a` (softmax's max): the online sum's running max is that value."""
+        found = {}
+        for n in self.row_nodes:
+            node = self.nodes[n]
+            if node["op"] == "reduce" and node["scope"] == "row" and node["kind"] == "max" and node["dtype"] == "float32":
+                online = [o for o, (a, _) in self.online.items() if a == node["args"][0]]
+                if online:
+                    found[n] = online[0]
         return found
 
     def levels(self) -> dict[int, int]:
@@ -144,7 +156,7 @@ class GroupCode:
             if node["op"] == "reduce" and node["scope"] == "row" and self.is_vector(node["args"][0]):
                 if n in self.online:
                     at(self.level[self.online[n][0]])["online"].append(n)
-                else:
+                elif n not in self.running_max:
                     at(self.level[node["args"][0]])["reduce"].append(n)
         for n in self.col_partials:
             at(self.level[self.nodes[n]["args"][0]])["partials"].append(n)
@@ -357,15 +369,25 @@ class GroupCode:
             if not self.is_vector(n):
                 boundary_nodes.setdefault(self.level[n], []).append(n)
         last = len(passes) if phase is None else phase
+        settled: set[int] = set()
+
+        def settle(online: int) -> None:
+            """The online sum's final running max mx (raw) and reference point m (0 for an all -inf row)."""
+            if online not in settled:
+                settled.add(online)
+                lines.extend([("line", f"mx{online} = m{online}")] if phase is None else self.combine_online(online))
+                lines.append(("line", f"m{online} = tl.where(mx{online} == float('-inf'), 0.0, mx{online})"))
+
         for p in range(last + 1):
             ctx = Context("cols", "ok", "v", scalars, lines, "row")
             for n in boundary_nodes.get(p, []):
                 node = self.nodes[n]
-                if n in self.online:
-                    if phase is None:
-                        lines.append(("line", f"m{n} = tl.where(m{n} == float('-inf'), 0.0, m{n})"))
-                    else:
-                        lines += self.combine_online(n)
+                if n in self.running_max:
+                    settle(self.running_max[n])
+                    lines.append(("line", f"v{n} = mx{self.running_max[n]}"))
+                    ctx.cache[n] = f"v{n}"
+                elif n in self.online:
+                    settle(n)
                     lines.append(("line", f"v{n} = s{n} * tl.exp(m{n} - {self.emit(self.online[n][1], ctx)})"))
                     ctx.cache[n] = f"v{n}"
                 elif node["op"] == "reduce" and node["scope"] == "row" and self.is_vector(node["args"][0]):
@@ -433,7 +455,8 @@ class GroupCode:
         slots, next_slot = {}, 0
         for n in self.row_nodes:
             node = self.nodes[n]
-            if node["op"] == "reduce" and node["scope"] == "row" and self.is_vector(node["args"][0]):
+            if node["op"] == "reduce" and node["scope"] == "row" and self.is_vector(node["args"][0]) \
+                    and n not in self.running_max:
                 slots[n] = next_slot
                 next_slot += 2 if n in self.online else 1
         return slots
@@ -466,17 +489,17 @@ class GroupCode:
                   ("line", f"acc{n} = {COMBINE[kind].format(f'acc{n}', f'x{n}.to({accumulate})')}")])]
 
     def combine_online(self, n: int) -> list:
-        """Running (max, sum) pairs of the chunks folded into one: the largest max, sums rescaled to it; m{n}
-        ends as the reference point (0 when every element was -inf)."""
+        """Running (max, sum) pairs of the chunks folded into one: mx{n} the largest max, s{n} the sums rescaled
+        to its reference point (0 when every element was -inf)."""
         slot = self.slots()[n]
-        return [("for", "part in range(n_split)", [("line", f"m{n} = tl.full([BLOCK_M, 1], float('-inf'), tl.float32)")],
+        return [("for", "part in range(n_split)", [("line", f"mx{n} = tl.full([BLOCK_M, 1], float('-inf'), tl.float32)")],
                  [("load", f"x{n}", "stats", self.stats_offset(slot, "part"), "row_ok"),
-                  ("line", f"m{n} = tl.maximum(m{n}, x{n})")]),
-                ("line", f"m{n} = tl.where(m{n} == float('-inf'), 0.0, m{n})"),
+                  ("line", f"mx{n} = tl.maximum(mx{n}, x{n})")]),
+                ("line", f"r{n} = tl.where(mx{n} == float('-inf'), 0.0, mx{n})"),
                 ("for", "part in range(n_split)", [("line", f"s{n} = tl.zeros([BLOCK_M, 1], tl.float32)")],
                  [("load", f"x{n}", "stats", self.stats_offset(slot, "part"), "row_ok"),
                   ("load", f"y{n}", "stats", self.stats_offset(slot + 1, "part"), "row_ok"),
-                  ("line", f"s{n} = s{n} + y{n} * tl.exp(tl.where(x{n} == float('-inf'), 0.0, x{n}) - m{n})")])]
+                  ("line", f"s{n} = s{n} + y{n} * tl.exp(tl.where(x{n} == float('-inf'), 0.0, x{n}) - r{n})")])]
 
     def split_phases(self) -> list[list]:
         """The split kernel's statements per launch (empty when this group cannot split its rows)."""

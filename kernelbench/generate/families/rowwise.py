@@ -62,7 +62,7 @@ class Rowwise(Family):
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
         shape = row_shape(match.plan["plan"], axes)
-        return configurations(shape["n_cols"], shape["n_rows"], shape["element_bytes"], shape["cross"])
+        return configurations(shape["n_cols"], shape["n_rows"], shape["cross"], shape["column_partials"])
 
     def shape_class(self, match: Match, axes: dict[str, int]) -> str:
         shape = row_shape(match.plan["plan"], axes)
@@ -168,50 +168,57 @@ def problem_shapes(plan: dict, axes: dict[str, int]) -> dict[str, tuple[int, ...
 
 
 def row_shape(plan: dict, axes: dict[str, int]) -> dict:
-    """The largest group's row length and row count, element size and whether it sums across rows."""
+    """The largest group's row length and row count, and whether it sums across rows (scalars or columns)."""
     shapes = problem_shapes(plan, axes)
     best = None
     for group in plan["groups"]:
         n_cols = class_size(plan, group["column"], shapes)
         n_rows = math.prod(class_size(plan, c, shapes) for c in group["lead"])
-        widest = max((torch_dtype(e["dtype"]).itemsize for e in plan["inputs"] if e["kind"] == "tensor"), default=4)
-        cross = any(plan["nodes"][n]["op"] == "reduce" and plan["nodes"][n]["scope"] == "cross" for n in group["nodes"])
-        entry = {"n_cols": n_cols, "n_rows": n_rows, "element_bytes": widest, "cross": cross}
+        cross = [n for n in group["nodes"] if plan["nodes"][n]["op"] == "reduce" and plan["nodes"][n]["scope"] == "cross"]
+        column_partials = any(group["column"] in plan["nodes"][plan["nodes"][n]["args"][0]]["dims"] for n in cross)
+        entry = {"n_cols": n_cols, "n_rows": n_rows, "cross": bool(cross), "column_partials": column_partials}
         if best is None or n_cols * n_rows > best["n_cols"] * best["n_rows"]:
             best = entry
     return best
 
 
-def configurations(n_cols: int, n_rows: int, element_bytes: int, cross: bool) -> list[Config]:
-    """Tilings worth trying for one shape, the most promising first."""
-    whole = 1 << max(4, math.ceil(math.log2(max(n_cols, 1))))   # one tile holds the row
+def configurations(n_cols: int, n_rows: int, cross: bool, column_partials: bool) -> list[Config]:
+    """Tilings worth trying for one shape, the most promising first: ~16 elements per thread, short rows
+    stacked into tiles of ~2-4K elements, long rows in 2-8K-column tiles (split over programs when the rows
+    alone cannot fill the GPU), persistent programs where sums across rows need a bounded number of partials."""
+    whole = 1 << max(4, math.ceil(math.log2(max(n_cols, 1))))   # the narrowest tile that holds a row
+    rows_cap = 1 << max(0, math.ceil(math.log2(max(n_rows, 1))))
     configs: list[Config] = []
 
-    def add(block_m: int, block_n: int, warps: int, stages: int = 1, per_sm: int = 0) -> None:
+    def warps_for(elements: int) -> int:
+        return max(1, min(16, elements // 512))
+
+    def add(block_m: int, block_n: int, warps: int, stages: int = 1, per_sm: int = 0, split: int = 0) -> None:
         config = {"block_m": block_m, "block_n": block_n, "num_warps": warps, "num_stages": stages,
-                  "programs_per_sm": per_sm if not cross else max(per_sm, 1)}
+                  "programs_per_sm": max(per_sm, 1) if cross else per_sm, "split_target": split}
         if config not in configs:
             configs.append(config)
 
-    single = whole <= 16384
-    if single:
-        per_thread_rows = max(1, min(64, 2048 // whole))   # short rows: several rows per tile
-        for block_m in dict.fromkeys([per_thread_rows, max(1, per_thread_rows // 2), max(1, per_thread_rows * 2), 1]):
-            if block_m > max(1, n_rows) * 2:
-                continue
-            elements = block_m * whole
-            warps = 1 if elements <= 512 else 2 if elements <= 1024 else 4 if elements <= 4096 else 8 if elements <= 8192 else 16
+    if whole <= 16384:
+        stacked = max(1, min(64, 2048 // whole, rows_cap))
+        per_sm = 2 if cross else 0
+        for block_m in dict.fromkeys([stacked, max(1, stacked // 2), min(rows_cap, stacked * 2), 1]):
+            warps = warps_for(block_m * whole)
             for w in dict.fromkeys([warps, max(1, warps // 2), min(16, warps * 2)]):
-                add(block_m, whole, w, per_sm=4 if cross else 0)
-        if cross:
-            add(1, whole, 8 if whole >= 4096 else 4, per_sm=2)
-            add(1, whole, 8 if whole >= 4096 else 4, per_sm=8)
-    for block_n in (4096, 8192, 2048, 16384):
-        if block_n >= whole and single:
+                add(block_m, whole, w, per_sm=per_sm)
+            add(block_m, whole, warps, stages=2, per_sm=per_sm or 4)
+            add(block_m, whole, warps, per_sm=1 if cross else 8)
+            if cross:
+                add(block_m, whole, warps, per_sm=4)
+    for block_n in (4096, 8192, 2048):
+        if block_n >= whole:
             continue
-        for warps in (8, 16, 4):
-            for stages in (1, 2):
-                add(1, block_n, warps, stages, per_sm=4 if cross else 0)
+        for warps in dict.fromkeys([warps_for(block_n), max(1, warps_for(block_n) // 2), 16]):
+            for stages in (2, 1, 3):
+                add(1, block_n, warps, stages, per_sm=2 if cross else 0, split=0 if column_partials else 2)
+        if not column_partials:
+            add(1, block_n, warps_for(block_n), 2, split=4)
+            add(1, block_n, warps_for(block_n), 2, split=0)
     return configs[:64]
 
 
