@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch._decomp import core_aten_decompositions, get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
 
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.errors import KernelBenchError
@@ -50,13 +51,35 @@ class Capture:
 
 
 def example_axes(problem: Problem) -> dict[str, int]:
-    """Axis values for tracing: the consts, and distinct sizes >= 2 (unequal to every const) for var axes."""
+    """Axis values for tracing: the consts, and distinct sizes >= 2 (unequal to every const) for var axes;
+    the smallest workload's own values where those break an axis expression or a constraint."""
     definition = problem.definition
     consts = {a.value for a in definition.axes.values() if a.kind == "const"}
     sizes = (s for s in itertools.chain(EXAMPLE_SIZES, itertools.count(53, 2)) if s not in consts)
     var = {name: next(sizes) for name, axis in definition.axes.items() if axis.kind == "var"}
     base = problem.smallest_workload()
-    return problem.axes_for(replace(base, axes=var))
+    trial = replace(base, axes=var)
+    try:
+        if not problem.check_constraints(trial):
+            return problem.axes_for(trial)
+    except KernelBenchError:
+        pass
+    return problem.axes_for(base)
+
+
+class Refusal(TorchFunctionMode):
+    """Ends a trace at the first call of a refused torch function (a family that cannot express a matmul
+    need not trace the rest of an attention block)."""
+
+    def __init__(self, refused: frozenset[str]):
+        super().__init__()
+        self.refused = refused
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.refused:
+            raise CaptureError(f"the reference calls {name}")
+        return func(*args, **(kwargs or {}))
 
 
 def _example_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> list[Any]:
@@ -94,26 +117,34 @@ def decompositions() -> dict:
     return table
 
 
-def _trace(run, inputs: list[Any]) -> torch.fx.GraphModule:
-    return make_fx(torch.func.functionalize(run), tracing_mode="symbolic", decomposition_table=decompositions(),
+def _trace(run, inputs: list[Any], refused: frozenset[str]) -> torch.fx.GraphModule:
+    def guarded(*args):
+        with Refusal(refused):
+            return run(*args)
+    return make_fx(torch.func.functionalize(guarded), tracing_mode="symbolic", decomposition_table=decompositions(),
                    _allow_non_fake_inputs=True)(*inputs)
 
 
-def capture(problem: Problem, module=None) -> Capture:
-    """The reference of `problem` as a functional aten graph with symbolic shapes."""
+def capture(problem: Problem, module=None, refused: frozenset[str] = frozenset()) -> Capture:
+    """The reference of `problem` as a functional aten graph with symbolic shapes; CaptureError as soon as
+    it calls a torch function named in `refused`."""
     module = module or compile_reference(problem.definition)
     axes = example_axes(problem)
     names = tuple(problem.definition.inputs)
     scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
     as_tensors = {n: torch.tensor(_scalar_value(problem, n), dtype=torch_dtype(s.dtype)) for n, s in scalar_specs.items()}
     try:
-        graph = _trace(module.run, _example_inputs(problem, axes, as_tensors))
+        graph = _trace(module.run, _example_inputs(problem, axes, as_tensors), refused)
         return Capture(graph, names, frozenset(scalar_specs), {}, axes)
+    except CaptureError:
+        raise
     except Exception as first:  # noqa: BLE001 - any tracing failure: try Python numbers
         sentinels = {n: _sentinel(_scalar_value(problem, n), i, torch_dtype(s.dtype))
                      for i, (n, s) in enumerate(scalar_specs.items())}
         try:
-            graph = _trace(module.run, _example_inputs(problem, axes, sentinels))
+            graph = _trace(module.run, _example_inputs(problem, axes, sentinels), refused)
+        except CaptureError:
+            raise
         except Exception as second:  # noqa: BLE001
             raise CaptureError(f"{problem.name}: the reference cannot be traced: {type(first).__name__}: "
                                f"{str(first)[:200]}; with Python scalars: {type(second).__name__}: {str(second)[:200]}") from None

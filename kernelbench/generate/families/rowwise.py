@@ -28,12 +28,18 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import Solution, Source
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import Config, Family, Match, Traffic, register_family
-from kernelbench.generate.graph import CaptureError, capture
+from kernelbench.generate.graph import capture
 from kernelbench.generate.rowcode import GroupCode, KernelConfig, identifier
 from kernelbench.generate.rowprogram import Unsupported, analyse, evaluate
 from templates import render as render_template
 
 VERIFY_INPUT_BYTES = 1 << 30   # a verification workload whose inputs exceed this is skipped
+# Torch functions no row program contains: a reference that calls one is refused at that call, before the
+# rest of it is traced (an attention block takes 10-40 s to trace).
+REFUSED = frozenset({"matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "addbmm", "einsum",
+                     "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                     "conv_transpose3d", "scaled_dot_product_attention", "cumsum", "cumprod", "sort", "argsort",
+                     "topk", "tensordot", "matrix_power", "embedding", "index_add", "index_copy", "index_put"})
 
 
 @register_family
@@ -43,14 +49,19 @@ class Rowwise(Family):
 
     # -------------------------------------------------------------- match
 
+    def __init__(self):
+        self.last_rejection = ""   # why the latest match returned None (for logs)
+
     def match(self, problem: Problem) -> Match | None:
         try:
-            plan = analyse(capture(problem), problem.definition.outputs)
+            plan = analyse(capture(problem, refused=REFUSED), problem.definition.outputs)
             for index in range(len(plan["groups"])):
                 GroupCode(plan, index, KernelConfig()).kernel()
             verify(problem, plan)
-        except (CaptureError, Unsupported):
+        except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
+            self.last_rejection = f"{problem.name}: {exc}"
             return None
+        self.last_rejection = ""
         specs = {**problem.definition.inputs, **problem.definition.outputs}
         plan["shapes"] = {n: list(s.shape) for n, s in specs.items() if s.shape is not None}
         loaded = {plan["nodes"][n]["input"] for g in plan["groups"] for n in g["nodes"] if plan["nodes"][n]["op"] == "load"}
@@ -120,7 +131,10 @@ def verify(problem: Problem, plan: dict) -> None:
 
 def verification_workloads(problem: Problem) -> list[Workload]:
     """The smallest workload and one with every var axis moved (a shape no workload may use), when legal."""
-    base = problem.smallest_workload()
+    readable = [w for w in problem.workloads if all(s.kind != "safetensors" for s in w.inputs.values())]
+    if not readable:
+        raise Unsupported("no workload with generated inputs to verify the plan on")
+    base = min(readable, key=problem.workload_size)
     chosen = [base]
     var = {n: v + 2 for n, v in base.axes.items()}
     moved = replace(base, uuid=base.uuid + "-verify", axes=var)
