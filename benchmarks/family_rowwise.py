@@ -36,6 +36,7 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
+import triton
 
 from kernelbench.core.correctness import as_output_list, compare
 from kernelbench.core.dtypes import torch_dtype
@@ -101,7 +102,8 @@ def cases(out: Path) -> list[Case]:
              {"batch_size": 1, "seq_len": 1},
              (lambda x, w, eps: liger.liger_rms_norm(x, w, eps, 0.0, "llama", False)) if with_liger else None),
         Case("LayerNorm", l1 / "024_whisper_large_v3_layernorm",
-             [{"batch_size": 16, "seq_len": 1}, {"batch_size": 1, "seq_len": 1500}, {"batch_size": 32, "seq_len": 1500}],
+             [{"batch_size": 16, "seq_len": 1}, {"batch_size": 1, "seq_len": 1500},
+              {"batch_size": 32, "seq_len": 1500}],
              {"batch_size": 1, "seq_len": 1},
              (lambda x, w, b, eps: liger.liger_layer_norm(x, w, b, eps)) if with_liger else None),
         Case("fused add + RMSNorm", l1 / "022_llama3_1_70b_fused_add_rmsnorm",
@@ -144,7 +146,8 @@ def checked(problem: Problem, workload: Workload, outputs: Any, expected: list[A
 
 
 def time_ms(fn: Callable, inputs: list[Any], iterations: int) -> float:
-    return time_callable(fn, inputs, "cuda", TimingConfig(warmup=max(3, iterations // 5), iterations=iterations)).median_ms
+    config = TimingConfig(warmup=max(3, iterations // 5), iterations=iterations)
+    return time_callable(fn, inputs, "cuda", config).median_ms
 
 
 def measure(case: Case, axes: dict[str, int], args, started: float, matched: dict) -> dict:
@@ -178,7 +181,7 @@ def measure(case: Case, axes: dict[str, int], args, started: float, matched: dic
         if args.dry_run or status != "ok":
             best = best or {"config": config, "check": status, "ms": None}
             continue
-        ms = time_ms(lambda *a: run(*a, *outputs), inputs, 10)
+        ms = time_ms(lambda *a, run=run: run(*a, *outputs), inputs, 10)
         if best is None or best["ms"] is None or ms < best["ms"]:
             best = {"config": config, "check": status, "ms": ms, "run": run}
     if best.get("run") is not None:
@@ -215,7 +218,8 @@ def markdown(rows: list[dict], header: dict) -> str:
              f"torch {header['torch']}, triton {header['triton']}, liger-kernel {header['liger']}; "
              f"{header['date']}. Times: median ms (kernelbench.eval.timing: cold L2, fresh addresses, host overhead "
              "included). GB/s over the compulsory bytes; % SOL = (bytes / 3.35 TB/s) / time.", "",
-             "| op | shape | MB | ours ms | GB/s | % SOL | torch.compile ms | % SOL | Liger ms | % SOL | eager ms | our config |",
+             "| op | shape | MB | ours ms | GB/s | % SOL | torch.compile ms | % SOL | Liger ms | % SOL | eager ms "
+             "| our config |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
 
     def cell(result: dict, row: dict) -> tuple[str, str, str]:
@@ -258,8 +262,8 @@ def main() -> int:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "results"}), row.get("results", {}).get("ours"),
                   flush=True)
-    import triton
-    header = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run else "CPU dry run",
+    on_gpu = torch.cuda.is_available() and not args.dry_run
+    header = {"device": torch.cuda.get_device_name() if on_gpu else "CPU dry run",
               "torch": torch.__version__, "triton": triton.__version__,
               "liger": LIGER_VERSION if liger is not None else f"not installed ({LIGER_ERROR[:80]})",
               "date": time.strftime("%Y-%m-%d"), "seconds": round(time.monotonic() - started, 1),

@@ -44,7 +44,8 @@ FAST = ["001_llama3_8b_rmsnorm", "023_qwen3_8b_qk_norm", "036_llama3_8b_cross_en
         "sample:FlashInfer-Bench/021_rmsnorm_h128"]
 SLOW = ["004_llama3_8b_rmsnorm_backward", "021_gemma2_9b_rmsnorm", "022_llama3_1_70b_fused_add_rmsnorm",
         "024_whisper_large_v3_layernorm", "042_clip_vit_large_layernorm_backward",
-        "025_command_r_layernorm_no_bias", "031_phi3_mini_causal_scaled_softmax", "032_gemma2_9b_softcap_sliding_softmax",
+        "025_command_r_layernorm_no_bias", "031_phi3_mini_causal_scaled_softmax",
+        "032_gemma2_9b_softcap_sliding_softmax",
         "033_bge_large_padding_mask_softmax", "034_whisper_large_v3_vocab_log_softmax", "035_qwen2_5_7b_token_logprobs",
         "037_gemma2_9b_softcap_cross_entropy", "038_llama3_1_8b_temperature_softmax", "039_gpt_oss_20b_sink_softmax",
         "043_vit_base_attention_softmax_backward", "044_llama3_8b_cross_entropy_backward",
@@ -263,7 +264,8 @@ def kernel_signatures(problem, match, config) -> list:
     plan, definition = match.plan["plan"], problem.definition
     family = FAMILIES["rowwise"]
     solution = family.render(match, config)
-    kernels = [line.split("(")[0][4:] for line in solution.sources[0].content.splitlines() if line.startswith("def _rows")]
+    kernels = [line.split("(")[0][4:] for line in solution.sources[0].content.splitlines()
+               if line.startswith("def _rows")]
     variants = []
     for name in kernels:
         source = solution.sources[0].content

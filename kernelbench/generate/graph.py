@@ -132,7 +132,8 @@ def capture(problem: Problem, module=None, refused: frozenset[str] = frozenset()
     axes = example_axes(problem)
     names = tuple(problem.definition.inputs)
     scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
-    as_tensors = {n: torch.tensor(_scalar_value(problem, n), dtype=torch_dtype(s.dtype)) for n, s in scalar_specs.items()}
+    as_tensors = {n: torch.tensor(_scalar_value(problem, n), dtype=torch_dtype(s.dtype))
+                  for n, s in scalar_specs.items()}
     try:
         graph = _trace(module.run, _example_inputs(problem, axes, as_tensors), refused)
         return Capture(graph, names, frozenset(scalar_specs), {}, axes)
@@ -147,7 +148,8 @@ def capture(problem: Problem, module=None, refused: frozenset[str] = frozenset()
             raise
         except Exception as second:  # noqa: BLE001
             raise CaptureError(f"{problem.name}: the reference cannot be traced: {type(first).__name__}: "
-                               f"{str(first)[:200]}; with Python scalars: {type(second).__name__}: {str(second)[:200]}") from None
+                               f"{str(first)[:200]}; with Python scalars: {type(second).__name__}: "
+                               f"{str(second)[:200]}") from None
         return Capture(graph, names, frozenset(scalar_specs), sentinels, axes)
 
 

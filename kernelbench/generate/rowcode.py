@@ -86,7 +86,8 @@ class GroupCode:
         self.outputs = [plan["outputs"][o] for o in self.group["outputs"]]
         self.row_nodes = [n for n in self.members if self.nodes[n]["phase"] == "row"]
         self.final_nodes = [n for n in self.members if self.nodes[n]["phase"] == "final"]
-        self.cross = [n for n in self.members if self.nodes[n]["op"] == "reduce" and self.nodes[n].get("scope") == "cross"]
+        self.cross = [n for n in self.members
+                      if self.nodes[n]["op"] == "reduce" and self.nodes[n].get("scope") == "cross"]
         self.col_partials = [n for n in self.cross if self.is_vector(self.nodes[n]["args"][0])]
         self.scalar_partials = [n for n in self.cross if n not in self.col_partials]
         self.coords_needed: set[int] = set()
@@ -119,7 +120,8 @@ class GroupCode:
         found = {}
         for n in self.row_nodes:
             node = self.nodes[n]
-            if node["op"] == "reduce" and node["scope"] == "row" and node["kind"] == "max" and node["dtype"] == "float32":
+            if node["op"] == "reduce" and node["scope"] == "row" and node["kind"] == "max" \
+                    and node["dtype"] == "float32":
                 online = [o for o, (a, _) in self.online.items() if a == node["args"][0]]
                 if online:
                     found[n] = online[0]
@@ -332,7 +334,8 @@ class GroupCode:
         for k, n in enumerate(self.col_partials):
             value = self.emit(self.nodes[n]["args"][0], ctx)
             kind = self.nodes[n]["kind"]
-            lines.append(("line", f"cacc{k} = {COMBINE[kind].format(f'cacc{k}', self.column_partial(value, kind, 'ok'))}"))
+            partial = self.column_partial(value, kind, "ok")
+            lines.append(("line", f"cacc{k} = {COMBINE[kind].format(f'cacc{k}', partial)}"))
         lines += self.scalar_partial_lines(ctx)
         return lines
 
@@ -344,7 +347,8 @@ class GroupCode:
         for j, n in enumerate(self.scalar_partials):
             value = self.emit(self.nodes[n]["args"][0], ctx)
             kind = self.nodes[n]["kind"]
-            part = f"{REDUCE[kind]}(tl.where(row_ok, ({value}).to(tl.float32), {NEUTRAL[kind]}), axis=0, keep_dims=True)"
+            masked = f"tl.where(row_ok, ({value}).to(tl.float32), {NEUTRAL[kind]})"
+            part = f"{REDUCE[kind]}({masked}, axis=0, keep_dims=True)"
             lines.append(("line", f"sacc{j} = {COMBINE[kind].format(f'sacc{j}', part)}"))
         return lines
 
@@ -492,7 +496,8 @@ class GroupCode:
         """Running (max, sum) pairs of the chunks folded into one: mx{n} the largest max, s{n} the sums rescaled
         to its reference point (0 when every element was -inf)."""
         slot = self.slots()[n]
-        return [("for", "part in range(n_split)", [("line", f"mx{n} = tl.full([BLOCK_M, 1], float('-inf'), tl.float32)")],
+        start = [("line", f"mx{n} = tl.full([BLOCK_M, 1], float('-inf'), tl.float32)")]
+        return [("for", "part in range(n_split)", start,
                  [("load", f"x{n}", "stats", self.stats_offset(slot, "part"), "row_ok"),
                   ("line", f"mx{n} = tl.maximum(mx{n}, x{n})")]),
                 ("line", f"r{n} = tl.where(mx{n} == float('-inf'), 0.0, mx{n})"),
@@ -594,7 +599,8 @@ class GroupCode:
             "split": self.split_phases() if config.split_target else [], "slots": self.slot_count(),
             "split_target": config.split_target, "passes": len(self.passes()),
             "col_partials": [{"index": k, "kind": self.nodes[n]["kind"]} for k, n in enumerate(self.col_partials)],
-            "scalar_partials": [{"index": j, "kind": self.nodes[n]["kind"]} for j, n in enumerate(self.scalar_partials)],
+            "scalar_partials": [{"index": j, "kind": self.nodes[n]["kind"]}
+                                for j, n in enumerate(self.scalar_partials)],
             "neutral": NEUTRAL,
             "block_m": config.block_m, "block_n": config.block_n, "block_f": config.block_f,
             "num_warps": config.num_warps, "num_stages": config.num_stages,

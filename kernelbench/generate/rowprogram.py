@@ -158,7 +158,7 @@ class Walker:
             return value.node, (), value.dtype
         if isinstance(value, (bool, int, float)):
             node = self.const(value)
-            return node, (), torch.float32 if isinstance(value, float) else torch.int64 if not isinstance(value, bool) else torch.bool
+            return node, (), getattr(torch, self.nodes[node]["dtype"])
         raise Unsupported(f"operand {value!r}")
 
     def broadcast(self, layouts: list[Layout]) -> Layout:
@@ -440,7 +440,9 @@ class Walker:
             value = self.elementwise("mul", [value, step], torch.int64)
         if not (isinstance(start, int) and start == 0):
             value = self.elementwise("add", [value, start], torch.int64)
-        return self.cast(value, meta.dtype) if meta.dtype != torch.int64 else self.tensor(value.node, value.layout, value.dtype)
+        if meta.dtype != torch.int64:
+            return self.cast(value, meta.dtype)
+        return self.tensor(value.node, value.layout, value.dtype)
 
     # -- reductions
 
@@ -466,7 +468,10 @@ class Walker:
     def reduction(self, target, args, kwargs, meta: torch.Tensor):
         value = args[0]
         positions = self.reduced_positions(value, args[1] if len(args) > 1 else kwargs.get("dim"))
-        keepdim = bool(args[2]) if len(args) > 2 and target is not prims.sum.default else bool(kwargs.get("keepdim", False))
+        if len(args) > 2 and target is not prims.sum.default:
+            keepdim = bool(args[2])
+        else:
+            keepdim = bool(kwargs.get("keepdim", False))
         if target in (aten.amax.default, aten.amin.default):
             return self.reduce("max" if target is aten.amax.default else "min", value, positions, keepdim, meta.dtype)
         accumulate = meta.dtype if meta.dtype.is_floating_point else torch.int64
@@ -774,7 +779,7 @@ def _split_all_reductions(plan: dict, gi: int) -> None:
 def _merge_dims(plan: dict) -> None:
     """Adjacent row dimensions that every tensor holds together (and no arange or size uses alone) become one."""
     nodes = plan["nodes"]
-    for gi, group in enumerate(plan["groups"]):
+    for group in plan["groups"]:
         members = set(group["nodes"])
         accesses = [[c for entry in e["layout"] for c in entry] for e in plan["inputs"]
                     if e["kind"] == "tensor" and any(nodes[n]["op"] == "load" and nodes[n]["input"] == e["name"]
@@ -847,7 +852,7 @@ def evaluate(plan: dict, inputs: list[Any], output_shapes: dict[str, tuple[int, 
     results: list[torch.Tensor | None] = [None] * len(plan["outputs"])
     for group in plan["groups"]:
         order = group["lead"] + [group["column"]]
-        shape_of = lambda dims: [sizes[c] if c in dims else 1 for c in order]  # noqa: E731
+        shape_of = lambda dims, order=order: [sizes[c] if c in dims else 1 for c in order]  # noqa: E731
         values: dict[int, torch.Tensor] = {}
         for n in group["nodes"]:
             node = nodes[n]

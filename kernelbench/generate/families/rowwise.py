@@ -64,7 +64,8 @@ class Rowwise(Family):
         self.last_rejection = ""
         specs = {**problem.definition.inputs, **problem.definition.outputs}
         plan["shapes"] = {n: list(s.shape) for n, s in specs.items() if s.shape is not None}
-        loaded = {plan["nodes"][n]["input"] for g in plan["groups"] for n in g["nodes"] if plan["nodes"][n]["op"] == "load"}
+        loaded = {plan["nodes"][n]["input"] for g in plan["groups"] for n in g["nodes"]
+                  if plan["nodes"][n]["op"] == "load"}
         for entry in plan["inputs"]:
             entry["used"] = entry["name"] in loaded
         return Match(self.name, summarize(plan), {"problem": problem.name, "plan": plan})
@@ -188,7 +189,8 @@ def row_shape(plan: dict, axes: dict[str, int]) -> dict:
     for group in plan["groups"]:
         n_cols = class_size(plan, group["column"], shapes)
         n_rows = math.prod(class_size(plan, c, shapes) for c in group["lead"])
-        cross = [n for n in group["nodes"] if plan["nodes"][n]["op"] == "reduce" and plan["nodes"][n]["scope"] == "cross"]
+        cross = [n for n in group["nodes"]
+                 if plan["nodes"][n]["op"] == "reduce" and plan["nodes"][n]["scope"] == "cross"]
         column_partials = any(group["column"] in plan["nodes"][plan["nodes"][n]["args"][0]]["dims"] for n in cross)
         entry = {"n_cols": n_cols, "n_rows": n_rows, "cross": bool(cross), "column_partials": column_partials}
         if best is None or n_cols * n_rows > best["n_cols"] * best["n_rows"]:
