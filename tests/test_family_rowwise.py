@@ -315,3 +315,17 @@ def test_renders_compile_for_the_gpu(tmp_path, task, config):
                             capture_output=True, text=True, env=environment, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("compiled") == len(variants)
+
+
+# ---------------------------------------------------------------------------------------------- the GPU benchmark
+
+@pytest.mark.slow
+def test_benchmark_dry_run(tmp_path):
+    """benchmarks/family_rowwise.py's CPU side: every case matched, rendered and checked through the interpreter."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "family_rowwise.py"), str(tmp_path), "--dry-run"],
+                            capture_output=True, text=True, timeout=1200,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = json.loads((tmp_path / "family_rowwise.json").read_text())["rows"]
+    assert len(rows) == 5 and all(r["results"]["ours"]["check"] == "ok" for r in rows)
+    assert (tmp_path / "family_rowwise.md").read_text().count("\n| ") == 7
