@@ -322,8 +322,9 @@ def test_renders_compile_for_the_gpu(tmp_path, task, config):
 @pytest.mark.slow
 def test_benchmark_dry_run(tmp_path):
     """benchmarks/family_rowwise.py's CPU side: every case matched, rendered and checked through the interpreter."""
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "family_rowwise.py"), str(tmp_path), "--dry-run"],
-                            capture_output=True, text=True, timeout=1200,
+    script = ROOT / "benchmarks" / "family_rowwise.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path), "--dry-run"], capture_output=True, text=True,
+                            timeout=1200,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = json.loads((tmp_path / "family_rowwise.json").read_text())["rows"]
