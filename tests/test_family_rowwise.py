@@ -84,7 +84,7 @@ def test_first_configuration_passes_the_evaluator(task):
     config = family.space(match, smallest_axes(problem))[0]
     traces = evaluate(problem, family.render(match, config),
                       EvalConfig(device="cpu", rounds=2, max_workloads=1, timing=None))
-    assert [t["evaluation"]["status"] for t in traces] == [PASSED], traces[0]["evaluation"]["log"][-2000:]
+    assert [t.evaluation.status for t in traces] == [PASSED], traces[0].evaluation.log[-2000:]
 
 
 # ---------------------------------------------------------------------------------------------- configurations
