@@ -17,6 +17,7 @@ values, which catches it.
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +32,9 @@ from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
 
 EXAMPLE_SIZES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47)
+# make_fx's symbolic tracing keeps process-wide state (dispatch modes, shape environments): two threads
+# tracing at once (kb batch optimizes tasks in threads) crash the interpreter.
+_TRACING = threading.Lock()
 
 
 class CaptureError(KernelBenchError):
@@ -121,8 +125,9 @@ def _trace(run, inputs: list[Any], refused: frozenset[str]) -> torch.fx.GraphMod
     def guarded(*args):
         with Refusal(refused):
             return run(*args)
-    return make_fx(torch.func.functionalize(guarded), tracing_mode="symbolic", decomposition_table=decompositions(),
-                   _allow_non_fake_inputs=True)(*inputs)
+    with _TRACING:
+        return make_fx(torch.func.functionalize(guarded), tracing_mode="symbolic",
+                       decomposition_table=decompositions(), _allow_non_fake_inputs=True)(*inputs)
 
 
 def capture(problem: Problem, module=None, refused: frozenset[str] = frozenset()) -> Capture:

@@ -29,6 +29,7 @@ from kernelbench.core.solution import Solution, Source
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import Config, Family, Match, Traffic, register_family
 from kernelbench.generate.graph import capture
+from kernelbench.generate.isolation import call_in_child
 from kernelbench.generate.rowcode import GroupCode, KernelConfig, identifier
 from kernelbench.generate.rowprogram import Unsupported, analyse, evaluate
 from templates import render as render_template
@@ -53,22 +54,13 @@ class Rowwise(Family):
         self.last_rejection = ""   # why the latest match returned None (for logs)
 
     def match(self, problem: Problem) -> Match | None:
-        try:
-            plan = analyse(capture(problem, refused=REFUSED), problem.definition.outputs)
-            for index in range(len(plan["groups"])):
-                GroupCode(plan, index, KernelConfig()).kernel()
-            verify(problem, plan)
-        except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
-            self.last_rejection = f"{problem.name}: {exc}"
-            return None
-        self.last_rejection = ""
-        specs = {**problem.definition.inputs, **problem.definition.outputs}
-        plan["shapes"] = {n: list(s.shape) for n, s in specs.items() if s.shape is not None}
-        loaded = {plan["nodes"][n]["input"] for g in plan["groups"] for n in g["nodes"]
-                  if plan["nodes"][n]["op"] == "load"}
-        for entry in plan["inputs"]:
-            entry["used"] = entry["name"] in loaded
-        return Match(self.name, summarize(plan), {"problem": problem.name, "plan": plan})
+        """Tracing and verifying run the reference: in a child process (a reference that crashes or hangs
+        must not take the optimizer with it), unless the problem has no directory to load it from."""
+        if problem.directory is None:
+            plan, self.last_rejection = plan_of(problem)
+        else:
+            plan, self.last_rejection = call_in_child(f"{__name__}:plan_of", problem)
+        return Match(self.name, summarize(plan), {"problem": problem.name, "plan": plan}) if plan else None
 
     # -------------------------------------------------------------- configurations
 
@@ -107,6 +99,24 @@ class Rowwise(Family):
 
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic:
         return plan_traffic(match.plan["plan"], axes)
+
+
+def plan_of(problem: Problem) -> tuple[dict | None, str]:
+    """(the verified row-program plan, "") or (None, why not)."""
+    try:
+        plan = analyse(capture(problem, refused=REFUSED), problem.definition.outputs)
+        for index in range(len(plan["groups"])):
+            GroupCode(plan, index, KernelConfig()).kernel()
+        verify(problem, plan)
+    except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
+        return None, f"{problem.name}: {exc}"
+    specs = {**problem.definition.inputs, **problem.definition.outputs}
+    plan["shapes"] = {n: list(s.shape) for n, s in specs.items() if s.shape is not None}
+    loaded = {plan["nodes"][n]["input"] for g in plan["groups"] for n in g["nodes"]
+              if plan["nodes"][n]["op"] == "load"}
+    for entry in plan["inputs"]:
+        entry["used"] = entry["name"] in loaded
+    return plan, ""
 
 
 # ------------------------------------------------------------------ verification
