@@ -46,7 +46,7 @@ class DelayFamily(Family):
     """Matches any problem with one [rows, hidden] bf16 input, a [hidden] weight and an eps scalar."""
     name = "test_delay"
 
-    def match(self, problem):
+    def match(self, problem, time_limit_s=120):
         inputs = list(problem.definition.inputs.values())
         if [s.dtype for s in inputs] == ["bfloat16", "bfloat16", "float32"] and inputs[2].is_scalar:
             return Match(self.name, "rmsnorm-like")

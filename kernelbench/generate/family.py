@@ -5,7 +5,7 @@ Each family lives in `kernelbench/generate/families/<name>.py` (one class, regis
 and measured in `benchmarks/family_<name>.py`: one name across all four.
 
 The search (kernelbench.generate.search) only talks to this interface:
-    match = family.match(problem)                 # None: the family does not implement this problem
+    match = family.match(problem, time_limit_s)   # None: the family does not implement this problem
     configs = family.space(match, axes)            # configurations for one workload shape, best guess first
     key = family.shape_class(match, axes)          # workloads with the same key share a best configuration
     solution = family.render(match, config)        # a complete, general solution (any legal shape)
@@ -22,6 +22,8 @@ from typing import Any
 
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
+
+MATCH_TIME_LIMIT_S = 120.0   # a reference that hangs while being matched is abandoned after this
 
 Config = dict[str, Any]   # template parameters (JSON-serializable: they are stored as provenance)
 
@@ -51,8 +53,9 @@ class Family(ABC):
     version: str = "1"          # bump when the template changes what a configuration means (knowledge base key)
 
     @abstractmethod
-    def match(self, problem: Problem) -> Match | None:
-        """How this family implements the whole problem, or None."""
+    def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
+        """How this family implements the whole problem, or None. Matching may run the reference
+        (tracing, verifying): it must give up within `time_limit_s` seconds."""
 
     @abstractmethod
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:

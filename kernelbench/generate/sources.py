@@ -17,6 +17,7 @@ from kernelbench.core.problem import Problem
 from kernelbench.core.settings import Settings
 
 from .candidate import Candidate
+from .family import MATCH_TIME_LIMIT_S
 
 
 @dataclass
@@ -28,6 +29,7 @@ class TaskContext:
     gpu: str                                  # canonical hardware name (H100, H200, ...) or "cpu"
     seeds: list = field(default_factory=list)  # knowledge-base entries for this task's families (see knowledge.py)
     notes: list[str] = field(default_factory=list)  # what sources could not do, for the user
+    time_limit_s: float = MATCH_TIME_LIMIT_S        # for anything a source runs of the problem's code
     shape_classes: dict[tuple[str, str], str] = field(default_factory=dict)  # (family, workload uuid) -> class
     first_choices: dict[str, str] = field(default_factory=dict)  # workload uuid -> the key of its first proposal
 

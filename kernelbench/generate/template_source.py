@@ -20,13 +20,13 @@ def shape_classes(family: Family, match: Match, problem: Problem) -> dict[str, l
     return classes
 
 
-def matches(problem: Problem, notes: list[str]) -> list[tuple[Family, Match]]:
+def matches(problem: Problem, notes: list[str], time_limit_s: float) -> list[tuple[Family, Match]]:
     """(family, match) for every family that implements the problem. A family that fails while
     matching is skipped with a note: one broken family never stops the others."""
     found = []
     for family in FAMILIES.values():
         try:
-            match = family.match(problem)
+            match = family.match(problem, time_limit_s)
         except Exception as exc:  # noqa: BLE001 - a note, not an exception: the other families still run
             notes.append(f"family {family.name}: matching failed: {type(exc).__name__}: {exc}")
             continue
@@ -39,7 +39,7 @@ def matches(problem: Problem, notes: list[str]) -> list[tuple[Family, Match]]:
 class TemplateFamilies(CandidateSource):
     def propose(self, task: TaskContext) -> list[Candidate]:
         proposed: dict[str, Candidate] = {}
-        for family, match in matches(task.problem, task.notes):
+        for family, match in matches(task.problem, task.notes, task.time_limit_s):
             for shape_class, workloads in shape_classes(family, match, task.problem).items():
                 task.shape_classes.update({(family.name, w.uuid): shape_class for w in workloads})
                 axes = task.problem.axes_for(max(workloads, key=task.problem.workload_size))

@@ -27,7 +27,7 @@ from kernelbench.generate import knowledge
 from kernelbench.generate.baseline_variants import variant_solution
 from kernelbench.generate.candidate import Candidate, Provenance
 from kernelbench.generate.dispatch import assemble
-from kernelbench.generate.family import FAMILIES
+from kernelbench.generate.family import FAMILIES, MATCH_TIME_LIMIT_S
 from kernelbench.generate.llm import LLMConfig, research
 from kernelbench.generate.search import Screened, SearchOutcome, successive_halving
 from kernelbench.generate.sources import SOURCES, TaskContext
@@ -98,7 +98,8 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
     gpu = canonical_gpu(session)
     versions = {name: family.version for name, family in FAMILIES.items()}
     task = TaskContext(problem, session.device, session.settings, gpu,
-                       seeds=knowledge.seeds(session.store, problem, gpu, versions))
+                       seeds=knowledge.seeds(session.store, problem, gpu, versions),
+                       time_limit_s=min(config.workload_timeout_s, MATCH_TIME_LIMIT_S))
     proposed = [c for source in SOURCES.values() if source.searched for c in source.propose(task)]
     emit(Event("proposed", f"{len(proposed)} candidates from {len(task.seeds)} knowledge-base seeds and the families"))
     workloads = select_workloads(problem, config.max_workloads)

@@ -1,0 +1,166 @@
+"""The generator's front end: a problem's reference captured as an aten graph with symbolic shapes.
+
+`capture(problem)` runs the reference's `run` under `make_fx(tracing_mode="symbolic")` on small
+example inputs, functionalized (in-place ops become their functional forms) and decomposed to
+core aten ops. Every dimension is a symbol (example sizes are distinct and >= 2, so none is
+specialized or confused with another by duck sizing), which lets a family tell which dimensions
+line up and compute size-dependent values (`kv_len - q_len`) at run time.
+
+Python-scalar inputs (eps, softcap, scale) stay inputs of the graph: they are traced as 0-d
+tensors, so arithmetic on them is recorded. A reference that needs a real Python number (an
+`if` on it, `math.sqrt(scale)`, an API that takes a float) is traced again with a sentinel
+value in their place; literals equal to a sentinel are the scalar. A sentinel that was folded
+into another constant stays baked in: families verify the graph numerically with other scalar
+values, which catches it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch._decomp import core_aten_decompositions, get_decompositions
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
+
+from kernelbench.core.dtypes import torch_dtype
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import Problem
+from kernelbench.core.reference import compile_reference
+
+EXAMPLE_SIZES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47)
+# make_fx's symbolic tracing keeps process-wide state (dispatch modes, shape environments): two threads
+# tracing at once (kb batch optimizes tasks in threads) crash the interpreter.
+_TRACING = threading.Lock()
+
+
+class CaptureError(KernelBenchError):
+    """The reference could not be traced into a graph."""
+
+
+@dataclass(frozen=True)
+class Capture:
+    module: torch.fx.GraphModule
+    inputs: tuple[str, ...]                                     # placeholder i is the definition's input i
+    scalar_inputs: frozenset[str] = frozenset()                  # inputs that are Python scalars (shape null)
+    scalar_literals: dict[str, Any] = field(default_factory=dict)  # scalar input -> the literal standing for it
+    example_axes: dict[str, int] = field(default_factory=dict)
+
+    def placeholders(self) -> dict[str, torch.fx.Node]:
+        nodes = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        return dict(zip(self.inputs, nodes))
+
+
+def example_axes(problem: Problem) -> dict[str, int]:
+    """Axis values for tracing: the consts, and distinct sizes >= 2 (unequal to every const) for var axes;
+    the smallest workload's own values where those break an axis expression or a constraint."""
+    definition = problem.definition
+    consts = {a.value for a in definition.axes.values() if a.kind == "const"}
+    sizes = (s for s in itertools.chain(EXAMPLE_SIZES, itertools.count(53, 2)) if s not in consts)
+    var = {name: next(sizes) for name, axis in definition.axes.items() if axis.kind == "var"}
+    base = problem.smallest_workload()
+    trial = replace(base, axes=var)
+    try:
+        if not problem.check_constraints(trial):
+            return problem.axes_for(trial)
+    except KernelBenchError:
+        pass
+    return problem.axes_for(base)
+
+
+class Refusal(TorchFunctionMode):
+    """Ends a trace at the first call of a refused torch function (a family that cannot express a matmul
+    need not trace the rest of an attention block)."""
+
+    def __init__(self, refused: frozenset[str]):
+        super().__init__()
+        self.refused = refused
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.refused:
+            raise CaptureError(f"the reference calls {name}")
+        return func(*args, **(kwargs or {}))
+
+
+def _example_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> list[Any]:
+    values = []
+    for name, spec in problem.definition.inputs.items():
+        dtype = torch_dtype(spec.dtype)
+        if spec.is_scalar:
+            values.append(scalars[name])
+            continue
+        shape = problem.shape_of(spec, axes)
+        if dtype.is_floating_point:
+            values.append(torch.rand(shape).add_(0.5).to(dtype))
+        elif dtype == torch.bool:
+            values.append(torch.ones(shape, dtype=torch.bool))
+        else:
+            values.append(torch.ones(shape, dtype=dtype))
+    return values
+
+
+def _scalar_value(problem: Problem, name: str) -> Any:
+    """The scalar's value in the smallest workload (a positive stand-in when it has none)."""
+    source = problem.smallest_workload().inputs[name]
+    value = source.value if source.kind == "scalar" else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 1
+
+
+def decompositions() -> dict:
+    """Core aten, keeping softmax and log-softmax whole (families lower them as they see fit)."""
+    aten = torch.ops.aten
+    table = dict(core_aten_decompositions())
+    table.update(get_decompositions([aten.native_layer_norm, aten.var_mean, aten.var, aten.std, aten.std_mean,
+                                     aten.native_group_norm, aten.rms_norm, aten._fused_rms_norm]))
+    for op in (torch.ops.aten._softmax.default, torch.ops.aten._log_softmax.default):
+        table.pop(op, None)
+    return table
+
+
+def _trace(run, inputs: list[Any], refused: frozenset[str]) -> torch.fx.GraphModule:
+    def guarded(*args):
+        with Refusal(refused):
+            return run(*args)
+    with _TRACING:
+        return make_fx(torch.func.functionalize(guarded), tracing_mode="symbolic",
+                       decomposition_table=decompositions(), _allow_non_fake_inputs=True)(*inputs)
+
+
+def capture(problem: Problem, module=None, refused: frozenset[str] = frozenset()) -> Capture:
+    """The reference of `problem` as a functional aten graph with symbolic shapes; CaptureError as soon as
+    it calls a torch function named in `refused`."""
+    module = module or compile_reference(problem.definition)
+    axes = example_axes(problem)
+    names = tuple(problem.definition.inputs)
+    scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
+    as_tensors = {n: torch.tensor(_scalar_value(problem, n), dtype=torch_dtype(s.dtype))
+                  for n, s in scalar_specs.items()}
+    try:
+        graph = _trace(module.run, _example_inputs(problem, axes, as_tensors), refused)
+        return Capture(graph, names, frozenset(scalar_specs), {}, axes)
+    except CaptureError:
+        raise
+    except Exception as first:  # noqa: BLE001 - any tracing failure: try Python numbers
+        sentinels = {n: _sentinel(_scalar_value(problem, n), i, torch_dtype(s.dtype))
+                     for i, (n, s) in enumerate(scalar_specs.items())}
+        try:
+            graph = _trace(module.run, _example_inputs(problem, axes, sentinels), refused)
+        except CaptureError:
+            raise
+        except Exception as second:  # noqa: BLE001
+            raise CaptureError(f"{problem.name}: the reference cannot be traced: {type(first).__name__}: "
+                               f"{str(first)[:200]}; with Python scalars: {type(second).__name__}: "
+                               f"{str(second)[:200]}") from None
+        return Capture(graph, names, frozenset(scalar_specs), sentinels, axes)
+
+
+def _sentinel(value: Any, index: int, dtype: torch.dtype) -> Any:
+    """A number near the workload's value that no reference would write as a constant."""
+    if dtype.is_floating_point:
+        base = float(value) if value else 0.5
+        return base * (1.0 + (index + 1) * 2.0 ** -17)
+    return int(value) + 7919 * (index + 1)
