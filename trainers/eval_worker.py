@@ -29,7 +29,7 @@ from kernelbench.core import statuses
 
 from .candidate import entry_point, import_candidate
 from .guard import TrainingGuard
-from .train_worker import CONFIG_FILE, WEIGHTS_FILE, isolate, set_up_device
+from .child import CONFIG_FILE, WEIGHTS_FILE, isolate, set_up_device
 
 _cross_entropy = F.cross_entropy
 _inference_mode, _enable_grad, _autocast = torch.inference_mode, torch.enable_grad, torch.autocast

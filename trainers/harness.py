@@ -39,7 +39,8 @@ FIXED_BUDGET, SPEEDRUN = "fixed-budget", "speedrun"
 BENCHMARKS = (FIXED_BUDGET, SPEEDRUN)
 PROTECTED_PACKAGES = tuple(PACKAGE_DIR.parent / name for name in ("trainers", "kernelbench", "audit"))
 LEAK_SAMPLE_TOKENS = 65536
-LEAK_MARGIN = 0.10           # val bpb this much below train bpb: validation text was learned
+LEAK_MARGIN = 0.20           # val bpb this much below train bpb: validation text was learned (the splits'
+                             # own difference in difficulty stays well inside it)
 NONCAUSAL_TOL = 0.05         # nats: a causal model's prefix losses do not move at all
 DIVERGENCE_MEAN_TOL, DIVERGENCE_MAX_TOL = 0.02, 1.0
 PAUSE_CPU_ALLOWANCE_S, PAUSE_CPU_FRACTION = 0.3, 0.05
@@ -151,6 +152,7 @@ class _Run:
         self.protected = [str(p) for p in (*dataset.protected, *PROTECTED_PACKAGES) if Path(p).exists()]
         self.evaluator: _Evaluators | None = None
         self.paused = 0.0
+        self.stopped = False      # the harness ended the run at a checkpoint
 
     def cleanup(self) -> None:
         if self.evaluator is not None:
@@ -235,6 +237,11 @@ class _Run:
                 if message.get("gpu_busy_s", 0.0) > GPU_BUSY_TOL_S:
                     self.finding("work-outside-clock", f"the GPU was still busy {message['gpu_busy_s']:.3f} s after "
                                                        "an evaluation pause")
+            elif kind == "returned":
+                late = clock() - config.budget_s
+                if late > config.tolerance_s:
+                    self.finding("over-budget", f"train() returned {late:.1f} s after the deadline (the model evaluated "
+                                                "is the one handed over at the deadline)")
             elif kind == "error":
                 result.status, result.log = message["status"], message.get("log", "")
                 return None
@@ -242,7 +249,7 @@ class _Run:
                 result.steps, result.tokens = message.get("steps", 0), message.get("tokens", 0)
                 for entry in message.get("findings", []):
                     self.finding(entry["rule"], entry["evidence"])
-                if not handed_over and self.result.time_to_target_s is None:  # the harness's own code always hands over
+                if not handed_over and not self.stopped:  # the harness's own code always hands over
                     self.finding("harness-tampering", "the run finished without handing over a model")
                 return message.get("handover")
 
@@ -262,8 +269,8 @@ class _Run:
             self.result.time_to_target_s = train_s
             self.result.train_s = train_s
         self.check_pause_cpu(child, cpu_before, time.monotonic() - paused_at)
-        stop = reached or self.result.findings or self.result.status != statuses.PASSED
-        child.send({"kind": "stop" if stop else "resume"})
+        self.stopped = bool(reached or self.result.findings or self.result.status != statuses.PASSED)
+        child.send({"kind": "stop" if self.stopped else "resume"})
         self.paused += time.monotonic() - paused_at
         self.result.overhead_s["eval_pauses"] = self.result.overhead_s.get("eval_pauses", 0.0) + \
             (time.monotonic() - paused_at)

@@ -16,6 +16,8 @@ import numpy as np
 
 from kernelbench.core.errors import KernelBenchError
 
+from .extras import require
+
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
@@ -68,9 +70,7 @@ def read_token_shard(path: str | Path) -> np.ndarray:
 
 def write_text_shard(path: str | Path, documents: list[str], row_group_size: int = 1024) -> Path:
     """Write documents as a parquet text shard (column `text`), as nanochat's shards are."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    pa, pq = require("pyarrow"), require("pyarrow.parquet")
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     pq.write_table(pa.table({TEXT_COLUMN: pa.array(documents, type=pa.string())}), partial,
@@ -81,8 +81,7 @@ def write_text_shard(path: str | Path, documents: list[str], row_group_size: int
 
 def read_text_shard(path: str | Path) -> Iterator[str]:
     """The documents of a parquet text shard, one row group in memory at a time."""
-    import pyarrow.parquet as pq
-
+    pq = require("pyarrow.parquet")
     try:
         shard = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises its own error types for a file that is no parquet

@@ -13,17 +13,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from .corpus import DATA_DIR, TRAIN_FILE, read_documents
+from .extras import require
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_SIZE = 4096
 BOS = "<|bos|>"
 
 
-def train_tokenizer(documents: list[str], vocab_size: int = VOCAB_SIZE) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
+def train_tokenizer(documents: list[str], vocab_size: int = VOCAB_SIZE):
+    lib = require("tokenizers")
+    models, pre_tokenizers, decoders, trainers = lib.models, lib.pre_tokenizers, lib.decoders, lib.trainers
+    tokenizer = lib.Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS], show_progress=False,
@@ -32,11 +34,12 @@ def train_tokenizer(documents: list[str], vocab_size: int = VOCAB_SIZE) -> Token
     return tokenizer
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path))
+def load_tokenizer(path: str | Path):
+    """A tokenizers.Tokenizer from its JSON file."""
+    return require("tokenizers").Tokenizer.from_file(str(path))
 
 
-def encode_documents(tokenizer: Tokenizer, documents: list[str]) -> np.ndarray:
+def encode_documents(tokenizer, documents: list[str]) -> np.ndarray:
     """All documents as one uint16 stream, each preceded by <|bos|>."""
     bos = tokenizer.token_to_id(BOS)
     pieces = []
@@ -45,7 +48,7 @@ def encode_documents(tokenizer: Tokenizer, documents: list[str]) -> np.ndarray:
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
 
 
-def token_bytes(tokenizer: Tokenizer) -> np.ndarray:
+def token_bytes(tokenizer) -> np.ndarray:
     """Bytes each token id stands for (0 for special tokens), from the byte-level alphabet."""
     byte_of = _unicode_to_byte()
     specials = {token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special}

@@ -25,14 +25,11 @@ from safetensors.torch import save_file
 
 from kernelbench.core import statuses
 
-from . import landlock
 from .candidate import entry_point, import_candidate
+from .child import CONFIG_FILE, WEIGHTS_FILE, isolate, set_up_device
 from .context import MAX_CONFIG_BYTES, Harness, TokenStream, TrainContext
 from .guard import TrainingGuard
 from .shards import read_token_shard
-
-WEIGHTS_FILE, CONFIG_FILE = "weights.safetensors", "config.json"
-
 
 def main(channel) -> None:
     faulthandler.enable()
@@ -89,6 +86,7 @@ def main(channel) -> None:
     try:
         with guard.armed():
             train(ctx)
+        channel.send({"kind": "returned"})
         harness.hand_over()
     except Exception:
         channel.send({"kind": "error", "status": statuses.RUNTIME_ERROR, "log": traceback.format_exc(limit=-8)})
@@ -104,24 +102,6 @@ def main(channel) -> None:
         directory = None
     channel.send({"kind": "done", "steps": harness.steps, "tokens": harness.tokens, "findings": findings,
                   "handover": str(directory) if directory else None, "isolation": isolation})
-
-
-def set_up_device(device: torch.device, request: dict) -> None:
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.zeros(1, device=device)  # the CUDA context now, not on the candidate's clock
-    elif request.get("cpu_threads"):
-        torch.set_num_threads(request["cpu_threads"])
-
-
-def isolate(guard: TrainingGuard, request: dict) -> str:
-    """Install the audit guard, then (where the kernel has it) Landlock over the protected paths."""
-    for directory in request.get("precreate", []):
-        Path(directory).mkdir(parents=True, exist_ok=True)  # compilers' caches: Landlock covers what exists
-    guard.install()
-    if request.get("os_isolation", True) and landlock.deny_reads([Path(p) for p in request["protected"]]):
-        return "landlock+audit-hook"
-    return "audit-hook"
 
 
 def write_handover(state: dict, config, directory: Path) -> Path:
