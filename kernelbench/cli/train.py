@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import click
+import torch
 
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.store import Store
@@ -30,7 +31,7 @@ from trainers.harness import FIXED_BUDGET, SPEEDRUN, RunConfig, RunResult, run_t
 from trainers.search import load_space, search
 from trainers.stats import compare, summarize
 
-from .common import console, cuda_available, settings
+from .common import console, resolve_device, settings
 
 REFERENCES = {FIXED_BUDGET: "fixed_budget_gpt.py", SPEEDRUN: "speedrun_gpt.py"}
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "trainers" / "references"
@@ -106,7 +107,7 @@ def search_command(candidate, space, budget, trial_budget, benchmark, target_los
         raise KernelBenchError("a speedrun search needs --target-loss")
     chosen = _candidate(candidate, benchmark)
     dataset = open_dataset(data, cache_dir=settings().cache_dir, tokenizer=tokenizer)
-    config = RunConfig(benchmark=benchmark, budget_s=trial_budget, device=_device(device), seq_len=seq_len,
+    config = RunConfig(benchmark=benchmark, budget_s=trial_budget, device=resolve_device(device), seq_len=seq_len,
                        target_loss=target_loss, params=_parse_params(params), val_tokens=val_tokens,
                        cpu_threads=cpu_threads)
     store = Store(settings().db)
@@ -150,7 +151,7 @@ def _benchmark(benchmark, *, candidate, budget, seeds, fixed_seeds, device, data
                val_tokens, params, baseline, cpu_threads, no_os_isolation, as_json, verbose, target_loss, eval_every):
     chosen = _candidate(candidate, benchmark)
     dataset = open_dataset(data, cache_dir=settings().cache_dir, tokenizer=tokenizer)
-    config = RunConfig(benchmark=benchmark, budget_s=budget or DEFAULT_BUDGET[benchmark], device=_device(device),
+    config = RunConfig(benchmark=benchmark, budget_s=budget or DEFAULT_BUDGET[benchmark], device=resolve_device(device),
                        seq_len=seq_len, eval_batch_size=eval_batch_size, target_loss=target_loss,
                        eval_every_s=eval_every, params=_parse_params(params), val_tokens=val_tokens,
                        os_isolation=not no_os_isolation, cpu_threads=cpu_threads)
@@ -244,17 +245,9 @@ def _candidate(path: str, benchmark: str) -> Candidate:
     return Candidate.read(path)
 
 
-def _device(device: str | None) -> str:
-    return device or ("cuda" if cuda_available() else "cpu")
-
-
 @functools.lru_cache(maxsize=None)
 def _hardware(device: str) -> str:
-    if not device.startswith("cuda"):
-        return "cpu"
-    import torch
-
-    return torch.cuda.get_device_name(torch.device(device))
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
 
 
 def _with_seed(config: RunConfig, seed: int) -> RunConfig:
