@@ -170,3 +170,11 @@ def test_a_missing_file_fails_at_once_with_its_url(tmp_path):
     with pytest.raises(DownloadError, match="fineweb_val_000000.bin"):
         download("fineweb10b", tmp_path / "out", base_url=(tmp_path / "empty").as_uri())
     assert not list((tmp_path / "out").iterdir())   # no partial file left behind
+
+
+def test_committed_shards_are_the_corpus_under_the_shipped_tokenizer():
+    dataset = open_dataset("shipped", cache_dir=None)
+    tokenizer = load_tokenizer(DATA_DIR / TOKENIZER_FILE)
+    np.testing.assert_array_equal(dataset.val_tokens(), encode_documents(tokenizer, read_documents(DATA_DIR / VAL_FILE)))
+    np.testing.assert_array_equal(dataset.token_bytes, token_bytes(tokenizer))
+    assert dataset.train_token_count() > 400_000 and dataset.vocab_size == tokenizer.get_vocab_size()

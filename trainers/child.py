@@ -10,7 +10,7 @@ import torch
 from . import landlock
 from .guard import TrainingGuard
 
-WEIGHTS_FILE, CONFIG_FILE = "weights.safetensors", "config.json"
+WEIGHTS_FILE, CONFIG_FILE = "weights.pt", "config.json"
 
 
 def set_up_device(device: torch.device, request: dict) -> None:

@@ -1,6 +1,7 @@
 """Where a run's tokens come from: the shipped corpus, a directory of token shards, or of parquet text.
 
-    --data shipped   the committed corpus (trainers/data), tokenized by the shipped tokenizer
+    --data shipped   the committed corpus (trainers/data), as the committed token shards of the
+                     shipped tokenizer (no tokenizer library needed)
     --data DIR       *.bin token shards (modded-nanogpt: fineweb_train_*.bin, fineweb_val_*.bin)
                      or *.parquet text shards (nanochat, autoresearch: the last shard, or any with
                      "val" in its name, is validation)
@@ -24,7 +25,8 @@ from kernelbench.core.errors import KernelBenchError
 
 from .corpus import DATA_DIR, TRAIN_FILE, VAL_FILE, read_documents
 from .shards import read_text_shard, read_token_shard, write_token_shard
-from .tokenizer import TOKENIZER_FILE, encode_documents, load_tokenizer, token_bytes
+from .tokenizer import (TOKEN_BYTES_FILE, TOKENIZER_FILE, TRAIN_SHARD, VAL_SHARD, VOCAB_SIZE, encode_documents,
+                        load_tokenizer, token_bytes)
 
 SHIPPED = "shipped"
 SHIPPED_TOKENIZER = DATA_DIR / TOKENIZER_FILE
@@ -64,7 +66,10 @@ class Dataset:
 def open_dataset(data: str | Path = SHIPPED, *, cache_dir: Path | None, tokenizer: str | Path | None = None,
                  max_train_tokens: int | None = None) -> Dataset:
     """Resolve --data (and --tokenizer) into token shards, tokenizing text into the cache first."""
-    if str(data) == SHIPPED:
+    if str(data) == SHIPPED and tokenizer is None:
+        return Dataset(SHIPPED, (DATA_DIR / TRAIN_SHARD,), (DATA_DIR / VAL_SHARD,), VOCAB_SIZE,
+                       np.load(DATA_DIR / TOKEN_BYTES_FILE), (DATA_DIR,))
+    if str(data) == SHIPPED:  # the shipped text under another tokenizer
         return _text_dataset(SHIPPED, [DATA_DIR / TRAIN_FILE], [DATA_DIR / VAL_FILE], read_documents,
                              Path(tokenizer or SHIPPED_TOKENIZER), cache_dir, max_train_tokens, DATA_DIR)
     directory = Path(data).resolve()

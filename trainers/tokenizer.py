@@ -4,7 +4,7 @@ Byte-level: every token stands for a definite byte string, so the bytes of any t
 are known, which is what bits per byte needs (`token_bytes`). Documents are joined with a
 <|bos|> token (id 0), which stands for no bytes and so is never scored.
 
-    python -m trainers.tokenizer trainers/data      # retrain after rebuilding the corpus
+    python -m trainers.tokenizer trainers/data      # after rebuilding the corpus: tokenizer, shards, token bytes
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus import DATA_DIR, TRAIN_FILE, read_documents
+from .corpus import DATA_DIR, TRAIN_FILE, VAL_FILE, read_documents
 from .extras import require
+from .shards import write_token_shard
 
 TOKENIZER_FILE = "tokenizer.json"
+TRAIN_SHARD, VAL_SHARD, TOKEN_BYTES_FILE = "train.bin", "val.bin", "token_bytes.npy"
 VOCAB_SIZE = 4096
 BOS = "<|bos|>"
 
@@ -72,6 +74,15 @@ def _unicode_to_byte() -> dict[str, int]:
     return mapping
 
 
+def build(data_dir: Path) -> None:
+    """Train the tokenizer on the training split; write it, both splits as token shards, and the
+    bytes of each token (what the shipped dataset reads: no tokenizer library at run time)."""
+    tokenizer = train_tokenizer(read_documents(data_dir / TRAIN_FILE))
+    tokenizer.save(str(data_dir / TOKENIZER_FILE))
+    for text_file, shard in ((TRAIN_FILE, TRAIN_SHARD), (VAL_FILE, VAL_SHARD)):
+        write_token_shard(data_dir / shard, encode_documents(tokenizer, read_documents(data_dir / text_file)))
+    np.save(data_dir / TOKEN_BYTES_FILE, token_bytes(tokenizer))
+
+
 if __name__ == "__main__":
-    data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR
-    train_tokenizer(read_documents(data_dir / TRAIN_FILE)).save(str(data_dir / TOKENIZER_FILE))
+    build(Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch._dynamo  # noqa: F401 - the first optimizer a candidate makes imports it (seconds, a library's, off the clock)
-from safetensors.torch import save_file
 
 from kernelbench.core import statuses
 
@@ -105,11 +104,12 @@ def main(channel) -> None:
 
 
 def write_handover(state: dict, config, directory: Path) -> Path:
-    """weights.safetensors (pure data: no code travels to the evaluator) and config.json."""
+    """The state dict (read back with weights_only=True: tensors only, no code travels to the
+    evaluator) and config.json."""
     text = json.dumps(config)
     if len(text) > MAX_CONFIG_BYTES:
         raise ValueError(f"the config is {len(text)} bytes of JSON (at most {MAX_CONFIG_BYTES})")
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(directory / WEIGHTS_FILE))
+    torch.save(state, directory / WEIGHTS_FILE)
     (directory / CONFIG_FILE).write_text(text)
     return directory
