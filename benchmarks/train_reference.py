@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audit import hooks
 from kernelbench.core import statuses
 
 from . import process
@@ -33,7 +34,6 @@ from .datasets import Dataset
 from .guard import PACKAGE_DIR
 from .shards import read_token_shard
 from .static import scan_candidate
-from audit import hooks
 
 FIXED_BUDGET, SPEEDRUN = "fixed-budget", "speedrun"
 BENCHMARKS = (FIXED_BUDGET, SPEEDRUN)
@@ -147,6 +147,7 @@ class _Run:
         self.rng = np.random.default_rng(secrets.randbits(64))   # probe choices the candidate cannot predict
         self.run_dir = Path(tempfile.mkdtemp(prefix="kb_train_run_")).resolve()
         self.candidate_dir = candidate.materialize()
+        self.eval_dir = candidate.materialize()   # the evaluators' own copy: nothing the training child wrote
         self.handover_dir = self.run_dir / "handover"
         self.handover_dir.mkdir()
         self.protected = [str(p) for p in (*dataset.protected, *PROTECTED_PACKAGES) if Path(p).exists()]
@@ -159,6 +160,7 @@ class _Run:
             self.evaluator.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         shutil.rmtree(self.candidate_dir, ignore_errors=True)
+        shutil.rmtree(self.eval_dir, ignore_errors=True)
 
     def finding(self, rule: str, evidence: str) -> None:
         entry = {"rule": rule, "evidence": evidence}
@@ -184,7 +186,7 @@ class _Run:
             result.overhead_s["startup"] = t0 - wall_start
             handover = self.train_loop(child, t0)
         self.reap_orphans(before, child.pid)
-        if handover is not None and result.status == statuses.PASSED and not result.time_to_target_s:
+        if handover is not None and result.status == statuses.PASSED and not self.stopped:
             self.evaluate_final(handover)
         result.overhead_s["total_wall"] = time.monotonic() - wall_start
         result.overhead_s["not_training"] = result.overhead_s["total_wall"] - (result.train_s or 0.0)
@@ -321,7 +323,7 @@ class _Run:
         if dataset.token_bytes is not None:
             arrays["token_bytes"] = dataset.token_bytes.astype(np.int32)
         request = {"device": config.device, "batch_size": config.eval_batch_size, "seq_len": config.seq_len,
-                   "vocab_size": dataset.vocab_size, "candidate_dir": str(self.candidate_dir),
+                   "vocab_size": dataset.vocab_size, "candidate_dir": str(self.eval_dir),
                    "protected": self.protected, "os_isolation": config.os_isolation, "precreate": hooks.cache_dirs(),
                    "cpu_threads": config.cpu_threads, "arrays": [[name, str(a.dtype), int(a.size)] for name, a in arrays.items()]}
         return request, b"".join(a.tobytes() for a in arrays.values())
@@ -365,7 +367,7 @@ class _Evaluators:
 
     def start(self) -> dict | None:
         """Both children boot at once; a failure of either is the run's."""
-        pending = {role: process.Child("trainers.eval_worker", cwd=self.run.candidate_dir) for role in self.ROLES}
+        pending = {role: process.Child("trainers.eval_worker", cwd=self.run.eval_dir) for role in self.ROLES}
         for child in pending.values():
             child.send(self.request, self.payload)
         failure = None
