@@ -135,12 +135,29 @@ CREATE TABLE traces (
             data TEXT NOT NULL,                 -- the trace in the official schema
             created_at REAL NOT NULL
         )
+CREATE TABLE training_runs (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,               -- one kb train invocation (all its seeds)
+            benchmark TEXT NOT NULL,            -- fixed-budget | speedrun
+            candidate TEXT NOT NULL,            -- the candidate file's stem
+            candidate_hash TEXT NOT NULL,       -- sha256 of its source
+            config_hash TEXT NOT NULL,          -- what makes runs comparable (budget, data, hardware, target...)
+            seed INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            val_bpb REAL,
+            val_loss REAL,
+            time_to_target_s REAL,              -- speedrun; NULL when the target was not reached
+            train_s REAL,
+            data TEXT NOT NULL,                 -- JSON: the full result and the configuration
+            created_at REAL NOT NULL
+        )
 CREATE INDEX candidates_by_definition ON candidates (definition, run_id)
 CREATE INDEX llm_exchanges_by_definition ON llm_exchanges (definition, run_id)
 CREATE INDEX results_by_definition ON results (definition, created_at)
         
 CREATE INDEX traces_by_definition ON traces (definition, solution_hash)
-        """
+        
+CREATE INDEX training_runs_by_candidate ON training_runs (benchmark, candidate_hash, config_hash)"""
 
 
 def test_schema_pin(tmp_path):

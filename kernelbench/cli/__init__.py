@@ -10,7 +10,7 @@ import click
 
 from kernelbench.core.settings import Settings
 
-from . import evaluate, exchange, jobs, knowledge, llm, report, roofline, tasks
+from . import evaluate, exchange, jobs, knowledge, llm, report, roofline, tasks, train
 from .common import KbGroup, console  # noqa: F401  (console: tests widen it)
 
 
@@ -26,5 +26,5 @@ def main(ctx, db, cache_dir):
 for command in (tasks.tasks, roofline.roofline_command, roofline.calibrate_command,
                 evaluate.eval_command, evaluate.baseline_command, evaluate.audit_command,
                 jobs.optimize_command, jobs.batch_command, jobs.leaderboard_command, knowledge.knowledge_group,
-                llm.llm, report.report_command, exchange.export_command, exchange.import_command):
+                llm.llm, report.report_command, exchange.export_command, exchange.import_command, train.train):
     main.add_command(command)

@@ -176,6 +176,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX llm_exchanges_by_definition ON llm_exchanges (definition, run_id)",
     )),
+    Migration("0005_training_runs", (
+        """
+        CREATE TABLE training_runs (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,               -- one kb train invocation (all its seeds)
+            benchmark TEXT NOT NULL,            -- fixed-budget | speedrun
+            candidate TEXT NOT NULL,            -- the candidate file's stem
+            candidate_hash TEXT NOT NULL,       -- sha256 of its source
+            config_hash TEXT NOT NULL,          -- what makes runs comparable (budget, data, hardware, target...)
+            seed INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            val_bpb REAL,
+            val_loss REAL,
+            time_to_target_s REAL,              -- speedrun; NULL when the target was not reached
+            train_s REAL,
+            data TEXT NOT NULL,                 -- JSON: the full result and the configuration
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX training_runs_by_candidate ON training_runs (benchmark, candidate_hash, config_hash)",
+    )),
 )
 
 
