@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a $OUT/gpu.txt
 timeout 170 python3 benchmarks/family_rowwise.py $OUT/family --budget-s 140 2>&1 | tail -40
 SECONDS=0
-kb optimize 001_llama3_8b_rmsnorm --json --out $OUT/kb_out > $OUT/optimize_001.json 2> $OUT/optimize_001.err
+timeout 200 kb optimize 001_llama3_8b_rmsnorm --json --out $OUT/kb_out > $OUT/optimize_001.json 2> $OUT/optimize_001.err
 echo "kb optimize 001_llama3_8b_rmsnorm (default options): ${SECONDS} s" | tee -a $OUT/gpu.txt
 args=(); for t in "${tasks[@]}"; do args+=(--only "$t"); done
 timeout "$batch_s" kb batch tasks235 "${args[@]}" --out $OUT/kb_out 2>&1 | grep -v "^\s*$" | tail -20
