@@ -9,10 +9,13 @@ trap 'tar czf "$final/rowwise.tgz" -C "$OUT" . && cp "$OUT/gpu.txt" "$final/" ' 
 batch_s=${1:-300}; shift || true
 tasks=("$@")
 [ ${#tasks[@]} -gt 0 ] || tasks=("L1/022_*" "L1/025_*" "L1/031_*" "L1/036_*" "L1/035_*" "L1/024_*")
+mkdir -p /tmp/kbbin   # `kb` run by the python that has torch, whichever one owns an installed `kb`
+printf '#!/bin/sh\nexec python3 -c "from kernelbench.cli import main; main()" "$@"\n' > /tmp/kbbin/kb
+chmod +x /tmp/kbbin/kb; export PATH=/tmp/kbbin:$PATH
 export KB_DB=$OUT/kb.db KB_CACHE_DIR=${KB_CACHE_DIR:-$PWD/.kbcache}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a $OUT/gpu.txt
-timeout 170 python3 benchmarks/family_rowwise.py $OUT/family --budget-s 140 2>&1 | tail -40
+[ -n "${SKIP_FAMILY:-}" ] || timeout 170 python3 benchmarks/family_rowwise.py $OUT/family --budget-s 140 2>&1 | tail -40
 SECONDS=0
 timeout 200 kb optimize 001_llama3_8b_rmsnorm --json --out $OUT/kb_out > $OUT/optimize_001.json 2> $OUT/optimize_001.err
 echo "kb optimize 001_llama3_8b_rmsnorm (default options): ${SECONDS} s" | tee -a $OUT/gpu.txt

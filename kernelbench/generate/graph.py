@@ -164,3 +164,51 @@ def _sentinel(value: Any, index: int, dtype: torch.dtype) -> Any:
         base = float(value) if value else 0.5
         return base * (1.0 + (index + 1) * 2.0 ** -17)
     return int(value) + 7919 * (index + 1)
+
+
+
+def capture_at(problem: Problem, workload, module=None) -> Capture:
+    """The reference traced at one workload's shapes: a functional aten graph with concrete sizes.
+
+    The inputs are fake tensors (no memory, so a 10 GB workload traces like a small one). Scalar inputs
+    are traced as 0-d tensors holding the workload's value, else (a reference that needs a Python
+    number) as sentinels, as `capture` does. A reference whose control flow or shapes depend on input
+    values cannot be traced this way and raises CaptureError."""
+    module = module or compile_reference(problem.definition)
+    axes = problem.axes_for(workload)
+    names = tuple(problem.definition.inputs)
+    scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
+    values = {n: _workload_scalar(problem, workload, n) for n in scalar_specs}
+    try:
+        graph = _fake_trace(module.run, problem, axes, {n: torch.tensor(v, dtype=torch_dtype(scalar_specs[n].dtype))
+                                                        for n, v in values.items()})
+        return Capture(graph, names, frozenset(scalar_specs), {}, axes)
+    except Exception as first:  # noqa: BLE001 - any tracing failure: try Python numbers
+        if not scalar_specs:
+            raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: "
+                               f"{type(first).__name__}: {str(first)[:300]}") from None
+        sentinels = {n: _sentinel(values[n], i, torch_dtype(s.dtype)) for i, (n, s) in enumerate(scalar_specs.items())}
+        try:
+            graph = _fake_trace(module.run, problem, axes, sentinels)
+        except Exception as second:  # noqa: BLE001
+            raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: {type(first).__name__}: "
+                               f"{str(first)[:200]}; with Python scalars: {type(second).__name__}: "
+                               f"{str(second)[:200]}") from None
+        return Capture(graph, names, frozenset(scalar_specs), sentinels, axes)
+
+
+def _workload_scalar(problem: Problem, workload, name: str) -> Any:
+    source = workload.inputs.get(name)
+    value = source.value if source is not None and source.kind == "scalar" else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else _scalar_value(problem, name)
+
+
+def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        inputs = [scalars[name] if spec.is_scalar else
+                  torch.empty(problem.shape_of(spec, axes), dtype=torch_dtype(spec.dtype))
+                  for name, spec in problem.definition.inputs.items()]
+    with _TRACING:
+        return make_fx(torch.func.functionalize(run), tracing_mode="fake", decomposition_table=decompositions())(*inputs)

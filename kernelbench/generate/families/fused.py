@@ -1,0 +1,124 @@
+"""Whole-problem fusion for any problem: the front end (kernelbench.generate.frontend) applied to the
+reference traced at each workload shape.
+
+match: trace the reference at every distinct input shape of the problem's workloads (smallest first,
+fake tensors, so a 10 GB workload costs what a small one does), lower each graph into fused Triton
+kernels plus aten calls; None when no graph has elementwise work to fuse.
+render: templates/fused.py.j2, one program per traced shape keyed by the input shapes, and the
+reference itself for any other shape (so the solution is correct on every legal shape). A
+configuration sets the kernels' block size and warps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import Problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.core.solution import Solution, Source
+from kernelbench.generate.dispatch import shape_key
+from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
+from kernelbench.generate.frontend import Unsupported, lower
+from kernelbench.generate.graph import capture_at
+from kernelbench.generate.isolation import call_in_child
+from templates import render as render_template
+
+MAX_SHAPES = 24          # distinct input shapes traced; the others run the reference
+TRACE_BUDGET_S = 60.0    # tracing stops starting new shapes after this long
+FALLBACK_FILE = "reference_fallback.py"
+
+
+@register_family
+class Fused(Family):
+    name = "fused"
+    version = "1"
+
+    def __init__(self):
+        self.last_rejection = ""
+
+    def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
+        """Tracing runs the reference's Python: in a child process, as the row-wise family does."""
+        if problem.directory is None:
+            plan, self.last_rejection = programs_of(problem)
+        else:
+            plan, self.last_rejection = call_in_child(f"{__name__}:programs_of", problem, time_limit_s)
+        if not plan:
+            return None
+        plan.update(problem=problem.name, reference=problem.definition.reference,
+                    shapes={n: list(s.shape) for n, s in problem.definition.inputs.items() if s.shape is not None})
+        return Match(self.name, summarize(plan), plan)
+
+    def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
+        """Block sizes around ~8-16 elements per thread; small problems take small blocks (more programs)."""
+        large = input_elements(match.plan, axes) >= 1 << 20
+        pairs = [(1024, 4), (2048, 8), (4096, 8), (512, 4), (8192, 16), (256, 2)] if large else \
+            [(256, 2), (512, 4), (1024, 4), (128, 1), (2048, 8)]
+        return [{"block": b, "num_warps": w} for b, w in pairs]
+
+    def shape_class(self, match: Match, axes: dict[str, int]) -> str:
+        return f"inputs~4^{round(math.log(max(input_elements(match.plan, axes), 1), 4))}"
+
+    def render(self, match: Match, config: Config) -> Solution:
+        plan = match.plan
+        programs = plan["programs"]
+        kernels = [k for p in programs for k in p["kernels"]]
+        constants = [c for p in programs for c in p["constants"]]
+        source = render_template(
+            "fused.py.j2", version=self.version, problem=plan["problem"], summary=match.summary,
+            config_text=json.dumps(config, sort_keys=True), block=int(config["block"]),
+            num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
+            uses_tanh=any(k["uses_tanh"] for k in kernels),
+            attention=any("_attention(" in line for p in programs for line in p["lines"]),
+            arguments=programs[0]["parameters"], tensors=plan["tensor_parameters"])
+        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+        return Solution(name=f"{plan['problem']}__fused_{digest}", definition=plan["problem"],
+                        entry_point="kernel.py::run",
+                        sources=(Source("kernel.py", source), Source(FALLBACK_FILE, plan["reference"])),
+                        languages=("triton",), author="kernelbench-generator",
+                        description=f"fused {json.dumps(config, sort_keys=True)}: {match.summary}",
+                        destination_passing_style=False)
+
+
+def programs_of(problem: Problem) -> tuple[dict | None, str]:
+    """({"programs": [...], "tensor_parameters": [...], "skipped": [...]}, "") or (None, why not)."""
+    module = compile_reference(problem.definition)
+    programs, skipped, reasons, seen = [], [], [], set()
+    started = time.monotonic()
+    for workload in sorted(problem.workloads, key=problem.workload_size):
+        key = shape_key(problem, workload)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(programs) >= MAX_SHAPES or time.monotonic() - started > TRACE_BUDGET_S:
+            skipped.append(str(key))
+            continue
+        try:
+            program = lower(capture_at(problem, workload, module), f"_s{len(programs)}")
+        except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
+            reasons.append(f"{key}: {exc}")
+            skipped.append(str(key))
+            continue
+        program["key"] = repr(tuple(tuple(shape) for shape in key))
+        programs.append(program)
+    if not programs:
+        return None, f"{problem.name}: " + ("; ".join(reasons[:2]) or "no workloads")
+    names = list(problem.definition.inputs)
+    tensors = [f"a{i}" for i, n in enumerate(names) if not problem.definition.inputs[n].is_scalar]
+    return {"programs": programs, "tensor_parameters": tensors, "skipped": skipped}, ""
+
+
+def summarize(plan: dict) -> str:
+    programs = plan["programs"]
+    launches = sorted({p["launches"] for p in programs})
+    kernels = sorted({len(p["kernels"]) for p in programs})
+    span = (lambda v: str(v[0]) if len(v) == 1 else f"{v[0]}-{v[-1]}")
+    return (f"{len(programs)} traced shape(s), {span(kernels)} generated kernel(s), {span(launches)} launch(es) a call"
+            + (f", {len(plan['skipped'])} shape(s) left to the reference" if plan["skipped"] else ""))
+
+
+def input_elements(plan: dict, axes: dict[str, int]) -> int:
+    return sum(math.prod(axes[a] if a in axes else int(a) for a in shape) for shape in plan["shapes"].values())

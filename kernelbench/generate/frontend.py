@@ -1,0 +1,787 @@
+"""The generator's front end for any problem: a reference graph at one shape, cut into fusion regions,
+lowered to Triton kernels for the regions and aten calls for the rest.
+
+`lower(capture)` takes the functional aten graph of `graph.capture_at` (concrete sizes) and
+  1. partitions it: every elementwise op (and every view of a region's value that keeps its element
+     order) joins the region of its producers when the shapes have the same number of elements and
+     the region stays convex (no path leaves it and comes back: the regions, as super-nodes, are
+     still a DAG); constants read only by elementwise ops are folded into the kernels;
+  2. emits one Triton kernel per region: one program per BLOCK of the region's flat index, each input
+     read at its consumer's coordinates (broadcasts are stride 0; a contiguous input takes a fast
+     path chosen at launch), every value computed in fp32 (fp64, or its integer type), each value
+     read outside the region stored once, contiguous;
+  3. emits the rest as calls of the same aten ops, in an order that respects the regions.
+The result is a JSON-serializable program: kernel sources and the body of a Python function
+taking the problem's inputs. What cannot be lowered raises Unsupported (the message says what).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.fx
+
+from kernelbench.generate.graph import Capture
+
+aten = torch.ops.aten
+prims = torch.ops.prims
+
+INLINE_CONSTANT_ELEMENTS = 4096   # a lifted constant tensor larger than this is not written into a solution
+
+
+class Unsupported(Exception):
+    """The graph cannot be lowered (the message says which node)."""
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+TL = {torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
+      torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32", torch.int16: "tl.int16",
+      torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.bool: "tl.int1"}
+
+
+def compute_type(dtype: torch.dtype) -> torch.dtype:
+    """The type a kernel holds a value of `dtype` in: half types widen to fp32."""
+    if dtype not in TL:
+        raise Unsupported(f"dtype {dtype}")
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@dataclass(frozen=True)
+class Value:
+    """A kernel-side value: an expression (a variable or a literal) held in `ctype`."""
+    text: str
+    ctype: torch.dtype
+
+    def to(self, ctype: torch.dtype) -> str:
+        if ctype == self.ctype:
+            return self.text
+        if ctype == torch.bool:
+            return f"({self.text} != 0)"
+        return f"{self.text}.to({TL[ctype]})"
+
+
+def literal(value: Any, ctype: torch.dtype) -> Value:
+    if isinstance(value, bool):
+        return Value("True" if value else "False", torch.bool) if ctype == torch.bool else \
+            Value(str(int(value)), ctype)
+    if ctype.is_floating_point:
+        number = float(value)
+        text = "float('nan')" if math.isnan(number) else "float('inf')" if number == math.inf else \
+            "float('-inf')" if number == -math.inf else repr(number)
+        return Value(text, ctype)
+    if ctype == torch.bool:
+        return Value("True" if value else "False", torch.bool)
+    if isinstance(value, float) and not value.is_integer():
+        raise Unsupported(f"float literal {value} in an integer op")
+    return Value(str(int(value)), ctype)
+
+
+def literal_type(value: Any) -> torch.dtype:
+    return torch.bool if isinstance(value, bool) else torch.int64 if isinstance(value, int) else torch.float32
+
+
+# ----------------------------------------------------------------------------- elementwise ops
+
+Rule = Callable[[list[Value], dict, torch.dtype], str]   # (arguments, keyword arguments, result ctype) -> expression
+
+
+def _cast_all(args: list[Value], ctype: torch.dtype) -> list[str]:
+    return [a.to(ctype) for a in args]
+
+
+def _math(template: str) -> Rule:
+    """An arithmetic op computed in the result's type."""
+    def rule(args, kwargs, ctype):
+        return template.format(*_cast_all(args, ctype))
+    return rule
+
+
+def _float_only(template: str, integer_identity: bool = False) -> Rule:
+    def rule(args, kwargs, ctype):
+        if not ctype.is_floating_point:
+            if integer_identity:
+                return args[0].to(ctype)
+            raise Unsupported("an integer operand of a float-only op")
+        return template.format(*_cast_all(args, ctype))
+    return rule
+
+
+def _common_type(args: list[Value]) -> torch.dtype:
+    types = [a.ctype for a in args]
+    if torch.float64 in types:
+        return torch.float64
+    if any(t.is_floating_point for t in types):
+        return torch.float32
+    return torch.int64 if any(t != torch.bool for t in types) else torch.bool
+
+
+def _compare(symbol: str) -> Rule:
+    def rule(args, kwargs, ctype):
+        common = _common_type(args)
+        a, b = _cast_all(args, common)
+        return f"({a} {symbol} {b})"
+    return rule
+
+
+def _logical(symbol: str) -> Rule:
+    def rule(args, kwargs, ctype):
+        a, b = _cast_all(args, torch.bool)
+        return f"({a} {symbol} {b})"
+    return rule
+
+
+def _bitwise(symbol: str) -> Rule:
+    def rule(args, kwargs, ctype):
+        if ctype.is_floating_point:
+            raise Unsupported("bitwise op on floats")
+        a, b = _cast_all(args, ctype)
+        return f"({a} {symbol} {b})"
+    return rule
+
+
+def _add(sign: str) -> Rule:
+    def rule(args, kwargs, ctype):
+        a, b = _cast_all(args[:2], ctype)
+        alpha = kwargs.get("alpha", 1)
+        scaled = b if alpha == 1 else f"({b} * {literal(alpha, ctype).text})"
+        return f"({a} {sign} {scaled})"
+    return rule
+
+
+def _extreme(pick: str) -> Rule:
+    """maximum / minimum propagating NaN as torch does."""
+    def rule(args, kwargs, ctype):
+        a, b = _cast_all(args, ctype)
+        if ctype.is_floating_point:
+            return f"tl.where(({a} {pick} {b}) | ({a} != {a}), {a}, {b})"
+        return f"tl.where({a} {pick} {b}, {a}, {b})"
+    return rule
+
+
+def _clamp(low_at: int | None, high_at: int | None) -> Rule:
+    """clamp with scalar bounds (None: no bound); NaN stays NaN."""
+    def rule(args, kwargs, ctype):
+        x = args[0].to(ctype)
+        low = args[low_at] if low_at is not None and low_at < len(args) else None
+        high = args[high_at] if high_at is not None and high_at < len(args) else None
+        low = low if low is not None and low.text != "None" else None
+        high = high if high is not None and high.text != "None" else None
+        if low is not None:
+            x = f"tl.where({x} < {low.to(ctype)}, {low.to(ctype)}, {x})"
+        if high is not None:
+            x = f"tl.where({x} > {high.to(ctype)}, {high.to(ctype)}, {x})"
+        return x
+    return rule
+
+
+def _where(args, kwargs, ctype):
+    condition = args[0].to(torch.bool)
+    a, b = _cast_all(args[1:], ctype)
+    return f"tl.where({condition}, {a}, {b})"
+
+
+def _pow(args, kwargs, ctype):
+    """x ** c for a literal c: exact forms for the common exponents, exp2/log2 otherwise (the sign
+    restored for integer exponents)."""
+    if not ctype.is_floating_point:
+        raise Unsupported("integer pow")
+    x, exponent = args[0].to(ctype), args[1]
+    try:
+        c = float(exponent.text)
+    except ValueError:
+        raise Unsupported("pow with a run-time exponent") from None
+    exact = {2.0: f"({x} * {x})", 3.0: f"({x} * {x} * {x})", 1.0: x, 0.5: f"tl.sqrt({x})", -0.5: f"tl.rsqrt({x})",
+             -1.0: f"(1.0 / {x})", -2.0: f"(1.0 / ({x} * {x}))", 0.0: f"({x} * 0.0 + 1.0)"}
+    if c in exact:
+        return exact[c]
+    magnitude = f"tl.exp2({c!r} * tl.log2(tl.abs({x})))"
+    if not c.is_integer():
+        return f"tl.exp2({c!r} * tl.log2({x}))"
+    return f"tl.where({x} < 0, -{magnitude}, {magnitude})" if int(c) % 2 else magnitude
+
+
+def _scalar_pow(args, kwargs, ctype):
+    base = float(args[0].text)
+    if base <= 0:
+        raise Unsupported("pow of a non-positive base")
+    return f"tl.exp2({args[1].to(ctype)} * {math.log2(base)!r})"
+
+
+def _gelu(args, kwargs, ctype):
+    x = args[0].to(ctype)
+    if kwargs.get("approximate", "none") == "tanh":
+        return f"(0.5 * {x} * (1.0 + _tanh(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x}))))"
+    return f"(0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476)))"
+
+
+def _leaky_relu(args, kwargs, ctype):
+    x = args[0].to(ctype)
+    slope = args[1].to(ctype) if len(args) > 1 else "0.01"
+    return f"tl.where({x} > 0, {x}, {x} * {slope})"
+
+
+def _softplus(args, kwargs, ctype):
+    x = args[0].to(ctype)
+    beta = args[1].to(ctype) if len(args) > 1 else "1.0"
+    threshold = args[2].to(ctype) if len(args) > 2 else "20.0"
+    return f"tl.where({x} * {beta} > {threshold}, {x}, tl.log(1.0 + tl.exp({x} * {beta})) / {beta})"
+
+
+def _sign(args, kwargs, ctype):
+    x = args[0].to(ctype)
+    return f"tl.where({x} > 0, 1, tl.where({x} < 0, -1, 0)).to({TL[ctype]})"
+
+
+def _cast(args, kwargs, ctype):
+    return args[0].to(ctype)
+
+
+def _identity(args, kwargs, ctype):
+    return args[0].to(ctype)
+
+
+def _remainder(args, kwargs, ctype):
+    if not ctype.is_floating_point:
+        raise Unsupported("integer remainder")
+    a, b = _cast_all(args, ctype)
+    return f"({a} - tl.floor({a} / {b}) * {b})"
+
+
+def _divide(args, kwargs, ctype):
+    mode = kwargs.get("rounding_mode")
+    if not ctype.is_floating_point:
+        raise Unsupported("integer division")
+    a, b = _cast_all(args[:2], ctype)
+    if mode is None:
+        return f"({a} / {b})"
+    if mode == "floor":
+        return f"tl.floor({a} / {b})"
+    return f"tl.where({a} / {b} >= 0, tl.floor({a} / {b}), tl.ceil({a} / {b}))"
+
+
+def _masked_fill(args, kwargs, ctype):
+    x, mask, value = args[0].to(ctype), args[1].to(torch.bool), args[2].to(ctype)
+    return f"tl.where({mask}, {value}, {x})"
+
+
+RULES: dict[Any, Rule] = {
+    aten.add.Tensor: _add("+"), aten.add.Scalar: _add("+"), aten.sub.Tensor: _add("-"), aten.sub.Scalar: _add("-"),
+    aten.rsub.Scalar: lambda a, k, t: _add("-")([a[1], a[0]], k, t),
+    aten.mul.Tensor: _math("({0} * {1})"), aten.mul.Scalar: _math("({0} * {1})"),
+    aten.div.Tensor: _divide, aten.div.Scalar: _divide, aten.div.Tensor_mode: _divide,
+    aten.neg.default: _math("(-{0})"), aten.abs.default: _math("tl.abs({0})"),
+    aten.exp.default: _float_only("tl.exp({0})"), aten.exp2.default: _float_only("tl.exp2({0})"),
+    aten.expm1.default: _float_only("(tl.exp({0}) - 1.0)"), aten.log.default: _float_only("tl.log({0})"),
+    aten.log2.default: _float_only("tl.log2({0})"), aten.log10.default: _float_only("(tl.log({0}) * 0.4342944819032518)"),
+    aten.log1p.default: _float_only("tl.log(1.0 + {0})"), aten.sqrt.default: _float_only("tl.sqrt({0})"),
+    aten.rsqrt.default: _float_only("tl.rsqrt({0})"), aten.reciprocal.default: _float_only("(1.0 / {0})"),
+    aten.sigmoid.default: _float_only("tl.sigmoid({0})"), aten.tanh.default: _float_only("_tanh({0})"),
+    aten.sin.default: _float_only("tl.sin({0})"), aten.cos.default: _float_only("tl.cos({0})"),
+    aten.erf.default: _float_only("tl.erf({0})"),
+    aten.floor.default: _float_only("tl.floor({0})", True), aten.ceil.default: _float_only("tl.ceil({0})", True),
+    aten.trunc.default: _float_only("tl.where({0} >= 0, tl.floor({0}), tl.ceil({0}))", True),
+    aten.relu.default: _math("tl.where({0} < 0, 0, {0})"), aten.silu.default: _float_only("({0} * tl.sigmoid({0}))"),
+    aten.gelu.default: _gelu, aten.leaky_relu.default: _leaky_relu, aten.softplus.default: _softplus,
+    aten.sign.default: _sign, aten.sgn.default: _sign,
+    aten.hardtanh.default: _clamp(1, 2),
+    aten.pow.Tensor_Scalar: _pow, aten.pow.Scalar: _scalar_pow,
+    aten.maximum.default: _extreme(">"), aten.minimum.default: _extreme("<"),
+    aten.clamp.default: _clamp(1, 2), aten.clamp_min.default: _clamp(1, None), aten.clamp_max.default: _clamp(None, 1),
+    aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill,
+    aten.remainder.Tensor: _remainder, aten.remainder.Scalar: _remainder,
+    aten.logical_not.default: lambda a, k, t: f"({a[0].to(torch.bool)} == 0)",
+    aten.logical_and.default: _logical("&"), aten.logical_or.default: _logical("|"),
+    aten.logical_xor.default: _logical("^"),
+    aten.bitwise_and.Tensor: _bitwise("&"), aten.bitwise_or.Tensor: _bitwise("|"), aten.bitwise_xor.Tensor: _bitwise("^"),
+    aten.bitwise_and.Scalar: _bitwise("&"), aten.bitwise_or.Scalar: _bitwise("|"),
+    aten.bitwise_not.default: lambda a, k, t: f"({a[0].to(t)} == 0)" if t == torch.bool else f"(~{a[0].to(t)})",
+    aten.isnan.default: lambda a, k, t: f"({a[0].text} != {a[0].text})",
+    aten.isinf.default: lambda a, k, t: f"(tl.abs({a[0].text}) == float('inf'))",
+    aten._to_copy.default: _cast, prims.convert_element_type.default: _cast,
+    aten.clone.default: _identity, aten.alias.default: _identity, aten.lift_fresh_copy.default: _identity,
+}
+for _name, _symbol in (("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">=")):
+    RULES[getattr(aten, _name).Tensor] = RULES[getattr(aten, _name).Scalar] = _compare(_symbol)
+
+# Views that keep the element order of a contiguous tensor: inside a region they are the identity.
+ORDER_KEEPING_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
+                       aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.flatten.using_ints}
+# Ops that launch nothing (views, metadata, Python arithmetic): not counted as launches.
+NO_LAUNCH = ORDER_KEEPING_VIEWS | {
+    aten.permute.default, aten.t.default, aten.transpose.int, aten.expand.default, aten.slice.Tensor,
+    aten.select.int, aten.as_strided.default, aten.unfold.default, aten.diagonal.default, aten.split.Tensor,
+    aten.split_with_sizes.default, aten.unbind.int, aten.detach.default, aten.alias.default, aten.sym_size.int,
+    aten.sym_stride.int, aten.sym_numel.default, aten.size.default, aten.stride.default, aten.numel.default,
+    aten.chunk.default, aten.narrow.default}
+CONSTANTS = {aten.full.default, aten.scalar_tensor.default, aten.zeros.default, aten.ones.default,
+             aten.full_like.default, aten.zeros_like.default, aten.ones_like.default}
+PYTHON_OPS = {operator.add: "operator.add", operator.sub: "operator.sub", operator.mul: "operator.mul",
+              operator.truediv: "operator.truediv", operator.floordiv: "operator.floordiv",
+              operator.mod: "operator.mod", operator.neg: "operator.neg", operator.getitem: "operator.getitem",
+              operator.pow: "operator.pow", operator.eq: "operator.eq", operator.lt: "operator.lt",
+              operator.le: "operator.le", operator.gt: "operator.gt", operator.ge: "operator.ge",
+              math.sqrt: "math.sqrt", math.ceil: "math.ceil", math.floor: "math.floor",
+              torch.sym_float: "float", torch.sym_int: "int", torch.sym_max: "max", torch.sym_min: "min"}
+CPU_FLASH = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def tensor_meta(node: Any) -> torch.Tensor | None:
+    value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def constant_value(node: torch.fx.Node) -> Any:
+    """The fill value of a constant-producing node."""
+    target, args = node.target, node.args
+    if target in (aten.zeros.default, aten.zeros_like.default):
+        return 0
+    if target in (aten.ones.default, aten.ones_like.default):
+        return 1
+    return args[0] if target is aten.scalar_tensor.default else args[1]
+
+
+# ----------------------------------------------------------------------------- partition
+
+@dataclass
+class Region:
+    nodes: list[torch.fx.Node] = field(default_factory=list)
+    mask: int = 0                                 # bit i: node i of the graph is a member
+
+    def add(self, node: torch.fx.Node, index: int) -> None:
+        self.nodes.append(node)
+        self.mask |= 1 << index
+
+
+class Partition:
+    """Elementwise ops grouped into convex regions of equal element count."""
+
+    def __init__(self, graph: torch.fx.Graph):
+        self.nodes = list(graph.nodes)
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        self.elementwise = {n for n in self.nodes if self.is_elementwise(n)}
+        self.inline = {n for n in self.nodes if self.is_inline_constant(n)}
+        self.ancestors: dict[torch.fx.Node, int] = {}
+        for node in self.nodes:
+            mask = 0
+            if node not in self.inline:   # a folded constant depends on nothing at run time
+                for arg in node.all_input_nodes:
+                    mask |= self.ancestors[arg] | (1 << self.index[arg])
+            self.ancestors[node] = mask
+        self.region_of: dict[torch.fx.Node, Region] = {}
+        for node in self.nodes:
+            if node in self.elementwise or self.is_absorbed_view(node):
+                self.place(node)
+        self.regions = list({id(r): r for r in self.region_of.values()}.values())
+
+    def is_elementwise(self, node: torch.fx.Node) -> bool:
+        """An op in RULES on tensors of kernel dtypes whose rule accepts these operand types."""
+        meta = tensor_meta(node)
+        if node.op != "call_function" or node.target not in RULES or meta is None or meta.dtype not in TL:
+            return False
+        if node.target is aten._to_copy.default and set(node.kwargs) - {"dtype", "layout", "device", "memory_format"}:
+            return False
+        try:
+            operands = [_operand_type(a) for a in node.args]
+            keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}
+            RULES[node.target](operands, keywords, compute_type(meta.dtype))
+        except Unsupported:
+            return False
+        return True
+
+    def is_inline_constant(self, node: torch.fx.Node) -> bool:
+        meta = tensor_meta(node)
+        return (node.op == "call_function" and node.target in CONSTANTS and meta is not None and meta.dtype in TL
+                and not isinstance(constant_value(node), torch.fx.Node)
+                and bool(node.users) and all(u in self.elementwise for u in node.users))
+
+    def is_absorbed_view(self, node: torch.fx.Node) -> bool:
+        if node.op != "call_function" or node.target not in ORDER_KEEPING_VIEWS:
+            return False
+        source = node.args[0]
+        return isinstance(source, torch.fx.Node) and source in self.region_of
+
+    def place(self, node: torch.fx.Node) -> None:
+        numel = tensor_meta(node).numel()
+        producers = []
+        for arg in node.all_input_nodes:
+            region = self.region_of.get(arg)
+            if region is not None and tensor_meta(arg).numel() == numel and region not in producers:
+                if tensor_meta(arg).shape == tensor_meta(node).shape or self.is_absorbed_view(node) \
+                        or _is_contiguous_prefix_broadcast(tensor_meta(arg), tensor_meta(node)):
+                    producers.append(region)
+        producers.sort(key=lambda r: -len(r.nodes))
+        for choice in ([producers] if producers else []) + [[r] for r in producers]:
+            merged = Region()
+            for region in choice:
+                for member in region.nodes:
+                    merged.add(member, self.index[member])
+            merged.add(node, self.index[node])
+            if self.convex(merged):
+                merged.nodes.sort(key=self.index.__getitem__)
+                for member in merged.nodes:
+                    self.region_of[member] = merged
+                return
+        if self.is_absorbed_view(node):
+            return   # the view stays an aten call on the region's output
+        fresh = Region()
+        fresh.add(node, self.index[node])
+        self.region_of[node] = fresh
+
+    def convex(self, region: Region) -> bool:
+        """No path from the region through an outside node back into it."""
+        reach = 0
+        for member in region.nodes:
+            reach |= self.ancestors[member]
+        outside = reach & ~region.mask
+        while outside:
+            low = outside & -outside
+            node = self.nodes[low.bit_length() - 1]
+            if self.ancestors[node] & region.mask:
+                return False
+            outside ^= low
+        return True
+
+
+def _operand_type(arg: Any) -> Value:
+    """A stand-in operand of the right type, for asking a rule whether it accepts a node."""
+    if isinstance(arg, torch.fx.Node):
+        meta = tensor_meta(arg)
+        if meta is not None:
+            if meta.dtype not in TL:
+                raise Unsupported(f"dtype {meta.dtype}")
+            return Value("x", compute_type(meta.dtype))
+        value = arg.meta.get("val")
+        if isinstance(value, (list, tuple)):
+            raise Unsupported("a list operand")
+        return Value("p", literal_type(value) if isinstance(value, (bool, int, float)) else torch.float32)
+    if arg is None or isinstance(arg, str):
+        return Value(repr(arg), torch.float32)
+    if isinstance(arg, (bool, int, float)):
+        return literal(arg, literal_type(arg))
+    raise Unsupported(f"operand {arg!r}")
+
+
+def _is_contiguous_prefix_broadcast(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same element count and shapes equal up to size-1 dimensions (a view the flat index does not notice)."""
+    return [s for s in a.shape if s != 1] == [s for s in b.shape if s != 1]
+
+
+# ----------------------------------------------------------------------------- emission
+
+@dataclass
+class KernelInput:
+    node: torch.fx.Node
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+class Lowering:
+    def __init__(self, capture: Capture, prefix: str):
+        self.capture = capture
+        module = capture.module
+        module.graph.eliminate_dead_code()
+        self.module = module
+        self.prefix = prefix
+        self.partition = Partition(module.graph)
+        self.names: dict[torch.fx.Node, str] = {}
+        self.lines: list[str] = []
+        self.kernels: list[dict] = []
+        self.launches = 0
+        self.constants: list[dict] = []
+        self.scalar_names = {}
+        placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+        self.parameters = [f"a{i}" for i in range(len(placeholders))]
+        for node, name, input_name in zip(placeholders, self.parameters, capture.inputs):
+            self.names[node] = name
+            if input_name in capture.scalar_inputs:
+                self.scalar_names[node] = name
+        self.sentinels = {v: self.parameters[capture.inputs.index(k)] for k, v in capture.scalar_literals.items()}
+        tensors = [n for n in placeholders if n not in self.scalar_names]
+        if not tensors:
+            raise Unsupported("no tensor input to take the device from")
+        self.device = f"{self.names[tensors[0]]}.device"
+
+    # ------------------------------------------------------------------ order
+
+    def items(self) -> list:
+        """Regions and the remaining nodes in an order that respects every dependency."""
+        owner: dict[torch.fx.Node, Any] = {}
+        items: list = []
+        for node in self.partition.nodes:
+            if node.op == "placeholder" or node in self.partition.inline:
+                continue
+            region = self.partition.region_of.get(node)
+            if region is None:
+                owner[node] = node
+                items.append(node)
+            elif region.nodes[0] is node:
+                items.append(region)
+            if region is not None:
+                owner[node] = region
+        position = {id(item): i for i, item in enumerate(items)}
+        members = {id(item): (item.nodes if isinstance(item, Region) else [item]) for item in items}
+        needs = {id(item): set() for item in items}
+        for item in items:
+            for member in members[id(item)]:
+                for arg in member.all_input_nodes:
+                    producer = owner.get(arg)
+                    if producer is not None and producer is not item:
+                        needs[id(item)].add(id(producer))
+        users: dict[int, set] = {id(item): set() for item in items}
+        for key, required in needs.items():
+            for r in required:
+                users[r].add(key)
+        waiting = {key: len(required) for key, required in needs.items()}
+        ready = [(position[k], k) for k, n in waiting.items() if n == 0]
+        heapq.heapify(ready)
+        by_id = {id(item): item for item in items}
+        ordered = []
+        while ready:
+            _, key = heapq.heappop(ready)
+            ordered.append(by_id[key])
+            for user in users[key]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    heapq.heappush(ready, (position[user], user))
+        if len(ordered) != len(items):
+            raise Unsupported("the regions form a cycle")
+        return ordered
+
+    # ------------------------------------------------------------------ host code
+
+    def argument(self, value: Any) -> str:
+        if isinstance(value, torch.fx.Node):
+            if value in self.partition.inline:
+                return self.constant_tensor(value)
+            return self.names[value]
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(self.argument(v) for v in value)
+            return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+        if isinstance(value, torch.dtype):
+            return str(value)
+        if isinstance(value, torch.device):
+            return self.device
+        if isinstance(value, torch.layout):
+            return str(value)
+        if isinstance(value, torch.memory_format):
+            return str(value)
+        if isinstance(value, float):
+            if value in self.sentinels:
+                return self.sentinels[value]
+            return literal(value, torch.float32).text
+        if isinstance(value, int) and not isinstance(value, bool) and value in self.sentinels:
+            return self.sentinels[value]
+        if value is None or isinstance(value, (bool, int, str)):
+            return repr(value)
+        raise Unsupported(f"argument {value!r} of type {type(value).__name__}")
+
+    def constant_tensor(self, node: torch.fx.Node) -> str:
+        """An inline constant also read by an aten call (only when a region could not take it)."""
+        meta = tensor_meta(node)
+        return (f"torch.full({list(meta.shape)}, {self.argument(constant_value(node))}, dtype={meta.dtype}, "
+                f"device={self.device})")
+
+    def statement(self, node: torch.fx.Node) -> None:
+        name = f"v{self.partition.index[node]}"
+        self.names[node] = name
+        target = node.target
+        arguments = [self.argument(a) for a in node.args]
+        arguments += [f"{k}={self.argument(v)}" for k, v in node.kwargs.items()]
+        if node.op == "get_attr":
+            self.lines.append(f"{name} = {self.attribute(node)}")
+            return
+        if node.op != "call_function":
+            raise Unsupported(f"{node.op} node {node.name}")
+        if CPU_FLASH is not None and target is CPU_FLASH:
+            self.lines.append(f"{name} = _attention({', '.join(arguments)})")
+            self.launches += 1
+            return
+        if isinstance(target, torch._ops.OpOverload):
+            call = f"torch.ops.{target.namespace}.{target._schema.name.split('::')[-1]}.{target._overloadname}"
+            if target not in NO_LAUNCH:
+                self.launches += 1
+        elif target in PYTHON_OPS:
+            call = PYTHON_OPS[target]
+        else:
+            raise Unsupported(f"call of {getattr(target, '__name__', target)}")
+        self.lines.append(f"{name} = {call}({', '.join(arguments)})")
+
+    def attribute(self, node: torch.fx.Node) -> str:
+        value = getattr(self.module, node.target)
+        if not isinstance(value, torch.Tensor) or value.numel() > INLINE_CONSTANT_ELEMENTS:
+            raise Unsupported(f"a constant tensor {node.target} too large to write into a solution")
+        self.constants.append({"values": value.detach().cpu().flatten().tolist(), "shape": list(value.shape),
+                               "dtype": str(value.dtype)})
+        return f"_constant({len(self.constants) - 1}, {self.device})"
+
+    # ------------------------------------------------------------------ kernels
+
+    def region(self, region: Region) -> None:
+        k = len(self.kernels)
+        kernel = f"{self.prefix}_k{k}"
+        members = set(region.nodes)
+        numel = tensor_meta(region.nodes[-1]).numel()
+        inputs: dict[torch.fx.Node, KernelInput] = {}
+        scalars: dict[str, str] = {}     # host expression -> kernel parameter
+        outputs = [n for n in region.nodes if n.users.keys() - members - self.partition.inline]
+        values: dict[torch.fx.Node, Value] = {}
+        body: list[str] = []
+        loads: dict[tuple, Value] = {}
+        coordinates: dict[tuple[int, ...], str] = {}
+
+        def coordinate(shape: tuple[int, ...], dim: int) -> str:
+            key = tuple(shape)
+            if key not in coordinates:
+                coordinates[key] = f"c{len(coordinates)}"
+                tag = coordinates[key]
+                for d in range(len(shape)):
+                    inner = math.prod(shape[d + 1:])
+                    text = f"offs // {inner}" if inner > 1 else "offs"
+                    body.append(f"{tag}_{d} = ({text}) % {shape[d]}" if d > 0 else f"{tag}_{d} = {text}")
+            return f"{coordinates[key]}_{dim}"
+
+        def load(arg: torch.fx.Node, consumer_shape: tuple[int, ...]) -> Value:
+            meta = tensor_meta(arg)
+            key = (arg, tuple(consumer_shape))
+            if key in loads:
+                return loads[key]
+            if arg not in inputs:
+                inputs[arg] = KernelInput(arg, f"in{len(inputs)}", tuple(meta.shape), meta.dtype)
+            entry = inputs[arg]
+            ctype = compute_type(meta.dtype)
+            var = f"x{len(loads)}"
+            if meta.numel() == 1:
+                body.append(f"{var} = tl.load({entry.name}).to({TL[ctype]})")
+            else:
+                shape, rank = tuple(meta.shape), len(meta.shape)
+                offset = len(consumer_shape) - rank
+                if offset < 0:
+                    raise Unsupported("an input of higher rank than its consumer")
+                contiguous_strides = [math.prod(shape[d + 1:]) for d in range(rank)]
+                static_terms, runtime_terms = [], []
+                for d in range(rank):
+                    if shape[d] == 1:
+                        continue
+                    if shape[d] != consumer_shape[offset + d]:
+                        raise Unsupported(f"shape {shape} read at {consumer_shape}")
+                    c = coordinate(consumer_shape, offset + d)
+                    static_terms.append(f"{c} * {contiguous_strides[d]}" if contiguous_strides[d] != 1 else c)
+                    runtime_terms.append(f"{c} * {entry.name}_s{d}")
+                same = shape == tuple(consumer_shape)
+                fast = "offs" if same else (" + ".join(static_terms) or "0")
+                slow = " + ".join(runtime_terms) or "0"
+                body.append(f"if C_{entry.name}:")
+                body.append(f"    {var} = tl.load({entry.name} + {fast}, mask=mask).to({TL[ctype]})")
+                body.append("else:")
+                body.append(f"    {var} = tl.load({entry.name} + {slow}, mask=mask).to({TL[ctype]})")
+            loads[key] = Value(var, ctype)
+            return loads[key]
+
+        def operand(arg: Any, consumer: torch.fx.Node) -> Value:
+            if isinstance(arg, torch.fx.Node):
+                if arg in members:
+                    return values[arg]
+                if arg in self.partition.inline:
+                    meta = tensor_meta(arg)
+                    value = constant_value(arg)
+                    if value in self.sentinels:
+                        return scalar(self.sentinels[value], literal_type(value))
+                    return literal(value, compute_type(meta.dtype))
+                if arg in self.scalar_names:
+                    return scalar(self.scalar_names[arg], compute_type(tensor_meta(arg).dtype))
+                if tensor_meta(arg) is not None:
+                    return load(arg, tuple(tensor_meta(consumer).shape))
+                value = arg.meta.get("val")
+                return scalar(self.names[arg], literal_type(value) if isinstance(value, (int, float, bool)) else
+                              torch.float32)
+            if isinstance(arg, (int, float)) and not isinstance(arg, bool) and arg in self.sentinels:
+                return scalar(self.sentinels[arg], literal_type(arg))
+            if arg is None or isinstance(arg, str):
+                return Value(repr(arg), torch.float32)
+            if isinstance(arg, torch.dtype):
+                return Value(str(arg), torch.float32)
+            return literal(arg, literal_type(arg))
+
+        def scalar(host: str, kind: torch.dtype) -> Value:
+            """A Python number known only at run time: a kernel parameter (never specialized)."""
+            parameter = scalars.setdefault(host, f"p{len(scalars)}")
+            return Value(parameter, torch.float32 if kind.is_floating_point else
+                         torch.bool if kind == torch.bool else torch.int64)
+
+        for node in region.nodes:
+            meta = tensor_meta(node)
+            ctype = compute_type(meta.dtype)
+            if node.target in ORDER_KEEPING_VIEWS:
+                values[node] = values[node.args[0]]
+                continue
+            arguments = [operand(a, node) for a in node.args]
+            keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}
+            expression = RULES[node.target](arguments, keywords, ctype)
+            if node.target in (aten._to_copy.default, prims.convert_element_type.default) and \
+                    meta.dtype in (torch.float16, torch.bfloat16):
+                expression = f"({expression}).to({TL[meta.dtype]}).to(tl.float32)"   # the cast rounds
+            var = f"v{self.partition.index[node]}"
+            body.append(f"{var} = {expression}")
+            values[node] = Value(var, ctype)
+        for i, node in enumerate(outputs):
+            body.append(f"tl.store(out{i} + offs, {values[node].to(compute_type(tensor_meta(node).dtype))}"
+                        f".to({TL[tensor_meta(node).dtype]}), mask=mask)")
+
+        index_type = "tl.int64" if numel >= 2 ** 31 else "tl.int32"
+        tensor_inputs = list(inputs.values())
+        parameters = [e.name for e in tensor_inputs] + list(scalars.values()) + [f"out{i}" for i in range(len(outputs))]
+        for entry in tensor_inputs:
+            parameters += [f"{entry.name}_s{d}" for d in range(len(entry.shape))]
+        parameters += [f"C_{e.name}: tl.constexpr" for e in tensor_inputs] + ["BLOCK: tl.constexpr"]
+        header = [f"offs = tl.program_id(0).to({index_type}) * BLOCK + tl.arange(0, BLOCK)", f"mask = offs < {numel}"]
+        self.kernels.append({"name": kernel, "parameters": parameters, "body": header + body,
+                             "unspecialized": list(scalars.values()),
+                             "uses_tanh": any("_tanh(" in line for line in body)})
+
+        for i, node in enumerate(outputs):
+            meta = tensor_meta(node)
+            name = f"v{self.partition.index[node]}"
+            self.names[node] = name
+            self.lines.append(f"{name} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, device={self.device})")
+        if numel == 0:
+            return
+        arguments = [self.names[e.node] for e in tensor_inputs] + list(scalars) + \
+            [self.names[n] for n in outputs]
+        arguments += [f"*{self.names[e.node]}.stride()" for e in tensor_inputs if len(e.shape)]
+        arguments += [f"C_{e.name}={self.names[e.node]}.is_contiguous()" for e in tensor_inputs]
+        self.lines.append(f"{kernel}[(triton.cdiv({numel}, _BLOCK),)]({', '.join(arguments)}, "
+                          f"BLOCK=_BLOCK, num_warps=_WARPS)")
+        self.launches += 1
+
+    # ------------------------------------------------------------------ whole program
+
+    def lower(self) -> dict:
+        for item in self.items():
+            if isinstance(item, Region):
+                try:
+                    self.region(item)
+                except Unsupported:   # e.g. a run-time exponent: the region's ops stay aten calls
+                    for node in item.nodes:
+                        self.statement(node)
+            elif item.op == "output":
+                self.lines.append(f"return {self.argument(item.args[0])}")
+            else:
+                self.statement(item)
+        if not self.kernels:
+            raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
+        return {"parameters": self.parameters, "lines": self.lines, "kernels": self.kernels,
+                "constants": self.constants, "launches": self.launches,
+                "fused_ops": sum(len(r.nodes) for r in self.partition.regions)}
+
+
+def lower(capture: Capture, prefix: str) -> dict:
+    """The program for one captured shape: kernels named `<prefix>_k<i>`, and the body of a function
+    of the problem's inputs (parameters a0, a1, ...) that returns what the reference returns."""
+    return Lowering(capture, prefix).lower()
