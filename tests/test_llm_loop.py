@@ -177,6 +177,7 @@ def test_kb_llm_log_shows_every_exchange_with_its_outcome(first_task):
     assert [r["chosen"] for r in rows] == [False] * (ROUNDS - 1) + [True]
     assert rows[-1]["response"] == fenced(VECTORIZED) and rows[-1]["prompt"][-1]["role"] == "user"
     assert rows[-1]["detail"]["became_best"] and rows[-1]["stage"] == "evaluation"
+    # the families that proposed for the task (none takes a Python loop over rows), then its op_type
     assert all(r["model"] == "stub-model" and r["families"] == ["rmsnorm"] for r in rows)
 
 

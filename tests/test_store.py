@@ -311,7 +311,7 @@ def test_kill_9_loses_nothing_committed(tmp_path):
     path = tmp_path / "kb.db"
     Store(path).close()
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=str(Path(store_module.__file__).parents[1]))
+                             stderr=subprocess.PIPE, text=True, cwd=str(Path(store_module.__file__).parents[2]))  # the repository root
     reported = []
     try:
         deadline = time.monotonic() + 30

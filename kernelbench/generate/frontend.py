@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -57,29 +58,29 @@ class Value:
     """A kernel-side value: an expression (a variable or a literal) held in `ctype`."""
     text: str
     ctype: torch.dtype
+    number: Any = None     # a literal's Python value: converted by rewriting it (`2` -> `2.0`), not by a cast
 
     def to(self, ctype: torch.dtype) -> str:
         if ctype == self.ctype:
             return self.text
+        if self.number is not None:
+            return literal(self.number, ctype).text
         if ctype == torch.bool:
             return f"({self.text} != 0)"
         return f"{self.text}.to({TL[ctype]})"
 
 
 def literal(value: Any, ctype: torch.dtype) -> Value:
-    if isinstance(value, bool):
-        return Value("True" if value else "False", torch.bool) if ctype == torch.bool else \
-            Value(str(int(value)), ctype)
+    if ctype == torch.bool:
+        return Value("True" if value else "False", torch.bool, value)
     if ctype.is_floating_point:
         number = float(value)
         text = "float('nan')" if math.isnan(number) else "float('inf')" if number == math.inf else \
             "float('-inf')" if number == -math.inf else repr(number)
-        return Value(text, ctype)
-    if ctype == torch.bool:
-        return Value("True" if value else "False", torch.bool)
+        return Value(text, ctype, value)
     if isinstance(value, float) and not value.is_integer():
         raise Unsupported(f"float literal {value} in an integer op")
-    return Value(str(int(value)), ctype)
+    return Value(str(int(value)), ctype, value)
 
 
 def literal_type(value: Any) -> torch.dtype:
@@ -247,16 +248,23 @@ def _identity(args, kwargs, ctype):
 
 
 def _remainder(args, kwargs, ctype):
-    if not ctype.is_floating_point:
-        raise Unsupported("integer remainder")
+    """torch.remainder takes the divisor's sign (Python's %); Triton's integer % takes the dividend's."""
     a, b = _cast_all(args, ctype)
-    return f"({a} - tl.floor({a} / {b}) * {b})"
+    if ctype.is_floating_point:
+        return f"({a} - tl.floor({a} / {b}) * {b})"
+    return f"tl.where((({a} % {b}) != 0) & ((({a} % {b}) < 0) != ({b} < 0)), ({a} % {b}) + {b}, {a} % {b})"
 
 
 def _divide(args, kwargs, ctype):
+    """True division in floats; floor and trunc modes keep integers integral (Triton's integer // truncates)."""
     mode = kwargs.get("rounding_mode")
     if not ctype.is_floating_point:
-        raise Unsupported("integer division")
+        if mode is None:
+            raise Unsupported("true division into an integer result")
+        a, b = _cast_all(args[:2], ctype)
+        if mode == "trunc":
+            return f"({a} // {b})"
+        return f"tl.where((({a} % {b}) != 0) & (({a} < 0) != ({b} < 0)), {a} // {b} - 1, {a} // {b})"
     a, b = _cast_all(args[:2], ctype)
     if mode is None:
         return f"({a} / {b})"
@@ -328,7 +336,7 @@ PYTHON_OPS = {operator.add: "operator.add", operator.sub: "operator.sub", operat
               operator.le: "operator.le", operator.gt: "operator.gt", operator.ge: "operator.ge",
               math.sqrt: "math.sqrt", math.ceil: "math.ceil", math.floor: "math.floor",
               torch.sym_float: "float", torch.sym_int: "int", torch.sym_max: "max", torch.sym_min: "min"}
-CPU_FLASH = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+ATTENTION = torch.ops.kernelbench.attention.default     # registered by kernelbench.generate.graph
 
 
 def tensor_meta(node: Any) -> torch.Tensor | None:
@@ -348,7 +356,7 @@ def constant_value(node: torch.fx.Node) -> Any:
 
 # ----------------------------------------------------------------------------- partition
 
-@dataclass
+@dataclass(eq=False)   # identity: a region is a set of nodes being grown, compared by who it is
 class Region:
     nodes: list[torch.fx.Node] = field(default_factory=list)
     mask: int = 0                                 # bit i: node i of the graph is a member
@@ -378,6 +386,7 @@ class Partition:
             if node in self.elementwise or self.is_absorbed_view(node):
                 self.place(node)
         self.regions = list({id(r): r for r in self.region_of.values()}.values())
+        self.merge_siblings()
 
     def is_elementwise(self, node: torch.fx.Node) -> bool:
         """An op in RULES on tensors of kernel dtypes whose rule accepts these operand types."""
@@ -432,6 +441,38 @@ class Partition:
         fresh = Region()
         fresh.add(node, self.index[node])
         self.region_of[node] = fresh
+
+    def merge_siblings(self) -> None:
+        """Regions of equal element count that read the same outside tensor become one kernel (when still
+        convex): the tensor is read once and a launch is saved."""
+        def numel(region: Region) -> int:
+            return tensor_meta(region.nodes[-1]).numel()
+
+        def external_inputs(region: Region) -> set[torch.fx.Node]:
+            return {a for n in region.nodes for a in n.all_input_nodes
+                    if a not in self.region_of or self.region_of[a] is not region} - self.inline
+
+        readers: dict[torch.fx.Node, list[Region]] = {}
+        for region in self.regions:
+            for node in external_inputs(region):
+                readers.setdefault(node, []).append(region)
+        for group in readers.values():
+            live = list(dict.fromkeys(self.region_of[r.nodes[0]] for r in group))   # earlier merges applied
+            for i, base in enumerate(live):
+                if base is None:
+                    continue
+                for j in range(i + 1, len(live)):
+                    other = live[j]
+                    if other is None or numel(other) != numel(base):
+                        continue
+                    merged = Region()
+                    for member in sorted(base.nodes + other.nodes, key=self.index.__getitem__):
+                        merged.add(member, self.index[member])
+                    if self.convex(merged):
+                        for member in merged.nodes:
+                            self.region_of[member] = merged
+                        base, live[j] = merged, None
+        self.regions = list({id(r): r for r in self.region_of.values()}.values())
 
     def convex(self, region: Region) -> bool:
         """No path from the region through an outside node back into it."""
@@ -502,7 +543,6 @@ class Lowering:
             self.names[node] = name
             if input_name in capture.scalar_inputs:
                 self.scalar_names[node] = name
-        self.sentinels = {v: self.parameters[capture.inputs.index(k)] for k, v in capture.scalar_literals.items()}
         tensors = [n for n in placeholders if n not in self.scalar_names]
         if not tensors:
             raise Unsupported("no tensor input to take the device from")
@@ -573,11 +613,7 @@ class Lowering:
         if isinstance(value, torch.memory_format):
             return str(value)
         if isinstance(value, float):
-            if value in self.sentinels:
-                return self.sentinels[value]
             return literal(value, torch.float32).text
-        if isinstance(value, int) and not isinstance(value, bool) and value in self.sentinels:
-            return self.sentinels[value]
         if value is None or isinstance(value, (bool, int, str)):
             return repr(value)
         raise Unsupported(f"argument {value!r} of type {type(value).__name__}")
@@ -599,7 +635,7 @@ class Lowering:
             return
         if node.op != "call_function":
             raise Unsupported(f"{node.op} node {node.name}")
-        if CPU_FLASH is not None and target is CPU_FLASH:
+        if target is ATTENTION:
             self.lines.append(f"{name} = _attention({', '.join(arguments)})")
             self.launches += 1
             return
@@ -690,10 +726,7 @@ class Lowering:
                     return values[arg]
                 if arg in self.partition.inline:
                     meta = tensor_meta(arg)
-                    value = constant_value(arg)
-                    if value in self.sentinels:
-                        return scalar(self.sentinels[value], literal_type(value))
-                    return literal(value, compute_type(meta.dtype))
+                    return literal(constant_value(arg), compute_type(meta.dtype))
                 if arg in self.scalar_names:
                     return scalar(self.scalar_names[arg], compute_type(tensor_meta(arg).dtype))
                 if tensor_meta(arg) is not None:
@@ -701,8 +734,6 @@ class Lowering:
                 value = arg.meta.get("val")
                 return scalar(self.names[arg], literal_type(value) if isinstance(value, (int, float, bool)) else
                               torch.float32)
-            if isinstance(arg, (int, float)) and not isinstance(arg, bool) and arg in self.sentinels:
-                return scalar(self.sentinels[arg], literal_type(arg))
             if arg is None or isinstance(arg, str):
                 return Value(repr(arg), torch.float32)
             if isinstance(arg, torch.dtype):
@@ -741,7 +772,7 @@ class Lowering:
             parameters += [f"{entry.name}_s{d}" for d in range(len(entry.shape))]
         parameters += [f"C_{e.name}: tl.constexpr" for e in tensor_inputs] + ["BLOCK: tl.constexpr"]
         header = [f"offs = tl.program_id(0).to({index_type}) * BLOCK + tl.arange(0, BLOCK)", f"mask = offs < {numel}"]
-        self.kernels.append({"name": kernel, "parameters": parameters, "body": header + body,
+        self.kernels.append({"name": kernel, "parameters": parameters, "body": header + canonical_names(body),
                              "unspecialized": list(scalars.values()),
                              "uses_tanh": any("_tanh(" in line for line in body)})
 
@@ -779,6 +810,31 @@ class Lowering:
         return {"parameters": self.parameters, "lines": self.lines, "kernels": self.kernels,
                 "constants": self.constants, "launches": self.launches,
                 "fused_ops": sum(len(r.nodes) for r in self.partition.regions)}
+
+
+def canonical_names(body: list[str]) -> list[str]:
+    """Value names numbered in order of appearance, so the same computation on other nodes (a loop the
+    reference unrolled, another shape) reads as the same text and is compiled once."""
+    names: dict[str, str] = {}
+    return [re.sub(r"\bv\d+\b", lambda m: names.setdefault(m.group(0), f"v{len(names)}"), line) for line in body]
+
+
+def dedupe_kernels(programs: list[dict]) -> None:
+    """Kernels with the same parameters and body become one (the first), in place: each program keeps
+    the kernels it defines first, and its launches name the survivors."""
+    survivors: dict[str, str] = {}    # text -> surviving kernel name
+    for program in programs:
+        renamed, kept = {}, []
+        for kernel in program["kernels"]:
+            text = repr((kernel["parameters"], kernel["body"], kernel["unspecialized"]))
+            if text in survivors:
+                renamed[kernel["name"]] = survivors[text]
+            else:
+                survivors[text] = kernel["name"]
+                kept.append(kernel)
+        program["kernels"] = kept
+        program["lines"] = [re.sub(r"^(\w+)\[", lambda m: f"{renamed.get(m.group(1), m.group(1))}[", line)
+                            for line in program["lines"]]
 
 
 def lower(capture: Capture, prefix: str) -> dict:

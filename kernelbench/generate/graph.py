@@ -48,6 +48,7 @@ class Capture:
     scalar_inputs: frozenset[str] = frozenset()                  # inputs that are Python scalars (shape null)
     scalar_literals: dict[str, Any] = field(default_factory=dict)  # scalar input -> the literal standing for it
     example_axes: dict[str, int] = field(default_factory=dict)
+    specialized: bool = False   # scalars traced as the workload's own numbers: the graph holds for those values only
 
     def placeholders(self) -> dict[str, torch.fx.Node]:
         nodes = [n for n in self.module.graph.nodes if n.op == "placeholder"]
@@ -84,6 +85,34 @@ class Refusal(TorchFunctionMode):
         if name in self.refused:
             raise CaptureError(f"the reference calls {name}")
         return func(*args, **(kwargs or {}))
+
+
+@torch.library.custom_op("kernelbench::attention", mutates_args=())
+def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
+    """Scaled dot-product attention kept as one graph node: traced on the CPU, the call would otherwise
+    decompose into the CPU's choice of kernels (a materialized score matrix, or a CPU-only flash op)."""
+    return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
+                                                            is_causal=is_causal, scale=scale,
+                                                            enable_gqa=enable_gqa).contiguous()
+
+
+@attention.register_fake
+def _attention_shape(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    return query.new_empty((*query.shape[:-1], value.shape[-1]))
+
+
+class KeepAttention(TorchFunctionMode):
+    """Routes dropout-free F.scaled_dot_product_attention to the kernelbench::attention node."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            bound = {**dict(zip(names, args)), **kwargs}
+            if not bound.pop("dropout_p", 0.0):
+                return torch.ops.kernelbench.attention(**bound)
+        return func(*args, **kwargs)
 
 
 def _example_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> list[Any]:
@@ -171,14 +200,16 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
     """The reference traced at one workload's shapes: a functional aten graph with concrete sizes.
 
     The inputs are fake tensors (no memory, so a 10 GB workload traces like a small one). Scalar inputs
-    are traced as 0-d tensors holding the workload's value, else (a reference that needs a Python
-    number) as sentinels, as `capture` does. A reference whose control flow or shapes depend on input
-    values cannot be traced this way and raises CaptureError."""
+    are traced as 0-d tensors holding the workload's value, so the graph takes them as parameters; a
+    reference that needs Python numbers is traced with the workload's own numbers, and the capture is
+    `specialized` to them (a sentinel would be unsound here: arithmetic on it in Python, or a shape made
+    from it, leaves constants no one can map back). A reference whose control flow or shapes depend on
+    tensor values cannot be traced this way and raises CaptureError."""
     module = module or compile_reference(problem.definition)
     axes = problem.axes_for(workload)
     names = tuple(problem.definition.inputs)
     scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
-    values = {n: _workload_scalar(problem, workload, n) for n in scalar_specs}
+    values = {n: workload_scalar(problem, workload, n) for n in scalar_specs}
     try:
         graph = _fake_trace(module.run, problem, axes, {n: torch.tensor(v, dtype=torch_dtype(scalar_specs[n].dtype))
                                                         for n, v in values.items()})
@@ -187,20 +218,20 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
         if not scalar_specs:
             raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: "
                                f"{type(first).__name__}: {str(first)[:300]}") from None
-        sentinels = {n: _sentinel(values[n], i, torch_dtype(s.dtype)) for i, (n, s) in enumerate(scalar_specs.items())}
         try:
-            graph = _fake_trace(module.run, problem, axes, sentinels)
+            graph = _fake_trace(module.run, problem, axes, values)
         except Exception as second:  # noqa: BLE001
             raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: {type(first).__name__}: "
                                f"{str(first)[:200]}; with Python scalars: {type(second).__name__}: "
                                f"{str(second)[:200]}") from None
-        return Capture(graph, names, frozenset(scalar_specs), sentinels, axes)
+        return Capture(graph, names, frozenset(scalar_specs), {}, axes, specialized=True)
 
 
-def _workload_scalar(problem: Problem, workload, name: str) -> Any:
+def workload_scalar(problem: Problem, workload, name: str) -> Any:
+    """The number (or flag) the workload passes; a specialized capture is guarded by it at run time."""
     source = workload.inputs.get(name)
     value = source.value if source is not None and source.kind == "scalar" else None
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else _scalar_value(problem, name)
+    return value if isinstance(value, (bool, int, float)) else _scalar_value(problem, name)
 
 
 def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
@@ -210,5 +241,9 @@ def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, 
         inputs = [scalars[name] if spec.is_scalar else
                   torch.empty(problem.shape_of(spec, axes), dtype=torch_dtype(spec.dtype))
                   for name, spec in problem.definition.inputs.items()]
+    def whole_attention(*args):
+        with KeepAttention():
+            return run(*args)
     with _TRACING:
-        return make_fx(torch.func.functionalize(run), tracing_mode="fake", decomposition_table=decompositions())(*inputs)
+        return make_fx(torch.func.functionalize(whole_attention), tracing_mode="fake",
+                       decomposition_table=decompositions())(*inputs)

@@ -22,13 +22,15 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import Solution, Source
 from kernelbench.generate.dispatch import shape_key
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
-from kernelbench.generate.frontend import Unsupported, lower
-from kernelbench.generate.graph import capture_at
+from kernelbench.generate.frontend import Unsupported, dedupe_kernels, lower
+from kernelbench.generate.graph import workload_scalar, capture_at
 from kernelbench.generate.isolation import call_in_child
 from templates import render as render_template
 
 MAX_SHAPES = 24          # distinct input shapes traced; the others run the reference
 TRACE_BUDGET_S = 60.0    # tracing stops starting new shapes after this long
+MAX_KERNELS = 48         # distinct kernels a program may need: more (a loop the reference unrolled) costs
+                         # minutes of compilation for launch-bound code that cannot beat the reference
 FALLBACK_FILE = "reference_fallback.py"
 
 
@@ -73,7 +75,7 @@ class Fused(Family):
             num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
             uses_tanh=any(k["uses_tanh"] for k in kernels),
             attention=any("_attention(" in line for p in programs for line in p["lines"]),
-            arguments=programs[0]["parameters"], tensors=plan["tensor_parameters"])
+            arguments=programs[0]["parameters"], tensors=plan["tensor_parameters"], scalars=plan["scalar_parameters"])
         digest = hashlib.sha256(source.encode()).hexdigest()[:10]
         return Solution(name=f"{plan['problem']}__fused_{digest}", definition=plan["problem"],
                         entry_point="kernel.py::run",
@@ -84,31 +86,48 @@ class Fused(Family):
 
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
-    """({"programs": [...], "tensor_parameters": [...], "skipped": [...]}, "") or (None, why not)."""
+    """({"programs": [...], "tensor_parameters": [...], "scalar_parameters": [...], "skipped": [...]}, "")
+    or (None, why not). A program's key is the input shapes it was traced at; a specialized program's
+    (scalars traced as the workload's own numbers) adds those numbers, so it runs for them alone."""
     module = compile_reference(problem.definition)
-    programs, skipped, reasons, seen = [], [], [], set()
+    names = list(problem.definition.inputs)
+    scalars = [n for n in names if problem.definition.inputs[n].is_scalar]
+    programs, skipped, reasons, general, seen = [], [], [], set(), set()
     started = time.monotonic()
     for workload in sorted(problem.workloads, key=problem.workload_size):
-        key = shape_key(problem, workload)
-        if key in seen:
+        shapes = shape_key(problem, workload)
+        numbers = tuple(workload_scalar(problem, workload, n) for n in scalars)
+        if shapes in general or (shapes, numbers) in seen:
             continue
-        seen.add(key)
+        seen.add((shapes, numbers))
         if len(programs) >= MAX_SHAPES or time.monotonic() - started > TRACE_BUDGET_S:
-            skipped.append(str(key))
+            skipped.append(str(shapes))
             continue
         try:
-            program = lower(capture_at(problem, workload, module), f"_s{len(programs)}")
+            capture = capture_at(problem, workload, module)
+            program = lower(capture, f"_s{len(programs)}")
+            distinct = len({repr((k["parameters"], k["body"])) for k in program["kernels"]})
+            if distinct > MAX_KERNELS:
+                raise Unsupported(f"{distinct} distinct kernels (more than {MAX_KERNELS}): the reference unrolls "
+                                  f"a loop over the data")
         except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
-            reasons.append(f"{key}: {exc}")
-            skipped.append(str(key))
+            reasons.append(f"{shapes}: {exc}")
+            skipped.append(str(shapes))
             continue
-        program["key"] = repr(tuple(tuple(shape) for shape in key))
+        key = tuple(tuple(shape) for shape in shapes)
+        if capture.specialized:
+            program["key"] = repr(key + numbers)
+        else:
+            program["key"] = repr(key)
+            general.add(shapes)
+        program.update(specialized=capture.specialized, function=f"_shape{len(programs)}")
         programs.append(program)
     if not programs:
         return None, f"{problem.name}: " + ("; ".join(reasons[:2]) or "no workloads")
-    names = list(problem.definition.inputs)
-    tensors = [f"a{i}" for i, n in enumerate(names) if not problem.definition.inputs[n].is_scalar]
-    return {"programs": programs, "tensor_parameters": tensors, "skipped": skipped}, ""
+    dedupe_kernels(programs)
+    parameters = {n: f"a{i}" for i, n in enumerate(names)}
+    return {"programs": programs, "tensor_parameters": [parameters[n] for n in names if n not in scalars],
+            "scalar_parameters": [parameters[n] for n in scalars], "skipped": skipped}, ""
 
 
 def summarize(plan: dict) -> str:

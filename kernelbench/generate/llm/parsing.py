@@ -89,19 +89,20 @@ def parse_answer(text: str, problem: Problem, *, name: str, author: str) -> Pars
     if isinstance(style, str):
         return Parsed(None, [f"{_where(entry)}: {style}"])
     entry_path = entry.path or DEFAULT_ENTRY_FILE
-    sources, notes = [Source(entry_path, entry.code)], []
+    files, notes = {entry_path: entry.code}, []
     for block in blocks:
         if block is entry or block.kind == "json":
             continue
-        if block.path and block.path not in {s.path for s in sources}:
-            sources.append(Source(block.path, block.code))
+        if block.path and block.path not in files:
+            files[block.path] = block.code
         else:
             notes.append(f"{_where(block)} left out (it names no file, or the file came twice)")
-    try:
-        for source in sources:
-            check_relative_path(source.path, "file name")
+    try:   # before a Source is made: the model is told which name is unusable, not a validation trace
+        for path in files:
+            check_relative_path(path, "file name")
     except KernelBenchError as exc:
         return Parsed(None, [str(exc)])
+    sources = [Source(path, code) for path, code in files.items()]
     solution = Solution(name=name, definition=problem.name, entry_point=f"{entry_path}::{ENTRY_FUNCTION}",
                         sources=tuple(sources), languages=(_language(sources),), author=author,
                         destination_passing_style=style)

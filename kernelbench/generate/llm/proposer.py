@@ -33,7 +33,6 @@ from roofline import load_profile, sol_for_workload
 from ..candidate import Candidate, Provenance
 from ..search import representatives
 from ..sources import TaskContext
-from ..template_source import matches
 from .client import ChatClient, LLMConfig
 from .log import AUDIT_CLEAN, ExchangeLog, winners
 from .parsing import parse_answer
@@ -61,8 +60,8 @@ def research(task: TaskContext, llm: LLMConfig, *, evaluated: list, evaluate: Ca
 
 def task_families(task: TaskContext) -> list[str]:
     """What makes tasks alike for the knowledge the prompt carries: the template families that
-    implement the problem, and its op_type."""
-    names = [family.name for family, _ in matches(task.problem, [])]
+    implement the problem (recorded by the template source as it proposed), and its op_type."""
+    names = [family for family, _ in task.shape_classes]
     op_type = task.problem.definition.op_type
     return list(dict.fromkeys(names + ([op_type] if op_type else [])))
 

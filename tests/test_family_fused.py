@@ -1,0 +1,275 @@
+"""The fused family and the front end under it: which graphs it lowers, how, and that every render computes
+what the reference computes (Triton through the interpreter), on shapes it traced and on shapes it did not.
+
+The golden file (tests/golden/fused_gelu_linear.py) holds one rendered source. After an intended change to the
+template or the front end, regenerate it and review the diff:
+
+    KB_UPDATE_GOLDEN=1 PYTHONPATH=$PWD python3 -m pytest -q tests/test_family_fused.py -k golden
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernelbench.core.correctness import as_output_list, compare
+from kernelbench.core.inputs import generate_inputs
+from kernelbench.core.problem import load_problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.core.solution import load_entry_point, materialize
+from kernelbench.core.statuses import PASSED
+from kernelbench.eval.evaluator import EvalConfig, evaluate
+from kernelbench.generate.family import FAMILIES
+
+from conftest import write_problem
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def make(tmp_path, name: str, reference: str, inputs: dict, outputs: dict, workloads: list[dict],
+         axes: dict | None = None, tolerance: float = 1e-2):
+    """A problem kept in memory (directory None), so the family matches in this process, not a child.
+    inputs/outputs: name -> (shape or None, dtype); workloads: axes values, plus scalar values under "scalars"."""
+    definition = {
+        "name": name, "description": "front-end test", "op_type": "test",
+        "axes": axes or {"n": {"type": "var"}, "h": {"type": "const", "value": 8}},
+        "inputs": {k: {"shape": s, "dtype": d} for k, (s, d) in inputs.items()},
+        "outputs": {k: {"shape": s, "dtype": d} for k, (s, d) in outputs.items()},
+        "reference": reference,
+    }
+    lines = []
+    for i, w in enumerate(workloads):
+        scalars = w.get("scalars", {})
+        sources = {k: ({"type": "scalar", "value": scalars[k]} if s is None else {"type": "random"})
+                   for k, (s, _) in inputs.items()}
+        lines.append({"uuid": f"{name}-{i}", "axes": {k: v for k, v in w.items() if k != "scalars"},
+                      "inputs": sources, "tolerance": {"max_atol": tolerance, "max_rtol": tolerance}})
+    problem = load_problem(write_problem(tmp_path, definition, lines, name=name))
+    return dataclasses.replace(problem, directory=None)
+
+
+def fused(problem):
+    family = FAMILIES["fused"]
+    match = family.match(problem)
+    assert match is not None, family.last_rejection
+    return match
+
+
+def render(problem, match, config=None):
+    family = FAMILIES["fused"]
+    config = config or family.space(match, problem.axes_for(problem.smallest_workload()))[0]
+    return family.render(match, config)
+
+
+def check(problem, solution, workload, seed: int = 3):
+    """Run the solution and the reference on one round of the workload and compare them."""
+    module = compile_reference(problem.definition)
+    inputs = generate_inputs(problem, workload, seed=seed, reference_module=module)
+    expected = as_output_list(module.run(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]),
+                              len(problem.definition.outputs))
+    got = as_output_list(load_entry_point(solution, materialize(solution))(*inputs), len(problem.definition.outputs))
+    return compare(problem, problem.workloads[problem.workloads.index(workload)], got, expected)
+
+
+def assert_all_pass(problem, match):
+    solution = render(problem, match)
+    for workload in problem.workloads:
+        comparison = check(problem, solution, workload)
+        assert comparison.status == PASSED, (workload.axes, comparison.message)
+    return solution
+
+
+ROWS = {"x": (["n", "h"], "bfloat16")}
+OUT = {"y": (["n", "h"], "bfloat16")}
+TWO_SHAPES = [{"n": 3}, {"n": 5}]
+
+
+# ---------------------------------------------------------------------------------------------- what it lowers
+
+def test_an_elementwise_chain_becomes_one_kernel_per_shape(tmp_path):
+    reference = ("import math\nimport torch\n\ndef run(x):\n"
+                 "    return torch.nn.functional.gelu(x.float() * 1.5 + 0.25, approximate='tanh').to(x.dtype)\n")
+    problem = make(tmp_path, "gelu_chain", reference, ROWS, OUT, TWO_SHAPES)
+    match = fused(problem)
+    programs = match.plan["programs"]
+    assert len(programs) == 2 and all(len(p["kernels"]) == 1 and p["launches"] == 1 for p in programs)
+    assert programs[0]["fused_ops"] >= 5           # cast, mul, add, the gelu's own ops, cast back
+    assert_all_pass(problem, match)
+
+
+def test_broadcast_operands_and_an_epilogue_after_a_matmul(tmp_path):
+    reference = ("import torch\n\ndef run(x, w, b, scale):\n"
+                 "    return torch.nn.functional.silu(x @ w.t() + b) * scale\n")
+    problem = make(tmp_path, "linear_silu", reference,
+                   {"x": (["n", "h"], "float32"), "w": (["h", "h"], "float32"), "b": (["h"], "float32"),
+                    "scale": (["n", 1], "float32")}, {"y": (["n", "h"], "float32")}, TWO_SHAPES)
+    match = fused(problem)
+    lines = "\n".join(match.plan["programs"][0]["lines"])
+    assert "torch.ops.aten.mm" in lines or "torch.ops.aten.addmm" in lines   # the matmul stays with the library
+    assert all(len(p["kernels"]) == 1 for p in match.plan["programs"])
+    assert_all_pass(problem, match)
+
+
+def test_strided_inputs_take_the_runtime_stride_path(tmp_path):
+    # x.t() is a non-contiguous view: the kernel indexes it with its strides, not as a flat buffer
+    reference = "import torch\n\ndef run(x, y):\n    return torch.sigmoid(x.t()) * y\n"
+    problem = make(tmp_path, "transposed", reference, {"x": (["h", "n"], "float32"), "y": (["n", "h"], "float32")},
+                   {"out": (["n", "h"], "float32")}, TWO_SHAPES)
+    match = fused(problem)
+    assert_all_pass(problem, match)
+
+
+def test_integer_and_boolean_work_keeps_its_types(tmp_path):
+    reference = ("import torch\n\ndef run(x, k):\n"
+                 "    mask = (x > 0) & (k % 3 != 1)\n"
+                 "    return torch.where(mask, x * 2, torch.zeros_like(x)), (k * 7 + 1) // 2, mask.to(torch.int32)\n")
+    problem = make(tmp_path, "types", reference, {"x": (["n", "h"], "float32"), "k": (["n", "h"], "int64")},
+                   {"y": (["n", "h"], "float32"), "q": (["n", "h"], "int64"), "m": (["n", "h"], "int32")},
+                   TWO_SHAPES)
+    match = fused(problem)
+    assert all(len(p["kernels"]) == 1 for p in match.plan["programs"])   # three outputs, one launch
+    assert_all_pass(problem, match)
+
+
+def test_a_reduction_splits_the_work_around_a_library_call(tmp_path):
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    z = torch.exp(x.float() * 0.5)\n"
+                 "    return (torch.softmax(z, dim=-1) + 1.0).to(x.dtype)\n")
+    problem = make(tmp_path, "around_softmax", reference, ROWS, OUT, TWO_SHAPES)
+    match = fused(problem)
+    program = match.plan["programs"][0]
+    assert len(program["kernels"]) == 2 and "_softmax" in "\n".join(program["lines"])
+    assert_all_pass(problem, match)
+
+
+def test_attention_is_called_and_its_epilogue_fused(tmp_path):
+    reference = ("import torch\n\ndef run(q, k, v):\n"
+                 "    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
+                 "    return o.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1) * 2.0\n")
+    shape = ["b", "heads", "s", "d"]
+    problem = make(tmp_path, "attention", reference, {k: (shape, "float32") for k in "qkv"},
+                   {"o": (["b", "s", "hd"], "float32")}, [{"b": 1, "s": 5}, {"b": 2, "s": 3}],
+                   axes={"b": {"type": "var"}, "s": {"type": "var"}, "heads": {"type": "const", "value": 2},
+                         "d": {"type": "const", "value": 4}, "hd": {"type": "const", "value": 8}})
+    match = fused(problem)
+    solution = assert_all_pass(problem, match)
+    assert "def _attention(" in solution.sources[0].content
+
+
+def test_small_constants_are_inlined_and_folded(tmp_path):
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    table = torch.tensor([0.5, -1.0, 2.0, 3.0, 0.0, 1.0, 4.0, -2.0])\n"
+                 "    return x * table.to(x.device) + torch.full_like(x, 0.125)\n")
+    problem = make(tmp_path, "constants", reference, {"x": (["n", "h"], "float32")}, {"y": (["n", "h"], "float32")},
+                   TWO_SHAPES)
+    match = fused(problem)
+    solution = assert_all_pass(problem, match)
+    assert "_CONSTANTS" in solution.sources[0].content
+
+
+# ---------------------------------------------------------------------------------------------- scalars
+
+def test_a_scalar_taken_as_a_tensor_is_a_parameter_for_every_value(tmp_path):
+    reference = "import torch\n\ndef run(x, alpha):\n    return torch.tanh(x * alpha) + alpha\n"
+    problem = make(tmp_path, "scaled", reference, {"x": (["n", "h"], "float32"), "alpha": (None, "float32")},
+                   {"y": (["n", "h"], "float32")}, [{"n": 3, "scalars": {"alpha": 0.5}},
+                                                    {"n": 3, "scalars": {"alpha": -3.0}}])
+    match = fused(problem)
+    assert len(match.plan["programs"]) == 1 and not match.plan["programs"][0]["specialized"]
+    assert_all_pass(problem, match)   # the second workload runs the program traced with the first one's value
+
+
+def test_a_scalar_needed_as_a_python_number_specializes_the_program_to_it(tmp_path):
+    # `width` makes a shape: the graph holds for the traced value only, and a call with another value must not
+    # run that program (it would silently compute the wrong slice)
+    reference = ("import torch\n\ndef run(x, width):\n"
+                 "    y = torch.zeros_like(x)\n"
+                 "    y[:, :int(width)] = torch.relu(x[:, :int(width)]) * 3.0\n"
+                 "    return y\n")
+    problem = make(tmp_path, "sliced", reference, {"x": (["n", "h"], "float32"), "width": (None, "int32")},
+                   {"y": (["n", "h"], "float32")}, [{"n": 3, "scalars": {"width": 2}},
+                                                    {"n": 3, "scalars": {"width": 6}},
+                                                    {"n": 4, "scalars": {"width": 6}}])
+    match = fused(problem)
+    programs = match.plan["programs"]
+    assert len(programs) == 3 and all(p["specialized"] for p in programs)
+    solution = assert_all_pass(problem, match)
+    assert "_BY_CALL" in solution.sources[0].content
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+
+def test_a_shape_it_never_traced_runs_the_reference(tmp_path):
+    reference = "import torch\n\ndef run(x):\n    return torch.exp(x) - 1.0\n"
+    problem = make(tmp_path, "untraced", reference, {"x": (["n", "h"], "float32")}, {"y": (["n", "h"], "float32")},
+                   TWO_SHAPES)
+    solution = render(problem, fused(problem))
+    run = load_entry_point(solution, materialize(solution))
+    x = torch.randn(11, 8)
+    torch.testing.assert_close(run(x), torch.exp(x) - 1.0)
+
+
+@pytest.mark.parametrize("config", [{"block": 16, "num_warps": 1}, {"block": 64, "num_warps": 2}])
+def test_block_sizes_change_speed_not_results(tmp_path, config):
+    # 40 elements over blocks of 16: the last block is partial and must be masked
+    reference = "import torch\n\ndef run(x):\n    return torch.sqrt(x.abs() + 1.0) * torch.sign(x)\n"
+    problem = make(tmp_path, "blocks", reference, {"x": (["n", "h"], "float32")}, {"y": (["n", "h"], "float32")},
+                   [{"n": 5}])
+    solution = render(problem, fused(problem), config)
+    assert check(problem, solution, problem.workloads[0]).status == PASSED
+
+
+def test_space_and_shape_classes(tmp_path):
+    reference = "import torch\n\ndef run(x):\n    return x * 2.0\n"
+    problem = make(tmp_path, "space", reference, {"x": (["n", "h"], "float32")}, {"y": (["n", "h"], "float32")},
+                   [{"n": 4}])
+    family, match = FAMILIES["fused"], fused(problem)
+    small, large = family.space(match, {"n": 4, "h": 8}), family.space(match, {"n": 1 << 20, "h": 8})
+    assert small != large and all(len({str(c) for c in s}) == len(s) for s in (small, large))
+    assert family.shape_class(match, {"n": 600, "h": 8}) == family.shape_class(match, {"n": 700, "h": 8})
+    assert family.shape_class(match, {"n": 4, "h": 8}) != family.shape_class(match, {"n": 1 << 20, "h": 8})
+
+
+# ---------------------------------------------------------------------------------------------- what it refuses
+
+@pytest.mark.parametrize("reference, reason", [
+    ("import torch\n\ndef run(x):\n    return x @ x.t()\n", "elementwise"),
+    ("import torch\n\ndef run(x):\n    return x * 2 if x.sum() > 0 else x\n", "cannot be traced"),
+])
+def test_refusals_say_why(tmp_path, reference, reason):
+    problem = make(tmp_path, "refused", reference, {"x": (["n", "h"], "float32")}, {"y": (["n", "n"], "float32")},
+                   [{"n": 3}])
+    family = FAMILIES["fused"]
+    assert family.match(problem) is None
+    assert reason in family.last_rejection
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+def test_a_render_passes_the_evaluator_in_a_child(tmp_path):
+    reference = "import torch\n\ndef run(x, b):\n    return torch.relu(x + b).to(x.dtype)\n"
+    problem = make(tmp_path, "evaluated", reference, {"x": (["n", "h"], "bfloat16"), "b": (["h"], "bfloat16")},
+                   OUT, TWO_SHAPES)
+    problem = load_problem(tmp_path / "evaluated")          # from its directory: matching runs in a child
+    solution = render(problem, fused(problem))
+    traces = evaluate(problem, solution, EvalConfig(device="cpu", rounds=2, timing=None))
+    assert [t.evaluation.status for t in traces] == [PASSED, PASSED], traces[0].evaluation.log[-2000:]
+
+
+def test_golden_render(tmp_path):
+    reference = ("import torch\n\ndef run(x, w, b):\n"
+                 "    return torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b), approximate='tanh')\n")
+    problem = make(tmp_path, "gelu_linear", reference,
+                   {"x": (["n", "h"], "bfloat16"), "w": (["h", "h"], "bfloat16"), "b": (["h"], "bfloat16")},
+                   OUT, TWO_SHAPES)
+    match = fused(problem)
+    source = render(problem, match, {"block": 256, "num_warps": 2}).sources[0].content
+    golden = GOLDEN / "fused_gelu_linear.py"
+    if os.environ.get("KB_UPDATE_GOLDEN"):
+        golden.write_text(source)
+    assert source == golden.read_text(), "the render changed: regenerate the golden file and review the diff"
+    assert_all_pass(problem, match)
