@@ -51,6 +51,7 @@ class Traffic:
 class Family(ABC):
     name: str = ""
     version: str = "1"          # bump when the template changes what a configuration means (knowledge base key)
+    last_rejection: str = ""    # why the latest match returned None, for the user
 
     @abstractmethod
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:

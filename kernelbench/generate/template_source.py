@@ -32,6 +32,8 @@ def matches(problem: Problem, notes: list[str], time_limit_s: float) -> list[tup
             continue
         if match is not None:
             found.append((family, match))
+    if not found:   # say why no family took the problem
+        notes += [f"family {f.name}: {f.last_rejection}" for f in FAMILIES.values() if f.last_rejection]
     return found
 
 

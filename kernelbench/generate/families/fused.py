@@ -39,9 +39,6 @@ class Fused(Family):
     name = "fused"
     version = "1"
 
-    def __init__(self):
-        self.last_rejection = ""
-
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
         """Tracing runs the reference's Python: in a child process, as the row-wise family does."""
         if problem.directory is None:

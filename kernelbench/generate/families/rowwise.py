@@ -50,9 +50,6 @@ class Rowwise(Family):
 
     # -------------------------------------------------------------- match
 
-    def __init__(self):
-        self.last_rejection = ""   # why the latest match returned None (for logs)
-
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
         """Tracing and verifying run the reference: in a child process (a reference that crashes or hangs
         must not take the optimizer with it), unless the problem has no directory to load it from."""
