@@ -245,5 +245,12 @@ def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, 
         with KeepAttention():
             return run(*args)
     with _TRACING:
-        return make_fx(torch.func.functionalize(whole_attention), tracing_mode="fake",
-                       decomposition_table=decompositions())(*inputs)
+        try:
+            return make_fx(torch.func.functionalize(whole_attention), tracing_mode="fake",
+                           decomposition_table=decompositions())(*inputs)
+        except Exception:  # noqa: BLE001 - e.g. autograd in the reference, which functionalize refuses
+            # Trace as written first: autograd runs and leaves its backward as plain aten ops, which a
+            # second, functionalizing trace of that graph then accepts.
+            graph = make_fx(whole_attention, tracing_mode="fake", decomposition_table=decompositions())(*inputs)
+            return make_fx(torch.func.functionalize(graph), tracing_mode="fake",
+                           decomposition_table=decompositions())(*inputs)

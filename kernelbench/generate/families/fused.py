@@ -117,7 +117,8 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
         else:
             program["key"] = repr(key)
             general.add(shapes)
-        program.update(specialized=capture.specialized, function=f"_shape{len(programs)}")
+        program.update(specialized=capture.specialized, function=f"_shape{len(programs)}",
+                       shapes=[list(shape) for shape in shapes])
         programs.append(program)
     if not programs:
         return None, f"{problem.name}: " + ("; ".join(reasons[:2]) or "no workloads")
