@@ -78,6 +78,10 @@ def write_markdown(results: dict, roots: list[Path], path: Path) -> None:
         covered = sum(v["covered"] for v in rows.values())
         lines.append(f"| {root.name} | {len(rows)} of {len(problem_dirs(root))} | {covered} | "
                      f"{covered / max(len(rows), 1):.1%} |")
+        for subset in sorted({k.split("/")[1] for k in rows}):
+            part = [v for k, v in rows.items() if k.split("/")[1] == subset]
+            lines.append(f"| {root.name}/{subset} | {len(part)} | {sum(v['covered'] for v in part)} | "
+                         f"{sum(v['covered'] for v in part) / len(part):.1%} |")
     families: dict[str, int] = {}
     for v in results.values():
         for family in v.get("passed_families", []):

@@ -325,3 +325,25 @@ def test_the_child_and_the_in_process_runner_agree_on_the_former_drift_cases(tmp
         in_process = run_in_process(problem, candidate, plan, shape_probe=False).outcomes["w"]
         assert child["status"] == in_process["status"] == expected, (name, child["log"], in_process["log"])
         assert child.get("findings") == in_process.get("findings"), name
+
+
+WRONG_FROM_THE_SECOND_CALL = '''
+import torch
+
+calls = []
+
+def run(x, weight, eps):
+    calls.append(1)
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    out = (x.float() * torch.rsqrt(variance + eps)).to(x.dtype) * weight
+    return out if len(calls) == 1 else out * 3
+'''
+
+
+def test_a_failing_round_reports_its_own_figures_not_an_earlier_passing_rounds(problem_dir):
+    problem = load_problem(problem_dir)
+    traces = evaluate(problem, solution(WRONG_FROM_THE_SECOND_CALL),
+                      EvalConfig(device="cpu", rounds=2, max_workloads=1, timing=None))
+    evaluation = traces[0].evaluation
+    assert evaluation.status == statuses.INCORRECT_NUMERICAL, evaluation.log
+    assert evaluation.correctness.max_absolute_error > 0.1   # round 0 passed with an error near 0

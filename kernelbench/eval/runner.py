@@ -87,9 +87,10 @@ class RunPlan:
 
 
 class CallFailed(Exception):
-    def __init__(self, status: str, log: str, fatal_to_process: bool = False):
+    def __init__(self, status: str, log: str, fatal_to_process: bool = False, correctness: dict | None = None):
         super().__init__(log)
         self.status, self.log, self.fatal_to_process = status, log, fatal_to_process
+        self.correctness = correctness   # the failing comparison's figures (None: no comparison was made)
 
 
 class BuildFailed(Exception):
@@ -150,8 +151,9 @@ class WorkloadRunner:
                 result["timing"] = self.time(workload, seed)
                 result["correctness"] = self.check_round(workload, seed + POST_TIMING_SEED_OFFSET, history, kept,
                                                          "the round after timing", after_timing=True)
-        except CallFailed as failure:
-            result.update(status=failure.status, log=failure.log, fatal_to_process=failure.fatal_to_process)
+        except CallFailed as failure:   # the figures are the failing round's, never an earlier passing one's
+            result.update(status=failure.status, log=failure.log, fatal_to_process=failure.fatal_to_process,
+                          correctness=failure.correctness)
         if not result.get("fatal_to_process"):
             self.guard.check_state()  # also after a failure: a patch that broke correctness is still a patch
         return self.with_findings(result)
@@ -310,7 +312,7 @@ class WorkloadRunner:
     @staticmethod
     def judge(comparison: Comparison, prefix: str = "") -> dict:
         if comparison.status != statuses.PASSED:
-            raise CallFailed(comparison.status, prefix + comparison.message)
+            raise CallFailed(comparison.status, prefix + comparison.message, correctness=comparison.to_json())
         return comparison.to_json()
 
     def allocate_outputs(self, workload: Workload) -> list[torch.Tensor]:
