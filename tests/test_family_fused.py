@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from kernelbench.core.correctness import as_output_list, compare
+from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
@@ -71,8 +72,15 @@ def check(problem, solution, workload, seed: int = 3):
     inputs = generate_inputs(problem, workload, seed=seed, reference_module=module)
     expected = as_output_list(module.run(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]),
                               len(problem.definition.outputs))
-    got = as_output_list(load_entry_point(solution, materialize(solution))(*inputs), len(problem.definition.outputs))
-    return compare(problem, problem.workloads[problem.workloads.index(workload)], got, expected)
+    run = load_entry_point(solution, materialize(solution))
+    if solution.destination_passing_style:   # destinations full of NaN: every element must be written
+        axes = problem.axes_for(workload)
+        got = [torch.full(problem.shape_of(s, axes), float("nan")).to(torch_dtype(s.dtype))
+               for s in problem.definition.outputs.values()]
+        assert run(*inputs, *got) is None
+    else:
+        got = as_output_list(run(*inputs), len(problem.definition.outputs))
+    return compare(problem, workload, got, expected)
 
 
 def assert_all_pass(problem, match):
@@ -98,7 +106,8 @@ def test_an_elementwise_chain_becomes_one_kernel_per_shape(tmp_path):
     programs = match.plan["programs"]
     assert len(programs) == 2 and all(len(p["kernels"]) == 1 and p["launches"] == 1 for p in programs)
     assert programs[0]["fused_ops"] >= 5           # cast, mul, add, the gelu's own ops, cast back
-    assert_all_pass(problem, match)
+    solution = assert_all_pass(problem, match)
+    assert "1 launch(es) a call" in solution.description   # what `kb optimize --json` reports per candidate
 
 
 def test_broadcast_operands_and_an_epilogue_after_a_matmul(tmp_path):
@@ -209,8 +218,9 @@ def test_a_shape_it_never_traced_runs_the_reference(tmp_path):
                    TWO_SHAPES)
     solution = render(problem, fused(problem))
     run = load_entry_point(solution, materialize(solution))
-    x = torch.randn(11, 8)
-    torch.testing.assert_close(run(x), torch.exp(x) - 1.0)
+    x, out = torch.randn(11, 8), torch.full((11, 8), float("nan"))
+    run(x, out)
+    torch.testing.assert_close(out, torch.exp(x) - 1.0)
 
 
 @pytest.mark.parametrize("config", [{"block": 16, "num_warps": 1}, {"block": 64, "num_warps": 2}])

@@ -8,6 +8,7 @@ real optimize job end to end.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -127,6 +128,18 @@ def test_dispatch_runs_each_shapes_winner_and_the_fallback_elsewhere(tmp_path):
     traces = [t.to_json() for t in evaluate(problem, assembled.solution, EvalConfig(device="cpu", rounds=2, timing=None))]
     assert [t["evaluation"]["status"] for t in traces] == ["PASSED", "PASSED"], traces[0]["evaluation"]["log"]
     assert assemble(problem, {small.uuid: fast, large.uuid: fast}, fast) is fast   # one variant: no dispatch
+
+
+def test_a_winner_of_the_other_call_convention_is_left_to_the_fallback(tmp_path):
+    # a value-returning winner cannot share a module with a destination-passing fallback
+    problem = load_problem(write_rmsnorm_problem(tmp_path, batches=(2, 8)))
+    small, large = problem.workloads
+    fast = Candidate(DelayFamily().render(None, {"delay": 0}), Provenance("template", "test_delay", {"delay": 0}))
+    returning = replace(fast.solution, name="returning", destination_passing_style=False,
+                        sources=(Source("main.py", "def run(x, weight, eps):\n    return x\n"),))
+    other = Candidate(returning, Provenance("llm", None, {}))
+    assert fast.solution.destination_passing_style
+    assert assemble(problem, {small.uuid: other, large.uuid: fast}, fast) is fast
 
 
 def test_optimize_json_lists_every_candidate(tmp_path, family, monkeypatch):

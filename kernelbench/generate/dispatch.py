@@ -39,15 +39,17 @@ def shape_key(problem: Problem, workload: Workload) -> tuple:
 
 
 def assemble(problem: Problem, winners: dict[str, Candidate], fallback: Candidate) -> Candidate:
-    """One candidate from workload uuid -> winner; returns `fallback` itself when it wins everywhere."""
+    """One candidate from workload uuid -> winner; returns `fallback` itself when it wins everywhere.
+    One call convention per module: a winner whose destination-passing style differs from the
+    fallback's is left out, and its workloads run the fallback."""
+    dps = fallback.solution.destination_passing_style
+    winners = {uuid: c for uuid, c in winners.items() if c.solution.destination_passing_style == dps}
     variants: list[Candidate] = [fallback]
     for candidate in winners.values():
         if all(candidate.key != v.key for v in variants):
             variants.append(candidate)
     if len(variants) == 1:
         return fallback
-    if len({v.solution.destination_passing_style for v in variants}) != 1:
-        raise ValueError("variants disagree on destination-passing style")
     workloads = {w.uuid: w for w in problem.workloads}
     index = {v.key: i for i, v in enumerate(variants)}
     table: dict[tuple, int] = {}
@@ -61,7 +63,6 @@ def assemble(problem: Problem, winners: dict[str, Candidate], fallback: Candidat
         parameters.append(parameter)
         if not spec.is_scalar:
             tensors.append(parameter)
-    dps = fallback.solution.destination_passing_style
     if dps:
         parameters += [_identifier(name, taken) for name in problem.definition.outputs]
     sources, imports = [], []

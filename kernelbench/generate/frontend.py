@@ -524,7 +524,7 @@ class KernelInput:
 
 
 class Lowering:
-    def __init__(self, capture: Capture, prefix: str):
+    def __init__(self, capture: Capture, prefix: str, destination: bool):
         self.capture = capture
         module = capture.module
         module.graph.eliminate_dead_code()
@@ -543,6 +543,16 @@ class Lowering:
             self.names[node] = name
             if input_name in capture.scalar_inputs:
                 self.scalar_names[node] = name
+        self.destinations: dict[torch.fx.Node, list[str]] = {}   # graph output -> the o<i> it is written to
+        self.outputs: list[str] = []
+        if destination:
+            returned = next(n for n in module.graph.nodes if n.op == "output").args[0]
+            returned = list(returned) if isinstance(returned, (tuple, list)) else [returned]
+            for i, value in enumerate(returned):
+                if not isinstance(value, torch.fx.Node) or tensor_meta(value) is None:
+                    raise Unsupported(f"output {i} is not a tensor")
+                self.destinations.setdefault(value, []).append(f"o{i}")
+            self.outputs = [f"o{i}" for i in range(len(returned))]
         tensors = [n for n in placeholders if n not in self.scalar_names]
         if not tensors:
             raise Unsupported("no tensor input to take the device from")
@@ -779,6 +789,9 @@ class Lowering:
         for i, node in enumerate(outputs):
             meta = tensor_meta(node)
             name = f"v{self.partition.index[node]}"
+            if node in self.destinations:   # a returned value is stored straight into its destination
+                self.names[node] = self.destinations[node][0]
+                continue
             self.names[node] = name
             self.lines.append(f"{name} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, device={self.device})")
         if numel == 0:
@@ -801,13 +814,18 @@ class Lowering:
                 except Unsupported:   # e.g. a run-time exponent: the region's ops stay aten calls
                     for node in item.nodes:
                         self.statement(node)
+            elif item.op == "output" and self.destinations:
+                for node, slots in self.destinations.items():
+                    for slot in slots:
+                        if self.names[node] != slot:   # not stored there by a kernel: an aten result or an input
+                            self.lines.append(f"{slot}.copy_({self.names[node]})")
             elif item.op == "output":
                 self.lines.append(f"return {self.argument(item.args[0])}")
             else:
                 self.statement(item)
         if not self.kernels:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
-        return {"parameters": self.parameters, "lines": self.lines, "kernels": self.kernels,
+        return {"parameters": self.parameters + self.outputs, "lines": self.lines, "kernels": self.kernels,
                 "constants": self.constants, "launches": self.launches,
                 "fused_ops": sum(len(r.nodes) for r in self.partition.regions)}
 
@@ -837,7 +855,9 @@ def dedupe_kernels(programs: list[dict]) -> None:
                             for line in program["lines"]]
 
 
-def lower(capture: Capture, prefix: str) -> dict:
+def lower(capture: Capture, prefix: str, destination: bool = False) -> dict:
     """The program for one captured shape: kernels named `<prefix>_k<i>`, and the body of a function
-    of the problem's inputs (parameters a0, a1, ...) that returns what the reference returns."""
-    return Lowering(capture, prefix).lower()
+    of the problem's inputs (parameters a0, a1, ...) that returns what the reference returns; with
+    `destination`, of the inputs and then the outputs (o0, o1, ...), which it fills and returns nothing
+    (kernels store returned values straight into them)."""
+    return Lowering(capture, prefix, destination).lower()

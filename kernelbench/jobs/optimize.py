@@ -75,7 +75,8 @@ class OptimizeResult:
             "search": None if self.search is None else {
                 "seconds": self.search.seconds, "candidates_per_second": self.search.rate(),
                 "passed": self.search.passed},
-            "evaluated": [{"solution": r.solution.name, "provenance": r.provenance, "status": r.summary["status"],
+            "evaluated": [{"solution": r.solution.name, "description": r.solution.description,   # e.g. launches a call
+                           "provenance": r.provenance, "status": r.summary["status"],
                            "sol_score": r.summary["sol_score"], "audit_status": r.summary["audit_status"]}
                           for r in self.evaluated],
             "winner": {"solution": self.chosen.solution.name, "provenance": self.chosen.provenance,

@@ -72,14 +72,15 @@ class Fused(Family):
             num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
             uses_tanh=any(k["uses_tanh"] for k in kernels),
             attention=any("_attention(" in line for p in programs for line in p["lines"]),
-            arguments=programs[0]["parameters"], tensors=plan["tensor_parameters"], scalars=plan["scalar_parameters"])
+            inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
+            scalars=plan["scalar_parameters"])
         digest = hashlib.sha256(source.encode()).hexdigest()[:10]
         return Solution(name=f"{plan['problem']}__fused_{digest}", definition=plan["problem"],
                         entry_point="kernel.py::run",
                         sources=(Source("kernel.py", source), Source(FALLBACK_FILE, plan["reference"])),
                         languages=("triton",), author="kernelbench-generator",
                         description=f"fused {json.dumps(config, sort_keys=True)}: {match.summary}",
-                        destination_passing_style=False)
+                        destination_passing_style=plan["destination"])
 
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
@@ -88,6 +89,8 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
     (scalars traced as the workload's own numbers) adds those numbers, so it runs for them alone."""
     module = compile_reference(problem.definition)
     names = list(problem.definition.inputs)
+    # destination-passing (the harness allocates the outputs, outside the timed call) unless an output is a scalar
+    destination = all(spec.shape is not None for spec in problem.definition.outputs.values())
     scalars = [n for n in names if problem.definition.inputs[n].is_scalar]
     programs, skipped, reasons, general, seen = [], [], [], set(), set()
     started = time.monotonic()
@@ -102,7 +105,7 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
             continue
         try:
             capture = capture_at(problem, workload, module)
-            program = lower(capture, f"_s{len(programs)}")
+            program = lower(capture, f"_s{len(programs)}", destination)
             distinct = len({repr((k["parameters"], k["body"])) for k in program["kernels"]})
             if distinct > MAX_KERNELS:
                 raise Unsupported(f"{distinct} distinct kernels (more than {MAX_KERNELS}): the reference unrolls "
@@ -125,7 +128,9 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
     dedupe_kernels(programs)
     parameters = {n: f"a{i}" for i, n in enumerate(names)}
     return {"programs": programs, "tensor_parameters": [parameters[n] for n in names if n not in scalars],
-            "scalar_parameters": [parameters[n] for n in scalars], "skipped": skipped}, ""
+            "scalar_parameters": [parameters[n] for n in scalars], "skipped": skipped,
+            "inputs": list(parameters.values()), "outputs": [f"o{i}" for i in range(len(problem.definition.outputs))]
+            if destination else [], "destination": destination}, ""
 
 
 def summarize(plan: dict) -> str:
