@@ -155,6 +155,34 @@ def test_a_reduction_splits_the_work_around_a_library_call(tmp_path):
     assert_all_pass(problem, match)
 
 
+def test_casts_move_through_views_and_concatenation_so_nothing_converted_is_written_out(tmp_path):
+    # rotate-half RoPE as references write it: the fp32 copy of x and the fp32 concatenation never exist;
+    # one kernel computes both halves in bf16, and the concatenation writes straight into the destination
+    reference = ("import torch\n\ndef run(x, cos, sin):\n"
+                 "    x1, x2 = x.float().chunk(2, dim=-1)\n"
+                 "    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)\n")
+    problem = make(tmp_path, "rope", reference, {"x": (["n", "h"], "bfloat16"), "cos": (["n", "half"], "float32"),
+                                                 "sin": (["n", "half"], "float32")}, OUT, TWO_SHAPES,
+                   axes={"n": {"type": "var"}, "h": {"type": "const", "value": 8},
+                         "half": {"type": "const", "value": 4}})
+    match = fused(problem)
+    program = match.plan["programs"][0]
+    assert len(program["kernels"]) == 1 and program["launches"] == 2, program["lines"]
+    assert any(line.startswith("torch.ops.aten.cat.out(") for line in program["lines"])
+    assert_all_pass(problem, match)
+
+
+def test_a_returned_library_result_is_written_into_its_destination(tmp_path):
+    reference = "import torch\n\ndef run(x, w):\n    return x @ w, torch.relu(x) * 2.0\n"
+    problem = make(tmp_path, "matmul_out", reference, {"x": (["n", "h"], "float32"), "w": (["h", "h"], "float32")},
+                   {"y": (["n", "h"], "float32"), "z": (["n", "h"], "float32")}, TWO_SHAPES)
+    match = fused(problem)
+    lines = match.plan["programs"][0]["lines"]
+    assert any(line.startswith("torch.ops.aten.mm.out(") and line.endswith("out=o0)") for line in lines), lines
+    assert not any(".copy_(" in line for line in lines)
+    assert_all_pass(problem, match)
+
+
 def test_attention_is_called_and_its_epilogue_fused(tmp_path):
     reference = ("import torch\n\ndef run(q, k, v):\n"
                  "    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)\n"

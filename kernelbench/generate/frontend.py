@@ -354,6 +354,110 @@ def constant_value(node: torch.fx.Node) -> Any:
     return args[0] if target is aten.scalar_tensor.default else args[1]
 
 
+# Views that pick the same elements of a tensor whatever its strides (as_strided and view read strides).
+VIEWS = (NO_LAUNCH - {aten.sym_size.int, aten.sym_stride.int, aten.sym_numel.default, aten.size.default,
+                      aten.stride.default, aten.numel.default, aten.as_strided.default}) | {aten.clone.default}
+STRIDE_VIEWS = {aten.view.default, aten._unsafe_view.default}
+CASTS = {aten._to_copy.default, prims.convert_element_type.default}
+
+
+def _is_plain_cast(node: Any) -> bool:
+    return (isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target in CASTS
+            and set(node.kwargs) <= {"dtype"} and isinstance(node.args[0], torch.fx.Node)
+            and tensor_meta(node.args[0]) is not None)
+
+
+def sink_casts_below_views(graph: torch.fx.Graph) -> None:
+    """view(cast(x)) -> cast(view(x)), in place. A cast commutes with any view (they only pick
+    elements), and moved below the views it joins the elementwise region that reads them, so the
+    converted tensor is never written out (RoPE: `x.float().chunk(2)`; GLU: `x.float()[..., :n]`)."""
+    changed = True
+    while changed:
+        changed = False
+        for cast in list(graph.nodes):
+            if not _is_plain_cast(cast) or not cast.users or any(u.target not in VIEWS for u in cast.users):
+                continue
+            source = cast.args[0]
+            for view in list(cast.users):
+                value = view.meta.get("val")
+                if view.args[0] is not cast or isinstance(value, (list, tuple)) and any(
+                        u.target is not operator.getitem for u in view.users):
+                    break
+                if view.target in STRIDE_VIEWS and not tensor_meta(source).is_contiguous():
+                    break
+                try:
+                    moved_value = view.target(source.meta["val"], *view.args[1:], **view.kwargs)
+                except Exception:  # noqa: BLE001 - a view the source's layout does not allow: leave it
+                    break
+                with graph.inserting_before(view):
+                    moved = graph.call_function(view.target, (source, *view.args[1:]), dict(view.kwargs))
+                    moved.meta["val"] = moved_value
+                    pieces = [(view, moved)] if not isinstance(value, (list, tuple)) else []
+                    for getter in list(view.users) if isinstance(value, (list, tuple)) else []:
+                        piece = graph.call_function(operator.getitem, (moved, getter.args[1]))
+                        piece.meta["val"] = moved.meta["val"][getter.args[1]]
+                        pieces.append((getter, piece))
+                    for old, new in pieces:
+                        with graph.inserting_after(new):
+                            converted = graph.call_function(cast.target, (new, *cast.args[1:]), dict(cast.kwargs))
+                        converted.meta["val"] = new.meta["val"].to(tensor_meta(cast).dtype)
+                        old.replace_all_uses_with(converted)
+                for old, _ in reversed(pieces):
+                    if old is not view:
+                        graph.erase_node(old)
+                graph.erase_node(view)
+                changed = True
+            if not cast.users:
+                graph.erase_node(cast)
+
+
+def hoist_casts_above_concatenation(graph: torch.fx.Graph) -> None:
+    """cast(cat([a, b])) -> cat([cast(a), cast(b)]), in place, when the cast is the concatenation's
+    only reader: each cast joins the region that produced its piece, and the concatenation moves the
+    narrower type (and, as a returned value, writes straight into its destination)."""
+    for cast in list(graph.nodes):
+        if not _is_plain_cast(cast):
+            continue
+        joined = cast.args[0]
+        if joined.target not in (aten.cat.default, aten.stack.default) or len(joined.users) != 1:
+            continue
+        pieces = joined.args[0]
+        if not all(isinstance(p, torch.fx.Node) and tensor_meta(p) is not None for p in pieces):
+            continue
+        dtype = tensor_meta(cast).dtype
+        converted = []
+        with graph.inserting_before(joined):
+            for piece in pieces:
+                c = graph.call_function(cast.target, (piece, *cast.args[1:]), dict(cast.kwargs))
+                c.meta["val"] = piece.meta["val"].to(dtype)
+                converted.append(c)
+            moved = graph.call_function(joined.target, (converted, *joined.args[1:]), dict(joined.kwargs))
+            moved.meta["val"] = joined.target([c.meta["val"] for c in converted], *joined.args[1:], **joined.kwargs)
+        cast.replace_all_uses_with(moved)
+        graph.erase_node(cast)
+        graph.erase_node(joined)
+
+
+def op_path(op: torch._ops.OpOverload) -> str:
+    return f"torch.ops.{op.namespace}.{op._schema.name.split('::')[-1]}.{op._overloadname}"
+
+
+def out_variant(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    """The overload of `op` that writes its one tensor result into `out=` and otherwise takes the
+    same arguments (mm -> mm.out, sum.dim_IntList -> sum.IntList_out), or None."""
+    schema = op._schema
+    if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor":
+        return None
+    names = [a.name for a in schema.arguments]
+    for overload_name in op.overloadpacket.overloads():
+        candidate = getattr(op.overloadpacket, overload_name)
+        arguments = candidate._schema.arguments
+        outs = [a for a in arguments if a.is_out]
+        if len(outs) == 1 and outs[0].name == "out" and [a.name for a in arguments if not a.is_out] == names:
+            return candidate
+    return None
+
+
 # ----------------------------------------------------------------------------- partition
 
 @dataclass(eq=False)   # identity: a region is a set of nodes being grown, compared by who it is
@@ -528,6 +632,8 @@ class Lowering:
         self.capture = capture
         module = capture.module
         module.graph.eliminate_dead_code()
+        sink_casts_below_views(module.graph)
+        hoist_casts_above_concatenation(module.graph)
         self.module = module
         self.prefix = prefix
         self.partition = Partition(module.graph)
@@ -650,7 +756,13 @@ class Lowering:
             self.launches += 1
             return
         if isinstance(target, torch._ops.OpOverload):
-            call = f"torch.ops.{target.namespace}.{target._schema.name.split('::')[-1]}.{target._overloadname}"
+            variant = out_variant(target) if node in self.destinations else None
+            if variant is not None:   # the library writes the returned value straight into its destination
+                self.names[node] = self.destinations[node][0]
+                self.lines.append(f"{op_path(variant)}({', '.join(arguments)}, out={self.names[node]})")
+                self.launches += 1
+                return
+            call = op_path(target)
             if target not in NO_LAUNCH:
                 self.launches += 1
         elif target in PYTHON_OPS:
