@@ -2,6 +2,7 @@
 lowered to Triton kernels for the regions and aten calls for the rest.
 
 `lower(capture)` takes the functional aten graph of `graph.capture_at` (concrete sizes) and
+  0. rewrites it so casts sit next to the arithmetic they feed: below views, above concatenations;
   1. partitions it: every elementwise op (and every view of a region's value that keeps its element
      order) joins the region of its producers when the shapes have the same number of elements and
      the region stays convex (no path leaves it and comes back: the regions, as super-nodes, are
@@ -11,8 +12,10 @@ lowered to Triton kernels for the regions and aten calls for the rest.
      path chosen at launch), every value computed in fp32 (fp64, or its integer type), each value
      read outside the region stored once, contiguous;
   3. emits the rest as calls of the same aten ops, in an order that respects the regions.
+With `destination`, returned values go straight into the caller's output tensors: a kernel stores
+into them, a library op uses its `out=` variant, anything else is copied in.
 The result is a JSON-serializable program: kernel sources and the body of a Python function
-taking the problem's inputs. What cannot be lowered raises Unsupported (the message says what).
+taking the problem's inputs (and, destination-passing, its outputs). What cannot be lowered raises Unsupported (the message says what).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ tensors, so arithmetic on them is recorded. A reference that needs a real Python
 value in their place; literals equal to a sentinel are the scalar. A sentinel that was folded
 into another constant stays baked in: families verify the graph numerically with other scalar
 values, which catches it.
+
+`capture_at(problem, workload)` traces at one workload's concrete shapes with fake tensors instead
+(the front end, kernelbench.generate.frontend, lowers that graph); attention stays one node there.
 """
 
 from __future__ import annotations
