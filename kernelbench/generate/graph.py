@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch._decomp import core_aten_decompositions, get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kernelbench.core.dtypes import torch_dtype
@@ -106,15 +107,21 @@ def _attention_shape(query, key, value, attn_mask=None, is_causal=False, scale=N
 
 
 class KeepAttention(TorchFunctionMode):
-    """Routes dropout-free F.scaled_dot_product_attention to the kernelbench::attention node."""
+    """Routes dropout-free F.scaled_dot_product_attention to the kernelbench::attention node (not when
+    autograd records it: the node has no backward, so a reference that differentiates through attention
+    keeps the decomposed form)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
             names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
             bound = {**dict(zip(names, args)), **kwargs}
-            if not bound.pop("dropout_p", 0.0):
+            recorded = torch.is_grad_enabled() and any(
+                isinstance(t, torch.Tensor) and t.requires_grad for t in bound.values())
+            if not bound.pop("dropout_p", 0.0) and not recorded:
                 return torch.ops.kernelbench.attention(**bound)
+            with sdpa_kernel([SDPBackend.MATH]):   # portable ops, not the tracing CPU's flash kernels
+                return func(*args, **kwargs)
         return func(*args, **kwargs)
 
 

@@ -31,7 +31,7 @@ def _s0_k0(in0, out0, in0_s0, in0_s1, C_in0: tl.constexpr, BLOCK: tl.constexpr):
         x0 = tl.load(in0 + offs, mask=mask).to(tl.float32)
     else:
         x0 = tl.load(in0 + c0_0 * in0_s0 + c0_1 * in0_s1, mask=mask).to(tl.float32)
-    v0 = (0.5 * x0 * (1.0 + _tanh(0.7978845608028654 * (x0 + 0.044715 * x0 * x0 * x0))))
+    v0 = ((0.5 * x0 * (1.0 + _tanh(0.7978845608028654 * (x0 + 0.044715 * x0 * x0 * x0))))).to(tl.bfloat16).to(tl.float32)
     tl.store(out0 + offs, v0.to(tl.bfloat16), mask=mask)
 
 
@@ -45,7 +45,7 @@ def _s1_k0(in0, out0, in0_s0, in0_s1, C_in0: tl.constexpr, BLOCK: tl.constexpr):
         x0 = tl.load(in0 + offs, mask=mask).to(tl.float32)
     else:
         x0 = tl.load(in0 + c0_0 * in0_s0 + c0_1 * in0_s1, mask=mask).to(tl.float32)
-    v0 = (0.5 * x0 * (1.0 + _tanh(0.7978845608028654 * (x0 + 0.044715 * x0 * x0 * x0))))
+    v0 = ((0.5 * x0 * (1.0 + _tanh(0.7978845608028654 * (x0 + 0.044715 * x0 * x0 * x0))))).to(tl.bfloat16).to(tl.float32)
     tl.store(out0 + offs, v0.to(tl.bfloat16), mask=mask)
 
 
