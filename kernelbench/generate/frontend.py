@@ -970,7 +970,7 @@ def dedupe_kernels(programs: list[dict]) -> None:
                 survivors[text] = kernel["name"]
                 kept.append(kernel)
         program["kernels"] = kept
-        program["lines"] = [re.sub(r"^(\w+)\[", lambda m: f"{renamed.get(m.group(1), m.group(1))}[", line)
+        program["lines"] = [re.sub(r"^(\w+)\[", lambda m, r=renamed: f"{r.get(m.group(1), m.group(1))}[", line)
                             for line in program["lines"]]
 
 

@@ -23,7 +23,7 @@ from kernelbench.core.solution import Solution, Source
 from kernelbench.generate.dispatch import shape_key
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
 from kernelbench.generate.frontend import Unsupported, dedupe_kernels, lower
-from kernelbench.generate.graph import workload_scalar, capture_at
+from kernelbench.generate.graph import capture_at, workload_scalar
 from kernelbench.generate.isolation import call_in_child
 from templates import render as render_template
 
