@@ -956,6 +956,11 @@ def canonical_names(body: list[str]) -> list[str]:
     return [re.sub(r"\bv\d+\b", lambda m: names.setdefault(m.group(0), f"v{len(names)}"), line) for line in body]
 
 
+def kernel_text(kernel: dict) -> str:
+    """What makes two kernels the same kernel (their names aside)."""
+    return repr((kernel["parameters"], kernel["body"], kernel["unspecialized"]))
+
+
 def dedupe_kernels(programs: list[dict]) -> None:
     """Kernels with the same parameters and body become one (the first), in place: each program keeps
     the kernels it defines first, and its launches name the survivors."""
@@ -963,7 +968,7 @@ def dedupe_kernels(programs: list[dict]) -> None:
     for program in programs:
         renamed, kept = {}, []
         for kernel in program["kernels"]:
-            text = repr((kernel["parameters"], kernel["body"], kernel["unspecialized"]))
+            text = kernel_text(kernel)
             if text in survivors:
                 renamed[kernel["name"]] = survivors[text]
             else:

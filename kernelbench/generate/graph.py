@@ -205,7 +205,6 @@ def _sentinel(value: Any, index: int, dtype: torch.dtype) -> Any:
     return int(value) + 7919 * (index + 1)
 
 
-
 def capture_at(problem: Problem, workload, module=None) -> Capture:
     """The reference traced at one workload's shapes: a functional aten graph with concrete sizes.
 

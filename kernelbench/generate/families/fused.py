@@ -22,7 +22,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import Solution, Source
 from kernelbench.generate.dispatch import shape_key
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
-from kernelbench.generate.frontend import Unsupported, dedupe_kernels, lower
+from kernelbench.generate.frontend import Unsupported, dedupe_kernels, kernel_text, lower
 from kernelbench.generate.graph import capture_at, workload_scalar
 from kernelbench.generate.isolation import call_in_child
 from templates import render as render_template
@@ -106,7 +106,7 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
         try:
             capture = capture_at(problem, workload, module)
             program = lower(capture, f"_s{len(programs)}", destination)
-            distinct = len({repr((k["parameters"], k["body"])) for k in program["kernels"]})
+            distinct = len({kernel_text(k) for k in program["kernels"]})
             if distinct > MAX_KERNELS:
                 raise Unsupported(f"{distinct} distinct kernels (more than {MAX_KERNELS}): the reference unrolls "
                                   f"a loop over the data")
