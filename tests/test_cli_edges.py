@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+import kernelbench.cli.jobs as jobs
 from kernelbench.cli import main
 from tiny_problems import RMSNORM_REFERENCE, write_rmsnorm_problem
 
@@ -126,3 +128,17 @@ def test_batch_prints_one_line_per_finished_task_when_piped(tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("L1/")]
     assert [line.split(":")[0] for line in lines] == ["L1/001_first_task_with_a_long_name_that_a_narrow_table_would_cut",
                                                       "L1/002_second"]
+
+
+def test_cpu_defaults_keep_a_batch_practical(monkeypatch, tmp_path, task):
+    """On CPU, unless asked otherwise: 3 rounds, 2 + 10 iterations and no search (the interpreter's times rank
+    nothing a GPU would); what the user passes wins."""
+    seen = []
+    monkeypatch.setattr(jobs, "run_batch", lambda root, **kw: seen.append(kw) or SimpleNamespace(done=[], skipped=[],
+                                                                                                   failed={}))
+    for extra in ([], ["--rounds", "5", "--iterations", "7", "--budget", "30"]):
+        seen.clear()
+        kb("--db", tmp_path / "kb.db", "batch", task.parent, "--device", "cpu", *extra)
+        config, budget = seen[0]["config"], seen[0]["budget_s"]
+        got = (config.rounds, config.timing["warmup"], config.timing["iterations"], budget)
+        assert got == ((3, 2, 10, 0.0) if not extra else (5, 2, 7, 30.0))

@@ -45,6 +45,19 @@ def load_task(task: str) -> Problem:
     return load_problem(resolve_task(task, settings().tasks_root))
 
 
+@dataclass(frozen=True)
+class Effort:
+    rounds: int
+    warmup: int
+    iterations: int
+
+
+GPU_DEFAULTS = Effort(rounds=10, warmup=10, iterations=50)
+# On CPU, Triton runs in its interpreter: times say nothing about a GPU and a round costs seconds,
+# so fewer rounds and iterations keep `kb batch` practical; correctness still gets three fresh rounds.
+CPU_DEFAULTS = Effort(rounds=3, warmup=2, iterations=10)
+
+
 @dataclass
 class RunOptions:
     """The evaluation options every job shares (eval_options collects them into one)."""
@@ -62,9 +75,14 @@ def eval_options(function):
         click.option("--device", default=None, help="cuda | cuda:N | cpu (default: cuda when present)."),
         click.option("--workloads", "max_workloads", type=int, default=None,
                      help="Evaluate only the N smallest workloads."),
-        click.option("--rounds", type=int, default=10, show_default=True, help="Correctness rounds per workload."),
-        click.option("--warmup", type=int, default=10, show_default=True),
-        click.option("--iterations", type=int, default=50, show_default=True),
+        click.option("--rounds", type=int, default=None,
+                     help=f"Correctness rounds per workload (default: {GPU_DEFAULTS.rounds} on a GPU, "
+                          f"{CPU_DEFAULTS.rounds} on CPU)."),
+        click.option("--warmup", type=int, default=None,
+                     help=f"[default: {GPU_DEFAULTS.warmup} on a GPU, {CPU_DEFAULTS.warmup} on CPU]"),
+        click.option("--iterations", type=int, default=None,
+                     help=f"Timed iterations (default: {GPU_DEFAULTS.iterations} on a GPU, "
+                          f"{CPU_DEFAULTS.iterations} on CPU)."),
         click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
                      help="Wall-clock limit per workload (s), the first included."),
         click.option("--build-timeout", "build_timeout_s", type=float, default=600, show_default=True,
@@ -81,6 +99,10 @@ def eval_options(function):
                 hardware, profile, **kwargs):
         run_settings = settings().with_options(data_root=data_root, hardware=hardware, profile=profile)
         device = resolve_device(device)
+        defaults = CPU_DEFAULTS if device == "cpu" else GPU_DEFAULTS
+        rounds = defaults.rounds if rounds is None else rounds
+        warmup = defaults.warmup if warmup is None else warmup
+        iterations = defaults.iterations if iterations is None else iterations
         config = EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
                             timing={"warmup": warmup, "iterations": iterations}, workload_timeout_s=timeout_s,
                             build_timeout_s=build_timeout_s, data_root=str(run_settings.data_root))

@@ -12,7 +12,7 @@ from kernelbench.core.store import Store
 from kernelbench.jobs import leaderboard, report
 from kernelbench.jobs.batch import run_batch
 from kernelbench.jobs.fleet import RayExecutor
-from kernelbench.jobs.optimize import DEFAULT_BUDGET_S, optimize
+from kernelbench.jobs.optimize import CPU_BUDGET_S, DEFAULT_BUDGET_S, optimize
 
 from .common import console, eval_options, load_task, ms, print_summary, ratio
 from .llm import llm_options
@@ -21,8 +21,9 @@ from .llm import llm_options
 @click.command("optimize")
 @click.argument("task")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("kb_out"), show_default=True)
-@click.option("--budget", "budget_s", type=float, default=DEFAULT_BUDGET_S, show_default=True,
-              help="Seconds of search (screening); 0: no search, the knowledge base's configurations.")
+@click.option("--budget", "budget_s", type=float, default=None,
+              help=f"Seconds of search (screening); 0: no search, the knowledge base's configurations "
+                   f"(default: {DEFAULT_BUDGET_S:g} on a GPU, {CPU_BUDGET_S:g} on CPU).")
 @click.option("--json", "as_json", is_flag=True, help="Every candidate tried and the winner, as one JSON object.")
 @eval_options
 @llm_options
@@ -33,8 +34,8 @@ def optimize_command(settings, task, out_dir, budget_s, as_json, run, llm):
     session = run.session()
     display = SearchDisplay(problem.name, run.device, quiet=as_json)
     with display:
-        result = optimize(session, problem, run.config, out_dir=out_dir, budget_s=budget_s, on_event=display.event,
-                          llm=llm)
+        result = optimize(session, problem, run.config, out_dir=out_dir, budget_s=search_budget(budget_s, run.device),
+                          on_event=display.event, llm=llm)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=str))
         return
@@ -46,6 +47,13 @@ def optimize_command(settings, task, out_dir, budget_s, as_json, run, llm):
         return
     console.print(f"SOL score of {problem.name}: [bold]{result.best.summary['sol_score']:.3f}[/bold]; "
                   f"solution written to {out_dir / problem.name / 'solution.json'}")
+
+
+def search_budget(budget_s: float | None, device: str) -> float:
+    """The --budget asked for, else the device's default."""
+    if budget_s is not None:
+        return budget_s
+    return CPU_BUDGET_S if device == "cpu" else DEFAULT_BUDGET_S
 
 
 class SearchDisplay:
@@ -95,8 +103,9 @@ class SearchDisplay:
 @click.option("--resume", is_flag=True, help="Skip tasks already finished in this environment.")
 @click.option("--only", multiple=True, help='Glob over "subset/name" (repeatable), e.g. "L1/00*".')
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("kb_out"), show_default=True)
-@click.option("--budget", "budget_s", type=float, default=DEFAULT_BUDGET_S, show_default=True,
-              help="Seconds of search per task; 0: no search.")
+@click.option("--budget", "budget_s", type=float, default=None,
+              help=f"Seconds of search per task; 0: no search (default: {DEFAULT_BUDGET_S:g} on a GPU, "
+                   f"{CPU_BUDGET_S:g} on CPU).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help='Spread the tasks over a Ray cluster ("local": start one here, "auto", "ray://host:port").')
 @eval_options
@@ -105,7 +114,8 @@ class SearchDisplay:
 def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, ray_address, run, llm):
     """Optimize every task under ROOT (default: tasks235/), one worker per GPU (here, or on a Ray cluster)."""
     report = run_batch(root or settings.tasks_root, settings=run.settings, device=run.device, gpus=gpus,
-                       resume=resume, config=run.config, out_dir=out_dir, budget_s=budget_s, console=console,
+                       resume=resume, config=run.config, out_dir=out_dir,
+                       budget_s=search_budget(budget_s, run.device), console=console,
                        only=only, llm=llm, executor=RayExecutor(ray_address) if ray_address else None)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")

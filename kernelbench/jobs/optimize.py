@@ -37,6 +37,8 @@ from .session import Session, definition_hash
 from .summary import Evaluated, choose_best, record, summarize, write_outputs
 
 DEFAULT_BUDGET_S = 60.0
+CPU_BUDGET_S = 0.0           # the interpreter's times rank nothing a GPU would: on CPU each family's first guess
+                             # is evaluated, and the search is left to a GPU
 COMPILE_WORKERS = 8          # parallel Triton compilation before screening on a GPU
 
 
