@@ -1,10 +1,10 @@
 """The fused family (the front end) on a GPU, beside the eager reference and torch.compile.
 
-    PYTHONPATH=. python3 benchmarks/family_fused.py OUT_DIR [TASK_DIR ...] [--configs 3] [--budget-s 420]
+    PYTHONPATH=. python3 benchmarks/family_fused.py OUT_DIR [TASK_DIR ...] [--part k/n] [--configs 3] [--budget-s 420]
     PYTHONPATH=. python3 benchmarks/family_fused.py OUT_DIR --dry-run     # CPU: match, render, check; no timings
 
-With no TASK_DIR: every tasks235 problem the family matches whose smallest workload's T_SOL is memory-bound
-(the roofline says which), in name order. For each task, on its smallest and its largest workload:
+With no TASK_DIR: the memory-bound tasks235 problems (benchmarks/memory_bound.py: most workloads' T_SOL binds
+on DRAM or the launch floor), in name order, or every n-th of them with --part k/n. For each task, on its smallest and its largest workload:
   ours           the family's render at the first `--configs` configurations of its space, best one kept
   torch.compile  the reference under torch.compile(dynamic=False)
   eager          the reference as written
@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 if "--dry-run" in sys.argv:
@@ -37,25 +38,14 @@ from kernelbench.core.problem import Problem, Workload, load_problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
+from kernelbench.eval.buffers import allocate_outputs
 from kernelbench.eval.timing import TimingConfig, time_callable
 from kernelbench.generate.family import FAMILIES
+from memory_bound import memory_bound_tasks, part
 from roofline import sol_for_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_CALLS = 200
-
-
-def memory_bound_tasks(root: Path) -> list[Path]:
-    chosen = []
-    for definition in sorted(root.rglob("definition.json")):
-        problem = load_problem(definition.parent)
-        try:
-            sol = sol_for_workload(problem, problem.smallest_workload(), "H100")
-        except Exception:  # noqa: BLE001 - no T_SOL, no place in a % of SOL table
-            continue
-        if sol.binding in ("dram", "launch"):
-            chosen.append(definition.parent)
-    return chosen
 
 
 def checked(problem: Problem, workload: Workload, outputs, expected) -> str:
@@ -77,12 +67,16 @@ def host_ms(fn, inputs) -> float:
     return elapsed / HOST_CALLS * 1e3
 
 
-def measure(directory: Path, args) -> dict:
+def matched(directory: Path):
+    """(problem, match, why not): matching traces in a child, so several run at once."""
     problem = load_problem(directory)
     family = FAMILIES["fused"]
     match = family.match(problem)
-    if match is None:
-        return {"task": directory.name, "skipped": family.last_rejection[:300]}
+    return problem, match, family.last_rejection
+
+
+def measure(directory: Path, problem: Problem, match, args) -> dict:
+    family = FAMILIES["fused"]
     module = compile_reference(problem.definition)
     ordered = sorted(problem.workloads, key=problem.workload_size)
     rows = []
@@ -99,7 +93,7 @@ def measure(directory: Path, args) -> dict:
         row["launches"] = program["launches"] if program else None
         for config in family.space(match, axes)[:args.configs]:
             solution = family.render(match, config)
-            run = load_entry_point(solution, materialize(solution))
+            run = returning(solution, problem, workload, device)
             error = checked(problem, workload, run(*inputs), expected)
             name = json.dumps(config, sort_keys=True)
             if error:
@@ -115,6 +109,20 @@ def measure(directory: Path, args) -> dict:
             row["sol_ms"] = t_sol_s * 1e3 if t_sol_s else None
         rows.append(row)
     return {"task": directory.name, "summary": match.summary, "rows": rows}
+
+
+def returning(solution, problem: Problem, workload: Workload, device: str):
+    """The solution as a function returning its outputs (a destination-passing one fills buffers allocated
+    once, outside the timed calls, as the evaluator does)."""
+    run = load_entry_point(solution, materialize(solution))
+    if not solution.destination_passing_style:
+        return run
+    outputs = allocate_outputs(problem, workload, torch.device(device))
+
+    def call(*inputs):
+        run(*inputs, *outputs)
+        return outputs
+    return call
 
 
 def time_ms(fn, inputs, iterations: int) -> float:
@@ -150,20 +158,27 @@ def main() -> int:
     parser.add_argument("--configs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--budget-s", type=float, default=420.0, help="no new task starts after this long")
+    parser.add_argument("--part", default="1/1", help="k/n: every n-th memory-bound task from the k-th")
+    parser.add_argument("--jobs", type=int, default=8, help="tasks matched (traced) at once, ahead of the timing")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    tasks = args.tasks or memory_bound_tasks(ROOT / "tasks235")
+    tasks = args.tasks or part(memory_bound_tasks(ROOT / "tasks235"), args.part)
     started, results = time.monotonic(), []
-    for directory in tasks:
-        if time.monotonic() - started > args.budget_s:
-            results.append({"task": directory.name, "skipped": "out of time budget"})
-            continue
-        try:
-            results.append(measure(directory, args))
-        except Exception as exc:  # noqa: BLE001 - one task's failure is a row, not the end of the run
-            results.append({"task": directory.name, "skipped": f"{type(exc).__name__}: {exc}"[:300]})
-        print(json.dumps(results[-1])[:400], flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:   # tracing on the CPU cores while the GPU times the previous task
+        matches = [pool.submit(matched, directory) for directory in tasks]
+        for directory, future in zip(tasks, matches):
+            if time.monotonic() - started > args.budget_s:
+                results.append({"task": directory.name, "skipped": "out of time budget"})
+                future.cancel()
+                continue
+            try:
+                problem, match, rejection = future.result()
+                results.append(measure(directory, problem, match, args) if match else
+                               {"task": directory.name, "skipped": rejection[:300]})
+            except Exception as exc:  # noqa: BLE001 - one task's failure is a row, not the end of the run
+                results.append({"task": directory.name, "skipped": f"{type(exc).__name__}: {exc}"[:300]})
+            print(json.dumps(results[-1])[:400], flush=True)
     gpu = "CPU (dry run)" if args.dry_run else torch.cuda.get_device_name()
     header = (f"# fused family, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}, "
               f"triton {triton.__version__}")

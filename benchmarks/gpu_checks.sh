@@ -3,12 +3,16 @@
 #   bash benchmarks/gpu_checks.sh timers    # calibrate, timer vs do_bench, side streams, GPU-only exploits
 #   bash benchmarks/gpu_checks.sh samples   # every sample problem's reference as a solution, all workloads
 #   bash benchmarks/gpu_checks.sh batch     # kb batch over one task per subset of tasks235, leaderboard
+#   bash benchmarks/gpu_checks.sh fused 1/10   # issue #12: the fused family vs eager and torch.compile, part k/n
+#                                              # of the memory-bound tasks (launches, host time per call)
+#   bash benchmarks/gpu_checks.sh membatch 1/8 # issue #12: kb batch over part k/n of the memory-bound tasks,
+#                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
 #   bash benchmarks/gpu_checks.sh sweep 1/2 # every tasks235 and sample workload: eager, compile, CUDA graphs vs T_SOL
 #                                           # (datasheet and calibrated); then sweep 2/2
 # The sample problems come from $KB_SAMPLE_ROOT (../shared does not travel: carry an ignored copy).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 KB_DB=${KB_DB:-/tmp/kb.db}  # outside $OUT: its WAL files would come back too
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 KB_DB=${KB_DB:-/tmp/kb.db}  # outside $OUT: its WAL files would come back too
 export KB_PROFILE_DIR=${KB_PROFILE_DIR:-$PWD/benchmarks/results/profiles}
 export KB_SAMPLE_ROOT=${KB_SAMPLE_ROOT:-$PWD/../shared/sol_execbench_sample}
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "pip install -e failed"
@@ -32,9 +36,21 @@ case "${1:-}" in
     run kb leaderboard --per-workload --csv "$OUT/leaderboard_per_workload.csv"
     python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
         "$KB_DB" "$OUT/kb_batch.db" ;;
+  fused)
+    run python3 benchmarks/family_fused.py "$OUT/family_fused" --part "${2:-1/1}" --budget-s "${BUDGET_S:-400}" \
+        --configs "${CONFIGS:-2}" ;;
+  membatch)
+    part=${2:-1/8}
+    run kb batch tasks235 ${ONLY:-$(python3 benchmarks/memory_bound.py tasks235 --part "$part")} --device cuda \
+        --workloads "${WORKLOADS:-3}" --budget "${BUDGET:-20}" --rounds "${ROUNDS:-5}" \
+        --iterations "${ITERATIONS:-30}" --out /tmp/kb_out
+    run kb leaderboard --csv "$OUT/leaderboard_memory_bound_${part/\//of}.csv"
+    run kb leaderboard --per-workload --csv "$OUT/leaderboard_memory_bound_${part/\//of}_per_workload.csv"
+    python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+        "$KB_DB" "$OUT/kb_memory_bound_${part/\//of}.db" ;;
   sweep)
     # one part per device call (${2:-1/1}); carry .shared_sample and .kbcache (roofline counts made here)
     run python3 benchmarks/tasks235_sweep.py --out "$OUT" --part "${2:-1/1}" --roots tasks235 .shared_sample \
         --cache-dir .kbcache 2>&1 | tee "$OUT/sweep_part${2%%/*}.log" ;;
-  *) echo "usage: $0 timers|samples|batch|sweep"; exit 2 ;;
+  *) echo "usage: $0 timers|samples|batch|fused|membatch|sweep"; exit 2 ;;
 esac

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from audit.static import scan_solution
 from kernelbench.core.correctness import as_output_list, compare
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.inputs import generate_inputs
@@ -24,6 +26,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.eval.evaluator import EvalConfig, evaluate
+from kernelbench.generate.families.fused import writes_an_input
 from kernelbench.generate.family import FAMILIES
 
 from conftest import write_problem
@@ -66,13 +69,14 @@ def render(problem, match, config=None):
     return family.render(match, config)
 
 
-def check(problem, solution, workload, seed: int = 3):
-    """Run the solution and the reference on one round of the workload and compare them."""
+def check(problem, solution, workload, seed: int = 3, run=None):
+    """Run the solution (`run`: its loaded entry point) and the reference on one round of the workload and
+    compare them."""
     module = compile_reference(problem.definition)
     inputs = generate_inputs(problem, workload, seed=seed, reference_module=module)
     expected = as_output_list(module.run(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]),
                               len(problem.definition.outputs))
-    run = load_entry_point(solution, materialize(solution))
+    run = run or load_entry_point(solution, materialize(solution))
     if solution.destination_passing_style:   # destinations full of NaN: every element must be written
         axes = problem.axes_for(workload)
         got = [torch.full(problem.shape_of(s, axes), float("nan")).to(torch_dtype(s.dtype))
@@ -270,6 +274,66 @@ def test_space_and_shape_classes(tmp_path):
     assert small != large and all(len({str(c) for c in s}) == len(s) for s in (small, large))
     assert family.shape_class(match, {"n": 600, "h": 8}) == family.shape_class(match, {"n": 700, "h": 8})
     assert family.shape_class(match, {"n": 4, "h": 8}) != family.shape_class(match, {"n": 1 << 20, "h": 8})
+
+
+# ---------------------------------------------------------------------------------------------- CUDA-graph replay
+
+class RecordedGraph:
+    """What a CUDA graph does, on the CPU: a replay reruns the captured launches on the captured buffers and
+    leaves its results in the captured result tensors."""
+
+    def __init__(self, program, buffers):
+        self.program, self.buffers = program, buffers
+        self.results = program(*buffers)
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        fresh = self.program(*self.buffers)
+        if isinstance(self.results, torch.Tensor):
+            self.results.copy_(fresh)
+        elif self.results is not None:
+            for kept, new in zip(self.results, fresh):
+                kept.copy_(new)
+
+
+def capture_on_cpu(program, arguments):
+    buffers = [a.clone() if isinstance(a, torch.Tensor) else a for a in arguments]
+    graph = RecordedGraph(program, buffers)
+    return buffers, graph, graph.results
+
+
+@pytest.mark.parametrize("destination", [True, False])
+def test_a_graph_replay_reads_every_calls_fresh_inputs(tmp_path, destination):
+    """Each call's inputs (new addresses, new values) are copied into the graph's buffers and the results copied
+    out: a replay on the first call's inputs (a stale graph) would fail the second and third calls."""
+    returned = "" if destination else ", x.sum(dim=-1, keepdim=True)"
+    reference = f"import torch\n\ndef run(x, b):\n    return (torch.relu(x + b) * 2.0).to(x.dtype){returned}\n"
+    outputs = OUT if destination else {**OUT, "s": (["n", 1], "bfloat16")}
+    problem = make(tmp_path, "graphed", reference, {"x": (["n", "h"], "bfloat16"), "b": (["h"], "bfloat16")},
+                   outputs, TWO_SHAPES, tolerance=2e-2)
+    match = fused(problem)
+    small = FAMILIES["fused"].space(match, problem.axes_for(problem.smallest_workload()))
+    assert small[0]["graph"]                        # launch-bound shapes try the replay first
+    solution = render(problem, match, {"block": 64, "num_warps": 1, "graph": True})
+    assert scan_solution(solution, problem) == []      # the static audit finds nothing to flag in the replay
+    run = load_entry_point(solution, materialize(solution))
+    module = sys.modules[run.__module__]
+    module._capture = capture_on_cpu
+    for seed in (3, 4, 5):
+        assert check(problem, solution, problem.workloads[0], seed=seed, run=run).status == PASSED
+    (graph_entry,) = module._GRAPHS.values()        # captured once, replayed on every later call
+    assert graph_entry[1].replays == 3
+
+
+def test_a_program_that_writes_into_an_input_is_never_replayed(tmp_path):
+    reference = "import torch\n\ndef run(x, y):\n    x.mul_(2.0)\n    return x + y\n"
+    problem = make(tmp_path, "in_place", reference, {"x": (["n", "h"], "float32"), "y": (["n", "h"], "float32")},
+                   {"z": (["n", "h"], "float32")}, [{"n": 3}])
+    match = fused(problem)
+    assert all(writes_an_input(p) for p in match.plan["programs"])
+    solution = render(problem, match, {"block": 64, "num_warps": 1, "graph": True})
+    assert "_UNGRAPHED = (_shape0, )" in solution.sources[0].content
 
 
 # ---------------------------------------------------------------------------------------------- what it refuses

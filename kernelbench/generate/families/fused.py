@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 
 from kernelbench.core.errors import KernelBenchError
@@ -52,11 +53,14 @@ class Fused(Family):
         return Match(self.name, summarize(plan), plan)
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
-        """Block sizes around ~8-16 elements per thread; small problems take small blocks (more programs)."""
+        """Block sizes around ~8-16 elements per thread; small problems take small blocks (more programs) and
+        try CUDA-graph replay first: there the launches, not the bytes, set the time."""
         large = input_elements(match.plan, axes) >= 1 << 20
         pairs = [(1024, 4), (2048, 8), (4096, 8), (512, 4), (8192, 16), (256, 2)] if large else \
             [(256, 2), (512, 4), (1024, 4), (128, 1), (2048, 8)]
-        return [{"block": b, "num_warps": w} for b, w in pairs]
+        plain = [{"block": b, "num_warps": w, "graph": False} for b, w in pairs]
+        graphed = [{**c, "graph": True} for c in plain[:2]]
+        return plain + graphed if large else graphed + plain
 
     def shape_class(self, match: Match, axes: dict[str, int]) -> str:
         return f"inputs~4^{round(math.log(max(input_elements(match.plan, axes), 1), 4))}"
@@ -70,7 +74,8 @@ class Fused(Family):
             "fused.py.j2", version=self.version, problem=plan["problem"], summary=match.summary,
             config_text=json.dumps(config, sort_keys=True), block=int(config["block"]),
             num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
-            uses_tanh=any(k["uses_tanh"] for k in kernels),
+            uses_tanh=any(k["uses_tanh"] for k in kernels), graph=bool(config.get("graph")),
+            ungraphed="(" + "".join(f"{p['function']}, " for p in programs if writes_an_input(p)) + ")",
             attention=any("_attention(" in line for p in programs for line in p["lines"]),
             inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
             scalars=plan["scalar_parameters"])
@@ -131,6 +136,13 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
             "scalar_parameters": [parameters[n] for n in scalars], "skipped": skipped,
             "inputs": list(parameters.values()), "outputs": [f"o{i}" for i in range(len(problem.definition.outputs))]
             if destination else [], "destination": destination}, ""
+
+
+def writes_an_input(program: dict) -> bool:
+    """Whether a program's statements write into one of its inputs (a0, a1, ...): an in-place op's first
+    argument, an out= argument or a copy_ into it. A graph replay works on copies of the inputs, so it would
+    lose that write."""
+    return any(re.search(r"_\.\w+\(a\d+\b|\ba\d+\.\w+_\(|out=a\d+\b", line) for line in program["lines"])
 
 
 def summarize(plan: dict) -> str:
