@@ -41,7 +41,8 @@ case "${1:-}" in
         --configs "${CONFIGS:-2}" ;;
   membatch)
     part=${2:-1/8}
-    run kb batch tasks235 ${ONLY:-$(python3 benchmarks/memory_bound.py tasks235 --part "$part")} --device cuda \
+    # BATCH_S bounds the batch alone (tasks finished by then are in the store), so the leaderboard is still written
+    run timeout "${BATCH_S:-3000}" kb batch tasks235 ${ONLY:-$(python3 benchmarks/memory_bound.py tasks235 --part "$part")} --device cuda \
         --workloads "${WORKLOADS:-3}" --budget "${BUDGET:-20}" --rounds "${ROUNDS:-5}" \
         --iterations "${ITERATIONS:-30}" --out /tmp/kb_out
     run kb leaderboard --csv "$OUT/leaderboard_memory_bound_${part/\//of}.csv"
