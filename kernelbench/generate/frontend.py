@@ -314,6 +314,7 @@ RULES: dict[Any, Rule] = {
     aten.bitwise_not.default: lambda a, k, t: f"({a[0].to(t)} == 0)" if t == torch.bool else f"(~{a[0].to(t)})",
     aten.isnan.default: lambda a, k, t: f"({a[0].text} != {a[0].text})",
     aten.isinf.default: lambda a, k, t: f"(tl.abs({a[0].text}) == float('inf'))",
+    prims.div.default: _divide,
     aten._to_copy.default: _cast, prims.convert_element_type.default: _cast,
     aten.clone.default: _identity, aten.alias.default: _identity, aten.lift_fresh_copy.default: _identity,
 }
@@ -639,7 +640,9 @@ class Lowering:
         hoist_casts_above_concatenation(module.graph)
         self.module = module
         self.prefix = prefix
+        from kernelbench.generate.rowfusion import fuse_rows   # built on this module
         self.partition = Partition(module.graph)
+        fuse_rows(self.partition)
         self.names: dict[torch.fx.Node, str] = {}
         self.lines: list[str] = []
         self.kernels: list[dict] = []
@@ -925,14 +928,31 @@ class Lowering:
 
     # ------------------------------------------------------------------ whole program
 
+    def fused(self, region: Region) -> None:
+        """A region's kernel; what cannot be lowered falls back piece by piece (a row region to the parts
+        it joined, a flat region to aten calls)."""
+        from kernelbench.generate.rowfusion import RowRegion, emit_row_region, ordered_parts
+        try:
+            if isinstance(region, RowRegion):
+                emit_row_region(self, region)
+            else:
+                self.region(region)
+        except Unsupported:   # e.g. a run-time exponent
+            if isinstance(region, RowRegion):
+                for part in ordered_parts(region):
+                    if isinstance(part, Region):
+                        self.fused(part)
+                    else:
+                        for node in part:
+                            self.statement(node)
+            else:
+                for node in region.nodes:
+                    self.statement(node)
+
     def lower(self) -> dict:
         for item in self.items():
             if isinstance(item, Region):
-                try:
-                    self.region(item)
-                except Unsupported:   # e.g. a run-time exponent: the region's ops stay aten calls
-                    for node in item.nodes:
-                        self.statement(node)
+                self.fused(item)
             elif item.op == "output" and self.destinations:
                 for node, slots in self.destinations.items():
                     for slot in slots:
