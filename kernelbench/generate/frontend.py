@@ -442,6 +442,22 @@ def hoist_casts_above_concatenation(graph: torch.fx.Graph) -> None:
         graph.erase_node(joined)
 
 
+def merge_duplicates(graph: torch.fx.Graph) -> None:
+    """Nodes computing the same op of the same arguments become one, in place (sinking a cast below two
+    views of one value leaves two equal casts: each would be computed and stored)."""
+    seen: dict[tuple, torch.fx.Node] = {}
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload) \
+                or torch.Tag.nondeterministic_seeded in node.target.tags or node.target._schema.is_mutable:
+            continue
+        key = (node.target, repr(node.args), repr(sorted(node.kwargs.items(), key=lambda kv: kv[0])))
+        if key in seen:
+            node.replace_all_uses_with(seen[key])
+            graph.erase_node(node)
+        else:
+            seen[key] = node
+
+
 def op_path(op: torch._ops.OpOverload) -> str:
     return f"torch.ops.{op.namespace}.{op._schema.name.split('::')[-1]}.{op._overloadname}"
 
@@ -638,6 +654,7 @@ class Lowering:
         module.graph.eliminate_dead_code()
         sink_casts_below_views(module.graph)
         hoist_casts_above_concatenation(module.graph)
+        merge_duplicates(module.graph)
         self.module = module
         self.prefix = prefix
         from kernelbench.generate.rowfusion import fuse_rows   # built on this module

@@ -50,6 +50,7 @@ class RowRegion(Region):
     rows: int = 0
     width: int = 0
     parts: list = field(default_factory=list)   # the regions and nodes it joined, each lowerable alone
+    broadcast: set = field(default_factory=set)  # members recomputed where they are read (see _is_broadcast_operand)
 
 
 # ----------------------------------------------------------------------------- which reductions
@@ -174,15 +175,16 @@ def nodes_of(part: Any) -> list:
 def _join(partition: Partition, group: RowRegion, part: Any) -> bool:
     nodes = nodes_of(part)
     full, short = group.rows * group.width, group.rows
-    if any(_numel(n) not in (full, short) for n in nodes):
+    broadcast = _is_broadcast_operand(part, group, full, short)
+    if not broadcast and any(_numel(n) not in (full, short) for n in nodes):
         return False
     members = set(group.nodes) | set(nodes)
     new = set(nodes)
     for node in members:
-        if node.target in REDUCTIONS or _is_view(node):
+        if node.target in REDUCTIONS or _is_view(node) or node in group.broadcast or broadcast:
             continue
         for arg in node.all_input_nodes:
-            if arg not in members or (node not in new and arg not in new):
+            if arg not in members or (node not in new and arg not in new) or arg in group.broadcast:
                 continue
             value, consumer = tuple(tensor_meta(arg).shape), tuple(tensor_meta(node).shape)
             if _numel(node) == short and _numel(arg) == full:
@@ -199,6 +201,27 @@ def _join(partition: Partition, group: RowRegion, part: Any) -> bool:
     for node in nodes:
         group.add(node, partition.index[node])
     group.parts.append(part)
+    if broadcast:
+        group.broadcast |= set(nodes)
+    return True
+
+
+def _is_broadcast_operand(part: Any, group: RowRegion, full: int, short: int) -> bool:
+    """A small flat region (a weight's `1 + w.float()`) read only by the group, by broadcast: recomputed where it
+    is read instead of being a launch of its own. All its values have one shape and read no member."""
+    if not isinstance(part, Region) or _numel(part.nodes[0]) in (full, short):
+        return False
+    shape = tuple(tensor_meta(part.nodes[0]).shape)
+    inside = set(part.nodes)
+    for node in part.nodes:
+        if tuple(tensor_meta(node).shape) != shape or any(a in group.nodes for a in node.all_input_nodes):
+            return False
+        for user in node.users.keys() - inside:
+            if user not in group.nodes or user.target in REDUCTIONS or _is_view(user):
+                return False
+            consumer = tuple(tensor_meta(user).shape)
+            if len(shape) > len(consumer) or any(s not in (1, c) for s, c in zip(shape[::-1], consumer[::-1])):
+                return False
     return True
 
 
@@ -265,7 +288,7 @@ class RowKernel:
             self.levels[node] = base
             return base
         source = node.args[0]
-        operand = (lambda tile, s=source: self.value(s, tile, s))   # read at its own shape
+        operand = (lambda tile, s=source: self.value(s, tile, tuple(tensor_meta(s).shape)))
         if kind in ("sum", "mean"):
             self.steps.append(Step((node, "sum"), "sum", operand, base + 1))
         elif kind in ("max", "min", "argmax", "argmin"):
@@ -290,8 +313,7 @@ class RowKernel:
             self.body += ["col = tl.arange(0, BLOCK_D)[None, :]", f"mask = row_mask & (col < {width})",
                           f"offs = row * {width} + col"]
             register_tile = Tile("")
-        outputs = [n for n in self.region.nodes
-                   if n.users.keys() - self.members - self.lowering.partition.inline]
+        outputs = list(dict.fromkeys(self.stored_outputs().values()))
         passes = max([s.level for s in self.steps] + [0])
         self.short_values(0, outputs)
         for p in range(1, passes + 1):
@@ -309,11 +331,29 @@ class RowKernel:
                 self.store(tile, i, node, "offs", "mask")
         return self.kernel(outputs)
 
+    def read_outside(self) -> list[torch.fx.Node]:
+        return [n for n in self.region.nodes if n.users.keys() - self.members - self.lowering.partition.inline]
+
+    def stored_outputs(self) -> dict[torch.fx.Node, torch.fx.Node]:
+        """Each value read outside -> the one stored for it: the views of one value share one store (the host
+        views the buffer), the one with a destination preferred."""
+        by_source: dict[torch.fx.Node, list] = {}
+        for node in self.read_outside():
+            source = node
+            while _is_view(source) and source.args[0] in self.members:
+                source = source.args[0]
+            by_source.setdefault(source, []).append(node)
+        stored = {}
+        for views in by_source.values():
+            chosen = next((n for n in views if n in self.lowering.destinations), views[0])
+            stored.update({n: chosen for n in views})
+        return stored
+
     def short_values(self, level: int, outputs: list) -> None:
         """The per-row values that exist after pass `level`, computed (and stored) outside any loop."""
         for node in self.region.nodes:
-            if not self.is_full(node) and self.levels[node] == level:
-                self.value(node, self.row_tile, node)
+            if not self.is_full(node) and node not in self.region.broadcast and self.levels[node] == level:
+                self.value(node, self.row_tile, tuple(tensor_meta(node).shape))
                 if node in outputs:
                     self.store(self.row_tile, outputs.index(node), node, "row", "row_mask")
 
@@ -376,8 +416,9 @@ class RowKernel:
 
     # -------------------------------------------------------------- values
 
-    def value(self, node: Any, tile: Tile, consumer: torch.fx.Node) -> Value:
-        """`node` as read by `consumer` in this tile: a member's value, a load, a constant or a scalar."""
+    def value(self, node: Any, tile: Tile, shape: tuple[int, ...]) -> Value:
+        """`node` as read by a consumer of this shape in this tile: a member's value, a load, a constant or a
+        scalar."""
         partition = self.lowering.partition
         if not isinstance(node, torch.fx.Node):
             if node is None or isinstance(node, str):
@@ -394,25 +435,33 @@ class RowKernel:
             return self.scalar(self.lowering.names[node], literal_type(value) if isinstance(value, (int, float, bool))
                                else torch.float32)
         if node not in self.members:
-            return self.load(node, tuple(tensor_meta(consumer).shape), tile)
+            return self.load(node, shape, tile)
+        if node in self.region.broadcast:   # computed at the consumer's coordinates, like a load
+            if math.prod(shape) != self.full:
+                tile = self.row_tile
+            if (node, shape) not in tile.values:
+                tile.values[(node, shape)] = self.compute(node, tile, shape, self.name("b"))
+            return tile.values[(node, shape)]
         if not self.is_full(node):
             tile = self.row_tile     # per-row values live outside the loops
             if node in self.per_row:
                 return self.per_row[node]
         elif node in tile.values:
             return tile.values[node]
-        result = self.compute(node, tile)
+        result = self.compute(node, tile, tuple(tensor_meta(node).shape), f"v{self.lowering.partition.index[node]}")
         (self.per_row if not self.is_full(node) else tile.values)[node] = result
         return result
 
-    def compute(self, node: torch.fx.Node, tile: Tile) -> Value:
+    def compute(self, node: torch.fx.Node, tile: Tile, shape: tuple[int, ...], var: str) -> Value:
+        """The node's expression into `var`, its operands read at `shape` (its own, or its consumer's for a
+        recomputed broadcast operand)."""
         meta = tensor_meta(node)
         ctype = compute_type(meta.dtype)
         if _is_view(node):
-            return self.value(node.args[0], tile, node)
+            return self.value(node.args[0], tile, shape)
         kind = REDUCTIONS.get(node.target)
         if kind is None:
-            arguments = [self.value(a, tile, node) for a in node.args]
+            arguments = [self.value(a, tile, shape) for a in node.args]
             keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}
             expression = RULES[node.target](arguments, keywords, ctype)
             rounded = node.target not in (aten.clone.default, aten.alias.default)
@@ -420,7 +469,6 @@ class RowKernel:
             expression, rounded = self.reduction_result(node, kind, tile), True
         if rounded and meta.dtype in (torch.float16, torch.bfloat16):
             expression = f"({expression}).to({TL[meta.dtype]}).to(tl.float32)"   # eager rounds every half result
-        var = f"v{self.lowering.partition.index[node]}"
         self.body.append(f"{tile.indent}{var} = {expression}")
         return Value(var, ctype)
 
@@ -435,19 +483,19 @@ class RowKernel:
         if kind == "var":
             correction = node.kwargs.get("correction", node.args[2] if len(node.args) > 2 else 1)
             return f"({self.per_row[(node, 'squares')].text} / {width - float(correction)!r})"
-        shifted = f"({self.value(node.args[0], tile, node).text} - {self.per_row[(node, 'max')].text})"
+        shifted = f"({self.value(node.args[0], tile, tuple(tensor_meta(node).shape)).text} - {self.per_row[(node, 'max')].text})"
         total = self.per_row[(node, "exp")].text
         return f"(tl.exp({shifted}) / {total})" if kind == "softmax" else f"({shifted} - tl.log({total}))"
 
     def deviation_squared(self, node: torch.fx.Node, tile: Tile) -> Value:
         """(x - mean)^2 for the variance's second pass."""
-        x = self.value(node.args[0], tile, node.args[0])
+        x = self.value(node.args[0], tile, tuple(tensor_meta(node.args[0]).shape))
         var = self.name("d")
         self.body.append(f"{tile.indent}{var} = {x.text} - {self.per_row[(node, 'sum')].text} / {float(self.width)!r}")
         return Value(f"({var} * {var})", x.ctype)
 
     def shifted_exp(self, node: torch.fx.Node, tile: Tile) -> Value:
-        x = self.value(node.args[0], tile, node.args[0])
+        x = self.value(node.args[0], tile, tuple(tensor_meta(node.args[0]).shape))
         return Value(f"tl.exp({x.text} - {self.per_row[(node, 'max')].text})", x.ctype)
 
     def scalar(self, host: str, kind: torch.dtype) -> Value:
@@ -509,7 +557,7 @@ class RowKernel:
 
     def store(self, tile: Tile, i: int, node: torch.fx.Node, index: str, mask: str) -> None:
         meta = tensor_meta(node)
-        value = self.value(node, tile, node).to(compute_type(meta.dtype))
+        value = self.value(node, tile, tuple(meta.shape)).to(compute_type(meta.dtype))
         self.body.append(f"{tile.indent}tl.store(out{i} + {index}, {value}.to({TL[meta.dtype]}), mask={mask})")
 
     # -------------------------------------------------------------- the kernel and its launch
@@ -547,6 +595,10 @@ def emit_row_region(lowering, region: RowRegion) -> None:
         lowering.names[node] = f"v{lowering.partition.index[node]}"
         lowering.lines.append(f"{lowering.names[node]} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, "
                               f"device={lowering.device})")
+    for node, stored in emitter.stored_outputs().items():
+        if node is not stored:
+            lowering.names[node] = f"v{lowering.partition.index[node]}"
+            lowering.lines.append(f"{lowering.names[node]} = {lowering.names[stored]}.view({tuple(tensor_meta(node).shape)})")
     block_r, block_d, warps = emitter.launch_sizes()
     arguments = [lowering.names[e.node] for e in tensors] + list(emitter.scalars) + [lowering.names[n] for n in outputs]
     arguments += [f"*{lowering.names[e.node]}.stride()" for e in tensors if len(e.shape)]
