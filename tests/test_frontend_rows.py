@@ -127,3 +127,26 @@ def test_a_reduction_over_a_leading_dimension_stays_with_the_library(tmp_path):
     assert row_kernels(match) == 0
     assert any("aten.sum" in line for line in match.plan["programs"][0]["lines"])
     assert_all_pass(problem, match)
+
+
+def test_a_reduction_over_the_two_innermost_dimensions(tmp_path, monkeypatch):
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    s = (x.float() * x.float()).sum(dim=(-2, -1))\n"
+                 "    return torch.sqrt(s + 1.0), x.float() / s[:, None, None]\n")
+    fuses(tmp_path, monkeypatch, "two_dims", reference, {"x": (["n", "a", "b"], "float16")},
+          {"r": (["n"], "float32"), "y": (["n", "a", "b"], "float32")}, 1,
+          axes={"n": {"type": "var"}, "a": {"type": "const", "value": 4}, "b": {"type": "const", "value": 6}})
+
+
+def test_what_the_row_kernel_cannot_express_falls_back_to_its_parts(tmp_path, monkeypatch):
+    def refuse(self):
+        raise rowfusion.Unsupported("refused for the test")
+    monkeypatch.setattr(rowfusion.RowKernel, "emit", refuse)
+    reference = ("import torch\n\ndef run(x, w):\n"
+                 "    v, mu = torch.var_mean(x.float(), dim=-1, keepdim=True)\n"
+                 "    return ((x.float() - mu) * torch.rsqrt(v + 1e-5) * w.float()).to(x.dtype)\n")
+    problem = make(tmp_path, "fallback", reference, {"x": (["n", "h"], "bfloat16"), "w": (["h"], "bfloat16")},
+                   BF16_OUT, ROWS, axes=AXES)
+    match = fused(problem)
+    assert row_kernels(match) == 0 and launches(match) == launches_without_row_fusion(problem, monkeypatch)
+    assert_all_pass(problem, match)

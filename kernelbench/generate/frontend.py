@@ -12,6 +12,8 @@ lowered to Triton kernels for the regions and aten calls for the rest.
      path chosen at launch), every value computed in fp32 (fp64, or its integer type), each value
      read outside the region stored once, contiguous;
   3. emits the rest as calls of the same aten ops, in an order that respects the regions.
+Between 1 and 2, kernelbench.generate.rowfusion grows row regions: a reduction over the innermost dimensions
+with the regions around it, one kernel with one program per block of rows.
 With `destination`, returned values go straight into the caller's output tensors: a kernel stores
 into them, a library op uses its `out=` variant, anything else is copied in.
 The result is a JSON-serializable program: kernel sources and the body of a Python function

@@ -175,7 +175,7 @@ def nodes_of(part: Any) -> list:
 def _join(partition: Partition, group: RowRegion, part: Any) -> bool:
     nodes = nodes_of(part)
     full, short = group.rows * group.width, group.rows
-    broadcast = _is_broadcast_operand(part, group, full, short)
+    broadcast = _is_broadcast_operand(part, group, full)
     if not broadcast and any(_numel(n) not in (full, short) for n in nodes):
         return False
     members = set(group.nodes) | set(nodes)
@@ -206,10 +206,10 @@ def _join(partition: Partition, group: RowRegion, part: Any) -> bool:
     return True
 
 
-def _is_broadcast_operand(part: Any, group: RowRegion, full: int, short: int) -> bool:
+def _is_broadcast_operand(part: Any, group: RowRegion, full: int) -> bool:
     """A small flat region (a weight's `1 + w.float()`) read only by the group, by broadcast: recomputed where it
     is read instead of being a launch of its own. All its values have one shape and read no member."""
-    if not isinstance(part, Region) or _numel(part.nodes[0]) in (full, short):
+    if not isinstance(part, Region) or _numel(part.nodes[0]) == full:
         return False
     shape = tuple(tensor_meta(part.nodes[0]).shape)
     inside = set(part.nodes)
@@ -305,7 +305,7 @@ class RowKernel:
 
     def emit(self) -> dict:
         rows, width = self.rows, self.width
-        index = "tl.int64" if self.full >= 2 ** 31 else "tl.int32"
+        index = "tl.int64" if (self.rows + ROW_TILE) * self.width >= 2 ** 31 else "tl.int32"   # masked rows too
         self.body += [f"row = tl.program_id(0).to({index}) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
                       f"row_mask = row < {rows}"]
         register_tile = None
