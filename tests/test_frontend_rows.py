@@ -5,10 +5,9 @@ reference through the Triton interpreter, and the launches counted with and with
 from __future__ import annotations
 
 import pytest
+from test_family_fused import assert_all_pass, fused, make
 
 from kernelbench.generate import rowfusion
-
-from test_family_fused import assert_all_pass, fused, make
 
 AXES = {"n": {"type": "var"}, "h": {"type": "const", "value": 24}}
 ROWS = [{"n": 3}, {"n": 5}]

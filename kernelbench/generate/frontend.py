@@ -659,9 +659,9 @@ class Lowering:
         merge_duplicates(module.graph)
         self.module = module
         self.prefix = prefix
-        from kernelbench.generate.rowfusion import fuse_rows   # built on this module
+        from kernelbench.generate import rowfusion  # built on this module
         self.partition = Partition(module.graph)
-        fuse_rows(self.partition)
+        rowfusion.fuse_rows(self.partition)
         self.names: dict[torch.fx.Node, str] = {}
         self.lines: list[str] = []
         self.kernels: list[dict] = []
@@ -950,15 +950,15 @@ class Lowering:
     def fused(self, region: Region) -> None:
         """A region's kernel; what cannot be lowered falls back piece by piece (a row region to the parts
         it joined, a flat region to aten calls)."""
-        from kernelbench.generate.rowfusion import RowRegion, emit_row_region, ordered_parts
+        from kernelbench.generate import rowfusion  # built on this module
         try:
-            if isinstance(region, RowRegion):
-                emit_row_region(self, region)
+            if isinstance(region, rowfusion.RowRegion):
+                rowfusion.emit_row_region(self, region)
             else:
                 self.region(region)
         except Unsupported:   # e.g. a run-time exponent
-            if isinstance(region, RowRegion):
-                for part in ordered_parts(region):
+            if isinstance(region, rowfusion.RowRegion):
+                for part in rowfusion.ordered_parts(region):
                     if isinstance(part, Region):
                         self.fused(part)
                     else:

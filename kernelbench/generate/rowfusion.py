@@ -25,9 +25,22 @@ from typing import Any
 import torch
 import torch.fx
 
-from kernelbench.generate.frontend import (ORDER_KEEPING_VIEWS, RULES, TL, KernelInput, Partition, Region,
-                                           Unsupported, Value, canonical_names, compute_type, constant_value,
-                                           literal, literal_type, tensor_meta)
+from kernelbench.generate.frontend import (
+    ORDER_KEEPING_VIEWS,
+    RULES,
+    TL,
+    KernelInput,
+    Partition,
+    Region,
+    Unsupported,
+    Value,
+    canonical_names,
+    compute_type,
+    constant_value,
+    literal,
+    literal_type,
+    tensor_meta,
+)
 
 aten = torch.ops.aten
 prims = torch.ops.prims
