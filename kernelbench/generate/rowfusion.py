@@ -54,7 +54,6 @@ REDUCTIONS = {aten.sum.dim_IntList: "sum", aten.mean.dim: "mean", prims.sum.defa
               aten.amax.default: "max", aten.amin.default: "min", prims.var.default: "var",
               aten._softmax.default: "softmax", aten._log_softmax.default: "log_softmax",
               aten.argmax.default: "argmax", aten.argmin.default: "argmin"}
-FULL_SIZE_RESULTS = {"softmax", "log_softmax"}      # the others yield one value per row
 SINGLE_DIM = {"softmax", "log_softmax", "argmax", "argmin"}
 
 
