@@ -89,9 +89,11 @@ def test_a_row_longer_than_the_registers_hold_is_swept_in_passes(tmp_path, monke
     reference = ("import torch\n\ndef run(x, w):\n"
                  "    v, mu = torch.var_mean(x.float(), dim=-1, keepdim=True)\n"
                  "    y = (x.float() - mu) * torch.rsqrt(v + 1e-5) * w\n"
-                 "    return y.to(x.dtype), torch.softmax(x.float() * 2.0, dim=-1), x.float().amax(-1)\n")
+                 "    return (y.to(x.dtype), torch.softmax(x.float() * 2.0, dim=-1), x.float().amax(-1),\n"
+                 "            torch.log_softmax(x, dim=-1))\n")
     match = fuses(tmp_path, monkeypatch, "long_rows", reference, {"x": (["n", "h"], "bfloat16"), "w": (["h"], "float32")},
-                  {"y": (["n", "h"], "bfloat16"), "p": (["n", "h"], "float32"), "m": (["n"], "float32")}, 1)
+                  {"y": (["n", "h"], "bfloat16"), "p": (["n", "h"], "float32"), "m": (["n"], "float32"),
+                   "l": (["n", "h"], "bfloat16")}, 1)
     body = [line for k in match.plan["programs"][0]["kernels"] for line in k["body"]]
     assert any(line.startswith("for start in range(0, 24, BLOCK_D)") for line in body)
 

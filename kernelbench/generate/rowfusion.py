@@ -12,7 +12,8 @@ row * width + col and a reduced one at row; the region stays convex (the regions
 The kernel runs one program per block of rows. A row of up to MAX_ROW_BLOCK elements is held in registers
 (one tile of BLOCK_R rows x BLOCK_D columns); a longer one is swept in passes of LOOP_BLOCK columns:
 pass p accumulates the reductions whose operand needs the results of pass p - 1 (variance after its
-mean, the softmax's sum after its max), and a last pass computes and stores the full-size results.
+mean), a softmax's max and sum of exponentials come from one pass (the sum rescaled as the max grows),
+and a last pass computes and stores the full-size results.
 Accumulation is fp32 (fp64 for fp64), and half-precision results are rounded as eager rounds them.
 """
 
@@ -154,9 +155,12 @@ def _grow(partition: Partition, reduction: torch.fx.Node, rows: int, width: int)
 
 
 def _neighbours(partition: Partition, group: RowRegion) -> list:
-    """Parts next to the group, readers and producers: flat regions, views of members, reductions of its rows."""
+    """Parts next to the group, readers and producers: flat regions, views of members, reductions of its rows
+    (also those reading a tensor the group reads: it is then read once)."""
     members = set(group.nodes)
     touching = [t for node in group.nodes for t in list(node.users) + node.all_input_nodes]
+    touching += [u for node in group.nodes for a in node.all_input_nodes if a not in members for u in a.users
+                 if row_shape(u) == (group.rows, group.width)]
     found: list = []
     for other in touching:
         if other in members or other.op != "call_function":
@@ -256,8 +260,8 @@ class Tile:
     coordinates: dict = field(default_factory=dict)
 
 
-NEUTRAL = {"sum": "0.0", "max": "float('-inf')", "min": "float('inf')", "argmax": "float('-inf')",
-           "argmin": "float('inf')"}
+NEUTRAL = {"sum": "0.0", "max": "float('-inf')", "online": "float('-inf')", "min": "float('inf')",
+           "argmax": "float('-inf')", "argmin": "float('inf')"}
 
 
 class RowKernel:
@@ -309,10 +313,12 @@ class RowKernel:
             self.steps.append(Step((node, "sum"), "sum", operand, base + 1))
             self.steps.append(Step((node, "squares"), "sum", lambda tile, n=node: self.deviation_squared(n, tile),
                                    base + 2))
+        elif self.looped:   # softmax, log-softmax over a long row: max and sum of exp(x - max) in one pass
+            self.steps.append(Step((node, "online"), "online", operand, base + 1))
         else:   # softmax, log-softmax: the row's max, then the sum of exp(x - max)
             self.steps.append(Step((node, "max"), "max", operand, base + 1))
             self.steps.append(Step((node, "exp"), "sum", lambda tile, n=node: self.shifted_exp(n, tile), base + 2))
-        self.levels[node] = base + (2 if kind in ("var", "softmax", "log_softmax") else 1)
+        self.levels[node] = max(s.level for s in self.steps if s.key[0] is node)
         return self.levels[node]
 
     def emit(self) -> dict:
@@ -405,11 +411,22 @@ class RowKernel:
             self.body.append(f"{accumulator} = tl.full([BLOCK_R, BLOCK_D], {NEUTRAL[step.kind]}, {TL[ctype]})")
             if step.kind != "sum":
                 self.body.append(f"{nans} = tl.zeros([BLOCK_R, BLOCK_D], tl.int32)")
+            if step.kind == "online":
+                self.body.append(f"{accumulator}_sum = tl.zeros([BLOCK_R, BLOCK_D], {TL[ctype]})")
         tile = self.open_loop()
         for step, accumulator, nans in accumulators:
             operand = step.operand(tile).text
             masked = f"tl.where(mask, {operand}, {NEUTRAL[step.kind]})"
-            if step.kind == "sum":
+            if step.kind == "online":
+                # per lane: the running max m and the sum of exp(x - m), rescaled when m grows (-inf: nothing yet)
+                top, x = self.name("m"), self.name("x")
+                rescaled = f"{accumulator}_sum * tl.exp({accumulator} - {top}) + tl.exp({x} - {top})"
+                self.body += [f"    {x} = {masked}",
+                              f"    {top} = tl.maximum({accumulator}, {x})",
+                              f"    {accumulator}_sum = tl.where({top} == float('-inf'), 0.0, {rescaled})",
+                              f"    {accumulator} = {top}",
+                              f"    {nans} += tl.where(mask & ({operand} != {operand}), 1, 0)"]
+            elif step.kind == "sum":
                 self.body.append(f"    {accumulator} += {masked}")
             else:
                 self.body.append(f"    {accumulator} = tl.{'maximum' if step.kind == 'max' else 'minimum'}"
@@ -417,6 +434,15 @@ class RowKernel:
                 self.body.append(f"    {nans} += tl.where(mask & ({operand} != {operand}), 1, 0)")
         for step, accumulator, nans in accumulators:
             var = self.name("r")
+            if step.kind == "online":   # the lanes combined: the row's max, and each lane's sum rescaled to it
+                total = self.name("r")
+                rescaled = f"{accumulator}_sum * tl.exp({accumulator} - {var})"
+                self.body += [f"{var} = tl.max({accumulator}, 1)[:, None]",
+                              f"{total} = tl.sum(tl.where({accumulator} == float('-inf'), 0.0, {rescaled}), 1)[:, None]",
+                              f"{var} = tl.where(tl.sum({nans}, 1)[:, None] > 0, float('nan'), {var})"]
+                self.per_row[(step.key[0], "max")] = Value(var, self.operand_type(step))
+                self.per_row[(step.key[0], "exp")] = Value(total, self.operand_type(step))
+                continue
             reducer = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}[step.kind]
             self.body.append(f"{var} = {reducer}({accumulator}, 1)[:, None]")
             if step.kind != "sum":
