@@ -151,3 +151,12 @@ def test_what_the_row_kernel_cannot_express_falls_back_to_its_parts(tmp_path, mo
     match = fused(problem)
     assert row_kernels(match) == 0 and launches(match) == launches_without_row_fusion(problem, monkeypatch)
     assert_all_pass(problem, match)
+
+
+def test_indices_are_int64_when_the_rows_pass_two_to_the_31(tmp_path):
+    # traced with fake tensors: a 2**32-element problem costs nothing to lower (it is never run here)
+    reference = "import torch\n\ndef run(x):\n    return torch.softmax(x * 0.5, dim=-1)\n"
+    problem = make(tmp_path, "huge_rows", reference, {"x": (["n", "h"], "float16")}, {"y": (["n", "h"], "float16")},
+                   [{"n": 1 << 20}], axes={"n": {"type": "var"}, "h": {"type": "const", "value": 4096}})
+    kernel = fused(problem).plan["programs"][0]["kernels"][0]
+    assert kernel["body"][0].startswith("row = tl.program_id(0).to(tl.int64)")
