@@ -245,11 +245,13 @@ def _is_broadcast_operand(part: Any, group: RowRegion, full: int) -> bool:
 
 @dataclass
 class Step:
-    """One accumulation over the row: `kind` (sum, max, min, argmax, argmin) of `operand` (full-size)."""
+    """One accumulation over the row: `kind` (sum, max, min, argmax, argmin, online) of `operand` (full-size),
+    keyed by (reduced value, what of it), so reductions of one value share it (layer norm's mean and variance)."""
     key: tuple
     kind: str
     operand: Any          # (tile) -> Value of the operand at the tile's columns
     level: int
+    source: torch.fx.Node
 
 
 @dataclass
@@ -304,21 +306,23 @@ class RowKernel:
             self.levels[node] = base
             return base
         source = node.args[0]
-        operand = (lambda tile, s=source: self.value(s, tile, tuple(tensor_meta(s).shape)))
+        plain = (lambda tile, s=source: self.value(s, tile, tuple(tensor_meta(s).shape)))
         if kind in ("sum", "mean"):
-            self.steps.append(Step((node, "sum"), "sum", operand, base + 1))
+            wanted = [("sum", "sum", plain, 1)]
         elif kind in ("max", "min", "argmax", "argmin"):
-            self.steps.append(Step((node, kind), kind, operand, base + 1))
+            wanted = [(kind, kind, plain, 1)]
         elif kind == "var":
-            self.steps.append(Step((node, "sum"), "sum", operand, base + 1))
-            self.steps.append(Step((node, "squares"), "sum", lambda tile, n=node: self.deviation_squared(n, tile),
-                                   base + 2))
+            wanted = [("sum", "sum", plain, 1),
+                      ("squares", "sum", lambda tile, s=source: self.deviation_squared(s, tile), 2)]
         elif self.looped:   # softmax, log-softmax over a long row: max and sum of exp(x - max) in one pass
-            self.steps.append(Step((node, "online"), "online", operand, base + 1))
+            wanted = [("online", "online", plain, 1)]
         else:   # softmax, log-softmax: the row's max, then the sum of exp(x - max)
-            self.steps.append(Step((node, "max"), "max", operand, base + 1))
-            self.steps.append(Step((node, "exp"), "sum", lambda tile, n=node: self.shifted_exp(n, tile), base + 2))
-        self.levels[node] = max(s.level for s in self.steps if s.key[0] is node)
+            wanted = [("max", "max", plain, 1), ("exp", "sum", lambda tile, s=source: self.shifted_exp(s, tile), 2)]
+        known = {step.key for step in self.steps}
+        for tag, step_kind, operand, depth in wanted:
+            if (source, tag) not in known:
+                self.steps.append(Step((source, tag), step_kind, operand, base + depth, source))
+        self.levels[node] = base + max(depth for *_, depth in wanted)
         return self.levels[node]
 
     def emit(self) -> dict:
@@ -440,8 +444,8 @@ class RowKernel:
                 self.body += [f"{var} = tl.max({accumulator}, 1)[:, None]",
                               f"{total} = tl.sum(tl.where({accumulator} == float('-inf'), 0.0, {rescaled}), 1)[:, None]",
                               f"{var} = tl.where(tl.sum({nans}, 1)[:, None] > 0, float('nan'), {var})"]
-                self.per_row[(step.key[0], "max")] = Value(var, self.operand_type(step))
-                self.per_row[(step.key[0], "exp")] = Value(total, self.operand_type(step))
+                self.per_row[(step.source, "max")] = Value(var, self.operand_type(step))
+                self.per_row[(step.source, "exp")] = Value(total, self.operand_type(step))
                 continue
             reducer = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}[step.kind]
             self.body.append(f"{var} = {reducer}({accumulator}, 1)[:, None]")
@@ -450,7 +454,7 @@ class RowKernel:
             self.per_row[step.key] = Value(var, self.operand_type(step))
 
     def operand_type(self, step: Step) -> torch.dtype:
-        return compute_type(tensor_meta(step.key[0].args[0]).dtype)
+        return compute_type(tensor_meta(step.source).dtype)
 
     # -------------------------------------------------------------- values
 
@@ -511,30 +515,31 @@ class RowKernel:
         return Value(var, ctype)
 
     def reduction_result(self, node: torch.fx.Node, kind: str, tile: Tile) -> str:
-        width = float(self.width)
+        source, width = node.args[0], float(self.width)
         if kind == "sum":
-            return self.per_row[(node, "sum")].text
+            return self.per_row[(source, "sum")].text
         if kind == "mean":
-            return f"({self.per_row[(node, 'sum')].text} / {width!r})"
+            return f"({self.per_row[(source, 'sum')].text} / {width!r})"
         if kind in ("max", "min", "argmax", "argmin"):
-            return self.per_row[(node, kind)].text
+            return self.per_row[(source, kind)].text
         if kind == "var":
             correction = node.kwargs.get("correction", node.args[2] if len(node.args) > 2 else 1)
-            return f"({self.per_row[(node, 'squares')].text} / {width - float(correction)!r})"
-        shifted = f"({self.value(node.args[0], tile, tuple(tensor_meta(node).shape)).text} - {self.per_row[(node, 'max')].text})"
-        total = self.per_row[(node, "exp")].text
+            return f"({self.per_row[(source, 'squares')].text} / {width - float(correction)!r})"
+        x = self.value(source, tile, tuple(tensor_meta(source).shape)).text
+        shifted, total = f"({x} - {self.per_row[(source, 'max')].text})", self.per_row[(source, "exp")].text
         return f"(tl.exp({shifted}) / {total})" if kind == "softmax" else f"({shifted} - tl.log({total}))"
 
-    def deviation_squared(self, node: torch.fx.Node, tile: Tile) -> Value:
+    def deviation_squared(self, source: torch.fx.Node, tile: Tile) -> Value:
         """(x - mean)^2 for the variance's second pass."""
-        x = self.value(node.args[0], tile, tuple(tensor_meta(node.args[0]).shape))
+        x = self.value(source, tile, tuple(tensor_meta(source).shape))
         var = self.name("d")
-        self.body.append(f"{tile.indent}{var} = {x.text} - {self.per_row[(node, 'sum')].text} / {float(self.width)!r}")
+        mean = f"{self.per_row[(source, 'sum')].text} / {float(self.width)!r}"
+        self.body.append(f"{tile.indent}{var} = {x.text} - {mean}")
         return Value(f"({var} * {var})", x.ctype)
 
-    def shifted_exp(self, node: torch.fx.Node, tile: Tile) -> Value:
-        x = self.value(node.args[0], tile, tuple(tensor_meta(node.args[0]).shape))
-        return Value(f"tl.exp({x.text} - {self.per_row[(node, 'max')].text})", x.ctype)
+    def shifted_exp(self, source: torch.fx.Node, tile: Tile) -> Value:
+        x = self.value(source, tile, tuple(tensor_meta(source).shape))
+        return Value(f"tl.exp({x.text} - {self.per_row[(source, 'max')].text})", x.ctype)
 
     def scalar(self, host: str, kind: torch.dtype) -> Value:
         """A Python number known only at run time: a kernel parameter (never specialized)."""
