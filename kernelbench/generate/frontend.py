@@ -12,6 +12,8 @@ lowered to Triton kernels for the regions and aten calls for the rest.
      path chosen at launch), every value computed in fp32 (fp64, or its integer type), each value
      read outside the region stored once, contiguous;
   3. emits the rest as calls of the same aten ops, in an order that respects the regions.
+Between 1 and 2, kernelbench.generate.rowfusion grows row regions: a reduction over the innermost dimensions
+with the regions around it, one kernel with one program per block of rows.
 With `destination`, returned values go straight into the caller's output tensors: a kernel stores
 into them, a library op uses its `out=` variant, anything else is copied in.
 The result is a JSON-serializable program: kernel sources and the body of a Python function
@@ -314,6 +316,7 @@ RULES: dict[Any, Rule] = {
     aten.bitwise_not.default: lambda a, k, t: f"({a[0].to(t)} == 0)" if t == torch.bool else f"(~{a[0].to(t)})",
     aten.isnan.default: lambda a, k, t: f"({a[0].text} != {a[0].text})",
     aten.isinf.default: lambda a, k, t: f"(tl.abs({a[0].text}) == float('inf'))",
+    prims.div.default: _divide,
     aten._to_copy.default: _cast, prims.convert_element_type.default: _cast,
     aten.clone.default: _identity, aten.alias.default: _identity, aten.lift_fresh_copy.default: _identity,
 }
@@ -439,6 +442,22 @@ def hoist_casts_above_concatenation(graph: torch.fx.Graph) -> None:
         cast.replace_all_uses_with(moved)
         graph.erase_node(cast)
         graph.erase_node(joined)
+
+
+def merge_duplicates(graph: torch.fx.Graph) -> None:
+    """Nodes computing the same op of the same arguments become one, in place (sinking a cast below two
+    views of one value leaves two equal casts: each would be computed and stored)."""
+    seen: dict[tuple, torch.fx.Node] = {}
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload) \
+                or torch.Tag.nondeterministic_seeded in node.target.tags or node.target._schema.is_mutable:
+            continue
+        key = (node.target, repr(node.args), repr(sorted(node.kwargs.items(), key=lambda kv: kv[0])))
+        if key in seen:
+            node.replace_all_uses_with(seen[key])
+            graph.erase_node(node)
+        else:
+            seen[key] = node
 
 
 def op_path(op: torch._ops.OpOverload) -> str:
@@ -637,9 +656,12 @@ class Lowering:
         module.graph.eliminate_dead_code()
         sink_casts_below_views(module.graph)
         hoist_casts_above_concatenation(module.graph)
+        merge_duplicates(module.graph)
         self.module = module
         self.prefix = prefix
+        from kernelbench.generate import rowfusion  # built on this module
         self.partition = Partition(module.graph)
+        rowfusion.fuse_rows(self.partition)
         self.names: dict[torch.fx.Node, str] = {}
         self.lines: list[str] = []
         self.kernels: list[dict] = []
@@ -925,14 +947,31 @@ class Lowering:
 
     # ------------------------------------------------------------------ whole program
 
+    def fused(self, region: Region) -> None:
+        """A region's kernel; what cannot be lowered falls back piece by piece (a row region to the parts
+        it joined, a flat region to aten calls)."""
+        from kernelbench.generate import rowfusion  # built on this module
+        try:
+            if isinstance(region, rowfusion.RowRegion):
+                rowfusion.emit_row_region(self, region)
+            else:
+                self.region(region)
+        except Unsupported:   # e.g. a run-time exponent
+            if isinstance(region, rowfusion.RowRegion):
+                for part in rowfusion.ordered_parts(region):
+                    if isinstance(part, Region):
+                        self.fused(part)
+                    else:
+                        for node in part:
+                            self.statement(node)
+            else:
+                for node in region.nodes:
+                    self.statement(node)
+
     def lower(self) -> dict:
         for item in self.items():
             if isinstance(item, Region):
-                try:
-                    self.region(item)
-                except Unsupported:   # e.g. a run-time exponent: the region's ops stay aten calls
-                    for node in item.nodes:
-                        self.statement(node)
+                self.fused(item)
             elif item.op == "output" and self.destinations:
                 for node, slots in self.destinations.items():
                     for slot in slots:
