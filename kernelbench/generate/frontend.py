@@ -12,6 +12,10 @@ lowered to Triton kernels for the regions and aten calls for the rest.
      path chosen at launch), every value computed in fp32 (fp64, or its integer type), each value
      read outside the region stored once, contiguous;
   3. emits the rest as calls of the same aten ops, in an order that respects the regions.
+In a data-dependent graph (unbacked symbols: sizes read from tensor values), Python arithmetic on those
+symbols becomes host statements and every size is written as an expression of the variables that hold
+them (kernelbench.generate.host_sizes); ops on tensors of such sizes stay aten calls (a kernel bakes its
+sizes in), while a kernel may take a symbol as a run-time scalar.
 With `destination`, returned values go straight into the caller's output tensors: a kernel stores
 into them, a library op uses its `out=` variant, anything else is copied in.
 The result is a JSON-serializable program: kernel sources and the body of a Python function
@@ -31,6 +35,7 @@ import torch
 import torch.fx
 
 from kernelbench.generate.graph import Capture
+from kernelbench.generate.host_sizes import SYMBOLIC, HostSizes, UnboundSize, is_symbolic
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -87,7 +92,10 @@ def literal(value: Any, ctype: torch.dtype) -> Value:
 
 
 def literal_type(value: Any) -> torch.dtype:
-    return torch.bool if isinstance(value, bool) else torch.int64 if isinstance(value, int) else torch.float32
+    """The kernel type of a Python number, or of a symbolic one read from data at run time."""
+    if isinstance(value, (bool, torch.SymBool)):
+        return torch.bool
+    return torch.int64 if isinstance(value, (int, torch.SymInt)) else torch.float32
 
 
 # ----------------------------------------------------------------------------- elementwise ops
@@ -337,6 +345,8 @@ PYTHON_OPS = {operator.add: "operator.add", operator.sub: "operator.sub", operat
               operator.mod: "operator.mod", operator.neg: "operator.neg", operator.getitem: "operator.getitem",
               operator.pow: "operator.pow", operator.eq: "operator.eq", operator.lt: "operator.lt",
               operator.le: "operator.le", operator.gt: "operator.gt", operator.ge: "operator.ge",
+              operator.ne: "operator.ne", operator.and_: "operator.and_", operator.or_: "operator.or_",
+              torch.sym_not: "operator.not_",
               math.sqrt: "math.sqrt", math.ceil: "math.ceil", math.floor: "math.floor",
               torch.sym_float: "float", torch.sym_int: "int", torch.sym_max: "max", torch.sym_min: "min"}
 ATTENTION = torch.ops.kernelbench.attention.default     # registered by kernelbench.generate.graph
@@ -367,7 +377,7 @@ CASTS = {aten._to_copy.default, prims.convert_element_type.default}
 def _is_plain_cast(node: Any) -> bool:
     return (isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target in CASTS
             and set(node.kwargs) <= {"dtype"} and isinstance(node.args[0], torch.fx.Node)
-            and tensor_meta(node.args[0]) is not None)
+            and tensor_meta(node.args[0]) is not None and not is_symbolic(tensor_meta(node.args[0])))
 
 
 def sink_casts_below_views(graph: torch.fx.Graph) -> None:
@@ -500,6 +510,8 @@ class Partition:
         meta = tensor_meta(node)
         if node.op != "call_function" or node.target not in RULES or meta is None or meta.dtype not in TL:
             return False
+        if is_symbolic(meta) or any(is_symbolic(tensor_meta(a)) for a in node.all_input_nodes):
+            return False   # a size known at run time only: the op stays an aten call (kernels bake sizes in)
         if node.target is aten._to_copy.default and set(node.kwargs) - {"dtype", "layout", "device", "memory_format"}:
             return False
         try:
@@ -513,11 +525,11 @@ class Partition:
     def is_inline_constant(self, node: torch.fx.Node) -> bool:
         meta = tensor_meta(node)
         return (node.op == "call_function" and node.target in CONSTANTS and meta is not None and meta.dtype in TL
-                and not isinstance(constant_value(node), torch.fx.Node)
+                and not is_symbolic(meta) and not isinstance(constant_value(node), torch.fx.Node)
                 and bool(node.users) and all(u in self.elementwise for u in node.users))
 
     def is_absorbed_view(self, node: torch.fx.Node) -> bool:
-        if node.op != "call_function" or node.target not in ORDER_KEEPING_VIEWS:
+        if node.op != "call_function" or node.target not in ORDER_KEEPING_VIEWS or is_symbolic(tensor_meta(node)):
             return False
         source = node.args[0]
         return isinstance(source, torch.fx.Node) and source in self.region_of
@@ -607,7 +619,7 @@ def _operand_type(arg: Any) -> Value:
         value = arg.meta.get("val")
         if isinstance(value, (list, tuple)):
             raise Unsupported("a list operand")
-        return Value("p", literal_type(value) if isinstance(value, (bool, int, float)) else torch.float32)
+        return Value("p", literal_type(value) if isinstance(value, (bool, int, float, *SYMBOLIC)) else torch.float32)
     if arg is None or isinstance(arg, str):
         return Value(repr(arg), torch.float32)
     if isinstance(arg, (bool, int, float)):
@@ -646,6 +658,7 @@ class Lowering:
         self.launches = 0
         self.constants: list[dict] = []
         self.scalar_names = {}
+        self.sizes = HostSizes()   # symbols of a data-dependent graph -> the variables that hold them
         placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
         self.parameters = [f"a{i}" for i in range(len(placeholders))]
         for node, name, input_name in zip(placeholders, self.parameters, capture.inputs):
@@ -729,6 +742,11 @@ class Lowering:
             return self.device
         if isinstance(value, torch.layout):
             return str(value)
+        if isinstance(value, SYMBOLIC):
+            try:
+                return self.sizes.text(value)
+            except UnboundSize as exc:
+                raise Unsupported(str(exc)) from None
         if isinstance(value, torch.memory_format):
             return str(value)
         if isinstance(value, float):
@@ -859,8 +877,8 @@ class Lowering:
                 if tensor_meta(arg) is not None:
                     return load(arg, tuple(tensor_meta(consumer).shape))
                 value = arg.meta.get("val")
-                return scalar(self.names[arg], literal_type(value) if isinstance(value, (int, float, bool)) else
-                              torch.float32)
+                return scalar(self.names[arg], literal_type(value) if isinstance(value, (int, float, bool, *SYMBOLIC))
+                              else torch.float32)
             if arg is None or isinstance(arg, str):
                 return Value(repr(arg), torch.float32)
             if isinstance(arg, torch.dtype):
@@ -942,6 +960,7 @@ class Lowering:
                 self.lines.append(f"return {self.argument(item.args[0])}")
             else:
                 self.statement(item)
+                self.sizes.define(item.meta.get("val"), self.names[item])
         if not self.kernels:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
         return {"parameters": self.parameters + self.outputs, "lines": self.lines, "kernels": self.kernels,
