@@ -271,7 +271,10 @@ def _data_dependent_trace(problem: Problem, axes: dict[str, int], scalars: dict[
     `bincount`, a slice by such values) is an unbacked symbol. The graph holds for any data at these
     shapes. A reference whose Python branches or loops on such a value cannot be traced once for all data."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode, ShapeEnv
+    from torch.fx.experimental.symbolic_shapes import (
+        GuardOnDataDependentSymNode,
+        ShapeEnv,
+    )
 
     module = reference_reading_symbols(problem.definition.reference, problem.name)
     mode = FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True,
