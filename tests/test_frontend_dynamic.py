@@ -113,6 +113,24 @@ def test_moe_counts_from_bincount_and_repeat_interleave(tmp_path):
     assert len(assert_matches_reference(problem, render(problem, match), inputs)) > 1
 
 
+def test_a_size_assumed_positive_is_checked_and_the_reference_runs_where_it_is_not(tmp_path):
+    # logsumexp asks whether its input is empty: traced with the window width assumed >= 1, the program
+    # checks that width at run time and hands an empty window to the reference
+    reference = ("import torch\n\ndef run(x, lengths):\n"
+                 "    window = (x * 2.0)[:, :int(lengths.max())]\n"
+                 "    return torch.sigmoid(torch.logsumexp(window, dim=1))\n")
+    problem = make(tmp_path, "window", reference, {"x": (["n", "h"], "float32"), "lengths": (["n"], "int64")},
+                   {"y": (["n"], "float32")}, [{"n": 5}])
+    match = fused(problem)
+    kernels, lines = kernels_and_lines(match)
+    assert kernels >= 1 and "return _fallback(a0, a1, o0)" in lines
+
+    def inputs(generator):
+        lengths = torch.randint(1, 9, (5,), generator=generator) if generator.initial_seed() else torch.zeros(5).long()
+        return [torch.randn(5, 8, generator=generator), lengths], int(lengths.max())
+    assert 0 in assert_matches_reference(problem, render(problem, match), inputs)
+
+
 def test_python_control_flow_on_tensor_values_is_refused_with_its_reason(tmp_path):
     reference = ("import torch\n\ndef run(x, cu_seqlens):\n"
                  "    if cu_seqlens[0].item() > 0:\n"

@@ -15,7 +15,9 @@ lowered to Triton kernels for the regions and aten calls for the rest.
 In a data-dependent graph (unbacked symbols: sizes read from tensor values), Python arithmetic on those
 symbols becomes host statements and every size is written as an expression of the variables that hold
 them (kernelbench.generate.host_sizes); ops on tensors of such sizes stay aten calls (a kernel bakes its
-sizes in), while a kernel may take a symbol as a run-time scalar.
+sizes in), while a kernel may take a symbol as a run-time scalar. A size the trace assumed positive
+(kernelbench.generate.size_assumptions) is checked once it has a value: where it is not, the program
+returns `_fallback(...)` (the template's call of the reference).
 With `destination`, returned values go straight into the caller's output tensors: a kernel stores
 into them, a library op uses its `out=` variant, anything else is copied in.
 The result is a JSON-serializable program: kernel sources and the body of a Python function
@@ -960,7 +962,10 @@ class Lowering:
                 self.lines.append(f"return {self.argument(item.args[0])}")
             else:
                 self.statement(item)
-                self.sizes.define(item.meta.get("val"), self.names[item])
+                for symbol, text in self.sizes.define(item.meta.get("val"), self.names[item]).items():
+                    if symbol in self.capture.positive_sizes:   # assumed while tracing: else the reference runs
+                        self.lines.append(f"if not {text} >= 1:")
+                        self.lines.append(f"    return _fallback({', '.join(self.parameters + self.outputs)})")
         if not self.kernels:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
         return {"parameters": self.parameters + self.outputs, "lines": self.lines, "kernels": self.kernels,

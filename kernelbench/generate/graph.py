@@ -37,6 +37,7 @@ from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.generate.host_reads import ListsAsSymbols, reference_reading_symbols
+from kernelbench.generate.size_assumptions import AssumingShapeEnv, zero_test_symbols
 
 EXAMPLE_SIZES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47)
 # make_fx's symbolic tracing keeps process-wide state (dispatch modes, shape environments): two threads
@@ -56,6 +57,7 @@ class Capture:
     scalar_literals: dict[str, Any] = field(default_factory=dict)  # scalar input -> the literal standing for it
     example_axes: dict[str, int] = field(default_factory=dict)
     specialized: bool = False   # scalars traced as the workload's own numbers: the graph holds for those values only
+    positive_sizes: frozenset[str] = frozenset()   # data-dependent sizes (`u3`) the graph assumes >= 1
 
     def placeholders(self) -> dict[str, torch.fx.Node]:
         nodes = [n for n in self.module.graph.nodes if n.op == "placeholder"]
@@ -233,12 +235,13 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
         if data_dependent and not any(_reads_data(e) for e in failures):
             break
         try:
-            graph = _data_dependent_trace(problem, axes, scalars) if data_dependent else \
-                _fake_trace(module.run, problem, axes, scalars)
+            graph, positive = _data_dependent_trace(problem, axes, scalars) if data_dependent else \
+                (_fake_trace(module.run, problem, axes, scalars), frozenset())
         except Exception as exc:  # noqa: BLE001 - any tracing failure: try the next way
             failures.append(exc)
             continue
-        return Capture(graph, names, frozenset(scalar_specs), {}, axes, specialized=scalars is values and bool(values))
+        return Capture(graph, names, frozenset(scalar_specs), {}, axes, specialized=scalars is values and bool(values),
+                       positive_sizes=positive)
     reasons = "; ".join(f"{label}{type(e).__name__}: {str(e)[:200]}" for (label, *_), e in zip(attempts, failures))
     raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: {reasons}")
 
@@ -265,30 +268,38 @@ def _reads_data(exc: Exception) -> bool:
     return any(t.__name__ in DATA_DEPENDENT_ERRORS for t in type(exc).__mro__) or "tolist()" in str(exc)
 
 
-def _data_dependent_trace(problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
+MAX_SIZE_ASSUMPTIONS = 4   # traces of one reference that each assume more sizes positive
+
+
+def _data_dependent_trace(problem: Problem, axes: dict[str, int],
+                          scalars: dict[str, Any]) -> tuple[torch.fx.GraphModule, frozenset[str]]:
     """The reference traced with a shape environment: inputs keep their concrete shapes, every value read
     from a tensor (`.item()`, `int(t)`, `tolist()`) and every size an op computes from data (`nonzero`,
     `bincount`, a slice by such values) is an unbacked symbol. The graph holds for any data at these
-    shapes. A reference whose Python branches or loops on such a value cannot be traced once for all data."""
+    shapes, given the sizes it assumed positive (returned; kernelbench.generate.size_assumptions). A
+    reference whose Python branches or loops on such a value cannot be traced once for all data."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import (
-        GuardOnDataDependentSymNode,
-        ShapeEnv,
-    )
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
     module = reference_reading_symbols(problem.definition.reference, problem.name)
-    mode = FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True,
-                          shape_env=ShapeEnv(allow_scalar_outputs=True, allow_dynamic_output_shape_ops=True))
 
     def reading_symbols(*args):
         with ListsAsSymbols():
             return module.run(*args)
-    try:
-        return _trace_fake(reading_symbols, _fake_inputs(problem, axes, scalars, mode))
-    except GuardOnDataDependentSymNode as exc:
-        condition = str(exc).split("\n")[0]
-        raise CaptureError(f"the computation branches on tensor values ({condition}): "
-                           f"no one graph holds for all data") from None
+    positive: frozenset[str] = frozenset()
+    for _ in range(MAX_SIZE_ASSUMPTIONS + 1):
+        shape_env = AssumingShapeEnv(positive, allow_scalar_outputs=True, allow_dynamic_output_shape_ops=True)
+        mode = FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True, shape_env=shape_env)
+        try:
+            return _trace_fake(reading_symbols, _fake_inputs(problem, axes, scalars, mode)), positive
+        except GuardOnDataDependentSymNode as exc:
+            more = zero_test_symbols(getattr(exc, "cond", None)) - positive
+            if not more:
+                condition = str(exc).split("\n")[0]
+                raise CaptureError(f"the computation branches on tensor values ({condition}): "
+                                   f"no one graph holds for all data") from None
+            positive |= more
+    raise CaptureError(f"more than {MAX_SIZE_ASSUMPTIONS} data-dependent sizes would have to be assumed positive")
 
 
 def _fake_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any], mode) -> list[Any]:

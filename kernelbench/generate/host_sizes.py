@@ -39,18 +39,22 @@ class HostSizes:
     def __init__(self):
         self.bindings: dict[sympy.Symbol, str] = {}
 
-    def define(self, value: Any, name: str) -> None:
-        """Bind the symbols that `value` (just assigned to `name`) is the first to carry."""
+    def define(self, value: Any, name: str) -> dict[str, str]:
+        """Bind the symbols that `value` (just assigned to `name`) is the first to carry: symbol name -> text."""
         if isinstance(value, SYMBOLIC):
-            self._bind(value.node.expr, name)
-        elif isinstance(value, torch.Tensor):
+            return self._bind(value.node.expr, name)
+        bound = {}
+        if isinstance(value, torch.Tensor):
             for d, size in enumerate(value.shape):
                 if isinstance(size, torch.SymInt):
-                    self._bind(size.node.expr, f"{name}.shape[{d}]")
+                    bound.update(self._bind(size.node.expr, f"{name}.shape[{d}]"))
+        return bound
 
-    def _bind(self, expr: sympy.Expr, text: str) -> None:
-        if isinstance(expr, sympy.Symbol):
-            self.bindings.setdefault(expr, text)
+    def _bind(self, expr: sympy.Expr, text: str) -> dict[str, str]:
+        if not isinstance(expr, sympy.Symbol) or expr in self.bindings:
+            return {}
+        self.bindings[expr] = text
+        return {str(expr): text}
 
     def text(self, value: Any) -> str:
         """A number or a symbolic number as a host expression."""
