@@ -35,6 +35,24 @@ def is_symbolic(value: Any) -> bool:
     return isinstance(value, SYMBOLIC)
 
 
+def _expr(size: Any) -> sympy.Expr:
+    return sympy.expand(size.node.expr) if isinstance(size, torch.SymInt) else sympy.Integer(int(size))
+
+
+def same_size(a: Any, b: Any) -> bool:
+    """Equal for every value of the symbols (decided on the expressions: asking torch would add a guard)."""
+    return a == b if isinstance(a, int) and isinstance(b, int) else sympy.expand(_expr(a) - _expr(b)) == 0
+
+
+def same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(same_size(x, y) for x, y in zip(a, b))
+
+
+def is_one(size: Any) -> bool:
+    """Known to be 1 (a data-dependent size is not known to be anything)."""
+    return isinstance(size, int) and size == 1
+
+
 class HostSizes:
     def __init__(self):
         self.bindings: dict[sympy.Symbol, str] = {}
