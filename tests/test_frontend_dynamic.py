@@ -6,6 +6,9 @@ and compared with the reference.
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import torch
 from test_family_fused import fused, make, render
 
@@ -25,14 +28,15 @@ def random_offsets(total: int, segments: int, generator: torch.Generator) -> tor
 
 
 def assert_matches_reference(problem, solution, inputs_for) -> set:
-    """The solution against the reference on each seed's inputs; returns the data-dependent sizes seen
-    (a test asserts they vary, or it proves nothing about fresh data)."""
+    """The solution against the reference on each workload, with each seed's inputs (inputs_for(generator,
+    axes)); returns the data-dependent sizes seen (a test asserts they vary, or it proves nothing about
+    fresh data)."""
     module = compile_reference(problem.definition)
     run = load_entry_point(solution, materialize(solution))
-    axes = problem.axes_for(problem.smallest_workload())
     seen = set()
-    for seed in SEEDS:
-        inputs, size = inputs_for(torch.Generator().manual_seed(seed))
+    for seed, workload in itertools.product(SEEDS, problem.workloads):
+        axes = problem.axes_for(workload)
+        inputs, size = inputs_for(torch.Generator().manual_seed(seed), axes)
         seen.add(size)
         expected = as_output_list(module.run(*[t.clone() for t in inputs]), len(problem.definition.outputs))
         got = [torch.full(problem.shape_of(s, axes), float("nan")).to(torch_dtype(s.dtype))
@@ -43,9 +47,10 @@ def assert_matches_reference(problem, solution, inputs_for) -> set:
     return seen
 
 
-def kernels_and_lines(match) -> tuple[int, str]:
-    (program,) = match.plan["programs"]
-    return len(program["kernels"]), "\n".join(program["lines"])
+def kernels_and_lines(match, program: int = 0) -> tuple[int, str]:
+    """The kernels a program launches (its own and those deduplicated into an earlier program's), its lines."""
+    lines = match.plan["programs"][program]["lines"]
+    return len({line.split("[")[0].strip() for line in lines if re.match(r"\s*_s\d+_k\d+\[", line)}), "\n".join(lines)
 
 
 def test_segments_sliced_by_offsets_read_with_item_int_and_tolist(tmp_path):
@@ -66,7 +71,7 @@ def test_segments_sliced_by_offsets_read_with_item_int_and_tolist(tmp_path):
     kernels, lines = kernels_and_lines(match)
     assert kernels >= 1 and "_local_scalar_dense" in lines        # tanh * 3 fused; the offsets read at run time
 
-    def inputs(generator):
+    def inputs(generator, axes):
         cu = random_offsets(13, 3, generator)
         return [torch.randn(13, 8, generator=generator), cu], tuple(cu.tolist())
     assert len(assert_matches_reference(problem, render(problem, match), inputs)) > 1
@@ -80,15 +85,15 @@ def test_rows_picked_by_nonzero_and_a_boolean_mask(tmp_path):
                  "    masked = scaled[keep].sum(0)\n"
                  "    return torch.sigmoid(added) + masked\n")
     problem = make(tmp_path, "masked", reference, {"x": (["n", "h"], "float32"), "keep": (["n"], "bool")},
-                   {"y": (["n", "h"], "float32")}, [{"n": 11}])
+                   {"y": (["n", "h"], "float32")}, [{"n": 11}, {"n": 13}])
     match = fused(problem)
-    kernels, lines = kernels_and_lines(match)
+    kernels, lines = kernels_and_lines(match, program=1)   # the kernels it shares with the first were deduplicated
     # the affine head, the relu of the picked rows (a kernel told its element count at run time), the tail
     assert kernels == 3 and "nonzero" in lines and ".shape[0]) > 0:" in lines
 
-    def inputs(generator):
-        keep = torch.rand(11, generator=generator) < 0.5
-        return [torch.randn(11, 8, generator=generator), keep], int(keep.sum())
+    def inputs(generator, axes):
+        keep = torch.rand(axes["n"], generator=generator) < 0.5
+        return [torch.randn(axes["n"], 8, generator=generator), keep], int(keep.sum())
     assert len(assert_matches_reference(problem, render(problem, match), inputs)) > 1
 
 
@@ -108,7 +113,7 @@ def test_moe_counts_from_bincount_and_repeat_interleave(tmp_path):
     kernels, lines = kernels_and_lines(match)
     assert kernels >= 1 and "bincount" in lines and "repeat_interleave" in lines
 
-    def inputs(generator):
+    def inputs(generator, axes):
         ids = torch.randint(0, 4, (9,), generator=generator)
         return [torch.randn(9, 8, generator=generator), ids], tuple(torch.bincount(ids, minlength=4).tolist())
     assert len(assert_matches_reference(problem, render(problem, match), inputs)) > 1
@@ -126,7 +131,7 @@ def test_a_size_assumed_positive_is_checked_and_the_reference_runs_where_it_is_n
     kernels, lines = kernels_and_lines(match)
     assert kernels >= 1 and "return _fallback(a0, a1, o0)" in lines
 
-    def inputs(generator):
+    def inputs(generator, axes):
         lengths = torch.randint(1, 9, (5,), generator=generator) if generator.initial_seed() else torch.zeros(5).long()
         return [torch.randn(5, 8, generator=generator), lengths], int(lengths.max())
     assert 0 in assert_matches_reference(problem, render(problem, match), inputs)

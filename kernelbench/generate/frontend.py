@@ -1025,8 +1025,8 @@ def dedupe_kernels(programs: list[dict]) -> None:
                 survivors[text] = kernel["name"]
                 kept.append(kernel)
         program["kernels"] = kept
-        program["lines"] = [re.sub(r"^(\w+)\[", lambda m, r=renamed: f"{r.get(m.group(1), m.group(1))}[", line)
-                            for line in program["lines"]]
+        program["lines"] = [re.sub(r"^(\s*)(\w+)\[", lambda m, r=renamed: f"{m.group(1)}{r.get(m.group(2), m.group(2))}[",
+                                   line) for line in program["lines"]]
 
 
 def lower(capture: Capture, prefix: str, destination: bool = False) -> dict:
