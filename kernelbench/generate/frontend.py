@@ -14,6 +14,14 @@ lowered to Triton kernels for the regions and aten calls for the rest.
   3. emits the rest as calls of the same aten ops, in an order that respects the regions.
 Between 1 and 2, kernelbench.generate.rowfusion grows row regions: a reduction over the innermost dimensions
 with the regions around it, one kernel with one program per block of rows.
+In a data-dependent graph (unbacked symbols: sizes read from tensor values), Python arithmetic on those
+symbols becomes host statements and every size is written as an expression of the variables that hold
+them (kernelbench.generate.host_sizes); a region of such a size takes its element count and the sizes
+its coordinates need as run-time parameters (never specialized), and is launched only when it is not
+empty. Sizes are compared as expressions (equal for every value of the symbols), never by asking torch,
+which would guard on data. A size the trace assumed positive
+(kernelbench.generate.size_assumptions) is checked once it has a value: where it is not, the program
+returns `_fallback(...)` (the template's call of the reference).
 With `destination`, returned values go straight into the caller's output tensors: a kernel stores
 into them, a library op uses its `out=` variant, anything else is copied in.
 The result is a JSON-serializable program: kernel sources and the body of a Python function
@@ -33,6 +41,15 @@ import torch
 import torch.fx
 
 from kernelbench.generate.graph import Capture
+from kernelbench.generate.host_sizes import (
+    SYMBOLIC,
+    HostSizes,
+    UnboundSize,
+    is_one,
+    is_symbolic,
+    same_shape,
+    same_size,
+)
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -89,7 +106,10 @@ def literal(value: Any, ctype: torch.dtype) -> Value:
 
 
 def literal_type(value: Any) -> torch.dtype:
-    return torch.bool if isinstance(value, bool) else torch.int64 if isinstance(value, int) else torch.float32
+    """The kernel type of a Python number, or of a symbolic one read from data at run time."""
+    if isinstance(value, (bool, torch.SymBool)):
+        return torch.bool
+    return torch.int64 if isinstance(value, (int, torch.SymInt)) else torch.float32
 
 
 # ----------------------------------------------------------------------------- elementwise ops
@@ -340,6 +360,8 @@ PYTHON_OPS = {operator.add: "operator.add", operator.sub: "operator.sub", operat
               operator.mod: "operator.mod", operator.neg: "operator.neg", operator.getitem: "operator.getitem",
               operator.pow: "operator.pow", operator.eq: "operator.eq", operator.lt: "operator.lt",
               operator.le: "operator.le", operator.gt: "operator.gt", operator.ge: "operator.ge",
+              operator.ne: "operator.ne", operator.and_: "operator.and_", operator.or_: "operator.or_",
+              torch.sym_not: "operator.not_",
               math.sqrt: "math.sqrt", math.ceil: "math.ceil", math.floor: "math.floor",
               torch.sym_float: "float", torch.sym_int: "int", torch.sym_max: "max", torch.sym_min: "min"}
 ATTENTION = torch.ops.kernelbench.attention.default     # registered by kernelbench.generate.graph
@@ -370,7 +392,7 @@ CASTS = {aten._to_copy.default, prims.convert_element_type.default}
 def _is_plain_cast(node: Any) -> bool:
     return (isinstance(node, torch.fx.Node) and node.op == "call_function" and node.target in CASTS
             and set(node.kwargs) <= {"dtype"} and isinstance(node.args[0], torch.fx.Node)
-            and tensor_meta(node.args[0]) is not None)
+            and tensor_meta(node.args[0]) is not None and not is_symbolic(tensor_meta(node.args[0])))
 
 
 def sink_casts_below_views(graph: torch.fx.Graph) -> None:
@@ -532,7 +554,7 @@ class Partition:
     def is_inline_constant(self, node: torch.fx.Node) -> bool:
         meta = tensor_meta(node)
         return (node.op == "call_function" and node.target in CONSTANTS and meta is not None and meta.dtype in TL
-                and not isinstance(constant_value(node), torch.fx.Node)
+                and not is_symbolic(meta) and not isinstance(constant_value(node), torch.fx.Node)
                 and bool(node.users) and all(u in self.elementwise for u in node.users))
 
     def is_absorbed_view(self, node: torch.fx.Node) -> bool:
@@ -546,8 +568,8 @@ class Partition:
         producers = []
         for arg in node.all_input_nodes:
             region = self.region_of.get(arg)
-            if region is not None and tensor_meta(arg).numel() == numel and region not in producers:
-                if tensor_meta(arg).shape == tensor_meta(node).shape or self.is_absorbed_view(node) \
+            if region is not None and same_size(tensor_meta(arg).numel(), numel) and region not in producers:
+                if same_shape(tensor_meta(arg).shape, tensor_meta(node).shape) or self.is_absorbed_view(node) \
                         or _is_contiguous_prefix_broadcast(tensor_meta(arg), tensor_meta(node)):
                     producers.append(region)
         producers.sort(key=lambda r: -len(r.nodes))
@@ -589,7 +611,7 @@ class Partition:
                     continue
                 for j in range(i + 1, len(live)):
                     other = live[j]
-                    if other is None or numel(other) != numel(base):
+                    if other is None or not same_size(numel(other), numel(base)):
                         continue
                     merged = Region()
                     for member in sorted(base.nodes + other.nodes, key=self.index.__getitem__):
@@ -626,7 +648,7 @@ def _operand_type(arg: Any) -> Value:
         value = arg.meta.get("val")
         if isinstance(value, (list, tuple)):
             raise Unsupported("a list operand")
-        return Value("p", literal_type(value) if isinstance(value, (bool, int, float)) else torch.float32)
+        return Value("p", literal_type(value) if isinstance(value, (bool, int, float, *SYMBOLIC)) else torch.float32)
     if arg is None or isinstance(arg, str):
         return Value(repr(arg), torch.float32)
     if isinstance(arg, (bool, int, float)):
@@ -636,7 +658,7 @@ def _operand_type(arg: Any) -> Value:
 
 def _is_contiguous_prefix_broadcast(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same element count and shapes equal up to size-1 dimensions (a view the flat index does not notice)."""
-    return [s for s in a.shape if s != 1] == [s for s in b.shape if s != 1]
+    return same_shape([s for s in a.shape if not is_one(s)], [s for s in b.shape if not is_one(s)])
 
 
 # ----------------------------------------------------------------------------- emission
@@ -668,6 +690,7 @@ class Lowering:
         self.launches = 0
         self.constants: list[dict] = []
         self.scalar_names = {}
+        self.sizes = HostSizes()   # symbols of a data-dependent graph -> the variables that hold them
         placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
         self.parameters = [f"a{i}" for i in range(len(placeholders))]
         for node, name, input_name in zip(placeholders, self.parameters, capture.inputs):
@@ -751,6 +774,8 @@ class Lowering:
             return self.device
         if isinstance(value, torch.layout):
             return str(value)
+        if isinstance(value, SYMBOLIC):
+            return self.size_text(value)
         if isinstance(value, torch.memory_format):
             return str(value)
         if isinstance(value, float):
@@ -758,6 +783,17 @@ class Lowering:
         if value is None or isinstance(value, (bool, int, str)):
             return repr(value)
         raise Unsupported(f"argument {value!r} of type {type(value).__name__}")
+
+    def size_text(self, value: Any) -> str:
+        try:
+            return self.sizes.text(value)
+        except UnboundSize as exc:
+            raise Unsupported(str(exc)) from None
+
+    def shape_text(self, shape) -> str:
+        if all(isinstance(s, int) for s in shape):
+            return str(tuple(shape))
+        return "(" + "".join(f"{self.size_text(s)}, " for s in shape) + ")"
 
     def constant_tensor(self, node: torch.fx.Node) -> str:
         """An inline constant also read by an aten call (only when a region could not take it)."""
@@ -821,20 +857,24 @@ class Lowering:
         loads: dict[tuple, Value] = {}
         coordinates: dict[tuple[int, ...], str] = {}
 
+        def size(value) -> str:
+            """A size in the kernel: a literal, or a parameter where it is known at run time only."""
+            return str(value) if isinstance(value, int) else scalar(self.size_text(value), torch.int64).text
+
         def coordinate(shape: tuple[int, ...], dim: int) -> str:
-            key = tuple(shape)
+            key = tuple(str(s) for s in shape)
             if key not in coordinates:
                 coordinates[key] = f"c{len(coordinates)}"
                 tag = coordinates[key]
                 for d in range(len(shape)):
                     inner = math.prod(shape[d + 1:])
-                    text = f"offs // {inner}" if inner > 1 else "offs"
-                    body.append(f"{tag}_{d} = ({text}) % {shape[d]}" if d > 0 else f"{tag}_{d} = {text}")
+                    text = "offs" if is_one(inner) else f"offs // {size(inner)}"
+                    body.append(f"{tag}_{d} = ({text}) % {size(shape[d])}" if d > 0 else f"{tag}_{d} = {text}")
             return f"{coordinates[key]}_{dim}"
 
         def load(arg: torch.fx.Node, consumer_shape: tuple[int, ...]) -> Value:
             meta = tensor_meta(arg)
-            key = (arg, tuple(consumer_shape))
+            key = (arg, tuple(str(s) for s in consumer_shape))
             if key in loads:
                 return loads[key]
             if arg not in inputs:
@@ -842,7 +882,7 @@ class Lowering:
             entry = inputs[arg]
             ctype = compute_type(meta.dtype)
             var = f"x{len(loads)}"
-            if meta.numel() == 1:
+            if is_one(meta.numel()):
                 body.append(f"{var} = tl.load({entry.name}).to({TL[ctype]})")
             else:
                 shape, rank = tuple(meta.shape), len(meta.shape)
@@ -852,14 +892,14 @@ class Lowering:
                 contiguous_strides = [math.prod(shape[d + 1:]) for d in range(rank)]
                 static_terms, runtime_terms = [], []
                 for d in range(rank):
-                    if shape[d] == 1:
+                    if is_one(shape[d]):
                         continue
-                    if shape[d] != consumer_shape[offset + d]:
+                    if not same_size(shape[d], consumer_shape[offset + d]):
                         raise Unsupported(f"shape {shape} read at {consumer_shape}")
                     c = coordinate(consumer_shape, offset + d)
-                    static_terms.append(f"{c} * {contiguous_strides[d]}" if contiguous_strides[d] != 1 else c)
+                    static_terms.append(c if is_one(contiguous_strides[d]) else f"{c} * {size(contiguous_strides[d])}")
                     runtime_terms.append(f"{c} * {entry.name}_s{d}")
-                same = shape == tuple(consumer_shape)
+                same = same_shape(shape, consumer_shape)
                 fast = "offs" if same else (" + ".join(static_terms) or "0")
                 slow = " + ".join(runtime_terms) or "0"
                 body.append(f"if C_{entry.name}:")
@@ -881,8 +921,8 @@ class Lowering:
                 if tensor_meta(arg) is not None:
                     return load(arg, tuple(tensor_meta(consumer).shape))
                 value = arg.meta.get("val")
-                return scalar(self.names[arg], literal_type(value) if isinstance(value, (int, float, bool)) else
-                              torch.float32)
+                return scalar(self.names[arg], literal_type(value) if isinstance(value, (int, float, bool, *SYMBOLIC))
+                              else torch.float32)
             if arg is None or isinstance(arg, str):
                 return Value(repr(arg), torch.float32)
             if isinstance(arg, torch.dtype):
@@ -916,13 +956,15 @@ class Lowering:
             body.append(f"tl.store(out{i} + offs, {values[node].to(compute_type(tensor_meta(node).dtype))}"
                         f".to({TL[tensor_meta(node).dtype]}), mask=mask)")
 
-        index_type = "tl.int64" if numel >= 2 ** 31 else "tl.int32"
+        index_type = "tl.int64" if not isinstance(numel, int) or numel >= 2 ** 31 else "tl.int32"
+        bound = size(numel)
         tensor_inputs = list(inputs.values())
         parameters = [e.name for e in tensor_inputs] + list(scalars.values()) + [f"out{i}" for i in range(len(outputs))]
         for entry in tensor_inputs:
             parameters += [f"{entry.name}_s{d}" for d in range(len(entry.shape))]
         parameters += [f"C_{e.name}: tl.constexpr" for e in tensor_inputs] + ["BLOCK: tl.constexpr"]
-        header = [f"offs = tl.program_id(0).to({index_type}) * BLOCK + tl.arange(0, BLOCK)", f"mask = offs < {numel}"]
+        header = [f"offs = tl.program_id(0).to({index_type}) * BLOCK + tl.arange(0, BLOCK)", f"mask = offs < {bound}"]
+        shapes = {node: self.shape_text(tensor_meta(node).shape) for node in outputs}
         self.kernels.append({"name": kernel, "parameters": parameters, "body": header + canonical_names(body),
                              "unspecialized": list(scalars.values()),
                              "uses_tanh": any("_tanh(" in line for line in body)})
@@ -934,14 +976,18 @@ class Lowering:
                 self.names[node] = self.destinations[node][0]
                 continue
             self.names[node] = name
-            self.lines.append(f"{name} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, device={self.device})")
-        if numel == 0:
+            self.lines.append(f"{name} = torch.empty({shapes[node]}, dtype={meta.dtype}, device={self.device})")
+        if isinstance(numel, int) and numel == 0:
             return
+        launch = ""
+        if not isinstance(numel, int):   # a size known at run time may be zero: no launch then
+            self.lines.append(f"if {self.size_text(numel)} > 0:")
+            launch = "    "
         arguments = [self.names[e.node] for e in tensor_inputs] + list(scalars) + \
             [self.names[n] for n in outputs]
         arguments += [f"*{self.names[e.node]}.stride()" for e in tensor_inputs if len(e.shape)]
         arguments += [f"C_{e.name}={self.names[e.node]}.is_contiguous()" for e in tensor_inputs]
-        self.lines.append(f"{kernel}[(triton.cdiv({numel}, _BLOCK),)]({', '.join(arguments)}, "
+        self.lines.append(f"{launch}{kernel}[(triton.cdiv({self.size_text(numel)}, _BLOCK),)]({', '.join(arguments)}, "
                           f"BLOCK=_BLOCK, num_warps=_WARPS)")
         self.launches += 1
 
@@ -981,6 +1027,10 @@ class Lowering:
                 self.lines.append(f"return {self.argument(item.args[0])}")
             else:
                 self.statement(item)
+                for symbol, text in self.sizes.define(item.meta.get("val"), self.names[item]).items():
+                    if symbol in self.capture.positive_sizes:   # assumed while tracing: else the reference runs
+                        self.lines.append(f"if not {text} >= 1:")
+                        self.lines.append(f"    return _fallback({', '.join(self.parameters + self.outputs)})")
         if not self.kernels:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
         return {"parameters": self.parameters + self.outputs, "lines": self.lines, "kernels": self.kernels,
@@ -1014,8 +1064,8 @@ def dedupe_kernels(programs: list[dict]) -> None:
                 survivors[text] = kernel["name"]
                 kept.append(kernel)
         program["kernels"] = kept
-        program["lines"] = [re.sub(r"^(\w+)\[", lambda m, r=renamed: f"{r.get(m.group(1), m.group(1))}[", line)
-                            for line in program["lines"]]
+        program["lines"] = [re.sub(r"^(\s*)(\w+)\[", lambda m, r=renamed: f"{m.group(1)}{r.get(m.group(2), m.group(2))}[",
+                                   line) for line in program["lines"]]
 
 
 def lower(capture: Capture, prefix: str, destination: bool = False) -> dict:

@@ -15,6 +15,8 @@ values, which catches it.
 
 `capture_at(problem, workload)` traces at one workload's concrete shapes with fake tensors instead
 (the front end, kernelbench.generate.frontend, lowers that graph); attention stays one node there.
+Sizes the reference computes from tensor values (`.item()` offsets, `nonzero`, `bincount`) become
+unbacked symbols there, the inputs keeping their shapes: the graph holds for any data at those shapes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
+from kernelbench.generate.host_reads import ListsAsSymbols, reference_reading_symbols
+from kernelbench.generate.size_assumptions import AssumingShapeEnv, zero_test_symbols
 
 EXAMPLE_SIZES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47)
 # make_fx's symbolic tracing keeps process-wide state (dispatch modes, shape environments): two threads
@@ -53,6 +57,7 @@ class Capture:
     scalar_literals: dict[str, Any] = field(default_factory=dict)  # scalar input -> the literal standing for it
     example_axes: dict[str, int] = field(default_factory=dict)
     specialized: bool = False   # scalars traced as the workload's own numbers: the graph holds for those values only
+    positive_sizes: frozenset[str] = frozenset()   # data-dependent sizes (`u3`) the graph assumes >= 1
 
     def placeholders(self) -> dict[str, torch.fx.Node]:
         nodes = [n for n in self.module.graph.nodes if n.op == "placeholder"]
@@ -212,28 +217,33 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
     are traced as 0-d tensors holding the workload's value, so the graph takes them as parameters; a
     reference that needs Python numbers is traced with the workload's own numbers, and the capture is
     `specialized` to them (a sentinel would be unsound here: arithmetic on it in Python, or a shape made
-    from it, leaves constants no one can map back). A reference whose control flow or shapes depend on
-    tensor values cannot be traced this way and raises CaptureError."""
+    from it, leaves constants no one can map back). Sizes that depend on tensor values are symbols (see
+    `_data_dependent_trace`); a reference whose control flow depends on them raises CaptureError."""
     module = module or compile_reference(problem.definition)
     axes = problem.axes_for(workload)
     names = tuple(problem.definition.inputs)
     scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
     values = {n: workload_scalar(problem, workload, n) for n in scalar_specs}
-    try:
-        graph = _fake_trace(module.run, problem, axes, {n: torch.tensor(v, dtype=torch_dtype(scalar_specs[n].dtype))
-                                                        for n, v in values.items()})
-        return Capture(graph, names, frozenset(scalar_specs), {}, axes)
-    except Exception as first:  # noqa: BLE001 - any tracing failure: try Python numbers
-        if not scalar_specs:
-            raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: "
-                               f"{type(first).__name__}: {str(first)[:300]}") from None
+    as_tensors = {n: torch.tensor(v, dtype=torch_dtype(scalar_specs[n].dtype)) for n, v in values.items()}
+    # Concrete sizes first (a scalar read as a Python number specializes, but its ops can be fused);
+    # symbols only where the tensors' own data decide sizes.
+    attempts = [("", False, as_tensors)] + [("with Python scalars: ", False, values)] * bool(scalar_specs) + \
+        [("with data-dependent sizes: ", True, as_tensors)] + \
+        [("with data-dependent sizes and Python scalars: ", True, values)] * bool(scalar_specs)
+    failures = []
+    for label, data_dependent, scalars in attempts:
+        if data_dependent and not any(_reads_data(e) for e in failures):
+            break
         try:
-            graph = _fake_trace(module.run, problem, axes, values)
-        except Exception as second:  # noqa: BLE001
-            raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: {type(first).__name__}: "
-                               f"{str(first)[:200]}; with Python scalars: {type(second).__name__}: "
-                               f"{str(second)[:200]}") from None
-        return Capture(graph, names, frozenset(scalar_specs), {}, axes, specialized=True)
+            graph, positive = _data_dependent_trace(problem, axes, scalars) if data_dependent else \
+                (_fake_trace(module.run, problem, axes, scalars), frozenset())
+        except Exception as exc:  # noqa: BLE001 - any tracing failure: try the next way
+            failures.append(exc)
+            continue
+        return Capture(graph, names, frozenset(scalar_specs), {}, axes, specialized=scalars is values and bool(values),
+                       positive_sizes=positive)
+    reasons = "; ".join(f"{label}{type(e).__name__}: {str(e)[:200]}" for (label, *_), e in zip(attempts, failures))
+    raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: {reasons}")
 
 
 def workload_scalar(problem: Problem, workload, name: str) -> Any:
@@ -246,10 +256,60 @@ def workload_scalar(problem: Problem, workload, name: str) -> Any:
 def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        inputs = [scalars[name] if spec.is_scalar else
-                  torch.empty(problem.shape_of(spec, axes), dtype=torch_dtype(spec.dtype))
-                  for name, spec in problem.definition.inputs.items()]
+    return _trace_fake(run, _fake_inputs(problem, axes, scalars, FakeTensorMode(allow_non_fake_inputs=True)))
+
+
+DATA_DEPENDENT_ERRORS = ("DataDependentOutputException", "DynamicOutputShapeException")
+
+
+def _reads_data(exc: Exception) -> bool:
+    """A fake trace that stopped where the reference reads tensor values (an `.item()`, a `tolist()`, an op
+    whose output size depends on them)."""
+    return any(t.__name__ in DATA_DEPENDENT_ERRORS for t in type(exc).__mro__) or "tolist()" in str(exc)
+
+
+MAX_SIZE_ASSUMPTIONS = 4   # traces of one reference that each assume more sizes positive
+
+
+def _data_dependent_trace(problem: Problem, axes: dict[str, int],
+                          scalars: dict[str, Any]) -> tuple[torch.fx.GraphModule, frozenset[str]]:
+    """The reference traced with a shape environment: inputs keep their concrete shapes, every value read
+    from a tensor (`.item()`, `int(t)`, `tolist()`) and every size an op computes from data (`nonzero`,
+    `bincount`, a slice by such values) is an unbacked symbol. The graph holds for any data at these
+    shapes, given the sizes it assumed positive (returned; kernelbench.generate.size_assumptions). A
+    reference whose Python branches or loops on such a value cannot be traced once for all data."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    module = reference_reading_symbols(problem.definition.reference, problem.name)
+
+    def reading_symbols(*args):
+        with ListsAsSymbols():
+            return module.run(*args)
+    positive: frozenset[str] = frozenset()
+    for _ in range(MAX_SIZE_ASSUMPTIONS + 1):
+        shape_env = AssumingShapeEnv(positive, allow_scalar_outputs=True, allow_dynamic_output_shape_ops=True)
+        mode = FakeTensorMode(allow_non_fake_inputs=True, static_shapes=True, shape_env=shape_env)
+        try:
+            return _trace_fake(reading_symbols, _fake_inputs(problem, axes, scalars, mode)), positive
+        except GuardOnDataDependentSymNode as exc:
+            more = zero_test_symbols(getattr(exc, "cond", None)) - positive
+            if not more:
+                condition = str(exc).split("\n")[0]
+                raise CaptureError(f"the computation branches on tensor values ({condition}): "
+                                   f"no one graph holds for all data") from None
+            positive |= more
+    raise CaptureError(f"more than {MAX_SIZE_ASSUMPTIONS} data-dependent sizes would have to be assumed positive")
+
+
+def _fake_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any], mode) -> list[Any]:
+    with mode:
+        return [scalars[name] if spec.is_scalar else
+                torch.empty(problem.shape_of(spec, axes), dtype=torch_dtype(spec.dtype))
+                for name, spec in problem.definition.inputs.items()]
+
+
+def _trace_fake(run, inputs: list[Any]) -> torch.fx.GraphModule:
     def whole_attention(*args):
         with KeepAttention():
             return run(*args)
@@ -257,7 +317,9 @@ def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, 
         try:
             return make_fx(torch.func.functionalize(whole_attention), tracing_mode="fake",
                            decomposition_table=decompositions())(*inputs)
-        except Exception:  # noqa: BLE001 - e.g. autograd in the reference, which functionalize refuses
+        except Exception as exc:  # noqa: BLE001 - e.g. autograd in the reference, which functionalize refuses
+            if _reads_data(exc) or type(exc).__name__ == "GuardOnDataDependentSymNode":
+                raise
             # Trace as written first: autograd runs and leaves its backward as plain aten ops, which a
             # second, functionalizing trace of that graph then accepts.
             graph = make_fx(whole_attention, tracing_mode="fake", decomposition_table=decompositions())(*inputs)
