@@ -38,6 +38,7 @@ from kernelbench.generate.frontend import (
     canonical_names,
     compute_type,
     constant_value,
+    is_symbolic,
     literal,
     literal_type,
     tensor_meta,
@@ -72,8 +73,10 @@ def row_shape(node: torch.fx.Node) -> tuple[int, int] | None:
     """(rows, width) of a supported reduction over the innermost dimensions of a float tensor, else None."""
     kind = REDUCTIONS.get(node.target) if node.op == "call_function" else None
     source = node.args[0] if kind else None
+    if not kind or not _static(source) or not _static(node):
+        return None
     meta, result = tensor_meta(source), tensor_meta(node)
-    if meta is None or result is None or meta.dtype not in TL or not meta.dtype.is_floating_point \
+    if meta.dtype not in TL or not meta.dtype.is_floating_point \
             or result.dtype not in TL or meta.dim() == 0 or meta.numel() == 0:
         return None
     dims = node.args[1] if len(node.args) > 1 else None
@@ -115,9 +118,15 @@ def _per_row(value: tuple, consumer: tuple, width: int) -> bool:
     return False
 
 
+def _static(node: Any) -> bool:
+    """A tensor value whose sizes are known when traced (not read from data): only those join row regions."""
+    meta = tensor_meta(node) if isinstance(node, torch.fx.Node) else None
+    return meta is not None and not is_symbolic(meta)
+
+
 def _is_view(node: torch.fx.Node) -> bool:
     """A view that keeps the element order and count (prims.broadcast_in_dim only adds size-1 dims here)."""
-    if node.op != "call_function" or tensor_meta(node) is None or not isinstance(node.args[0], torch.fx.Node):
+    if node.op != "call_function" or not _static(node) or not _static(node.args[0]):
         return False
     if node.target in ORDER_KEEPING_VIEWS:
         return True
@@ -190,6 +199,8 @@ def nodes_of(part: Any) -> list:
 
 def _join(partition: Partition, group: RowRegion, part: Any) -> bool:
     nodes = nodes_of(part)
+    if not all(_static(n) for n in nodes):
+        return False
     full, short = group.rows * group.width, group.rows
     broadcast = _is_broadcast_operand(part, group, full)
     if not broadcast and any(_numel(n) not in (full, short) for n in nodes):
