@@ -95,6 +95,10 @@ def test_rows_picked_by_nonzero_and_a_boolean_mask(tmp_path):
         keep = torch.rand(axes["n"], generator=generator) < 0.5
         return [torch.randn(axes["n"], 8, generator=generator), keep], int(keep.sum())
     assert len(assert_matches_reference(problem, render(problem, match), inputs)) > 1
+    # a size read from the data syncs with the host: such a program never replays as a CUDA graph
+    assert all(p["reads_data"] for p in match.plan["programs"])
+    graphed = render(problem, match, {"block": 64, "num_warps": 1, "graph": True}).sources[0].content
+    assert "_UNGRAPHED = (_shape0, _shape1, )" in graphed
 
 
 def test_moe_counts_from_bincount_and_repeat_interleave(tmp_path):

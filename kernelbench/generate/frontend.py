@@ -1035,6 +1035,7 @@ class Lowering:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
         return {"parameters": self.parameters + self.outputs, "lines": self.lines, "kernels": self.kernels,
                 "constants": self.constants, "launches": self.launches,
+                "reads_data": any(is_symbolic(n.meta.get("val")) for n in self.module.graph.nodes),
                 "fused_ops": sum(len(r.nodes) for r in self.partition.regions)}
 
 

@@ -75,7 +75,8 @@ class Fused(Family):
             config_text=json.dumps(config, sort_keys=True), block=int(config["block"]),
             num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
             uses_tanh=any(k["uses_tanh"] for k in kernels), graph=bool(config.get("graph")),
-            ungraphed="(" + "".join(f"{p['function']}, " for p in programs if writes_an_input(p)) + ")",
+            ungraphed="(" + "".join(f"{p['function']}, " for p in programs
+                                    if writes_an_input(p) or p["reads_data"]) + ")",
             attention=any("_attention(" in line for p in programs for line in p["lines"]),
             inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
             scalars=plan["scalar_parameters"])
