@@ -122,11 +122,11 @@ def configurations(batch: int, m: int, n: int, k: int) -> list[Config]:
 
 
 def dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
-    """batch, m, n, k of the program traced at these axes' input shapes (the largest traced one otherwise)."""
+    """batch, m, n, k of the program traced at these axes' input shapes (else of the one nearest in input size)."""
     shapes = [[axes[a] if isinstance(a, str) else int(a) for a in shape] for shape in plan["shapes"].values()]
-    programs = plan["programs"]
-    program = next((p for p in programs if p["shapes"] == shapes),
-                   max(programs, key=lambda p: p["batch"] * p["m"] * p["n"] * p["k"]))
+    def distance(program):
+        return abs(math.log(sum(map(math.prod, program["shapes"])) + 1) - math.log(sum(map(math.prod, shapes)) + 1))
+    program = min(plan["programs"], key=lambda p: (p["shapes"] != shapes, distance(p)))
     return {d: program[d] for d in ("batch", "m", "n", "k")}
 
 
