@@ -26,7 +26,8 @@ import torch
 import torch.fx
 
 from kernelbench.generate.frontend import (ORDER_KEEPING_VIEWS, RULES, TL, Unsupported, Value, compute_type,
-                                           literal, literal_type, rounded_as_eager, tensor_meta)
+                                           literal, literal_type, op_path, rounded_as_eager,
+                                           tensor_meta)
 from kernelbench.generate.graph import Capture
 
 aten = torch.ops.aten
@@ -38,9 +39,8 @@ CASTS = {aten._to_copy.default, prims.convert_element_type.default}
 PERMUTES = {aten.permute.default, aten.t.default, aten.transpose.int}
 # Views an operand may reach the product through, replayed on the host (view becomes reshape: a caller's
 # non-contiguous tensor then still works, copied).
-HOST_VIEWS = ORDER_KEEPING_VIEWS | PERMUTES | {aten.expand.default, aten.slice.Tensor, aten.select.int,
-                                               aten.alias.default, aten.detach.default}
 IDENTITIES = {aten.alias.default, aten.detach.default, aten.clone.default}
+HOST_VIEWS = ORDER_KEEPING_VIEWS | PERMUTES | IDENTITIES | {aten.expand.default, aten.slice.Tensor, aten.select.int}
 
 
 def _is_cast(node: torch.fx.Node) -> bool:
@@ -69,23 +69,15 @@ def _text(value: Any) -> str:
 
 
 def _host_view(node: torch.fx.Node, source: str) -> str:
-    """`source` with the view `node` applied, as torch code."""
-    target = node.target
-    if target in IDENTITIES:
+    """`source` with the view `node` applied, as torch code (a reshape for the order-keeping views: a caller's
+    non-contiguous tensor is then copied where `view` would raise)."""
+    if node.target in IDENTITIES:
         return source
-    if target in ORDER_KEEPING_VIEWS:
+    if node.target in ORDER_KEEPING_VIEWS:
         return f"{source}.reshape({_text(list(tensor_meta(node).shape))})"
-    if target in PERMUTES:
-        return f"{source}.permute({_text(_permutation(node))})"
-    if target is aten.expand.default:
-        return f"{source}.expand({_text(list(tensor_meta(node).shape))})"
-    if target is aten.slice.Tensor:
-        dim, start, end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1:])[:4]
-        return f"{source}.narrow({dim}, 0, {tensor_meta(node.args[0]).shape[dim]})" if start is None else \
-            f"torch.ops.aten.slice.Tensor({source}, {dim}, {_text(start)}, {_text(end)}, {step})"
-    if target is aten.select.int:
-        return f"{source}.select({node.args[1]}, {node.args[2]})"
-    raise Unsupported(f"view {target}")
+    if node.kwargs:
+        raise Unsupported(f"view {node.target} with keyword arguments")
+    return f"{op_path(node.target)}({', '.join([source] + [_text(a) for a in node.args[1:]])})"
 
 
 class GemmLowering:
@@ -117,7 +109,7 @@ class GemmLowering:
         while isinstance(node, torch.fx.Node) and node.op == "call_function":
             if _is_cast(node):
                 casts.append(tensor_meta(node).dtype)
-            elif node.target in HOST_VIEWS or node.target is aten.clone.default:
+            elif node.target in HOST_VIEWS:
                 views.append(node)
             else:
                 raise Unsupported(f"{node.target} feeds the matrix product or its epilogue (only views and casts "
