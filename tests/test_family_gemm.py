@@ -87,6 +87,20 @@ def test_transposed_batched_and_cast_operands(tmp_path):
     assert kernel["dot_dtype"] == "float32" and kernel["a_casts"] == ["a = a.to(tl.float32)"]
 
 
+def test_a_scalar_input_and_two_outputs_in_two_layouts(tmp_path):
+    # alpha taken as a tensor: one kernel parameter serves every value
+    scaled = make(tmp_path, "scaled", "import torch\n\ndef run(x, w, alpha):\n    return torch.tanh(x @ w.t() * alpha)\n",
+                  {"x": (["m", "k"], "float32"), "w": (["n", "k"], "float32"), "alpha": (None, "float32")},
+                  {"y": (["m", "n"], "float32")}, [{"m": 8, "scalars": {"alpha": 0.5}}, {"m": 8, "scalars": {"alpha": -2.0}}],
+                  axes=AXES)
+    assert len(assert_all_pass(scaled)[0].plan["programs"]) == 1
+    # the product and a transposed activation of it: both stored by the one epilogue, each through its strides
+    two = make(tmp_path, "two", "import torch\n\ndef run(x, w):\n    y = x @ w.t()\n    return y, torch.relu(y).t()\n",
+               {"x": (["m", "k"], "float16"), "w": (["n", "k"], "float16")},
+               {"y": (["m", "n"], "float16"), "z": (["n", "m"], "float16")}, SHAPES, axes=AXES)
+    assert len(assert_all_pass(two, SMALL_TILES)[0].plan["kernels"][0]["stores"]) == 2
+
+
 @pytest.mark.parametrize("split_k", [1, 3])
 def test_tile_sizes_and_split_k_change_speed_not_results(tmp_path, split_k):
     # K = 70 over BLOCK_K 16 in 3 splits: uneven slices, the last one partial

@@ -193,13 +193,16 @@ class GemmLowering:
         self.body.append(f"v0 = {expression}")
         return Value("v0", ctype)
 
-    def layout_key(self, chain: list[torch.fx.Node]) -> tuple:
-        """(shape, strides) of the chain's views applied to a contiguous product: equal keys, equal layouts."""
-        view = torch.empty(self.product_meta.shape, device="meta")
+    @staticmethod
+    def layout_key(chain: list[torch.fx.Node]) -> tuple:
+        """The chain's views as (permutation, or None for a reshape; resulting shape), a run of reshapes as one.
+        Equal keys pick the product's elements in the same order (unequal ones may too: such a graph is refused)."""
+        key: list[tuple] = []
         for node in chain:
-            view = view.reshape(tensor_meta(node).shape) if node.target in ORDER_KEEPING_VIEWS else \
-                view.permute(_permutation(node))
-        return tuple(view.shape), view.stride()
+            step = (tuple(_permutation(node)) if node.target in PERMUTES else None, tuple(tensor_meta(node).shape))
+            merged = step[0] is None and key and key[-1][0] is None
+            key = key[:-1] + [step] if merged else key + [step]
+        return tuple(key)
 
     def to_product(self, text: str, chain: list[torch.fx.Node], view: bool) -> str:
         """Host code for a tensor of the chain's end shape seen in the product's shape (the inverse views).
