@@ -637,6 +637,16 @@ class Partition:
         return True
 
 
+def rounded_as_eager(expression: str, node: torch.fx.Node) -> str:
+    """An elementwise node's expression, rounded to its half-precision type and widened back: eager
+    rounds every half-precision result, so the kernel does too, or its values drift from the reference's
+    by the rounding it skipped (past tolerance once a sum adds them up). Copies round nothing."""
+    dtype = tensor_meta(node).dtype
+    if dtype in (torch.float16, torch.bfloat16) and node.target not in (aten.clone.default, aten.alias.default):
+        return f"({expression}).to({TL[dtype]}).to(tl.float32)"
+    return expression
+
+
 def _operand_type(arg: Any) -> Value:
     """A stand-in operand of the right type, for asking a rule whether it accepts a node."""
     if isinstance(arg, torch.fx.Node):
@@ -943,12 +953,7 @@ class Lowering:
                 continue
             arguments = [operand(a, node) for a in node.args]
             keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}
-            expression = RULES[node.target](arguments, keywords, ctype)
-            if meta.dtype in (torch.float16, torch.bfloat16) and node.target not in (aten.clone.default,
-                                                                                 aten.alias.default):
-                # eager rounds every half-precision result: so does the kernel, or its values drift from
-                # the reference's by the rounding it skipped (past tolerance once a sum adds them up)
-                expression = f"({expression}).to({TL[meta.dtype]}).to(tl.float32)"
+            expression = rounded_as_eager(RULES[node.target](arguments, keywords, ctype), node)
             var = f"v{self.partition.index[node]}"
             body.append(f"{var} = {expression}")
             values[node] = Value(var, ctype)
