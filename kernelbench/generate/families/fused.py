@@ -11,28 +11,20 @@ configuration sets the kernels' block size and warps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
-import time
 
-from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
-from kernelbench.core.reference import compile_reference
-from kernelbench.core.solution import Solution, Source
-from kernelbench.generate.dispatch import shape_key
+from kernelbench.core.solution import Solution
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
 from kernelbench.generate.frontend import Unsupported, dedupe_kernels, kernel_text, lower
-from kernelbench.generate.graph import capture_at, workload_scalar
-from kernelbench.generate.isolation import call_in_child
+from kernelbench.generate.graph import Capture
+from kernelbench.generate.traced import parameters, plan_in_child, trace_programs, traced_solution
 from templates import render as render_template
 
-MAX_SHAPES = 24          # distinct input shapes traced; the others run the reference
-TRACE_BUDGET_S = 60.0    # tracing stops starting new shapes after this long
 MAX_KERNELS = 48         # distinct kernels a program may need: more (a loop the reference unrolled) costs
                          # minutes of compilation for launch-bound code that cannot beat the reference
-FALLBACK_FILE = "reference_fallback.py"
 
 
 @register_family
@@ -41,16 +33,8 @@ class Fused(Family):
     version = "1"
 
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
-        """Tracing runs the reference's Python: in a child process, as the row-wise family does."""
-        if problem.directory is None:
-            plan, self.last_rejection = programs_of(problem)
-        else:
-            plan, self.last_rejection = call_in_child(f"{__name__}:programs_of", problem, time_limit_s)
-        if not plan:
-            return None
-        plan.update(problem=problem.name, reference=problem.definition.reference,
-                    shapes={n: list(s.shape) for n, s in problem.definition.inputs.items() if s.shape is not None})
-        return Match(self.name, summarize(plan), plan)
+        plan, self.last_rejection = plan_in_child(f"{__name__}:programs_of", problem, time_limit_s, programs_of)
+        return Match(self.name, summarize(plan), plan) if plan else None
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
         """Block sizes around ~8-16 elements per thread; small problems take small blocks (more programs) and
@@ -80,63 +64,30 @@ class Fused(Family):
             attention=any("_attention(" in line for p in programs for line in p["lines"]),
             inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
             scalars=plan["scalar_parameters"])
-        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-        return Solution(name=f"{plan['problem']}__fused_{digest}", definition=plan["problem"],
-                        entry_point="kernel.py::run",
-                        sources=(Source("kernel.py", source), Source(FALLBACK_FILE, plan["reference"])),
-                        languages=("triton",), author="kernelbench-generator",
-                        description=f"fused {json.dumps(config, sort_keys=True)}: {match.summary}",
-                        destination_passing_style=plan["destination"])
+        return traced_solution(self.name, match, config, source, destination=plan["destination"])
 
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
     """({"programs": [...], "tensor_parameters": [...], "scalar_parameters": [...], "skipped": [...]}, "")
-    or (None, why not). A program's key is the input shapes it was traced at; a specialized program's
-    (scalars traced as the workload's own numbers) adds those numbers, so it runs for them alone."""
-    module = compile_reference(problem.definition)
-    names = list(problem.definition.inputs)
+    or (None, why not): one program per traced shape (kernelbench.generate.traced)."""
     # destination-passing (the harness allocates the outputs, outside the timed call) unless an output is a scalar
     destination = all(spec.shape is not None for spec in problem.definition.outputs.values())
-    scalars = [n for n in names if problem.definition.inputs[n].is_scalar]
-    programs, skipped, reasons, general, seen = [], [], [], set(), set()
-    started = time.monotonic()
-    for workload in sorted(problem.workloads, key=problem.workload_size):
-        shapes = shape_key(problem, workload)
-        numbers = tuple(workload_scalar(problem, workload, n) for n in scalars)
-        if shapes in general or (shapes, numbers) in seen:
-            continue
-        seen.add((shapes, numbers))
-        if len(programs) >= MAX_SHAPES or time.monotonic() - started > TRACE_BUDGET_S:
-            skipped.append(str(shapes))
-            continue
-        try:
-            capture = capture_at(problem, workload, module)
-            program = lower(capture, f"_s{len(programs)}", destination)
-            distinct = len({kernel_text(k) for k in program["kernels"]})
-            if distinct > MAX_KERNELS:
-                raise Unsupported(f"{distinct} distinct kernels (more than {MAX_KERNELS}): the reference unrolls "
-                                  f"a loop over the data")
-        except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
-            reasons.append(f"{shapes}: {exc}")
-            skipped.append(str(shapes))
-            continue
-        key = tuple(tuple(shape) for shape in shapes)
-        if capture.specialized:
-            program["key"] = repr(key + numbers)
-        else:
-            program["key"] = repr(key)
-            general.add(shapes)
-        program.update(specialized=capture.specialized, function=f"_shape{len(programs)}",
-                       shapes=[list(shape) for shape in shapes])
-        programs.append(program)
-    if not programs:
-        return None, f"{problem.name}: " + ("; ".join(reasons[:2]) or "no workloads")
-    dedupe_kernels(programs)
-    parameters = {n: f"a{i}" for i, n in enumerate(names)}
-    return {"programs": programs, "tensor_parameters": [parameters[n] for n in names if n not in scalars],
-            "scalar_parameters": [parameters[n] for n in scalars], "skipped": skipped,
-            "inputs": list(parameters.values()), "outputs": [f"o{i}" for i in range(len(problem.definition.outputs))]
-            if destination else [], "destination": destination}, ""
+
+    def lowered(capture: Capture, index: int) -> dict:
+        program = lower(capture, f"_s{index}", destination)
+        distinct = len({kernel_text(k) for k in program["kernels"]})
+        if distinct > MAX_KERNELS:
+            raise Unsupported(f"{distinct} distinct kernels (more than {MAX_KERNELS}): the reference unrolls "
+                              f"a loop over the data")
+        return program
+
+    traced = trace_programs(problem, lowered)
+    if not traced.programs:
+        return None, traced.rejection(problem)
+    dedupe_kernels(traced.programs)
+    return {"programs": traced.programs, "skipped": traced.skipped, **parameters(problem),
+            "outputs": [f"o{i}" for i in range(len(problem.definition.outputs))] if destination else [],
+            "destination": destination}, ""
 
 
 def writes_an_input(program: dict) -> bool:

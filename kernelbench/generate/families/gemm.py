@@ -11,27 +11,17 @@ the warps and stages.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import time
 
 from kernelbench.core.dtypes import torch_dtype
-from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
-from kernelbench.core.reference import compile_reference
-from kernelbench.core.solution import Solution, Source
-from kernelbench.generate.dispatch import shape_key
+from kernelbench.core.solution import Solution
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, Traffic, register_family
-from kernelbench.generate.frontend import Unsupported
 from kernelbench.generate.gemmprogram import gemm_program
-from kernelbench.generate.graph import capture_at, workload_scalar
-from kernelbench.generate.isolation import call_in_child
+from kernelbench.generate.traced import parameters, plan_in_child, trace_programs, traced_solution
 from templates import render as render_template
 
-MAX_SHAPES = 24          # distinct input shapes traced; the others run the reference
-TRACE_BUDGET_S = 60.0    # tracing stops starting new shapes after this long
-FALLBACK_FILE = "reference_fallback.py"
 SMS = 132                # streaming multiprocessors of the target (H100 SXM): split-K fills them for skinny shapes
 
 
@@ -41,18 +31,13 @@ class Gemm(Family):
     version = "1"
 
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
-        """Tracing runs the reference's Python: in a child process, as the other families do."""
-        if problem.directory is None:
-            plan, self.last_rejection = programs_of(problem)
-        else:
-            plan, self.last_rejection = call_in_child(f"{__name__}:programs_of", problem, time_limit_s)
+        plan, self.last_rejection = plan_in_child(f"{__name__}:programs_of", problem, time_limit_s, programs_of)
         if not plan:
             return None
-        plan.update(problem=problem.name, reference=problem.definition.reference,
-                    shapes={n: list(s.shape) for n, s in problem.definition.inputs.items() if s.shape is not None},
-                    sizes={n: torch_dtype(s.dtype).itemsize for n, s in
-                           {**problem.definition.inputs, **problem.definition.outputs}.items() if s.shape is not None},
-                    output_shapes={n: list(s.shape) for n, s in problem.definition.outputs.items()})
+        definition = problem.definition
+        plan.update(sizes={n: torch_dtype(s.dtype).itemsize for n, s in {**definition.inputs, **definition.outputs}.items()
+                           if s.shape is not None},
+                    output_shapes={n: list(s.shape) for n, s in definition.outputs.items()})
         return Match(self.name, summarize(plan), plan)
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
@@ -60,7 +45,7 @@ class Gemm(Family):
 
     def shape_class(self, match: Match, axes: dict[str, int]) -> str:
         d = dimensions(match.plan, axes)
-        rows = d["m"] * (d["batch"] if d["batch"] > 1 else 1)
+        rows = d["m"] * (max(1, d["batch"]))
         bucket = "<=16" if rows <= 16 else "<=128" if rows <= 128 else "<=2048" if rows <= 2048 else ">2048"
         return f"rows{bucket},nk~4^{round(math.log(max(d['n'] * d['k'], 1), 4))}"
 
@@ -85,13 +70,7 @@ class Gemm(Family):
                                                                 for line in k["body"]) else [],
             inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
             scalars=plan["scalar_parameters"])
-        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-        return Solution(name=f"{plan['problem']}__gemm_{digest}", definition=plan["problem"],
-                        entry_point="kernel.py::run",
-                        sources=(Source("kernel.py", source), Source(FALLBACK_FILE, plan["reference"])),
-                        languages=("triton",), author="kernelbench-generator",
-                        description=f"gemm {json.dumps(config, sort_keys=True)}: {match.summary}",
-                        destination_passing_style=True)
+        return traced_solution(self.name, match, config, source, destination=True)
 
 
 DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 64, "group_m": 8, "split_k": 1, "num_warps": 4, "num_stages": 3}
@@ -131,53 +110,23 @@ def dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
 
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
-    """({"programs": [...], "kernels": [...], ...}, "") or (None, why not). A program's key is the input
-    shapes it was traced at (plus the scalars' values when the capture is specialized to them); programs
-    whose kernels read the same share them."""
-    definition = problem.definition
-    if any(spec.shape is None for spec in definition.outputs.values()):
+    """({"programs": [...], "kernels": [...], ...}, "") or (None, why not): one program per traced shape
+    (kernelbench.generate.traced); programs whose kernels read the same share them."""
+    if any(spec.shape is None for spec in problem.definition.outputs.values()):
         return None, f"{problem.name}: a scalar output (the gemm family writes tensors)"
-    module = compile_reference(definition)
-    names = list(definition.inputs)
-    scalars = [n for n in names if definition.inputs[n].is_scalar]
-    programs, kernels, texts, skipped, reasons, general, seen = [], [], {}, [], [], set(), set()
-    started = time.monotonic()
-    for workload in sorted(problem.workloads, key=problem.workload_size):
-        shapes = shape_key(problem, workload)
-        numbers = tuple(workload_scalar(problem, workload, n) for n in scalars)
-        if shapes in general or (shapes, numbers) in seen:
-            continue
-        seen.add((shapes, numbers))
-        if len(programs) >= MAX_SHAPES or time.monotonic() - started > TRACE_BUDGET_S:
-            skipped.append(str(shapes))
-            continue
-        try:
-            capture = capture_at(problem, workload, module)
-            program = gemm_program(capture)
-        except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
-            reasons.append(f"{shapes}: {exc}")
-            skipped.append(str(shapes))
-            continue
+    traced = trace_programs(problem, lambda capture, index: gemm_program(capture))
+    if not traced.programs:
+        return None, traced.rejection(problem)
+    kernels, names = [], {}
+    for program in traced.programs:
         text = json.dumps(program.pop("kernel"), sort_keys=True)
-        if text not in texts:
-            texts[text] = f"_g{len(kernels)}"
-            kernels.append({"name": texts[text], **json.loads(text)})
-        key = tuple(tuple(shape) for shape in shapes)
-        program.update(kernel=texts[text], key=repr(key + numbers if capture.specialized else key),
-                       specialized=capture.specialized, function=f"_shape{len(programs)}",
-                       shapes=[list(shape) for shape in shapes],
-                       summary=f"{'batched ' if program['batch'] > 1 else ''}{program['m']}x{program['n']}x"
-                               f"{program['k']} product")
-        if not capture.specialized:
-            general.add(shapes)
-        programs.append(program)
-    if not programs:
-        return None, f"{problem.name}: " + ("; ".join(reasons[:2]) or "no workloads")
-    parameters = {n: f"a{i}" for i, n in enumerate(names)}
-    return {"programs": programs, "kernels": kernels, "skipped": skipped,
-            "tensor_parameters": [parameters[n] for n in names if n not in scalars],
-            "scalar_parameters": [parameters[n] for n in scalars], "inputs": list(parameters.values()),
-            "outputs": [f"o{i}" for i in range(len(definition.outputs))]}, ""
+        if text not in names:
+            names[text] = f"_g{len(kernels)}"
+            kernels.append({"name": names[text], **json.loads(text)})
+        program.update(kernel=names[text], summary=f"{'batched ' if program['batch'] > 1 else ''}{program['m']}x"
+                                                   f"{program['n']}x{program['k']} product")
+    return {"programs": traced.programs, "kernels": kernels, "skipped": traced.skipped, **parameters(problem),
+            "outputs": [f"o{i}" for i in range(len(problem.definition.outputs))]}, ""
 
 
 def summarize(plan: dict) -> str:

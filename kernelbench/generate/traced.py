@@ -1,0 +1,106 @@
+"""What the families built on traced graphs share: the reference traced at each distinct input shape of a
+problem's workloads, one program per shape, found in a child process.
+
+    plan, why_not = call_in_child("kernelbench.generate.families.fused:programs_of", problem, time_limit_s)
+
+A family's `programs_of(problem)` calls `trace_programs(problem, lower)` with its own `lower(capture, index)`
+(a JSON-serializable program, or Unsupported with the reason). Workloads are visited smallest first (fake
+tensors: a 10 GB workload traces like a small one); a program's key is the input shapes it was traced at,
+plus the scalars' values when the capture had to take them as Python numbers (it then holds for them alone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import Problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.core.solution import Solution, Source
+from kernelbench.generate.dispatch import shape_key
+from kernelbench.generate.family import Match
+from kernelbench.generate.frontend import Unsupported
+from kernelbench.generate.graph import Capture, capture_at, workload_scalar
+from kernelbench.generate.isolation import call_in_child
+
+MAX_SHAPES = 24          # distinct input shapes traced; the others run the reference
+TRACE_BUDGET_S = 60.0    # tracing stops starting new shapes after this long
+FALLBACK_FILE = "reference_fallback.py"   # the reference, shipped with a solution for the shapes it never traced
+
+
+@dataclass
+class Traced:
+    programs: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)    # shapes left to the reference
+    reasons: list[str] = field(default_factory=list)    # why each refused shape was refused
+
+    def rejection(self, problem: Problem) -> str:
+        return f"{problem.name}: " + ("; ".join(self.reasons[:2]) or "no workloads")
+
+
+def trace_programs(problem: Problem, lower: Callable[[Capture, int], dict]) -> Traced:
+    """One program per distinct input shape (and scalar values, for a specialized capture), each with its
+    key, `specialized`, `function` (`_shape<i>`) and `shapes`."""
+    module = compile_reference(problem.definition)
+    scalars = [n for n, spec in problem.definition.inputs.items() if spec.is_scalar]
+    traced, general, seen = Traced(), set(), set()
+    started = time.monotonic()
+    for workload in sorted(problem.workloads, key=problem.workload_size):
+        shapes = shape_key(problem, workload)
+        numbers = tuple(workload_scalar(problem, workload, n) for n in scalars)
+        if shapes in general or (shapes, numbers) in seen:
+            continue
+        seen.add((shapes, numbers))
+        if len(traced.programs) >= MAX_SHAPES or time.monotonic() - started > TRACE_BUDGET_S:
+            traced.skipped.append(str(shapes))
+            continue
+        try:
+            capture = capture_at(problem, workload, module)
+            program = lower(capture, len(traced.programs))
+        except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
+            traced.reasons.append(f"{shapes}: {exc}")
+            traced.skipped.append(str(shapes))
+            continue
+        key = tuple(tuple(shape) for shape in shapes)
+        program.update(key=repr(key + numbers if capture.specialized else key), specialized=capture.specialized,
+                       function=f"_shape{len(traced.programs)}", shapes=[list(shape) for shape in shapes])
+        if not capture.specialized:
+            general.add(shapes)
+        traced.programs.append(program)
+    return traced
+
+
+def parameters(problem: Problem) -> dict:
+    """The solution's parameter names: a0, a1, ... for the inputs, split into tensors and scalars."""
+    names = {n: f"a{i}" for i, n in enumerate(problem.definition.inputs)}
+    scalars = {n for n, spec in problem.definition.inputs.items() if spec.is_scalar}
+    return {"inputs": list(names.values()), "tensor_parameters": [a for n, a in names.items() if n not in scalars],
+            "scalar_parameters": [a for n, a in names.items() if n in scalars]}
+
+
+def plan_in_child(function: str, problem: Problem, time_limit_s: float,
+                  direct: Callable[[Problem], tuple[dict | None, str]]) -> tuple[dict | None, str]:
+    """`function(problem)`: tracing runs the reference's Python, so in a child process, except for a problem
+    held in memory (no directory to load it from: tests), which `direct` plans here. The plan gains the
+    problem's name, reference and input shapes."""
+    plan, why_not = direct(problem) if problem.directory is None else call_in_child(function, problem, time_limit_s)
+    if plan:
+        plan.update(problem=problem.name, reference=problem.definition.reference,
+                    shapes={n: list(s.shape) for n, s in problem.definition.inputs.items() if s.shape is not None})
+    return plan, why_not
+
+
+def traced_solution(family: str, match: Match, config: dict, source: str, destination: bool) -> Solution:
+    """The rendered `source` as a solution, with the reference beside it for the shapes it never traced."""
+    plan = match.plan
+    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+    return Solution(name=f"{plan['problem']}__{family}_{digest}", definition=plan["problem"],
+                    entry_point="kernel.py::run",
+                    sources=(Source("kernel.py", source), Source(FALLBACK_FILE, plan["reference"])),
+                    languages=("triton",), author="kernelbench-generator",
+                    description=f"{family} {json.dumps(config, sort_keys=True)}: {match.summary}",
+                    destination_passing_style=destination)
