@@ -8,6 +8,7 @@ import pytest
 from test_family_fused import assert_all_pass, fused, make
 
 from kernelbench.generate import rowfusion
+from kernelbench.generate.frontend import Unsupported
 
 AXES = {"n": {"type": "var"}, "h": {"type": "const", "value": 24}}
 ROWS = [{"n": 3}, {"n": 5}]
@@ -141,7 +142,7 @@ def test_a_reduction_over_the_two_innermost_dimensions(tmp_path, monkeypatch):
 
 def test_what_the_row_kernel_cannot_express_falls_back_to_its_parts(tmp_path, monkeypatch):
     def refuse(self):
-        raise rowfusion.Unsupported("refused for the test")
+        raise Unsupported("refused for the test")
     monkeypatch.setattr(rowfusion.RowKernel, "emit", refuse)
     reference = ("import torch\n\ndef run(x, w):\n"
                  "    v, mu = torch.var_mean(x.float(), dim=-1, keepdim=True)\n"

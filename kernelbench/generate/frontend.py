@@ -681,6 +681,30 @@ class KernelInput:
     dtype: torch.dtype
 
 
+def strided_load(entry: KernelInput, shape: tuple, consumer_shape: tuple, coordinate: Callable[[int], str], flat: str,
+                 mask: str, var: str, ctype: torch.dtype, size: Callable[[Any], str] = str) -> list[str]:
+    """The lines loading `entry` into `var` at its consumer's coordinates (`coordinate(dim)` names one; a
+    broadcast dimension reads with stride 0): a contiguous fast path (`flat` when the shapes agree) chosen by
+    the constexpr C_<input> at launch, else the run-time strides."""
+    offset = len(consumer_shape) - len(shape)
+    if offset < 0:
+        raise Unsupported("an input of higher rank than its consumer")
+    static_terms, runtime_terms = [], []
+    for d in range(len(shape)):
+        if is_one(shape[d]):
+            continue
+        if not same_size(shape[d], consumer_shape[offset + d]):
+            raise Unsupported(f"shape {shape} read at {consumer_shape}")
+        c = coordinate(offset + d)
+        inner = math.prod(shape[d + 1:])
+        static_terms.append(c if is_one(inner) else f"{c} * {size(inner)}")
+        runtime_terms.append(f"{c} * {entry.name}_s{d}")
+    fast = flat if same_shape(shape, consumer_shape) else (" + ".join(static_terms) or "0")
+    slow = " + ".join(runtime_terms) or "0"
+    return [f"if C_{entry.name}:", f"    {var} = tl.load({entry.name} + {fast}, mask={mask}).to({TL[ctype]})",
+            "else:", f"    {var} = tl.load({entry.name} + {slow}, mask={mask}).to({TL[ctype]})"]
+
+
 class Lowering:
     def __init__(self, capture: Capture, prefix: str, destination: bool):
         self.capture = capture
@@ -895,27 +919,8 @@ class Lowering:
             if is_one(meta.numel()):
                 body.append(f"{var} = tl.load({entry.name}).to({TL[ctype]})")
             else:
-                shape, rank = tuple(meta.shape), len(meta.shape)
-                offset = len(consumer_shape) - rank
-                if offset < 0:
-                    raise Unsupported("an input of higher rank than its consumer")
-                contiguous_strides = [math.prod(shape[d + 1:]) for d in range(rank)]
-                static_terms, runtime_terms = [], []
-                for d in range(rank):
-                    if is_one(shape[d]):
-                        continue
-                    if not same_size(shape[d], consumer_shape[offset + d]):
-                        raise Unsupported(f"shape {shape} read at {consumer_shape}")
-                    c = coordinate(consumer_shape, offset + d)
-                    static_terms.append(c if is_one(contiguous_strides[d]) else f"{c} * {size(contiguous_strides[d])}")
-                    runtime_terms.append(f"{c} * {entry.name}_s{d}")
-                same = same_shape(shape, consumer_shape)
-                fast = "offs" if same else (" + ".join(static_terms) or "0")
-                slow = " + ".join(runtime_terms) or "0"
-                body.append(f"if C_{entry.name}:")
-                body.append(f"    {var} = tl.load({entry.name} + {fast}, mask=mask).to({TL[ctype]})")
-                body.append("else:")
-                body.append(f"    {var} = tl.load({entry.name} + {slow}, mask=mask).to({TL[ctype]})")
+                body.extend(strided_load(entry, tuple(meta.shape), tuple(consumer_shape),
+                                         lambda dim: coordinate(consumer_shape, dim), "offs", "mask", var, ctype, size))
             loads[key] = Value(var, ctype)
             return loads[key]
 

@@ -33,7 +33,6 @@ from kernelbench.generate.frontend import (
     KernelInput,
     Partition,
     Region,
-    Unsupported,
     Value,
     canonical_names,
     compute_type,
@@ -41,6 +40,7 @@ from kernelbench.generate.frontend import (
     is_symbolic,
     literal,
     literal_type,
+    strided_load,
     tensor_meta,
 )
 
@@ -576,26 +576,9 @@ class RowKernel:
         if meta.numel() == 1:
             self.body.append(f"{pad}{var} = tl.load({entry.name}).to({TL[ctype]})")
         else:
-            shape, rank = tuple(meta.shape), meta.dim()
-            offset = len(consumer_shape) - rank
-            if offset < 0:
-                raise Unsupported("an input of higher rank than its consumer")
-            static_terms, runtime_terms = [], []
-            for d in range(rank):
-                if shape[d] == 1:
-                    continue
-                if shape[d] != consumer_shape[offset + d]:
-                    raise Unsupported(f"shape {shape} read at {consumer_shape}")
-                c = self.coordinate(tile, consumer_shape, offset + d, index)
-                inner = math.prod(shape[d + 1:])
-                static_terms.append(f"{c} * {inner}" if inner != 1 else c)
-                runtime_terms.append(f"{c} * {entry.name}_s{d}")
-            fast = index if shape == consumer_shape else (" + ".join(static_terms) or "0")
-            slow = " + ".join(runtime_terms) or "0"
-            self.body += [f"{pad}if C_{entry.name}:",
-                          f"{pad}    {var} = tl.load({entry.name} + {fast}, mask={mask}).to({TL[ctype]})",
-                          f"{pad}else:",
-                          f"{pad}    {var} = tl.load({entry.name} + {slow}, mask={mask}).to({TL[ctype]})"]
+            lines = strided_load(entry, tuple(meta.shape), tuple(consumer_shape),
+                                 lambda dim: self.coordinate(tile, consumer_shape, dim, index), index, mask, var, ctype)
+            self.body += [pad + line for line in lines]
         tile.values[key] = Value(var, ctype)
         return tile.values[key]
 
