@@ -7,6 +7,8 @@
 #                                              # of the memory-bound tasks (launches, host time per call)
 #   bash benchmarks/gpu_checks.sh membatch 1/8 # issue #12: kb batch over part k/n of the memory-bound tasks,
 #                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
+#   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
+#                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
 #   bash benchmarks/gpu_checks.sh sweep 1/2 # every tasks235 and sample workload: eager, compile, CUDA graphs vs T_SOL
 #                                           # (datasheet and calibrated); then sweep 2/2
 # The sample problems come from $KB_SAMPLE_ROOT (../shared does not travel: carry an ignored copy).
@@ -49,9 +51,13 @@ case "${1:-}" in
     run kb leaderboard --per-workload --csv "$OUT/leaderboard_memory_bound_${part/\//of}_per_workload.csv"
     python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
         "$KB_DB" "$OUT/kb_memory_bound_${part/\//of}.db" ;;
+  gemm)
+    run python3 benchmarks/family_gemm.py "$OUT/family_gemm" --configs "${CONFIGS:-4}" --budget-s "${BUDGET_S:-150}"
+    [ -n "${TASKS:-}" ] && run python3 benchmarks/family_gemm.py "$OUT/family_gemm_tasks" --configs "${CONFIGS:-4}" \
+        --tasks $TASKS ;;
   sweep)
     # one part per device call (${2:-1/1}); carry .shared_sample and .kbcache (roofline counts made here)
     run python3 benchmarks/tasks235_sweep.py --out "$OUT" --part "${2:-1/1}" --roots tasks235 .shared_sample \
         --cache-dir .kbcache 2>&1 | tee "$OUT/sweep_part${2%%/*}.log" ;;
-  *) echo "usage: $0 timers|samples|batch|fused|membatch|sweep"; exit 2 ;;
+  *) echo "usage: $0 timers|samples|batch|fused|membatch|gemm|sweep"; exit 2 ;;
 esac
