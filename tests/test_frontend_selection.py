@@ -9,9 +9,9 @@ from test_family_fused import assert_all_pass, fused, make, render
 
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.solution import load_entry_point, materialize
-from kernelbench.generate import selection
+from kernelbench.generate import rowfusion, selection
 
-LONG = {"n": {"type": "var"}, "h": {"type": "const", "value": 20000}}    # a split row: 2 launches
+LONG = {"n": {"type": "var"}, "h": {"type": "const", "value": 3000}}     # a split row (TILE 256): 2 launches
 SHORT = {"n": {"type": "var"}, "h": {"type": "const", "value": 160}}     # one tile: 1 launch
 FEW_ROWS = [{"n": 1}, {"n": 3}]
 
@@ -37,13 +37,16 @@ def selected(tmp_path, name, reference, inputs, outputs, axes, workloads=FEW_ROW
     return match
 
 
-def test_a_bare_argmax_over_a_long_row_is_split_and_merged(tmp_path):
+def test_a_bare_argmax_over_a_long_row_is_split_and_merged(tmp_path, monkeypatch):
+    monkeypatch.setattr(selection, "TILE", 256)
+    monkeypatch.setattr(rowfusion, "MAX_ROW_BLOCK", 1024)   # else the row and its prologue fit one row kernel
+    monkeypatch.setattr(selection, "TARGET_PROGRAMS", 16)
     # truncation makes ties (the first index must win) and the NaNs must win over every number, as torch ranks them
     reference = ("import torch\n\ndef run(x):\n"
                  "    return torch.argmax(torch.where(x > 3.5, float('nan'), x.int().float()), dim=-1)\n")
     match = selected(tmp_path, "argmax_long", reference, {"x": (["n", "h"], "float32")}, {"i": (["n"], "int64")},
                      LONG, expected=3)   # the where/cast region, the split, the merge
-    assert "BLOCK_D=1024" in lines(match)
+    assert "(triton.cdiv(1, 1), 24)](" in lines(match)   # one row: tiles halved until 16 programs run (24 of 128)
 
 
 def test_argmin_and_min_over_rows_in_one_tile(tmp_path):
@@ -57,7 +60,8 @@ def test_argmin_and_min_over_rows_in_one_tile(tmp_path):
              workloads=[{"n": 4}, {"n": 37}])
 
 
-def test_topk_over_a_long_row_in_both_directions(tmp_path):
+def test_topk_over_a_long_row_in_both_directions(tmp_path, monkeypatch):
+    monkeypatch.setattr(selection, "TILE", 256)
     # k = 5 is not a power of two: tiles keep their top 8, the merge keeps the first 5
     reference = ("import torch\n\ndef run(x):\n"
                  "    v, i = torch.topk(x, 5, dim=-1)\n"

@@ -129,7 +129,7 @@ class Selection:
         whole = 1 << (self.width - 1).bit_length()
         if self.k == 1:
             block = TILE * 2
-            while block > 1024 and self.rows * math.ceil(self.width / block) < TARGET_PROGRAMS:
+            while block > TILE // 4 and self.rows * math.ceil(self.width / block) < TARGET_PROGRAMS:
                 block //= 2
             block = min(block, whole)
             return block, math.ceil(self.width / block)
@@ -178,7 +178,16 @@ class Selection:
         """`best` from `key` [BLOCK_R, BLOCK_D]: the row's best key [BLOCK_R, 1] or its top KP [BLOCK_R, KP]."""
         if self.k == 1:
             return ["best = tl.max(key, 1)[:, None]"]
-        return [f"best = tl.topk(key, {self.kp})"]
+        # Triton's CPU interpreter sorts a tile very slowly: there k rounds of max pick the same keys (each key
+        # is unique: it holds its column), in the same order; the GPU compiles the bitonic top-k alone
+        return ["if INTERPRETED:",
+                f"    best = tl.full([BLOCK_R, {self.kp}], {MASKED}, tl.int64)",
+                f"    for t in tl.static_range({self.k}):",
+                "        top = tl.max(key, 1)[:, None]",
+                f"        best = tl.where(tl.arange(0, {self.kp})[None, :] == t, top, best)",
+                f"        key = tl.where(key == top, {MASKED}, key)",
+                "else:",
+                f"    best = tl.topk(key, {self.kp})"]
 
     def store_lines(self) -> list[str]:
         """The decoded `best` into the outputs: element j of row r at (r // INNER, j, r % INNER)."""
@@ -211,17 +220,18 @@ class Selection:
                      f"tl.store(part + row * {self.splits * self.kp} + tl.program_id(1) * {self.kp} + j, best, "
                      f"mask=row < {self.rows})"]
             outputs = ["part"]
-        return ["in0", *outputs, "s0", "s1", "s2", "BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr"], body
+        return ["in0", *outputs, "s0", "s1", "s2", "BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr",
+                "INTERPRETED: tl.constexpr"], body
 
     def merge_kernel(self) -> tuple[list[str], list[str]]:
         candidates = self.splits * self.kp
-        body = ["row = tl.program_id(0).to(tl.int64) + tl.arange(0, 1)[:, None]",
+        body = ["row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
                 "col = tl.arange(0, BLOCK_D)[None, :]",
                 f"mask = col < {candidates}",
                 f"key = tl.load(part + row * {candidates} + col, mask=mask, other={MASKED})"]
         body += self.select_lines() + self.store_lines()
         outputs = ["out0", "out1"] if self.values else ["out0"]
-        return ["part", *outputs, "BLOCK_D: tl.constexpr"], body
+        return ["part", *outputs, "BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr", "INTERPRETED: tl.constexpr"], body
 
     # ------------------------------------------------------------------ host code
 
@@ -262,19 +272,19 @@ class Selection:
         grid = f"(triton.cdiv({self.rows}, {self.block_r}), {self.splits})"
         if self.splits == 1:
             lowering.lines.append(f"{rank}[{grid}]({name}_x, {', '.join(outputs)}, {strides}, "
-                                  f"BLOCK_R={self.block_r}, BLOCK_D={self.block_d}, num_warps={warps})")
+                                  f"BLOCK_R={self.block_r}, BLOCK_D={self.block_d}, INTERPRETED=_INTERPRETED, num_warps={warps})")
             lowering.launches += 1
             return
         candidates = self.splits * self.kp
         lowering.lines += [f"{name}_part = torch.empty(({self.rows * candidates},), dtype=torch.int64, "
                            f"device={lowering.device})",
                            f"{rank}[{grid}]({name}_x, {name}_part, {strides}, BLOCK_R=1, BLOCK_D={self.block_d}, "
-                           f"num_warps={warps})"]
+                           f"INTERPRETED=_INTERPRETED, num_warps={warps})"]
         parameters, body = self.merge_kernel()
         merge = self.kernel(parameters, body)
         block_c = 1 << (candidates - 1).bit_length()
-        lowering.lines.append(f"{merge}[({self.rows},)]({name}_part, {', '.join(outputs)}, BLOCK_D={block_c}, "
-                              f"num_warps={min(8, max(1, block_c // 256))})")
+        lowering.lines.append(f"{merge}[({self.rows},)]({name}_part, {', '.join(outputs)}, BLOCK_R=1, BLOCK_D={block_c}, "
+                              f"INTERPRETED=_INTERPRETED, num_warps={min(8, max(1, block_c // 256))})")
         lowering.launches += 2
 
     def kernel(self, parameters: list[str], body: list[str]) -> str:
