@@ -5,10 +5,11 @@ interpreter: first index on ties, NaN as the extreme, k not a power of two, redu
 from __future__ import annotations
 
 import torch
-from test_family_fused import assert_all_pass, fused, make, render
+from test_family_fused import assert_all_pass, check, fused, make, render
 
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.solution import load_entry_point, materialize
+from kernelbench.core.statuses import PASSED
 from kernelbench.generate import rowfusion, selection
 
 LONG = {"n": {"type": "var"}, "h": {"type": "const", "value": 3000}}     # a split row (TILE 256): 2 launches
@@ -70,6 +71,20 @@ def test_topk_over_a_long_row_in_both_directions(tmp_path, monkeypatch):
     selected(tmp_path, "topk_long", reference, {"x": (["n", "h"], "float32")},
              {"v": (["n", 5], "float32"), "i": (["n", 5], "int64"), "w": (["n", 3], "float32"),
               "j": (["n", 3], "int64")}, LONG, expected=4)
+
+
+def test_the_bitonic_top_k_of_larger_k(tmp_path, monkeypatch):
+    # the GPU's path (tl.topk of the keys) run through the interpreter on small tiles: the same values and order
+    monkeypatch.setattr(selection, "TILE", 64)
+    monkeypatch.setattr(selection, "ROUNDS_MAX_K", 2)
+    reference = "import torch\n\ndef run(x):\n    return torch.topk(x, 5, dim=-1, largest=False)\n"
+    problem = make(tmp_path, "bitonic", reference, {"x": (["n", "h"], "float32")},
+                   {"v": (["n", 5], "float32"), "i": (["n", 5], "int64")}, [{"n": 2}], axes=SHORT, tolerance=0.0)
+    solution = render(problem, fused(problem))
+    assert "tl.topk(key, 8)" in solution.sources[0].content
+    run = load_entry_point(solution, materialize(solution))
+    run.__globals__["_INTERPRETED"] = False
+    assert check(problem, solution, problem.workloads[0], run=run).status == PASSED
 
 
 def test_a_router_softmax_topk_renormalize(tmp_path):

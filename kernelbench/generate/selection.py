@@ -14,7 +14,8 @@ False) puts it last); -0.0 becomes 0.0 so it ties with 0.0 as torch compares the
 A row that fits one tile (up to TILE columns) is ranked by one program per block of rows, straight into
 the outputs. A longer one is split: programs of TILE columns each write their best key (argmax) or their
 top-KP keys (KP: k rounded up to a power of two), and a merge kernel ranks each row's candidates; so one
-152K-wide row keeps dozens of SMs busy. k above MAX_K, fp64 and int64 values (no room for the column in
+152K-wide row keeps dozens of SMs busy. A tile's top-k is k rounds of max (k <= ROUNDS_MAX_K) or Triton's
+bitonic tl.topk. k above MAX_K, fp64 and int64 values (no room for the column in
 the key), sorted=False (torch's order is unspecified) and run-time sizes raise Unsupported: the op stays a
 library call.
 """
@@ -32,6 +33,7 @@ from kernelbench.generate.frontend import TL, Unsupported, is_symbolic, tensor_m
 aten = torch.ops.aten
 
 MAX_K = 128              # top-k beyond this: the library's radix select does better than a sort per tile
+ROUNDS_MAX_K = 16        # top-k up to this: k rounds of max; beyond, a bitonic top-k (benchmarks/family_selection.py)
 TILE = 4096              # columns one program ranks (a power of two)
 MAX_CANDIDATES = 8192    # keys a merge program ranks per row
 TARGET_PROGRAMS = 264    # two programs per SM of an H100: a split argmax keeps the GPU busy on few rows
@@ -178,16 +180,17 @@ class Selection:
         """`best` from `key` [BLOCK_R, BLOCK_D]: the row's best key [BLOCK_R, 1] or its top KP [BLOCK_R, KP]."""
         if self.k == 1:
             return ["best = tl.max(key, 1)[:, None]"]
-        # Triton's CPU interpreter sorts a tile very slowly: there k rounds of max pick the same keys (each key
-        # is unique: it holds its column), in the same order; the GPU compiles the bitonic top-k alone
-        return ["if INTERPRETED:",
-                f"    best = tl.full([BLOCK_R, {self.kp}], {MASKED}, tl.int64)",
-                f"    for t in tl.static_range({self.k}):",
-                "        top = tl.max(key, 1)[:, None]",
-                f"        best = tl.where(tl.arange(0, {self.kp})[None, :] == t, top, best)",
-                f"        key = tl.where(key == top, {MASKED}, key)",
-                "else:",
-                f"    best = tl.topk(key, {self.kp})"]
+        # k rounds of max pick the same keys in the same order (each key is unique: it holds its column): a few
+        # reductions for a small k; for a larger one a bitonic top-k on the GPU (Triton's CPU interpreter sorts
+        # very slowly, so it takes the rounds whatever k)
+        rounds = [f"best = tl.full([BLOCK_R, {self.kp}], {MASKED}, tl.int64)",
+                  f"for t in tl.static_range({self.k}):",
+                  "    top = tl.max(key, 1)[:, None]",
+                  f"    best = tl.where(tl.arange(0, {self.kp})[None, :] == t, top, best)",
+                  f"    key = tl.where(key == top, {MASKED}, key)"]
+        if self.k <= ROUNDS_MAX_K:
+            return rounds
+        return ["if INTERPRETED:", *["    " + line for line in rounds], "else:", f"    best = tl.topk(key, {self.kp})"]
 
     def store_lines(self) -> list[str]:
         """The decoded `best` into the outputs: element j of row r at (r // INNER, j, r % INNER)."""
