@@ -31,7 +31,7 @@ def selected(tmp_path, name, reference, inputs, outputs, axes, workloads=FEW_ROW
     problem = make(tmp_path, name, reference, inputs, outputs, workloads, axes=axes, tolerance=0.0)
     match = fused(problem)
     text = lines(match)
-    assert not any(f"aten.{op}" in text for op in ("argmax", "argmin", "topk", "max.dim", "min.dim")), text
+    assert not any(f"aten.{op}" in text for op in ("argmax", "argmin", "topk", "max.dim", "min.dim", "sort")), text
     if expected is not None:
         assert launches(match) == [expected] * len(workloads), text
     assert_all_pass(problem, match)
@@ -98,6 +98,17 @@ def test_a_router_softmax_topk_renormalize(tmp_path):
     match = fused(problem)
     assert "aten.topk" not in lines(match)
     assert_all_pass(problem, match)
+
+
+def test_sort_and_stable_argsort_of_short_rows(tmp_path):
+    # truncated values tie: a stable argsort keeps them in index order, ascending and descending
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    v, i = torch.sort(x, dim=-1, descending=True)\n"
+                 "    t = (x * 2).int()\n"
+                 "    return v, i, torch.argsort(t, dim=-1, stable=True), torch.sort(t, descending=True, stable=True)[1]\n")
+    selected(tmp_path, "sorts", reference, {"x": (["n", "h"], "float32")},
+             {"v": (["n", "h"], "float32"), "i": (["n", "h"], "int64"), "a": (["n", "h"], "int64"),
+              "d": (["n", "h"], "int64")}, SHORT, workloads=[{"n": 3}])
 
 
 def test_max_over_a_leading_dimension_of_half_values(tmp_path):

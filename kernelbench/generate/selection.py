@@ -1,4 +1,5 @@
-"""Selection ops in the front end: argmax/argmin, max/min along a dimension and top-k as generated kernels,
+"""Selection ops in the front end: argmax/argmin, max/min along a dimension, top-k and the sort of rows of up to
+TILE elements as generated kernels,
 so a graph of selection ops alone (greedy decoding, a top-k sampling filter) is not left to the library.
 
 Every element is ranked by one int64 key, so one `tl.max` (argmax) or one `tl.topk` (top-k) both selects and
@@ -15,7 +16,7 @@ A row that fits one tile (up to TILE columns) is ranked by one program per block
 the outputs. A longer one is split: programs of TILE columns each write their best key (argmax) or their
 top-KP keys (KP: k rounded up to a power of two), and a merge kernel ranks each row's candidates; so one
 152K-wide row keeps dozens of SMs busy. A tile's top-k is k rounds of max (k <= ROUNDS_MAX_K) or Triton's
-bitonic tl.topk. k above MAX_K, fp64 and int64 values (no room for the column in
+bitonic tl.topk; a sort is tl.sort of the keys (equal values in index order: what a stable sort gives). k above MAX_K, fp64 and int64 values (no room for the column in
 the key), sorted=False (torch's order is unspecified) and run-time sizes raise Unsupported: the op stays a
 library call.
 """
@@ -49,6 +50,9 @@ def _index_of(node: torch.fx.Node) -> tuple[str, int, bool, bool]:
         return "arg", 1, node.target is aten.argmax.default, False
     if node.target in (aten.max.dim, aten.min.dim):
         return "arg", 1, node.target is aten.max.dim, True
+    if node.target in (aten.sort.default, aten.sort.stable):   # a top-k of the whole row (k set by the caller)
+        descending = node.kwargs.get("descending", args[2] if node.target is aten.sort.default else None)
+        return "sort", 0, bool(descending), True
     k = args[1]
     largest = node.kwargs.get("largest", True if args[3] is None else args[3])
     ordered = node.kwargs.get("sorted", True if args[4] is None else args[4])
@@ -59,7 +63,8 @@ def _index_of(node: torch.fx.Node) -> tuple[str, int, bool, bool]:
     return "top", k, bool(largest), True
 
 
-SELECTIONS = {aten.argmax.default, aten.argmin.default, aten.max.dim, aten.min.dim, aten.topk.default}
+SELECTIONS = {aten.argmax.default, aten.argmin.default, aten.max.dim, aten.min.dim, aten.topk.default,
+              aten.sort.default, aten.sort.stable}
 
 
 def lowered(lowering, node: torch.fx.Node) -> bool:
@@ -94,7 +99,10 @@ class Selection:
         self.kind, self.k, self.largest, self.values = _index_of(node)
         self.dtype = meta.dtype
         args = list(node.args) + [None] * 3
-        dim = args[1] if self.kind == "arg" else (args[2] if args[2] is not None else -1)
+        if self.kind == "sort":
+            dim = node.kwargs.get("dim", -1 if node.target is aten.sort.stable or args[1] is None else args[1])
+        else:
+            dim = args[1] if self.kind == "arg" else (args[2] if args[2] is not None else -1)
         shape = tuple(meta.shape)
         if dim is None:   # argmax over the whole tensor: one row of all its elements
             self.outer, self.width, self.inner = 1, max(1, math.prod(shape)), 1
@@ -106,6 +114,10 @@ class Selection:
             self.inner = math.prod(shape[d + 1:]) if shape else 1
             self.flat = False
         self.rows = self.outer * self.inner
+        if self.kind == "sort":
+            if self.width > TILE:
+                raise Unsupported(f"a sort of rows of {self.width} (one tile of {TILE} at most)")
+            self.k = self.width
         if self.rows == 0 or self.width == 0:
             raise Unsupported("an empty selection")
         if self.width >= 2 ** 31:
@@ -180,6 +192,8 @@ class Selection:
         """`best` from `key` [BLOCK_R, BLOCK_D]: the row's best key [BLOCK_R, 1] or its top KP [BLOCK_R, KP]."""
         if self.k == 1:
             return ["best = tl.max(key, 1)[:, None]"]
+        if self.kind == "sort":   # better keys first: equal values in index order, as a stable sort leaves them
+            return ["best = tl.sort(key, 1, True)"]
         # k rounds of max pick the same keys in the same order (each key is unique: it holds its column): a few
         # reductions for a small k; for a larger one a bitonic top-k on the GPU (Triton's CPU interpreter sorts
         # very slowly, so it takes the rounds whatever k)
