@@ -1025,6 +1025,7 @@ class Lowering:
                     self.statement(node)
 
     def lower(self) -> dict:
+        from kernelbench.generate import selection  # built on this module
         for item in self.items():
             if isinstance(item, Region):
                 self.fused(item)
@@ -1035,6 +1036,8 @@ class Lowering:
                             self.lines.append(f"{slot}.copy_({self.names[node]})")
             elif item.op == "output":
                 self.lines.append(f"return {self.argument(item.args[0])}")
+            elif selection.lowered(self, item):   # argmax, topk: generated kernels, not the library's
+                continue
             else:
                 self.statement(item)
                 for symbol, text in self.sizes.define(item.meta.get("val"), self.names[item]).items():

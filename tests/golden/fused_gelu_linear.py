@@ -17,6 +17,7 @@ except ImportError:
 # practical (a block size changes the speed, never the results); the GPU takes the configured one.
 _BLOCK = 16384 if os.environ.get("TRITON_INTERPRET") == "1" else 256
 _WARPS = 2
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"   # a top-k sorts its tiles on a GPU only (selection.py)
 
 
 @triton.jit

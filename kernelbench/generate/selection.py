@@ -1,0 +1,311 @@
+"""Selection ops in the front end: argmax/argmin, max/min along a dimension, top-k and the sort of rows of up to
+TILE elements as generated kernels,
+so a graph of selection ops alone (greedy decoding, a top-k sampling filter) is not left to the library.
+
+Every element is ranked by one int64 key, so one `tl.max` (argmax) or one `tl.topk` (top-k) both selects and
+breaks ties, and a partial result is a key that a second kernel merges:
+    key = (order << 32) | (2^32 - 1 - column)
+`order` is an int32 that sorts as the value does (a float's bits with the magnitude bits flipped when
+negative; an integer itself; its complement for the smallest), so larger keys are better values and, among
+equal values, lower columns: torch's argmax/max(dim) return the first extreme index, and lowest-index-first is
+the order CUDA's topk gives equal values. NaN is made one canonical NaN, which ranks above +inf as torch ranks
+NaN above everything (and, for argmin/min, is forced to the top: the NaN wins there too, while topk(largest=
+False) puts it last); -0.0 becomes 0.0 so it ties with 0.0 as torch compares them.
+
+A row that fits one tile (up to TILE columns) is ranked by one program per block of rows, straight into
+the outputs. A longer one is split: programs of TILE columns each write their best key (argmax) or their
+top-KP keys (KP: k rounded up to a power of two), and a merge kernel ranks each row's candidates; so one
+152K-wide row keeps dozens of SMs busy. A tile's top-k is k rounds of max (k <= ROUNDS_MAX_K) or Triton's
+bitonic tl.topk; a sort is tl.sort of the keys (equal values in index order: what a stable sort gives). k above MAX_K, fp64 and int64 values (no room for the column in
+the key), sorted=False (torch's order is unspecified) and run-time sizes raise Unsupported: the op stays a
+library call.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.fx
+
+from kernelbench.generate.frontend import TL, Unsupported, is_symbolic, tensor_meta
+
+aten = torch.ops.aten
+
+MAX_K = 128              # top-k beyond this: the library's radix select does better than a sort per tile
+ROUNDS_MAX_K = 16        # top-k up to this: k rounds of max; beyond, a bitonic top-k (benchmarks/family_selection.py)
+TILE = 4096              # columns one program ranks (a power of two)
+MAX_CANDIDATES = 8192    # keys a merge program ranks per row
+TARGET_PROGRAMS = 264    # two programs per SM of an H100: a split argmax keeps the GPU busy on few rows
+RANKED = (torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int16, torch.int8, torch.uint8)
+MASKED = "-9223372036854775807"   # below every real key: a column past the row's end
+LOW = "4294967295"                # 2^32 - 1
+
+
+def _index_of(node: torch.fx.Node) -> tuple[str, int, bool, bool]:
+    """(kind, k, largest, keeps values) of a selection node; kind is 'arg' (one index) or 'top'."""
+    args = list(node.args) + [None] * 5
+    if node.target in (aten.argmax.default, aten.argmin.default):
+        return "arg", 1, node.target is aten.argmax.default, False
+    if node.target in (aten.max.dim, aten.min.dim):
+        return "arg", 1, node.target is aten.max.dim, True
+    if node.target in (aten.sort.default, aten.sort.stable):   # a top-k of the whole row (k set by the caller)
+        descending = node.kwargs.get("descending", args[2] if node.target is aten.sort.default else None)
+        return "sort", 0, bool(descending), True
+    k = args[1]
+    largest = node.kwargs.get("largest", True if args[3] is None else args[3])
+    ordered = node.kwargs.get("sorted", True if args[4] is None else args[4])
+    if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise Unsupported(f"topk with k={k} (at most {MAX_K})")
+    if not ordered and k > 1:
+        raise Unsupported("topk with sorted=False: torch's order of the k values is unspecified")
+    return "top", k, bool(largest), True
+
+
+SELECTIONS = {aten.argmax.default, aten.argmin.default, aten.max.dim, aten.min.dim, aten.topk.default,
+              aten.sort.default, aten.sort.stable}
+
+
+def lowered(lowering, node: torch.fx.Node) -> bool:
+    """Lower a selection node into kernels (and name its results); True when done, or when the node is an
+    element of a selection already lowered. False leaves the node to the library (nothing was changed)."""
+    if node.op != "call_function":
+        return False
+    if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) \
+            and node.args[0].target in SELECTIONS and node in lowering.names:
+        return True
+    if node.target not in SELECTIONS:
+        return False
+    try:
+        plan = Selection(lowering, node)
+    except Unsupported:
+        return False
+    plan.emit()
+    return True
+
+
+class Selection:
+    """The kernels and launches of one selection node (checked in the constructor, emitted by emit())."""
+
+    def __init__(self, lowering, node: torch.fx.Node):
+        self.lowering, self.node = lowering, node
+        source = node.args[0]
+        meta = tensor_meta(source) if isinstance(source, torch.fx.Node) else None
+        if meta is None or is_symbolic(meta) or any(is_symbolic(tensor_meta(u)) for u in self.results()):
+            raise Unsupported("a selection of run-time size")
+        if meta.dtype not in RANKED:
+            raise Unsupported(f"a selection over {meta.dtype} (no room for the column beside the value)")
+        self.kind, self.k, self.largest, self.values = _index_of(node)
+        self.dtype = meta.dtype
+        args = list(node.args) + [None] * 3
+        if self.kind == "sort":
+            dim = node.kwargs.get("dim", -1 if node.target is aten.sort.stable or args[1] is None else args[1])
+        else:
+            dim = args[1] if self.kind == "arg" else (args[2] if args[2] is not None else -1)
+        shape = tuple(meta.shape)
+        if dim is None:   # argmax over the whole tensor: one row of all its elements
+            self.outer, self.width, self.inner = 1, max(1, math.prod(shape)), 1
+            self.flat = True
+        else:
+            d = dim % max(1, len(shape))
+            self.outer = math.prod(shape[:d]) if shape else 1
+            self.width = shape[d] if shape else 1
+            self.inner = math.prod(shape[d + 1:]) if shape else 1
+            self.flat = False
+        self.rows = self.outer * self.inner
+        if self.kind == "sort":
+            if self.width > TILE:
+                raise Unsupported(f"a sort of rows of {self.width} (one tile of {TILE} at most)")
+            self.k = self.width
+        if self.rows == 0 or self.width == 0:
+            raise Unsupported("an empty selection")
+        if self.width >= 2 ** 31:
+            raise Unsupported("a row of 2^31 elements or more")
+        if self.k > self.width:
+            raise Unsupported(f"topk of {self.k} from {self.width}")
+        self.kp = 1 << (self.k - 1).bit_length()
+        self.block_d, self.splits = self.tiling()
+        self.block_r = 1 if self.splits > 1 else \
+            max(1, min(1 << (self.rows - 1).bit_length(), TILE // self.block_d))
+
+    def results(self) -> list[torch.fx.Node]:
+        """The nodes holding the results: the node itself (argmax) or its getitem users (max.dim, topk)."""
+        if self.node.target in (aten.argmax.default, aten.argmin.default):
+            return [self.node]
+        users = list(self.node.users)
+        if not all(u.target is operator.getitem and u.args[1] in (0, 1) for u in users):
+            raise Unsupported("a selection read other than by its values and indices")
+        return users
+
+    def tiling(self) -> tuple[int, int]:
+        """(columns a program ranks, programs per row)."""
+        whole = 1 << (self.width - 1).bit_length()
+        if self.k == 1:
+            block = TILE * 2
+            while block > TILE // 4 and self.rows * math.ceil(self.width / block) < TARGET_PROGRAMS:
+                block //= 2
+            block = min(block, whole)
+            return block, math.ceil(self.width / block)
+        if whole <= TILE:
+            return whole, 1
+        block = TILE
+        while math.ceil(self.width / block) * self.kp > MAX_CANDIDATES:
+            block *= 2
+        if block > 4 * TILE:
+            raise Unsupported(f"topk of {self.k} over rows of {self.width}: too many candidates to merge")
+        return block, math.ceil(self.width / block)
+
+    # ------------------------------------------------------------------ kernel text
+
+    def key_lines(self, value: str) -> list[str]:
+        """`key` from the loaded `value` (its compute type) at `col`, masked by `mask`."""
+        lines = []
+        if self.dtype.is_floating_point:
+            lines += [f"v = tl.where({value} != {value}, float('nan'), tl.where({value} == 0.0, 0.0, {value}))",
+                      "b = v.to(tl.int32, bitcast=True)",
+                      "order = tl.where(b >= 0, b, b ^ 2147483647)"]
+        else:
+            lines.append(f"order = {value}.to(tl.int32)")
+        if not self.largest:
+            lines.append("order = ~order")
+            if self.dtype.is_floating_point and self.kind == "arg":   # argmin and min(dim) pick the NaN
+                lines.append("order = tl.where(v != v, 2147483647, order)")
+        lines += [f"key = (order.to(tl.int64) << 32) | ({LOW} - col.to(tl.int64))",
+                  f"key = tl.where(mask, key, {MASKED})"]
+        return lines
+
+    def decode_lines(self, key: str) -> list[str]:
+        """`index` (int64) and `value` (the input's compute type) of `key`."""
+        lines = [f"index = {LOW} - ({key} & {LOW})"]
+        if self.values:
+            lines.append(f"order = ({key} >> 32).to(tl.int32)")
+            if not self.largest:
+                lines.append("order = ~order")
+            if self.dtype.is_floating_point:
+                lines.append("value = tl.where(order >= 0, order, order ^ 2147483647).to(tl.float32, bitcast=True)")
+            else:
+                lines.append("value = order")
+        return lines
+
+    def select_lines(self) -> list[str]:
+        """`best` from `key` [BLOCK_R, BLOCK_D]: the row's best key [BLOCK_R, 1] or its top KP [BLOCK_R, KP]."""
+        if self.k == 1:
+            return ["best = tl.max(key, 1)[:, None]"]
+        if self.kind == "sort":   # better keys first: equal values in index order, as a stable sort leaves them
+            return ["best = tl.sort(key, 1, True)"]
+        # k rounds of max pick the same keys in the same order (each key is unique: it holds its column): a few
+        # reductions for a small k; for a larger one a bitonic top-k on the GPU (Triton's CPU interpreter sorts
+        # very slowly, so it takes the rounds whatever k)
+        rounds = [f"best = tl.full([BLOCK_R, {self.kp}], {MASKED}, tl.int64)",
+                  f"for t in tl.static_range({self.k}):",
+                  "    top = tl.max(key, 1)[:, None]",
+                  f"    best = tl.where(tl.arange(0, {self.kp})[None, :] == t, top, best)",
+                  f"    key = tl.where(key == top, {MASKED}, key)"]
+        if self.k <= ROUNDS_MAX_K:
+            return rounds
+        return ["if INTERPRETED:", *["    " + line for line in rounds], "else:", f"    best = tl.topk(key, {self.kp})"]
+
+    def store_lines(self) -> list[str]:
+        """The decoded `best` into the outputs: element j of row r at (r // INNER, j, r % INNER)."""
+        lines = self.decode_lines("best")
+        j = "tl.arange(0, 1)[None, :]" if self.k == 1 else f"tl.arange(0, {self.kp})[None, :]"
+        lines += [f"j = {j}",
+                  f"at = (row // {self.inner}) * {self.k * self.inner} + j * {self.inner} + row % {self.inner}",
+                  f"keep = (row < {self.rows}) & (j < {self.k})"]
+        out = 0
+        if self.values:
+            lines.append(f"tl.store(out0 + at, value.to({TL[self.dtype]}), mask=keep)")
+            out = 1
+        lines.append(f"tl.store(out{out} + at, index, mask=keep)")
+        return lines
+
+    def rank_kernel(self) -> tuple[list[str], list[str]]:
+        """(parameters, body) of the kernel that ranks tiles of the input rows."""
+        compute = "tl.float32" if self.dtype.is_floating_point else "tl.int32"
+        body = ["row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
+                "col = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]",
+                f"mask = (row < {self.rows}) & (col < {self.width})",
+                f"x = tl.load(in0 + (row // {self.inner}) * s0 + (row % {self.inner}) * s2 + col * s1, mask=mask)"
+                f".to({compute})"]
+        body += self.key_lines("x") + self.select_lines()
+        if self.splits == 1:
+            body += self.store_lines()
+            outputs = ["out0", "out1"] if self.values else ["out0"]
+        else:   # the tile's best keys, KP a tile, for the merge
+            body += [f"j = tl.arange(0, {self.kp})[None, :]",
+                     f"tl.store(part + row * {self.splits * self.kp} + tl.program_id(1) * {self.kp} + j, best, "
+                     f"mask=row < {self.rows})"]
+            outputs = ["part"]
+        return ["in0", *outputs, "s0", "s1", "s2", "BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr",
+                "INTERPRETED: tl.constexpr"], body
+
+    def merge_kernel(self) -> tuple[list[str], list[str]]:
+        candidates = self.splits * self.kp
+        body = ["row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
+                "col = tl.arange(0, BLOCK_D)[None, :]",
+                f"mask = col < {candidates}",
+                f"key = tl.load(part + row * {candidates} + col, mask=mask, other={MASKED})"]
+        body += self.select_lines() + self.store_lines()
+        outputs = ["out0", "out1"] if self.values else ["out0"]
+        return ["part", *outputs, "BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr", "INTERPRETED: tl.constexpr"], body
+
+    # ------------------------------------------------------------------ host code
+
+    def emit(self) -> None:
+        lowering, node = self.lowering, self.node
+        name = f"v{lowering.partition.index[node]}"
+        source = lowering.argument(node.args[0])
+        results = self.results()
+        slots = {}   # output position (0 values, 1 indices) -> host variable
+        for result in results:
+            position = 1 if result is node or result.args[1] == 1 else 0
+            if position in slots:
+                lowering.names[result] = slots[position]
+                continue
+            meta = tensor_meta(result)
+            if result in lowering.destinations:   # stored straight into the returned tensor
+                slots[position] = lowering.destinations[result][0]
+            else:
+                slots[position] = f"{name}_{'indices' if position else 'values'}"
+                lowering.lines.append(f"{slots[position]} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, "
+                                      f"device={lowering.device})")
+            lowering.names[result] = slots[position]
+        for position in (0, 1):   # a result nobody reads still needs a buffer to be stored into
+            if position not in slots and (position == 1 or self.values):
+                dtype = torch.int64 if position else self.dtype
+                slots[position] = f"{name}_{'indices' if position else 'values'}"
+                lowering.lines.append(f"{slots[position]} = torch.empty(({self.rows * self.k},), dtype={dtype}, "
+                                      f"device={lowering.device})")
+        outputs = [slots[0], slots[1]] if self.values else [slots[1]]
+        if self.flat:
+            lowering.lines.append(f"{name}_x = {source}.reshape(1, {self.width}, 1)")
+        else:
+            lowering.lines.append(f"{name}_x = {source}.reshape({self.outer}, {self.width}, {self.inner})")
+        strides = f"{name}_x.stride(0), {name}_x.stride(1), {name}_x.stride(2)"
+        warps = min(8, max(1, self.block_r * self.block_d // 512))
+        parameters, body = self.rank_kernel()
+        rank = self.kernel(parameters, body)
+        grid = f"(triton.cdiv({self.rows}, {self.block_r}), {self.splits})"
+        if self.splits == 1:
+            lowering.lines.append(f"{rank}[{grid}]({name}_x, {', '.join(outputs)}, {strides}, "
+                                  f"BLOCK_R={self.block_r}, BLOCK_D={self.block_d}, INTERPRETED=_INTERPRETED, num_warps={warps})")
+            lowering.launches += 1
+            return
+        candidates = self.splits * self.kp
+        lowering.lines += [f"{name}_part = torch.empty(({self.rows * candidates},), dtype=torch.int64, "
+                           f"device={lowering.device})",
+                           f"{rank}[{grid}]({name}_x, {name}_part, {strides}, BLOCK_R=1, BLOCK_D={self.block_d}, "
+                           f"INTERPRETED=_INTERPRETED, num_warps={warps})"]
+        parameters, body = self.merge_kernel()
+        merge = self.kernel(parameters, body)
+        block_c = 1 << (candidates - 1).bit_length()
+        lowering.lines.append(f"{merge}[({self.rows},)]({name}_part, {', '.join(outputs)}, BLOCK_R=1, BLOCK_D={block_c}, "
+                              f"INTERPRETED=_INTERPRETED, num_warps={min(8, max(1, block_c // 256))})")
+        lowering.launches += 2
+
+    def kernel(self, parameters: list[str], body: list[str]) -> str:
+        name = f"{self.lowering.prefix}_k{len(self.lowering.kernels)}"
+        self.lowering.kernels.append({"name": name, "parameters": parameters, "body": body, "unspecialized": [],
+                                      "uses_tanh": False})
+        return name
