@@ -8,9 +8,12 @@ and records whether a generated candidate (source "template" or "llm", never the
 evaluation on the smallest workload, which families proposed, and why not when none did. Results go to
 OUT.json (one entry per task, written after each task so an interrupted run keeps what it measured, and a
 rerun skips tasks already measured) and OUT.md (the table and the uncovered tasks with their reasons).
+`--tasks` measures just the named tasks again and merges them into OUT.json.
 
     PYTHONPATH=$PWD python3 benchmarks/coverage_cpu.py --out benchmarks/results/coverage_cpu \\
         tasks235 ../shared/sol_execbench_sample --jobs 2 [--every 3]
+    PYTHONPATH=$PWD python3 benchmarks/coverage_cpu.py --out benchmarks/results/coverage_cpu \\
+        tasks235 ../shared/sol_execbench_sample --jobs 1 --timeout 300 --tasks L2/080_ sample/L2/004_
 
 CPU times mean nothing here; only PASSED/not is measured.
 """
@@ -101,11 +104,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per task")
     parser.add_argument("--only", default="", help="substring a task label must contain")
     parser.add_argument("--every", type=int, default=1, help="every Nth task of each root (a spread-out subset)")
+    parser.add_argument("--tasks", nargs="+", default=[],
+                        help="measure (again) just the tasks whose label contains one of these, merged into OUT.json")
     args = parser.parse_args()
     store = args.out.with_suffix(".json")
     results = json.loads(store.read_text()) if store.exists() else {}
     todo = [(label(d, root), d) for root in args.roots for d in problem_dirs(root)[::args.every]
-            if args.only in label(d, root) and label(d, root) not in results]
+            if args.only in label(d, root) and (any(t in label(d, root) for t in args.tasks) if args.tasks
+                                                else label(d, root) not in results)]
     print(f"{len(todo)} tasks to measure ({len(results)} already in {store})", flush=True)
 
     def one(item):

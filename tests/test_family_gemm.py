@@ -110,6 +110,25 @@ def test_tile_sizes_and_split_k_change_speed_not_results(tmp_path, split_k):
     assert f"_SPLIT_K = {split_k}" in solution.sources[0].content
 
 
+def test_the_interpreter_grows_tiles_only_there_and_results_hold(tmp_path):
+    # the interpreter runs each program and K step in Python: a big product takes few large tiles there,
+    # a GPU keeps the configured ones, and grown tiles (with split-K) compute what the reference computes
+    reference = "import torch\nimport torch.nn.functional as F\n\ndef run(x, w, b):\n    return F.linear(x, w, b)\n"
+    problem = linear_problem(tmp_path, "grown", reference, "bfloat16", {"b": (["n"], "bfloat16")})
+    solution = FAMILIES["gemm"].render(matched(problem), {**SMALL_TILES, "split_k": 3})
+    kernel = load_entry_point(solution, materialize(solution)).__globals__
+    assert kernel["_INTERPRETED"] and kernel["_tiles"](33, 40, 70) == (16, 32, 16)   # small: as configured
+    grown = kernel["_tiles"](512, 8192, 2048)
+    assert max(grown) <= 512 and -(-512 // grown[0]) * -(-8192 // grown[1]) * -(-2048 // grown[2]) <= 64
+    kernel["_INTERPRETED"] = False                                                    # a GPU: the configuration
+    assert kernel["_tiles"](512, 8192, 2048) == (16, 32, 16)
+    kernel["_INTERPRETED"], kernel["_INTERPRETER_STEPS"] = True, 1                    # grow even 33x40x70
+    assert kernel["_tiles"](33, 40, 70) == (64, 64, 128)
+    for workload in problem.workloads:
+        comparison = check(problem, solution, workload, run=kernel["run"])
+        assert comparison.status == PASSED, (workload.axes, comparison.message)
+
+
 def test_a_shape_it_never_traced_runs_the_reference(tmp_path):
     reference = "import torch\n\ndef run(x, w):\n    return torch.sigmoid(x @ w.t())\n"
     problem = linear_problem(tmp_path, "untraced", reference, "float32")
@@ -164,7 +183,7 @@ def test_the_interpreter_widening_is_no_part_of_the_gpu_path(tmp_path):
     source = solution.sources[0].content
     # the fp32 widening sits under a constexpr branch taken only when INTERPRETED...
     lines = source.splitlines()
-    widened = [i for i, line in enumerate(lines) if "a.to(tl.float32)" in line]
+    widened = [i for i, line in enumerate(lines) if "_widen_bf16(a)" in line]
     assert widened and all(lines[i - 1].strip() == "if INTERPRETED:" for i in widened)
     assert "INTERPRETED=_INTERPRETED" in source
     # ...which is False in a process without TRITON_INTERPRET=1 (a GPU run): Triton compiles no code for it
@@ -173,8 +192,12 @@ def test_the_interpreter_widening_is_no_part_of_the_gpu_path(tmp_path):
     flag = subprocess.run([sys.executable, "-c", "import kernel; print(kernel._INTERPRETED)"], cwd=directory,
                           env=environment, capture_output=True, text=True, timeout=120)
     assert flag.stdout.strip() == "False", flag.stderr[-2000:]
-    fp16 = family.render(matched(linear_problem(tmp_path, "fp16", reference, "float16")), SMALL_TILES)
-    assert "if INTERPRETED:" not in fp16.sources[0].content          # fp16 and fp32 need no workaround
+    fp16 = family.render(matched(linear_problem(tmp_path, "fp16", reference, "float16")), SMALL_TILES).sources[0]
+    lines = fp16.content.splitlines()   # fp16: widened in the interpreter alone too (numpy's fp16 product is slow)
+    widened = [i for i, line in enumerate(lines) if "a.to(tl.float32), b.to(tl.float32)" in line]
+    assert widened and all(lines[i - 1].strip() == "if INTERPRETED:" for i in widened)
+    fp32 = family.render(matched(linear_problem(tmp_path, "fp32", reference, "float32")), SMALL_TILES)
+    assert "if INTERPRETED:" not in fp32.sources[0].content          # fp32 needs no workaround
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -1,4 +1,5 @@
-"""CPU emulation of FP4 scaled matrix products, so official NVFP4 references run without FP4 units.
+"""CPU emulation of what the CPU build of torch lacks or runs impractically slowly: FP4 scaled matrix
+products, and half-precision convolution.
 
 The CPU build of torch has no kernel for ``torch._scaled_mm`` on packed fp4 operands. On a
 CPU run, `emulated_scaled_mm()` routes such calls to a dequantize-then-matmul in fp32 with the
@@ -7,6 +8,12 @@ packed along K) and block scales in cuBLAS's 128x4 "blocked" layout (e4m3 scales
 values, or e8m0 per 32). A GPU without FP4 units is not emulated: there such a workload is
 reported as unsupported (INVALID_REFERENCE), since timing an emulation as the baseline would
 mean nothing.
+
+A float16 convolution on a CPU without fp16 arithmetic runs a scalar path: a 9-GFLOP convolution took
+25-60 s on two cores, several minutes per evaluation of a problem whose reference holds two. On CPU it
+is computed in fp32 and rounded once to fp16, which is what that path does too (fp32 accumulation) and
+what cuDNN does on a GPU: the two differ only in summation order (one fp16 ulp at rounding ties, on
+0.1-0.2% of elements), and neither is closer to the exact product.
 """
 
 from __future__ import annotations
@@ -79,6 +86,28 @@ def emulated_scaled_mm():
 def emulate_scaled_mm_for_this_process() -> None:
     """For a CPU worker: the emulation stays for the process's whole life (reference and solution alike)."""
     torch._scaled_mm = _dispatcher(torch._scaled_mm)
+
+
+_HALF_CONVOLUTION: list = []   # the library registration, kept alive for the process's life
+
+
+def _convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """aten::convolution on CPU: float16 through fp32 (see above), every other type as torch does it."""
+    half = input.dtype == torch.float16
+    widen = (lambda t: t.float()) if half else (lambda t: t)
+    out = torch.ops.aten._convolution.default(
+        widen(input), widen(weight), None if bias is None else widen(bias), stride, padding, dilation, transposed,
+        output_padding, groups, torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.enabled, torch.backends.cudnn.allow_tf32)
+    return out.to(torch.float16) if half else out
+
+
+def emulate_half_convolution_for_this_process() -> None:
+    """For a CPU worker: float16 convolutions of the whole process (reference and solution alike) run as above."""
+    if not _HALF_CONVOLUTION:
+        library = torch.library.Library("aten", "IMPL")
+        library.impl("convolution", _convolution, "CPU")
+        _HALF_CONVOLUTION.append(library)
 
 
 def reference_context(device: torch.device | str):

@@ -36,10 +36,14 @@ class EvalConfig:
 
 def child_environment(device: str) -> dict[str, str]:
     """The child's environment: this process's, plus Triton's interpreter on CPU (Triton has no CPU
-    driver; the interpreter must be chosen before triton is imported, so the child gets it at birth)."""
+    driver; the interpreter must be chosen before triton is imported, so the child gets it at birth).
+    The interpreter multiplies every tile with numpy: OpenBLAS's thread pool, spinning against torch's
+    threads on a small machine, made a 128x64x128 tile product take 50-150 ms instead of 0.03 ms, so
+    the child's OpenBLAS gets one thread (results do not change: the pool splits rows, not sums)."""
     environment = dict(os.environ)
     if not device.startswith("cuda"):
         environment["TRITON_INTERPRET"] = "1"
+        environment.setdefault("OPENBLAS_NUM_THREADS", "1")
     return environment
 
 

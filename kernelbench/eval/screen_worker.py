@@ -26,6 +26,7 @@ import torch
 from kernelbench.core import statuses
 from kernelbench.core.correctness import as_output_list, compare
 from kernelbench.core.emulation import (
+    emulate_half_convolution_for_this_process,
     emulate_scaled_mm_for_this_process,
     reference_context,
 )
@@ -159,6 +160,7 @@ def handle(request: dict, send) -> None:
         torch.cuda.set_device(device)
     if device.type == "cpu":
         emulate_scaled_mm_for_this_process()
+        emulate_half_convolution_for_this_process()
     try:
         screen = Screen(request)
     except Exception as exc:  # the reference or the inputs: no candidate can be screened

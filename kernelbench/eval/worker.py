@@ -15,7 +15,7 @@ import torch
 
 from audit.runtime import RuntimeGuard
 from kernelbench.core import statuses
-from kernelbench.core.emulation import emulate_scaled_mm_for_this_process
+from kernelbench.core.emulation import emulate_half_convolution_for_this_process, emulate_scaled_mm_for_this_process
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import parse_solution
@@ -36,8 +36,10 @@ def handle(request: dict, send) -> None:
         torch.cuda.set_device(device)
     if device.type == "cpu":
         # The CPU has no FP4 matrix units: fp4 torch._scaled_mm is emulated for the whole process,
-        # before the audit guard snapshots torch, so reference and solution see the same function.
+        # before the audit guard snapshots torch, so reference and solution see the same function;
+        # likewise float16 convolutions (kernelbench.core.emulation says why).
         emulate_scaled_mm_for_this_process()
+        emulate_half_convolution_for_this_process()
     problem = load_problem(request["problem_dir"])
     module = compile_reference(problem.definition)
     solution = parse_solution(request["solution"])
