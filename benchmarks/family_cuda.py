@@ -1,5 +1,6 @@
-"""CUDA C++ solutions on a GPU: the cuda_cpp example for the official sample L1/069_rms_norm through the full
-evaluator, beside the eager reference (T_b's eager variant), torch.compile and the rowwise family's Triton.
+"""CUDA C++ on a GPU, for the official sample L1/069_rms_norm, through the full evaluator: the cuda_cpp example
+solution (examples/, built with torch.utils.cpp_extension) and the `cuda` family's NVRTC kernel (each of its
+configurations), beside the eager reference (T_b's eager variant), torch.compile and the rowwise family's Triton.
 
     PYTHONPATH=. python3 benchmarks/family_cuda.py OUT_DIR [--sample-root DIR] [--workloads N]
     PYTHONPATH=. python3 benchmarks/family_cuda.py OUT_DIR --dry-run     # CPU: spec, audit, nvcc sm_90 compile
@@ -28,6 +29,7 @@ from audit.static import scan_solution
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import load_solution, materialize, reference_solution
 from kernelbench.eval.evaluator import EvalConfig, evaluate
+from kernelbench.generate.families.cuda import plan_of, render_solution
 from kernelbench.generate.family import FAMILIES
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 
@@ -36,15 +38,19 @@ EXAMPLE = ROOT / "examples" / "069_rms_norm_cuda_cpp" / "solution.json"
 
 
 def candidates(problem) -> dict:
-    """name -> solution: ours (cuda_cpp), the rowwise family's Triton (its first configuration), the references."""
+    """name -> solution: ours (cuda_cpp; the cuda family's configurations for the largest workload), the rowwise
+    family's Triton (its first configuration), the references."""
     found = {"cuda_cpp example": load_solution(EXAMPLE)}
-    family = FAMILIES["rowwise"]
-    match = family.match(problem)
-    if match is None:
-        print(f"rowwise does not match: {family.last_rejection}", flush=True)
-    else:
-        axes = problem.axes_for(problem.workloads[0])
-        found["triton (rowwise family)"] = family.render(match, family.space(match, axes)[0])
+    axes = problem.axes_for(max(problem.workloads, key=problem.workload_size))
+    for name in ("cuda", "rowwise"):
+        family = FAMILIES[name]
+        match = family.match(problem)
+        if match is None:
+            print(f"{name} does not match: {family.last_rejection}", flush=True)
+            continue
+        configs = family.space(match, axes) if name == "cuda" else family.space(match, axes)[:1]
+        for config in configs:
+            found[f"{name} family {json.dumps(config, sort_keys=True)}"] = family.render(match, config)
     source = problem.definition.reference
     found["eager reference"] = reference_solution(problem.definition.name, source)
     found["torch.compile reference"] = reference_solution(problem.definition.name, source, compiled="default")
@@ -63,6 +69,11 @@ def dry_run(problem, out: Path) -> dict:
         report["nvcc_sm90"] = {"ok": done.returncode == 0, "seconds": round(time.perf_counter() - started, 1),
                                "log": done.stderr[-2000:]}
     report["solutions"] = sorted(candidates(problem))
+    plan, why = plan_of(problem)   # the cuda family's CPU half; on a GPU it renders and runs
+    report["cuda_family_plan"] = plan or why
+    if plan:
+        cuda_source = render_solution(problem.name, plan, {"threads": 1024}, "dry run").sources[0].content
+        report["cuda_family_source_lines"] = cuda_source.count("\n")
     return report
 
 
