@@ -16,7 +16,28 @@ _CUDA_RULES = [
     ("network", re.compile(r"(?<![\w.:>])(socket|connect|gethostbyname|getaddrinfo)\s*\(|#\s*include\s*<(sys/socket|netdb|arpa/inet)\.h>")),
     ("global-state", re.compile(r"(?<![\w.:>])(setenv|putenv|unsetenv)\s*\(|\bnvmlDeviceSet\w+|\bnvidia-smi\b")),
     ("background-thread", re.compile(r"\bstd::(thread|async|jthread)\b|\bpthread_create\s*\(")),
-    ("introspection", re.compile(r"/proc/(self|\d+)/mem\b|\bprocess_vm_readv\b|\bdlsym\s*\(")),
+    ("introspection", re.compile(r"/proc/(self|\d+)/mem\b|\bprocess_vm_readv\b|\bdlsym\s*\(|"
+                                 r"\b(PyEval_GetFrame|PyThreadState_GetFrame|PyEval_GetLocals|PyEval_GetGlobals|"
+                                 r"PyFrame_\w+|PyGC_\w+|PyObject_GC_\w+)\b")),
+    # C++ solutions: the catalogue's attacks spelled in C++ (the Python spellings are audit.static's)
+    ("unsynced-stream", re.compile(r"\b(cudaStreamCreate\w*|cuStreamCreate\w*|getStreamFromPool|"
+                                   r"getStreamFromExternal|cudaStreamBeginCapture\w*|cudaGraphLaunch)\s*\(")),
+    ("file-access", re.compile(r"(?<![\w.:>])(fopen|freopen|open|openat|creat|mmap|shm_open|opendir)\s*\(|"
+                               r"\bstd::(i|o)?fstream\b|\bstd::filesystem\b|\btorch::(load|save|pickle_load)\s*\(")),
+    ("dynamic-code", re.compile(r"\b(PyRun_\w+|Py_CompileString\w*|PyImport_\w+|dlopen)\s*\(|"
+                                r"\b(py|pybind11)::(module_?::import|exec|eval\w*)\b")),
+    ("monkeypatch", re.compile(r"\b(PyObject_SetAttr\w*|PyDict_SetItem\w*|PyModule_AddObject\w*)\s*\(|"
+                               r"\b(py|pybind11)::(setattr|delattr)\s*\(|"
+                               # defining a CUDA API function interposes it (timers, synchronization)
+                               r"^[^;{}()#\n]*\b(cuda|cu)(EventRecord|EventElapsedTime|EventSynchronize|EventQuery|DeviceSynchronize|"
+                               r"StreamSynchronize|CtxSynchronize|LaunchKernel|LaunchKernelEx)(_v2)?\s*\([^;{}]*\)\s*\{",
+                               re.MULTILINE)),
+    ("precision-downgrade", re.compile(r"\bset(AllowTF32\w*|AllowFP16Reduction\w*|AllowBF16Reduction\w*|"
+                                       r"Float32MatmulPrecision|AllowFP16Accumulation\w*)\s*\(|"
+                                       r"\bCUBLAS_TF32_TENSOR_OP_MATH\b|\bCUBLAS_COMPUTE_32F_FAST_\w+\b")),
+    ("global-state", re.compile(r"\b(cudaDeviceSetCacheConfig|cudaDeviceSetSharedMemConfig|cudaSetDeviceFlags|"
+                                r"cudaDeviceReset|cudaSetDevice|cuCtxSetCacheConfig|"
+                                r"set_num_threads|setNumThreads|at::set_num_threads)\s*\(")),
 ]
 _COMMENTS_AND_STRINGS = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.DOTALL)
 

@@ -302,3 +302,64 @@ def test_references_of_the_sample_and_tasks235_get_no_static_finding():
             assert scan_solution(ref, problem) == [], directory
             checked += 1
     assert checked >= 3
+
+
+HONEST_CPP = r'''
+#include <torch/extension.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+// one block per row; cudaStreamCreate would escape the timer -- we launch on torch's stream
+__global__ void scale(const float* x, float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = 2.0f * x[i];
+}
+
+void run(torch::Tensor x, torch::Tensor y) {
+    const at::cuda::CUDAGuard guard(x.device());
+    cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    int n = x.numel();
+    scale<<<(n + 255) / 256, 256, 0, stream>>>(x.data_ptr<float>(), y.data_ptr<float>(), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (n == 0) { cudaStreamSynchronize(stream); }
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("run", &run, "scale by two"); }
+'''
+
+CPP_ATTACKS = {
+    "unsynced-stream": "cudaStream_t side; cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking);",
+    "file-access": 'FILE* f = fopen("/tmp/expected.bin", "rb");',
+    "dynamic-code": 'auto ref = py::module_::import("kernelbench.core.reference");',
+    "introspection": "PyFrameObject* frame = PyEval_GetFrame();",
+    "monkeypatch": 'py::setattr(py::module_::import("time"), "perf_counter", fake);',
+    "precision-downgrade": "at::globalContext().setAllowTF32CuBLAS(true);",
+    "global-state": "cudaDeviceSetCacheConfig(cudaFuncCachePreferL1);",
+}
+
+
+def test_an_honest_cpp_solution_has_no_findings():
+    assert scan_cuda_text("kernel.cu", HONEST_CPP) == []
+
+
+@pytest.mark.parametrize("rule", sorted(CPP_ATTACKS))
+def test_each_cpp_attack_is_flagged_by_its_rule(rule):
+    attacked = HONEST_CPP.replace("    int n = x.numel();", "    int n = x.numel();\n    " + CPP_ATTACKS[rule])
+    assert rule in {f.rule for f in scan_cuda_text("kernel.cu", attacked)}
+
+
+def test_defining_a_cuda_timer_function_interposes_it_and_is_flagged():
+    fake = 'extern "C" cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {\n  *ms = 0.001f; return cudaSuccess;\n}\n'
+    assert {f.rule for f in scan_cuda_text("kernel.cu", HONEST_CPP + fake)} == {"monkeypatch"}
+    calling = "void wait(cudaEvent_t e) {\n  cudaEventSynchronize(e);\n}\n"
+    assert scan_cuda_text("kernel.cu", HONEST_CPP + calling) == []
+
+
+def test_a_cpp_solutions_sources_are_scanned_by_scan_solution():
+    from kernelbench.core.solution import parse_solution
+    attacked = HONEST_CPP.replace("int n = x.numel();", "int n = x.numel(); " + CPP_ATTACKS["unsynced-stream"])
+    solution = parse_solution({"name": "c", "definition": "d", "spec": {"languages": ["cuda_cpp"],
+                               "entry_point": "main.cpp::run"},
+                               "sources": [{"path": "main.cpp", "content": "#include \"k.cuh\"\n"},
+                                           {"path": "k.cuh", "content": attacked}]})
+    assert {f.rule for f in scan_solution(solution)} == {"unsynced-stream"}

@@ -294,8 +294,19 @@ def test_load_entry_point_missing_function(data):
         load_entry_point(s, materialize(s))
 
 
-def test_cuda_cpp_not_loadable_yet(data):
+def test_cpp_languages_need_a_cpp_entry_and_a_build_before_loading(data):
     data["spec"]["languages"] = ["cuda_cpp"]
+    with pytest.raises(SolutionError, match="entry file"):
+        parse_solution(data)   # a .py entry point
+    data["sources"].append({"path": "kernel.cu", "content": "// a kernel\n"})
+    data["spec"]["entry_point"] = "kernel.cu::run"
+    s = parse_solution(data)
+    with pytest.raises(SolutionError, match="must be built"):
+        load_entry_point(s, materialize(s))   # kernelbench.core.cpp_build builds it first (tests/test_cuda_cpp.py)
+
+
+def test_python_languages_this_version_does_not_load_say_so(data):
+    data["spec"]["languages"] = ["cute_dsl"]
     s = parse_solution(data)
     with pytest.raises(SolutionError, match="cannot be loaded"):
         load_entry_point(s, materialize(s))

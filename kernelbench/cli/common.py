@@ -105,7 +105,8 @@ def eval_options(function):
         iterations = defaults.iterations if iterations is None else iterations
         config = EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
                             timing={"warmup": warmup, "iterations": iterations}, workload_timeout_s=timeout_s,
-                            build_timeout_s=build_timeout_s, data_root=str(run_settings.data_root))
+                            build_timeout_s=build_timeout_s, data_root=str(run_settings.data_root),
+                            build_dir=str(run_settings.cache_dir / "cpp_extensions") if run_settings.cache_dir else None)
         return function(*args, run=RunOptions(run_settings, device, config), **kwargs)
 
     for option in reversed(options):

@@ -25,10 +25,14 @@ from pydantic_core import ArgsKwargs
 from kernelbench.core.errors import SolutionError
 from kernelbench.core.fields import Flag, NonEmptyString, first_error, invalid
 
-# The official languages; this version loads the Python ones it lists in PYTHON_LANGUAGES.
+# The official languages; this version loads the Python ones it lists in PYTHON_LANGUAGES and builds the
+# C++ ones (a torch extension, kernelbench.core.cpp_build). C++ and Python languages are never mixed.
 LANGUAGES = ("pytorch", "triton", "cute_dsl", "cutile", "cudnn_frontend", "cutlass", "cudnn", "cublas", "cuda_cpp")
 PYTHON_LANGUAGES = ("pytorch", "triton")
-SPEC_FIELDS = ("languages", "target_hardware", "entry_point", "destination_passing_style", "dependencies")
+CPP_LANGUAGES = ("cuda_cpp", "cutlass", "cudnn", "cublas")
+CPP_ENTRY_SUFFIXES = (".cu", ".cpp", ".cc", ".cxx", ".c", ".h", ".hpp", ".cuh")
+SPEC_FIELDS = ("languages", "target_hardware", "entry_point", "destination_passing_style", "dependencies",
+               "binding", "compile_options")
 
 
 def _unsafe(path: str) -> bool:
@@ -65,6 +69,19 @@ def _names(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
+def _flags(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+        raise invalid("must be a list of strings")
+    return tuple(value)
+
+
+def _binding(value: Any) -> str | None:
+    if value not in (None, "torch"):
+        raise invalid(f"unknown binding {value!r}; known: torch")
+    return value
+
+
+Flags = Annotated[tuple[str, ...], PlainValidator(_flags)]
 RelativePath = Annotated[str, PlainValidator(_relative_path)]
 EntryPoint = Annotated[str, PlainValidator(_entry_point)]
 Languages = Annotated[tuple[str, ...], PlainValidator(_languages)]
@@ -87,6 +104,17 @@ class Source:
 
 
 @dataclass(frozen=True)
+class CompileOptions:
+    """spec.compile_options of a C++ solution; the defaults are the official ones."""
+    cflags: Flags = ()
+    cuda_cflags: Flags = ("-O3", "--use_fast_math")
+    ld_flags: Flags = ("-lcuda",)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"cflags": list(self.cflags), "cuda_cflags": list(self.cuda_cflags), "ld_flags": list(self.ld_flags)}
+
+
+@dataclass(frozen=True)
 class Solution:
     name: NonEmptyString
     definition: NonEmptyString
@@ -98,6 +126,8 @@ class Solution:
     target_hardware: Names = ()
     destination_passing_style: Flag = True
     dependencies: Names = ()
+    binding: Annotated[str | None, PlainValidator(_binding)] = None   # C++ only: "torch" (the default)
+    compile_options: CompileOptions | None = None                    # C++ only (None: the defaults)
 
     @model_validator(mode="before")
     @classmethod
@@ -127,7 +157,21 @@ class Solution:
             raise invalid("must be a non-empty list of {path, content}", "sources")
         if self.entry_file not in {s.path for s in self.sources}:
             raise invalid(f"entry file {self.entry_file!r} is not among the sources", "spec.entry_point")
+        native = [x for x in self.languages if x in CPP_LANGUAGES]
+        if native and len(native) != len(self.languages):
+            raise invalid(f"C++ and Python languages cannot be mixed: {list(self.languages)}", "spec.languages")
+        if native and not self.entry_file.lower().endswith(CPP_ENTRY_SUFFIXES):
+            raise invalid(f"C++ languages need a C++/CUDA entry file, not {self.entry_file!r}", "spec.entry_point")
         return self
+
+    @property
+    def is_native(self) -> bool:
+        """Built as a torch extension (kernelbench.core.cpp_build), not imported as Python."""
+        return self.languages[0] in CPP_LANGUAGES
+
+    @property
+    def build_options(self) -> CompileOptions:
+        return self.compile_options or CompileOptions()
 
     @property
     def entry_file(self) -> str:
@@ -147,6 +191,8 @@ class Solution:
         payload = {"entry_point": self.entry_point, "languages": list(self.languages),
                    "dps": self.destination_passing_style, "dependencies": list(self.dependencies),
                    "sources": sorted([s.path, s.content] for s in self.sources)}
+        if self.is_native:  # build flags change the binary
+            payload["build"] = [self.binding or "torch", self.build_options.to_json()]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
@@ -156,7 +202,9 @@ class Solution:
             "spec": {"languages": list(self.languages), "target_hardware": list(self.target_hardware),
                      "entry_point": self.entry_point,
                      "destination_passing_style": self.destination_passing_style,
-                     "dependencies": list(self.dependencies)},
+                     "dependencies": list(self.dependencies),
+                     **({"binding": self.binding} if self.binding else {}),
+                     **({"compile_options": self.compile_options.to_json()} if self.compile_options else {})},
             "sources": [{"path": s.path, "content": s.content} for s in self.sources],
         }
 
@@ -212,8 +260,15 @@ def materialize(solution: Solution, directory: str | os.PathLike | None = None) 
     return root
 
 
-def load_entry_point(solution: Solution, directory: Path) -> Callable:
-    """Import the entry file from the materialized directory and return the entry function."""
+def load_entry_point(solution: Solution, directory: Path, library: Path | None = None) -> Callable:
+    """Import the entry file from the materialized directory and return the entry function; a C++
+    solution's entry comes from its built `library` (kernelbench.core.cpp_build.build)."""
+    if solution.is_native:
+        from kernelbench.core.cpp_build import import_entry
+
+        if library is None:
+            raise SolutionError(f"a {solution.language} solution must be built before it is loaded")
+        return import_entry(solution, library)
     if solution.language not in PYTHON_LANGUAGES:
         raise SolutionError(f"language {solution.language!r} cannot be loaded by this version")
     directory = Path(directory).resolve()

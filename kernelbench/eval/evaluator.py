@@ -32,6 +32,7 @@ class EvalConfig:
     seed: int = 0
     data_root: str | None = None
     shape_probe: bool = True  # off for the baseline variants: trusted reference code, and recompiles cost
+    build_dir: str | None = None  # where C++ solutions are compiled, one directory per content (None: a temp dir)
 
 
 def child_environment(device: str) -> dict[str, str]:
@@ -69,7 +70,8 @@ def evaluate(problem: Problem, solution: Solution, config: EvalConfig, *, enviro
     else:
         request = {"problem_dir": str(problem.directory), "solution": solution.to_json(), "device": config.device,
                    "rounds": config.rounds, "timing": config.timing, "seed": config.seed,
-                   "data_root": config.data_root, "shape_probe": config.shape_probe}
+                   "data_root": config.data_root, "shape_probe": config.shape_probe,
+                   "build_dir": config.build_dir}
         run_items("kernelbench.eval.worker", request, [w.uuid for w in workloads], build_timeout_s=config.build_timeout_s,
                   item_timeout_s=config.workload_timeout_s, on_result=lambda uuid, r: outcomes.__setitem__(uuid, r),
                   env=child_environment(config.device))

@@ -45,6 +45,7 @@ from audit.findings import Finding, unique
 from audit.runtime import RuntimeGuard
 from audit.tensors import InputSnapshot
 from kernelbench.core import statuses
+from kernelbench.core.cpp_build import build_if_native
 from kernelbench.core.correctness import (
     Comparison,
     as_output_list,
@@ -53,7 +54,7 @@ from kernelbench.core.correctness import (
     to_float32,
 )
 from kernelbench.core.emulation import reference_context
-from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.errors import KernelBenchError, SolutionError
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import Problem, Workload
 from kernelbench.core.reference import compile_reference
@@ -112,16 +113,22 @@ class ReferenceRun:
 
 
 @contextlib.contextmanager
-def built(solution: Solution, guard: RuntimeGuard) -> Iterator[Any]:
+def built(solution: Solution, guard: RuntimeGuard, build_root: str | None = None) -> Iterator[Any]:
     """The solution's entry point, imported from a private directory with the guard armed (import-time
-    tricks count); the directory is removed afterwards. Raises BuildFailed."""
+    tricks count); the directory is removed afterwards. A C++ solution is compiled first (once per
+    content, under `build_root`), by the harness and so before the guard is armed. Raises BuildFailed."""
     directory = None
     try:
         try:
             directory = materialize(solution)
+            library = build_if_native(solution, build_root)
             guard.allow_path(directory)
+            if library is not None:
+                guard.allow_path(library.parent)
             with guard.armed():
-                entry = load_entry_point(solution, directory)
+                entry = load_entry_point(solution, directory, library)
+        except SolutionError as exc:  # the message is the whole story (a compiler's output, a missing symbol)
+            raise BuildFailed(str(exc)) from None
         except Exception as exc:
             raise BuildFailed(_format(exc)) from None
         yield entry

@@ -33,6 +33,7 @@ from kernelbench.core.emulation import (
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
+from kernelbench.core.cpp_build import build_if_native
 from kernelbench.core.solution import load_entry_point, materialize, parse_solution
 from kernelbench.eval.buffers import allocate_outputs, clone_all, is_cuda_fault, poison
 from kernelbench.eval.sandbox import serve
@@ -103,7 +104,7 @@ class Screen:
         directory = materialize(solution)
         try:
             try:
-                entry = load_entry_point(solution, directory)
+                entry = load_entry_point(solution, directory, build_if_native(solution, self.request.get("build_dir")))
             except Exception as exc:
                 raise Failed(statuses.COMPILE_ERROR, _format(exc)) from None
             for uuid, inputs, expected in self.cases:

@@ -46,7 +46,7 @@ def handle(request: dict, send) -> None:
     guard = RuntimeGuard(str(device))
     guard.install()
     try:
-        with built(solution, guard) as entry:
+        with built(solution, guard, request.get("build_dir")) as entry:
             send({"kind": "built"})
             runner = WorkloadRunner(problem, module, solution, entry, device, RunPlan.from_request(request), guard)
             workloads = {w.uuid: w for w in problem.workloads}
