@@ -63,5 +63,5 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
 def kernel_source(attention_config: dict) -> str:
     """The flash-attention kernels and launchers (`_flash_attention`, `_attention`) as a module of their own
     (tests and benchmarks)."""
-    return ("import os\n\nimport torch\nimport triton\nimport triton.language as tl\n\n\n"
+    return ("import math\nimport os\n\nimport torch\nimport triton\nimport triton.language as tl\n\n\n"
             + render_template("attention.py.j2", attention_config=attention_config))
