@@ -91,19 +91,27 @@ def _is_minus_inf(arg: Any) -> bool:
 
 
 def _operand(node: torch.fx.Node, transposed: bool) -> tuple[torch.fx.Node, torch.dtype | None]:
-    """The tensor [..., rows, cols] a bmm operand is flattened from: [cast](view(clone?(expand(x)))) (K: expand of a
-    permute that swaps the last two dims), and the dtype of the cast's source (None: no cast)."""
+    """The tensor [..., rows, cols] a bmm operand is flattened from: view(clone?(expand(x))) (K: expand of a permute
+    that swaps the last two dims), with at most one cast anywhere in that chain, and the dtype of the cast's source
+    (None: no cast)."""
     cast = None
-    if node.target in CASTS and not set(node.kwargs) - {"dtype"}:
-        cast, node = tensor_meta(node.args[0]).dtype, node.args[0]
+
+    def uncast(node: torch.fx.Node) -> torch.fx.Node:
+        nonlocal cast
+        if node.target in CASTS and not set(node.kwargs) - {"dtype"} and cast is None:
+            cast = tensor_meta(node.args[0]).dtype
+            return node.args[0]
+        return node
+
+    node = uncast(node)
     if node.target not in VIEWS:
         raise NoMatch("a bmm operand that is not a view")
-    node = node.args[0]
+    node = uncast(node.args[0])
     if node.target is aten.clone.default:
-        node = node.args[0]
+        node = uncast(node.args[0])
     if node.target is not aten.expand.default:
         raise NoMatch("a bmm operand that is not an expand")
-    node = node.args[0]
+    node = uncast(node.args[0])
     if transposed:
         if node.target is not aten.permute.default:
             raise NoMatch("k^T is not a permute")
@@ -111,9 +119,7 @@ def _operand(node: torch.fx.Node, transposed: bool) -> tuple[torch.fx.Node, torc
         order = [d % rank for d in node.args[1]]
         if order != list(range(rank - 2)) + [rank - 1, rank - 2]:
             raise NoMatch("k^T swaps other dims")
-        node = node.args[0]
-    if node.target in CASTS and not set(node.kwargs) - {"dtype"} and cast is None:
-        cast, node = tensor_meta(node.args[0]).dtype, node.args[0]
+        node = uncast(node.args[0])
     return node, cast
 
 
@@ -153,16 +159,12 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
     rank = scores_meta.dim()
     if rank < 3 or softmax.args[1] % rank != rank - 1 or softmax.args[2] or not scores_meta.dtype.is_floating_point:
         raise NoMatch("not a softmax over the last dim of batched scores")
-    # the consumer: bmm(view(expand([cast](p))), view(expand(v)))
-    user = _single(softmax)
-    if user.target in CASTS:
-        user = _single(user)
-    expand = user
-    if expand.target is not aten.expand.default:
-        raise NoMatch("softmax not expanded into a bmm")
-    flat = _single(expand)
-    product = _single(flat) if flat.target in VIEWS else None
-    if product is None or product.target is not aten.bmm.default or product.args[0] is not flat:
+    # the consumer: bmm(view(expand(p)), view(expand(v))), casts anywhere between
+    chain, product = [softmax], _single(softmax)
+    while product.target in CASTS | VIEWS | {aten.expand.default}:
+        chain.append(product)
+        product = _single(product)
+    if product.target is not aten.bmm.default or product.args[0] is not chain[-1] or chain[-1].target not in VIEWS:
         raise NoMatch("softmax is not the left operand of a bmm")
     value = _operand(product.args[1], transposed=False)
     # the scores' chain, from the softmax back to the first product

@@ -53,7 +53,7 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
     plan, why_not = fused.programs_of(problem, recognize_attention, attention_kernels=True)
     if plan is None:
         return None, why_not
-    calls = ("_attention(", "_flash_attention(")
+    calls = ("_attention(", "_attention_node(")
     if not any(call in line for p in plan["programs"] for line in p["lines"] for call in calls):
         return None, f"{problem.name}: no attention in the traced graphs"
     return plan, ""
