@@ -142,6 +142,16 @@ def test_a_bare_sdpa_call_is_a_program(tmp_path):
     assert FAMILIES["fused"].match(problem) is None   # nothing else to fuse: only this family takes it
 
 
+def test_repeated_kv_heads_are_read_unrepeated(tmp_path):
+    reference = ("import torch\nimport torch.nn.functional as F\n\ndef run(q, k, v):\n"
+                 "    n = q.shape[1] // k.shape[1]\n"
+                 "    return F.scaled_dot_product_attention(q, k.repeat_interleave(n, 1), v.repeat_interleave(n, 1))\n")
+    problem = make(tmp_path, "repeated_sdpa", reference, QKV, OUT, SHAPES, axes=AXES)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert "enable_gqa=True" in lines and "clone" not in lines and not match.plan["programs"][0]["kernels"]
+
+
 HANDWRITTEN = ("import torch\n\ndef run(q, k, v, scale, cap):\n"
                "    g = q.shape[1] // k.shape[1]\n"
                "    k, v = k.float().repeat_interleave(g, 1), v.float().repeat_interleave(g, 1)\n"

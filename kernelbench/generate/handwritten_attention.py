@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from kernelbench.generate.frontend import TEMPLATE_CALLS, sink_casts_below_views, tensor_meta
+from kernelbench.generate.frontend import ATTENTION, TEMPLATE_CALLS, sink_casts_below_views, tensor_meta
 from kernelbench.generate.graph import Capture
 
 aten = torch.ops.aten
@@ -136,8 +136,40 @@ def _meta(shape, dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
+def _unrepeated(node: torch.fx.Node) -> tuple[torch.fx.Node, int] | None:
+    """(x, n) when `node` is x [..., heads, S, D] with each head repeated n times in place (repeat_interleave over
+    the heads, or HF's repeat_kv: view(clone(expand(unsqueeze(x, -3))))): query head h then reads x's head h // n."""
+    if node.target not in VIEWS or node.args[0].target is not aten.clone.default:
+        return None
+    expand = node.args[0].args[0]
+    if expand.target is not aten.expand.default or expand.args[0].target is not aten.unsqueeze.default:
+        return None
+    source = expand.args[0].args[0]
+    shape, rank = tuple(tensor_meta(source).shape), tensor_meta(source).dim()
+    if rank < 3 or expand.args[0].args[1] % (rank + 1) != rank - 2:
+        return None
+    n = tensor_meta(expand).shape[rank - 2]
+    if tuple(tensor_meta(expand).shape) != shape[:rank - 2] + (n,) + shape[rank - 2:] or \
+            tuple(tensor_meta(node).shape) != shape[:rank - 3] + (shape[rank - 3] * n,) + shape[rank - 2:]:
+        return None
+    return source, n
+
+
+def _sdpa_without_repeats(node: torch.fx.Node) -> bool:
+    """An SDPA node whose key and value repeat their heads alike: they are read unrepeated, with enable_gqa."""
+    names = ("query", "key", "value", "attn_mask", "is_causal", "scale", "enable_gqa")
+    bound = {**dict(zip(names, node.args)), **node.kwargs}
+    key, value = _unrepeated(bound["key"]), _unrepeated(bound["value"])
+    if key is None or value is None or key[1] != value[1] or tensor_meta(bound["query"]).dim() != 4:
+        return False
+    bound.update(key=key[0], value=value[0], enable_gqa=True)
+    node.args, node.kwargs = (), bound
+    return True
+
+
 def recognize_attention(capture: Capture) -> None:
-    """Every hand-written attention of the graph rewritten into an attention node, in place."""
+    """Every hand-written attention of the graph rewritten into an attention node, and every attention node's
+    repeated key and value heads read unrepeated (GQA), in place."""
     graph = capture.module.graph
     placeholders = capture.placeholders()
     scalar_inputs = {placeholders[n] for n in capture.scalar_inputs}
@@ -150,6 +182,8 @@ def recognize_attention(capture: Capture) -> None:
                 changed = True
             except NoMatch:
                 continue
+        elif node.op == "call_function" and node.target is ATTENTION:
+            changed |= _sdpa_without_repeats(node)
     if changed:
         graph.eliminate_dead_code()
 
@@ -248,6 +282,10 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
         if tuple(torch.broadcast_shapes(tuple(m_meta.shape), tuple(scores_meta.shape))) != tuple(scores_meta.shape):
             raise NoMatch("a mask that broadcasts the scores")
     query, key, value = _uncast([query, key, value], product)
+    repeated = _unrepeated(key), _unrepeated(value)
+    if None not in repeated and repeated[0][1] == repeated[1][1]:   # GQA written as repeated heads
+        (key, group), (value, _) = repeated
+        kv_heads //= group
     dtype = tensor_meta(product).dtype
 
     def view(source: torch.fx.Node, shape: tuple) -> torch.fx.Node:
