@@ -365,6 +365,9 @@ PYTHON_OPS = {operator.add: "operator.add", operator.sub: "operator.sub", operat
               math.sqrt: "math.sqrt", math.ceil: "math.ceil", math.floor: "math.floor",
               torch.sym_float: "float", torch.sym_int: "int", torch.sym_max: "max", torch.sym_min: "min"}
 ATTENTION = torch.ops.kernelbench.attention.default     # registered by kernelbench.generate.graph
+# graph node target -> the solution template's helper that computes it (kernelbench.generate.handwritten_attention
+# adds its node)
+TEMPLATE_CALLS: dict[Any, str] = {ATTENTION: "_attention"}
 
 
 def tensor_meta(node: Any) -> torch.Tensor | None:
@@ -706,8 +709,9 @@ def strided_load(entry: KernelInput, shape: tuple, consumer_shape: tuple, coordi
 
 
 class Lowering:
-    def __init__(self, capture: Capture, prefix: str, destination: bool):
+    def __init__(self, capture: Capture, prefix: str, destination: bool, attention_kernels: bool = False):
         self.capture = capture
+        self.attention_kernels = attention_kernels   # attention calls run generated kernels (family attention)
         module = capture.module
         module.graph.eliminate_dead_code()
         sink_casts_below_views(module.graph)
@@ -846,8 +850,8 @@ class Lowering:
             return
         if node.op != "call_function":
             raise Unsupported(f"{node.op} node {node.name}")
-        if target is ATTENTION:
-            self.lines.append(f"{name} = _attention({', '.join(arguments)})")
+        if target in TEMPLATE_CALLS:
+            self.lines.append(f"{name} = {TEMPLATE_CALLS[target]}({', '.join(arguments)})")
             self.launches += 1
             return
         if isinstance(target, torch._ops.OpOverload):
@@ -1044,7 +1048,8 @@ class Lowering:
                     if symbol in self.capture.positive_sizes:   # assumed while tracing: else the reference runs
                         self.lines.append(f"if not {text} >= 1:")
                         self.lines.append(f"    return _fallback({', '.join(self.parameters + self.outputs)})")
-        if not self.kernels:
+        attention = self.attention_kernels and any(n.target in TEMPLATE_CALLS for n in self.module.graph.nodes)
+        if not self.kernels and not attention:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
         return {"parameters": self.parameters + self.outputs, "lines": self.lines, "kernels": self.kernels,
                 "constants": self.constants, "launches": self.launches,
@@ -1082,9 +1087,9 @@ def dedupe_kernels(programs: list[dict]) -> None:
                                    line) for line in program["lines"]]
 
 
-def lower(capture: Capture, prefix: str, destination: bool = False) -> dict:
+def lower(capture: Capture, prefix: str, destination: bool = False, attention_kernels: bool = False) -> dict:
     """The program for one captured shape: kernels named `<prefix>_k<i>`, and the body of a function
     of the problem's inputs (parameters a0, a1, ...) that returns what the reference returns; with
     `destination`, of the inputs and then the outputs (o0, o1, ...), which it fills and returns nothing
     (kernels store returned values straight into them)."""
-    return Lowering(capture, prefix, destination).lower()
+    return Lowering(capture, prefix, destination, attention_kernels).lower()

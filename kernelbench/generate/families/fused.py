@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
@@ -50,31 +51,43 @@ class Fused(Family):
         return f"inputs~4^{round(math.log(max(input_elements(match.plan, axes), 1), 4))}"
 
     def render(self, match: Match, config: Config) -> Solution:
-        plan = match.plan
-        programs = plan["programs"]
-        kernels = [k for p in programs for k in p["kernels"]]
-        constants = [c for p in programs for c in p["constants"]]
-        source = render_template(
-            "fused.py.j2", version=self.version, problem=plan["problem"], summary=match.summary,
-            config_text=json.dumps(config, sort_keys=True), block=int(config["block"]),
-            num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
-            uses_tanh=any(k["uses_tanh"] for k in kernels), graph=bool(config.get("graph")),
-            ungraphed="(" + "".join(f"{p['function']}, " for p in programs
-                                    if writes_an_input(p) or p["reads_data"]) + ")",
-            attention=any("_attention(" in line for p in programs for line in p["lines"]),
-            inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
-            scalars=plan["scalar_parameters"])
-        return traced_solution(self.name, match, config, source, destination=plan["destination"])
+        return render_programs(self.name, self.version, match, config)
 
 
-def programs_of(problem: Problem) -> tuple[dict | None, str]:
+def render_programs(family: str, version: str, match: Match, config: Config, attention_config: dict | None = None
+                    ) -> Solution:
+    """templates/fused.py.j2 over the plan's programs; `attention_config` (the attention family's tiles) puts the
+    flash-attention kernels (templates/attention.py.j2) behind the programs' attention calls."""
+    plan = match.plan
+    programs = plan["programs"]
+    kernels = [k for p in programs for k in p["kernels"]]
+    constants = [c for p in programs for c in p["constants"]]
+    source = render_template(
+        "fused.py.j2", family=family, version=version, attention_config=attention_config, problem=plan["problem"],
+        summary=match.summary,
+        config_text=json.dumps(config, sort_keys=True), block=int(config["block"]),
+        num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
+        uses_tanh=any(k["uses_tanh"] for k in kernels), graph=bool(config.get("graph")),
+        ungraphed="(" + "".join(f"{p['function']}, " for p in programs
+                                if writes_an_input(p) or p["reads_data"]) + ")",
+        attention=any("_attention(" in line for p in programs for line in p["lines"]),
+        inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
+        scalars=plan["scalar_parameters"])
+    return traced_solution(family, match, config, source, destination=plan["destination"])
+
+
+def programs_of(problem: Problem, prepare: Callable[[Capture], None] | None = None,
+                attention_kernels: bool = False) -> tuple[dict | None, str]:
     """({"programs": [...], "tensor_parameters": [...], "scalar_parameters": [...], "skipped": [...]}, "")
-    or (None, why not): one program per traced shape (kernelbench.generate.traced)."""
+    or (None, why not): one program per traced shape (kernelbench.generate.traced). `prepare` rewrites each
+    captured graph first; `attention_kernels`: attention calls count as generated kernels (family attention)."""
     # destination-passing (the harness allocates the outputs, outside the timed call) unless an output is a scalar
     destination = all(spec.shape is not None for spec in problem.definition.outputs.values())
 
     def lowered(capture: Capture, index: int) -> dict:
-        program = lower(capture, f"_s{index}", destination)
+        if prepare is not None:
+            prepare(capture)
+        program = lower(capture, f"_s{index}", destination, attention_kernels)
         distinct = len({kernel_text(k) for k in program["kernels"]})
         if distinct > MAX_KERNELS:
             raise Unsupported(f"{distinct} distinct kernels (more than {MAX_KERNELS}): the reference unrolls "

@@ -1,0 +1,192 @@
+"""The attention family's flash kernel on a GPU, beside SDPA (flash backend) and torch.compile, in bf16.
+
+    PYTHONPATH=. python3 benchmarks/family_attention.py OUT_DIR [--configs 4] [--budget-s 300]
+    PYTHONPATH=. python3 benchmarks/family_attention.py OUT_DIR --dry-run     # CPU interpreter, tiny shapes
+
+Shapes (batch, q heads, kv heads, q_len, kv_len, head_dim, causal) of Llama-class models: decode (one query
+against a long KV cache, GQA; memory-bound: the kernel splits the keys across programs), prefill (causal GQA,
+2K-8K tokens) and training-size forward (causal MHA, 4K tokens, batch 8). For each: ours (the template rendered at
+the first `--configs` tile configurations of the family's space, best kept), SDPA restricted to the flash backend
+(the default backends where flash refuses, named in the row), and torch.compile of softmax(q k^T * scale + mask) v
+(skipped once `--budget-s` has passed), each timed by triton.testing.do_bench and checked against SDPA. Reported:
+TFLOP/s (4 * visible (query, key) pairs * head_dim per head), % of the H100 dense bf16 peak (989 TFLOP/s; the
+H200's is the same) and % of the roofline bound max(FLOPs / peak, bytes / DRAM bandwidth) (roofline.DATASHEETS).
+Writes OUT_DIR/family_attention.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if "--dry-run" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
+
+import torch
+import triton
+import triton.testing
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from kernelbench.generate.families.attention import TILES, kernel_source
+from roofline import DATASHEETS
+
+# (regime, batch, q heads, kv heads, q_len, kv_len, head_dim, causal)
+SHAPES = [("decode", 16, 32, 8, 1, 4096, 128, False), ("decode", 4, 32, 8, 1, 32768, 128, False),
+          ("decode", 64, 64, 8, 1, 2048, 128, False),
+          ("prefill", 1, 32, 8, 2048, 2048, 128, True), ("prefill", 2, 32, 8, 4096, 4096, 128, True),
+          ("prefill", 1, 64, 8, 8192, 8192, 128, True),
+          ("training", 8, 32, 32, 4096, 4096, 128, True), ("training", 4, 16, 16, 4096, 4096, 64, True)]
+DRY_SHAPES = [("decode", 2, 4, 2, 1, 40, 32, False), ("prefill", 1, 4, 2, 24, 24, 32, True)]
+
+
+def kernels(config: dict, directory: Path):
+    """The template's kernels and launchers rendered for one tile configuration, as a module."""
+    name = "attention_" + "_".join(str(v) for v in config.values())
+    path = directory / f"{name}.py"
+    path.write_text(kernel_source(config))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def visible_pairs(q_len: int, kv_len: int, causal: bool) -> int:
+    """(query, key) pairs a causal (top-left, SDPA's is_causal) or full attention computes."""
+    if not causal:
+        return q_len * kv_len
+    return sum(min(i + 1, kv_len) for i in range(q_len))
+
+
+def bench_ms(fn, dry_run: bool) -> float | None:
+    return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
+
+
+def sdpa(q, k, v, causal):
+    """SDPA on its flash backend (GQA heads repeated where that backend refuses enable_gqa)."""
+    try:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+        backend = [SDPBackend.FLASH_ATTENTION]
+        name = "flash"
+    except RuntimeError:
+        backend, name = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                         SDPBackend.MATH], "default"
+
+    def call():
+        with sdpa_kernel(backend):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+    return call, name
+
+
+def math_attention(q, k, v, causal: bool):
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if causal:
+        rows, cols = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(rows, cols, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return (torch.softmax(scores, -1).to(v.dtype) @ v)
+
+
+def measure(args, directory: Path) -> list[dict]:
+    shapes = DRY_SHAPES if args.dry_run else SHAPES
+    device = "cpu" if args.dry_run else "cuda"
+    hardware = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"]
+    peak, bandwidth = hardware.tensor["bf16"], hardware.dram_bandwidth
+    configs = [dict(zip(("block_m", "block_n", "num_warps", "num_stages", "split"), t)) for t in TILES]
+    modules = [kernels(c, directory) for c in configs[:args.configs]]
+    started, rows = time.monotonic(), []
+    for regime, batch, heads, kv_heads, q_len, kv_len, head_dim, causal in shapes:
+        torch.manual_seed(0)
+        q = torch.randn(batch, heads, q_len, head_dim, device=device, dtype=torch.bfloat16)
+        k = torch.randn(batch, kv_heads, kv_len, head_dim, device=device, dtype=torch.bfloat16)
+        v = torch.randn(batch, kv_heads, kv_len, head_dim, device=device, dtype=torch.bfloat16)
+        expected = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                                    is_causal=causal, enable_gqa=True)
+        flops = 4.0 * batch * heads * visible_pairs(q_len, kv_len, causal) * head_dim
+        moved = 2 * (q.numel() * 2 + k.numel() + v.numel())
+        bound_ms = max(flops / peak, moved / bandwidth) * 1e3
+        row = {"regime": regime, "shape": [batch, heads, kv_heads, q_len, kv_len, head_dim], "causal": causal,
+               "ours": {}, "errors": {}, "bound_ms": bound_ms}
+        for config, module in zip(configs, modules):
+            name = json.dumps(config, sort_keys=True)
+            try:
+                out = module._attention(q, k, v, is_causal=causal, enable_gqa=True)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory: recorded, the others go on
+                row["errors"][name] = f"{type(exc).__name__}: {str(exc)[:120]}"
+                continue
+            error = (out.float() - expected).abs().max().item()
+            if error > 2e-2:
+                row["errors"][name] = f"max error {error:.3g}"
+                continue
+            row["ours"][name] = bench_ms(lambda m=module: m._attention(q, k, v, is_causal=causal, enable_gqa=True),
+                                         args.dry_run)
+        if not args.dry_run:
+            call, row["sdpa_backend"] = sdpa(q, k, v, causal)
+            row["sdpa_ms"] = bench_ms(call, False)
+            if not args.no_compile and time.monotonic() - started < args.budget_s:
+                compiled = torch.compile(math_attention, dynamic=False)
+                compiled(q, k, v, causal)
+                row["compile_ms"] = bench_ms(lambda: compiled(q, k, v, causal), False)
+                torch._dynamo.reset()
+        for key in ("sdpa_ms", "compile_ms"):
+            if row.get(key):
+                row[key.replace("_ms", "_tflops")] = flops / row[key] / 1e9
+        timed = {c: t for c, t in row["ours"].items() if t is not None}
+        if timed:
+            best = min(timed, key=timed.get)
+            row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
+                       ours_peak=flops / peak / (timed[best] / 1e3), ours_bound=bound_ms / timed[best])
+        rows.append(row)
+        print(json.dumps(row)[:400], flush=True)
+    return rows
+
+
+def number(value, form: str) -> str:
+    return format(value, form) if value is not None else "-"
+
+
+def markdown(header: str, rows: list[dict]) -> str:
+    lines = [header, "", "| regime | B, Hq, Hkv, Lq, Lkv, D | causal | ours (ms) | ours TFLOP/s | % of peak | "
+             "% of roofline bound | SDPA TFLOP/s (backend) | compile TFLOP/s | ours / SDPA | best config |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["sdpa_ms"] / r["ours_ms"] if r.get("ours_ms") and r.get("sdpa_ms") else None
+        ours = number(r["ours_ms"], ".4f") if r.get("ours_ms") else \
+            "failed: " + "; ".join(r["errors"].values())[:60] if r["errors"] else "checked, not timed"
+        lines.append(f"| {r['regime']} | {r['shape']} | {r['causal']} | {ours} | {number(r.get('ours_tflops'), '.1f')} | "
+                     f"{number(r.get('ours_peak'), '.1%')} | {number(r.get('ours_bound'), '.1%')} | "
+                     f"{number(r.get('sdpa_tflops'), '.1f')} ({r.get('sdpa_backend', '-')}) | "
+                     f"{number(r.get('compile_tflops'), '.1f')} | {number(ratio, '.2f')} | {r.get('best_config', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--configs", type=int, default=4)
+    parser.add_argument("--budget-s", type=float, default=300.0, help="no torch.compile starts after this long")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = args.out / "kernels"
+    scratch.mkdir(exist_ok=True)
+    rows = measure(args, scratch)
+    device = "CPU (Triton interpreter, untimed)" if args.dry_run else torch.cuda.get_device_name()
+    header = f"# family attention on {device}, torch {torch.__version__}, triton {triton.__version__}"
+    (args.out / "family_attention.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1))
+    (args.out / "family_attention.md").write_text(markdown(header, rows))
+    print(markdown(header, rows))
+    failed = [r for r in rows if not r["ours"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
