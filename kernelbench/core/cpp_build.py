@@ -32,6 +32,13 @@ COMPILED_SUFFIXES = (".cu", ".cpp", ".cc", ".cxx", ".c")
 LOG_TAIL_CHARS = 6000
 
 
+def _child_environment() -> dict[str, str]:
+    """This process's environment, with the tree this module comes from first on the path: the child
+    imports it by name, also where the package runs from a checkout without being installed."""
+    tree = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tree, os.environ.get("PYTHONPATH")) if p)}
+
+
 def default_build_root() -> Path:
     return Path(tempfile.gettempdir()) / f"kernelbench_cpp_{os.getuid()}"
 
@@ -80,7 +87,7 @@ def build(solution: Solution, build_root: str | os.PathLike | None = None, *, ti
         (staging / "job.json").write_text(json.dumps(job))
         try:
             done = subprocess.run([sys.executable, "-m", __name__, str(staging)], capture_output=True, text=True,
-                                  timeout=timeout_s, cwd=staging)
+                                  timeout=timeout_s, cwd=staging, env=_child_environment())
         except subprocess.TimeoutExpired:
             raise SolutionError(f"compiling took longer than {timeout_s:.0f} s") from None
         built = staging / f"{name}.so"
