@@ -27,7 +27,7 @@ import torch
 import torch.fx
 
 from kernelbench.generate.frontend import TL, Unsupported, strided_load
-from kernelbench.generate.host_sizes import is_one
+from kernelbench.generate.host_sizes import is_one, same_shape
 
 aten = torch.ops.aten
 
@@ -101,7 +101,7 @@ def describe(node: torch.fx.Node) -> Gather:
         tensors = [indices[i] for i in present]
         _check(node, table, tensors)
         rank = _meta(table).dim()
-        width = len(torch.broadcast_shapes(*[tuple(_meta(t).shape) for t in tensors]))
+        width = len(_broadcast(tensors))
         if present == list(range(present[0], present[-1] + 1)):   # adjacent: the index dims replace them in place
             first = present[0]
             place = {d: d if d < first else first + width + d - present[-1] - 1 for d in range(rank) if d not in present}
@@ -112,6 +112,17 @@ def describe(node: torch.fx.Node) -> Gather:
                         tuple(("index", present.index(d)) if d in present else ("out", place[d]) for d in range(rank)))
     _check_shape(node, gather)
     return gather
+
+
+def _broadcast(tensors) -> list:
+    """The broadcast shape of index tensors, decided without asking torch (a data-dependent size would guard)."""
+    rank = max(_meta(t).dim() for t in tensors)
+    shape: list = [1] * rank
+    for t in tensors:
+        for j, size in enumerate(_meta(t).shape):
+            if not is_one(size):
+                shape[rank - _meta(t).dim() + j] = size
+    return shape
 
 
 def _check(node: torch.fx.Node, table: Any, indices: list) -> None:
@@ -131,7 +142,7 @@ def _check_shape(node: torch.fx.Node, gather: Gather) -> None:
     if node.target is aten.gather.default:   # out takes the index's shape; its other dims may be shorter
         expected = list(_meta(gather.indices[0]).shape)
     else:
-        block = list(torch.broadcast_shapes(*[tuple(_meta(t).shape) for t in gather.indices]))
+        block = _broadcast(gather.indices)
         expected = [None] * (len(gather.dims) - sum(kind == "index" for kind, _ in gather.dims) + len(block))
         expected[gather.stop - len(block):gather.stop] = block
         for d, (kind, k) in enumerate(gather.dims):
@@ -183,18 +194,15 @@ def emit_gather(node: torch.fx.Node, site: Site) -> str:
         shape = tuple(_meta(index).shape)
         member = site.member(index)
         if member is not None:
-            if shape != out_shape:
+            if not same_shape(shape, out_shape):
                 raise Unsupported(f"{node.name}: an index computed in the region at another shape")
             var = site.fresh("i")
             site.emit(f"{var} = {member.text}.to(tl.int64)")
-        elif math.prod(shape) == 1 and all(isinstance(s, int) for s in shape):
-            var = site.fresh("i")
-            site.emit(f"{var} = tl.load({site.register(index).name}).to(tl.int64)")
-        else:
+        else:   # a block of indices even where all lanes read one (the interpreter rejects a 0-d mask term)
             var = site.fresh("i")
             consumer = out_shape[:gather.stop]
             inner = math.prod(out_shape[gather.stop:])
-            flat = site.flat if inner == 1 else f"({site.flat}) // {site.size(inner)}"
+            flat = site.flat if is_one(inner) else f"({site.flat}) // {site.size(inner)}"
             for line in strided_load(site.register(index), shape, consumer, site.coordinate, flat, site.mask, var,
                                      torch.int64, site.size):
                 site.emit(line)
