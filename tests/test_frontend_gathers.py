@@ -65,7 +65,7 @@ def test_two_lookups_and_their_sum_are_one_kernel(tmp_path):
 
 def test_negative_indices_wrap_as_torch_does(tmp_path):
     reference = "import torch\n\ndef run(idx, w):\n    return w[idx - 64] * 2\n"   # ids in [-64, 0)
-    problem, match = lowered(tmp_path, "negative", reference, TABLE, {"y": (["n", "h"], "bfloat16")}, 2)
+    _, match = lowered(tmp_path, "negative", reference, TABLE, {"y": (["n", "h"], "bfloat16")}, 2)
     assert "< 0" in kernel_text(match)
 
 
@@ -195,3 +195,61 @@ def test_a_bag_whose_other_results_are_used_stays_a_library_call(tmp_path):
     graph.output((first, sizes))
     gathers.rewrite_bags(graph)
     assert bag in graph.nodes
+
+
+# ---------------------------------------------------------------------------------------------- scatters
+
+SCATTER_AXES = {"n": {"type": "var"}, "t": {"type": "const", "value": 64}, "h": {"type": "const", "value": 24}}
+
+
+def test_moe_combine_adds_its_weighted_rows_atomically_in_the_kernel_that_weighs_them(tmp_path):
+    reference = ("import torch\n\ndef run(x, w, idx):\n"
+                 "    out = torch.zeros(64, x.shape[1], dtype=torch.float32, device=x.device)\n"
+                 "    out.index_add_(0, idx, x.float() * w.float().unsqueeze(-1))\n"
+                 "    return out.to(x.dtype)\n")
+    problem = make(tmp_path, "combine", reference,
+                   {"x": (["n", "h"], "bfloat16"), "w": (["n"], "float32"), "idx": (["n"], "int64")},
+                   {"y": (["t", "h"], "bfloat16")}, [{"n": 40}, {"n": 200}], axes=SCATTER_AXES)
+    match = fused(problem)
+    # the zeros, one kernel weighing and adding, the cast (the library: zeros, mul, index_add, cast)
+    assert launches(match) == [3, 3] and "index_add" not in lines(match), lines(match)
+    assert "tl.atomic_add" in kernel_text(match)
+    assert_all_pass(problem, match)
+
+
+def test_scatter_add_into_a_returned_zeros_fills_the_destination(tmp_path):
+    reference = ("import torch\n\ndef run(src, idx):\n"
+                 "    return torch.zeros(src.shape[0], 64, device=src.device).scatter_add(1, idx, src * 2)\n")
+    problem = make(tmp_path, "scatter", reference, {"src": (["n", "h"], "float32"), "idx": (["n", "h"], "int64")},
+                   {"y": (["n", "t"], "float32")}, TWO, axes=SCATTER_AXES)
+    match = fused(problem)
+    assert launches(match) == [2, 2] and "o0.fill_(0" in lines(match), lines(match)
+    assert_all_pass(problem, match)
+
+
+def test_an_accumulating_index_put_on_an_input_leaves_the_input_alone(tmp_path):
+    reference = ("import torch\n\ndef run(x, idx, vals):\n"
+                 "    return torch.index_put(x, (idx,), vals, accumulate=True)\n")
+    problem = make(tmp_path, "index_put", reference,
+                   {"x": (["t", "h"], "float32"), "idx": (["n"], "int64"), "vals": (["n", "h"], "float32")},
+                   {"y": (["t", "h"], "float32")}, TWO, axes=SCATTER_AXES)
+    match = fused(problem)
+    assert "index_put" not in lines(match) and "tl.atomic_add" in kernel_text(match), lines(match)
+    solution = assert_all_pass(problem, match)
+    run = load_entry_point(solution, materialize(solution))
+    x, idx, vals = torch.randn(64, 24), torch.tensor([3, 3, 7]), torch.randn(3, 24)
+    before, out = x.clone(), torch.empty(64, 24)
+    run(x, idx, vals, out)
+    assert torch.equal(x, before)
+    assert torch.allclose(out, torch.index_put(x, (idx,), vals, accumulate=True))
+
+
+def test_a_half_precision_scatter_stays_the_library_op(tmp_path):
+    # no fp32 atomics into a bf16 tensor: the library's index_add keeps its own rounding
+    reference = ("import torch\n\ndef run(x, idx):\n"
+                 "    return torch.zeros(64, x.shape[1], dtype=x.dtype, device=x.device).index_add(0, idx, x * 2)\n")
+    problem = make(tmp_path, "half", reference, {"x": (["n", "h"], "bfloat16"), "idx": (["n"], "int64")},
+                   {"y": (["t", "h"], "bfloat16")}, TWO, axes=SCATTER_AXES)
+    match = fused(problem)
+    assert "aten.index_put" in lines(match) and "tl.atomic_add" not in kernel_text(match)
+    assert_all_pass(problem, match)

@@ -541,6 +541,8 @@ class Partition:
         from kernelbench.generate import gathers  # built on this module
         if node.op == "call_function" and node.target in gathers.GATHERS:   # elementwise over its output
             return gathers.is_gather(node)
+        if node.op == "call_function" and node.target is gathers.scatter_add_into:   # over the added values
+            return gathers.is_scatter(node)
         meta = tensor_meta(node)
         if node.op != "call_function" or node.target not in RULES or meta is None or meta.dtype not in TL:
             return False
@@ -570,7 +572,8 @@ class Partition:
         from kernelbench.generate import gathers  # built on this module
         numel = tensor_meta(node).numel()
         producers = []
-        for arg in gathers.index_inputs(node) if node.target in gathers.GATHERS else node.all_input_nodes:
+        for arg in gathers.index_inputs(node) if node.target in gathers.GATHERS else \
+                gathers.scatter_inputs(node) if node.target is gathers.scatter_add_into else node.all_input_nodes:
             region = self.region_of.get(arg)
             if region is not None and same_size(tensor_meta(arg).numel(), numel) and region not in producers:
                 if same_shape(tensor_meta(arg).shape, tensor_meta(node).shape) or self.is_absorbed_view(node) \
@@ -718,6 +721,7 @@ class Lowering:
         module.graph.eliminate_dead_code()
         from kernelbench.generate import gathers, rowfusion  # built on this module
         gathers.rewrite_bags(module.graph)
+        gathers.rewrite_scatters(module.graph)
         sink_casts_below_views(module.graph)
         hoist_casts_above_concatenation(module.graph)
         merge_duplicates(module.graph)
@@ -846,6 +850,10 @@ class Lowering:
         name = f"v{self.partition.index[node]}"
         self.names[node] = name
         target = node.target
+        from kernelbench.generate import gathers  # built on this module
+        if gathers.handles(self, node):
+            gathers.scatter_statement(self, node)
+            return
         arguments = [self.argument(a) for a in node.args]
         arguments += [f"{k}={self.argument(v)}" for k, v in node.kwargs.items()]
         if node.op == "get_attr":
@@ -853,7 +861,6 @@ class Lowering:
             return
         if node.op != "call_function":
             raise Unsupported(f"{node.op} node {node.name}")
-        from kernelbench.generate import gathers  # built on this module
         if target is gathers.embedding_bag:
             gathers.emit_bag(self, node)
             return
@@ -897,7 +904,8 @@ class Lowering:
         numel = tensor_meta(region.nodes[-1]).numel()
         inputs: dict[torch.fx.Node, KernelInput] = {}
         scalars: dict[str, str] = {}     # host expression -> kernel parameter
-        outputs = [n for n in region.nodes if n.users.keys() - members - self.partition.inline]
+        outputs = [n for n in region.nodes if n.users.keys() - members - self.partition.inline
+                   and n.target is not gathers.scatter_add_into]   # a sink's values go into its accumulator
         values: dict[torch.fx.Node, Value] = {}
         body: list[str] = []
         loads: dict[tuple, Value] = {}
@@ -981,6 +989,12 @@ class Lowering:
                 shape = tuple(meta.shape)
                 site = gathers.Site(body, register, lambda dim, s=shape: coordinate(s, dim), member, size)
                 values[node] = Value(gathers.emit_gather(node, site), ctype)
+                continue
+            if node.target is gathers.scatter_add_into:
+                added = operand(node.args[4], node)
+                site = gathers.Site(body, register, lambda dim, s=tuple(meta.shape): coordinate(s, dim), member, size)
+                gathers.emit_scatter(node, site, added)
+                values[node] = added
                 continue
             arguments = [operand(a, node) for a in node.args]
             keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}

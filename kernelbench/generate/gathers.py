@@ -1,4 +1,4 @@
-"""Indexed reads as kernel-side operations of the front end (kernelbench.generate.frontend).
+"""Indexed reads and writes as kernel-side operations of the front end (kernelbench.generate.frontend).
 
 Gathers in a region: `aten.embedding`, `aten.index.Tensor` (integer index tensors broadcast together, None
 for a full slice), `aten.index_select` and `aten.gather` are elementwise over their *output*: the element at
@@ -14,19 +14,30 @@ Embedding bags: `aten._embedding_bag(_forward_only)` (sum, mean, max; offsets wi
 one; per-sample weights; padding_idx) is rewritten into one node for its first result and lowered to a
 segmented-reduction kernel: one program per (bag, block of columns), the bag's indices swept BLOCK_T at a
 time, accumulated in fp32.
+
+Accumulating scatters into fp32 (`index_put(accumulate=True)`, `index_add`, `scatter_add`; MoE combine, an
+embedding's backward): the values are added where they are computed, with fp32 atomics addressed as the
+gather of the same indices would read (see rewrite_scatters).
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.fx
 
-from kernelbench.generate.frontend import TL, Unsupported, strided_load
+from kernelbench.generate.frontend import (
+    CONSTANTS,
+    TL,
+    Unsupported,
+    constant_value,
+    strided_load,
+)
 from kernelbench.generate.host_sizes import is_one, same_shape
 
 aten = torch.ops.aten
@@ -72,8 +83,12 @@ def index_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
 
 
 def describe(node: torch.fx.Node) -> Gather:
-    out = _meta(node)
+    """Where the gather's table coordinates come from; a scatter sink is described as the gather of its
+    accumulator that reads the elements it adds to."""
     target, args = node.target, node.args
+    if target is scatter_add_into:
+        accumulator, op, dim, indices, _values, _alpha = args
+        target, args = SCATTER_AS_GATHER[op], ((accumulator, indices) if dim is None else (accumulator, dim, indices))
     if target is aten.embedding.default:
         table, index = args[0], args[1]
         _check(node, table, [index])
@@ -87,7 +102,7 @@ def describe(node: torch.fx.Node) -> Gather:
                         tuple(("index", 0) if d == dim else ("out", d) for d in range(_meta(table).dim())))
     elif target is aten.gather.default:
         table, dim, index = args[:3]
-        if node.kwargs.get("sparse_grad") or len(args) > 3 and args[3]:
+        if target is aten.gather.default and (node.kwargs.get("sparse_grad") or len(args) > 3 and args[3]):
             raise Unsupported("sparse gather")
         _check(node, table, [index])
         rank = _meta(table).dim()
@@ -110,7 +125,7 @@ def describe(node: torch.fx.Node) -> Gather:
             place = {d: width + k for k, d in enumerate(d for d in range(rank) if d not in present)}
         gather = Gather(table, tuple(tensors), first + width,
                         tuple(("index", present.index(d)) if d in present else ("out", place[d]) for d in range(rank)))
-    _check_shape(node, gather)
+    _check_shape(node, gather, target)
     return gather
 
 
@@ -136,10 +151,10 @@ def _check(node: torch.fx.Node, table: Any, indices: list) -> None:
         raise Unsupported(f"{node.name}: index tensors of type {', '.join(bad)} (a mask is a data-dependent nonzero)")
 
 
-def _check_shape(node: torch.fx.Node, gather: Gather) -> None:
+def _check_shape(node: torch.fx.Node, gather: Gather, target: Any) -> None:
     """The output's shape is the one this description implies (else the op's semantics were misread)."""
     table, out = _meta(gather.table), _meta(node)
-    if node.target is aten.gather.default:   # out takes the index's shape; its other dims may be shorter
+    if target is aten.gather.default:   # out takes the index's shape; its other dims may be shorter
         expected = list(_meta(gather.indices[0]).shape)
     else:
         block = _broadcast(gather.indices)
@@ -185,9 +200,21 @@ class Site:
 def emit_gather(node: torch.fx.Node, site: Site) -> str:
     """Lines for the gather's value (in the table's compute type); returns the variable holding it."""
     gather = describe(node)
-    out_shape = tuple(_meta(node).shape)
     table_meta = _meta(gather.table)
     table = site.register(gather.table)
+    address, inside = _address(node, gather, site, table)
+    var = site.fresh("g")
+    ctype = torch.float32 if table_meta.dtype in (torch.float16, torch.bfloat16) else table_meta.dtype
+    site.emit(f"{var} = tl.load({table.name} + {address}, mask=({site.mask}) & {inside}, "
+              f"other=0).to({TL[ctype]})")
+    return var
+
+
+def _address(node: torch.fx.Node, gather: Gather, site: Site, table: Any) -> tuple[str, str]:
+    """The table offset of each lane (an expression) and the variable saying the lane's indices are in range
+    (negative ones wrapped as torch wraps them)."""
+    out_shape = tuple(_meta(node).shape)
+    table_meta = _meta(gather.table)
     wide = not isinstance(table_meta.numel(), int) or table_meta.numel() >= 2 ** 31
     index_vars = []
     for index in gather.indices:
@@ -223,11 +250,155 @@ def emit_gather(node: torch.fx.Node, site: Site) -> str:
     inside = site.fresh("ok")
     site.emit(f"{inside} = {' & '.join(checks)}")
     site.emit(f'tl.device_assert({inside} | ~({site.mask}), "index out of range")')
-    var = site.fresh("g")
-    ctype = torch.float32 if table_meta.dtype in (torch.float16, torch.bfloat16) else table_meta.dtype
-    site.emit(f"{var} = tl.load({table.name} + {' + '.join(terms) or '0'}, mask=({site.mask}) & {inside}, "
-              f"other=0).to({TL[ctype]})")
-    return var
+    return " + ".join(terms) or "0", inside
+
+
+# ----------------------------------------------------------------------------- scatters with accumulation
+
+# index_put(accumulate=True), index_add and scatter_add as three nodes: `accumulator(self)` (a fresh copy of
+# self, or self itself when nothing else reads it), `scatter_add_into(accumulator, ...)` (elementwise over the
+# added values: it joins the region that computes them, whose kernel adds each value into the accumulator with
+# an fp32 atomic instead of storing it; the order of the additions varies from run to run, a rounding-level
+# difference that torch's own atomic index_add has too) and `accumulated(accumulator, sink)` (the result, once
+# every addition is done). Elsewhere (another dtype, a shape the kernel cannot read) the sink is the in-place op.
+SCATTERS = {aten.index_put.default: "index_put", aten.index_add.default: "index_add",
+            aten.scatter_add.default: "scatter_add"}
+SCATTER_AS_GATHER = {"index_put": aten.index.Tensor, "index_add": aten.index_select.default,
+                     "scatter_add": aten.gather.default}
+ATOMIC_TYPES = (torch.float32,)
+
+
+def accumulator(tensor):
+    return tensor.clone()
+
+
+def scatter_add_into(accumulator, op, dim, indices, values, alpha):
+    """Adds `values` into `accumulator` in place (the graph stays runnable); its value is the added values."""
+    if op == "index_put":
+        accumulator.index_put_(indices, values, True)
+    elif op == "index_add":
+        accumulator.index_add_(dim, indices, values, alpha=alpha)
+    else:
+        accumulator.scatter_add_(dim, indices, values)
+    return values
+
+
+def accumulated(accumulator, sink):
+    return accumulator
+
+
+def rewrite_scatters(graph: torch.fx.Graph) -> None:
+    """Each accumulating scatter of an fp32 tensor into accumulator -> sink -> result, in place."""
+    for node in list(graph.nodes):
+        op = SCATTERS.get(node.target) if node.op == "call_function" else None
+        if op is None or _meta(node) is None or _meta(node).dtype not in ATOMIC_TYPES:
+            continue
+        if op == "index_put":
+            target, indices, values, accumulate = node.args[0], node.args[1], node.args[2], \
+                node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
+            dim, alpha = None, 1
+            if not accumulate:
+                continue
+        else:
+            target, dim, indices, values = node.args[:4]
+            alpha = node.kwargs.get("alpha", 1)
+        if not isinstance(values, torch.fx.Node) or _meta(values) is None:
+            continue
+        try:   # the elements the values add to: the gather of the same indices
+            table = _meta(target)
+            picked = SCATTER_AS_GATHER[op](table, _metas(indices)) if dim is None else \
+                SCATTER_AS_GATHER[op](table, dim, _metas(indices))
+        except Exception:  # noqa: BLE001, S112 - a form the fake tensors cannot evaluate: leave the library op
+            continue
+        with graph.inserting_before(node):
+            acc = graph.call_function(accumulator, (target,))
+            sink = graph.call_function(scatter_add_into, (acc, op, dim, indices, values, alpha))
+            result = graph.call_function(accumulated, (acc, sink))
+        acc.meta["val"], sink.meta["val"], result.meta["val"] = node.meta["val"], picked, node.meta["val"]
+        node.replace_all_uses_with(result)
+        graph.erase_node(node)
+
+
+def _metas(indices):
+    if isinstance(indices, (list, tuple)):
+        return [None if i is None else _meta(i) for i in indices]
+    return _meta(indices)
+
+
+def is_scatter(node: torch.fx.Node) -> bool:
+    """A sink a region can take: its indices readable at its coordinates."""
+    if node.op != "call_function" or node.target is not scatter_add_into:
+        return False
+    try:
+        describe(node)
+    except Unsupported:
+        return False
+    return True
+
+
+def scatter_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The inputs a sink reads at its own coordinates: the index tensors and the values."""
+    return list(describe(node).indices) + [node.args[4]]
+
+
+def emit_scatter(node: torch.fx.Node, site: Site, value: Any) -> None:
+    """An atomic fp32 add of `value` (the added values at the sink's coordinates) into the accumulator."""
+    gather = describe(node)
+    table = site.register(gather.table)
+    address, inside = _address(node, gather, site, table)
+    alpha = node.args[5]
+    added = value.to(torch.float32) if alpha == 1 else f"({value.to(torch.float32)} * {float(alpha)!r})"
+    site.emit(f"tl.atomic_add({table.name} + {address}, {added}, mask=({site.mask}) & {inside})")
+
+
+def handles(lowering, node: torch.fx.Node) -> bool:
+    """Whether `scatter_statement` writes the node: the three scatter nodes, and a constant that only fills a
+    returned accumulator (the destination is filled instead: no tensor of its own)."""
+    return node.target in (accumulator, scatter_add_into, accumulated) or _fills_destination(lowering, node)
+
+
+def _fills_destination(lowering, node: torch.fx.Node) -> bool:
+    users = list(node.users)
+    if node.target not in CONSTANTS or len(users) != 1 or users[0].target is not accumulator \
+            or isinstance(constant_value(node), torch.fx.Node):
+        return False
+    result = next(iter(u for u in users[0].users if u.target is accumulated), None)
+    return bool(lowering.destinations.get(result)) and _meta(node).dtype == _meta(result).dtype \
+        and tuple(_meta(node).shape) == tuple(_meta(result).shape)
+
+
+def scatter_statement(lowering, node: torch.fx.Node) -> None:
+    """The scatter nodes as host code: a sink outside any kernel is the library's in-place op."""
+    names = lowering.names
+    if node.target in CONSTANTS:
+        return   # written by its accumulator
+    if node.target is accumulated:
+        names[node] = names[node.args[0]]
+        return
+    if node.target is scatter_add_into:
+        acc, _op, dim, indices, values, alpha = (lowering.argument(a) for a in node.args)
+        call = {"index_put": f"{acc}.index_put_({indices}, {values}, True)",
+                "index_add": f"{acc}.index_add_({dim}, {indices}, {values}, alpha={alpha})",
+                "scatter_add": f"{acc}.scatter_add_({dim}, {indices}, {values})"}[node.args[1]]
+        lowering.lines.append(call)
+        lowering.launches += 1
+        names[node] = values
+        return
+    source = node.args[0]   # the accumulator: the returned result's destination, self itself or a copy
+    result = next(iter(u for u in node.users if u.target is accumulated), None)
+    slots = lowering.destinations.get(result, []) if result is not None else []
+    if slots:
+        names[node] = slots[0]
+        filled = _fills_destination(lowering, source)
+        lowering.lines.append(f"{slots[0]}.fill_({lowering.argument(constant_value(source))})" if filled else
+                              f"{slots[0]}.copy_({names[source]})")
+    elif len(source.users) == 1 and (source.target in CONSTANTS or source in lowering.partition.region_of):
+        names[node] = names[source]   # a fresh tensor nothing else reads (not an input, not a view of one)
+        return
+    else:
+        names[node] = f"v{lowering.partition.index[node]}"
+        lowering.lines.append(f"{names[node]} = {names[source]}.clone()")
+    lowering.launches += 1
 
 
 # ----------------------------------------------------------------------------- embedding bags
@@ -305,8 +476,8 @@ def bag_kernel(node: torch.fx.Node, name: str) -> tuple[dict, dict]:
         f"    ok = (i >= 0) & (i < {vocab})",
         '    tl.device_assert(ok | ~tmask, "index out of range")',
         "    keep = tmask & ok" + (f" & (i != {padding})" if padding is not None and padding >= 0 else ""),
-        "    rows = tl.load(weight + i[:, None] * weight_s0 + cols[None, :] * weight_s1, "
-        "mask=keep[:, None] & cmask[None, :], other=0.0).to(tl.float32)",
+        ("    rows = tl.load(weight + i[:, None] * weight_s0 + cols[None, :] * weight_s1, "
+         "mask=keep[:, None] & cmask[None, :], other=0.0).to(tl.float32)"),
     ]
     if weights is not None:
         body.append("    rows = rows * tl.load(weights + t * weights_s0, mask=keep, other=0.0).to(tl.float32)[:, None]")

@@ -208,8 +208,8 @@ def _join(partition: Partition, group: RowRegion, part: Any) -> bool:
     if not broadcast and any(_numel(n) not in (full, short) for n in nodes):
         return False
     members = set(group.nodes) | set(nodes)
-    if gathers.table_inside(members):
-        return False
+    if gathers.table_inside(members) or any(n.target is gathers.scatter_add_into for n in members):
+        return False   # a row kernel reads a gather's table only outside the row, and takes no scatter
     new = set(nodes)
     for node in members:
         if node.target in REDUCTIONS or _is_view(node) or node in group.broadcast or broadcast:
