@@ -541,6 +541,11 @@ class Partition:
 
     def is_elementwise(self, node: torch.fx.Node) -> bool:
         """An op in RULES on tensors of kernel dtypes whose rule accepts these operand types."""
+        from kernelbench.generate import gathers  # built on this module
+        if node.op == "call_function" and node.target in gathers.GATHERS:   # elementwise over its output
+            return gathers.is_gather(node)
+        if node.op == "call_function" and node.target is gathers.scatter_add_into:   # over the added values
+            return gathers.is_scatter(node)
         meta = tensor_meta(node)
         if node.op != "call_function" or node.target not in RULES or meta is None or meta.dtype not in TL:
             return False
@@ -567,9 +572,11 @@ class Partition:
         return isinstance(source, torch.fx.Node) and source in self.region_of
 
     def place(self, node: torch.fx.Node) -> None:
+        from kernelbench.generate import gathers  # built on this module
         numel = tensor_meta(node).numel()
         producers = []
-        for arg in node.all_input_nodes:
+        for arg in gathers.index_inputs(node) if node.target in gathers.GATHERS else \
+                gathers.scatter_inputs(node) if node.target is gathers.scatter_add_into else node.all_input_nodes:
             region = self.region_of.get(arg)
             if region is not None and same_size(tensor_meta(arg).numel(), numel) and region not in producers:
                 if same_shape(tensor_meta(arg).shape, tensor_meta(node).shape) or self.is_absorbed_view(node) \
@@ -582,7 +589,7 @@ class Partition:
                 for member in region.nodes:
                     merged.add(member, self.index[member])
             merged.add(node, self.index[node])
-            if self.convex(merged):
+            if self.convex(merged) and not gathers.table_inside(merged.nodes):
                 merged.nodes.sort(key=self.index.__getitem__)
                 for member in merged.nodes:
                     self.region_of[member] = merged
@@ -596,6 +603,8 @@ class Partition:
     def merge_siblings(self) -> None:
         """Regions of equal element count that read the same outside tensor become one kernel (when still
         convex): the tensor is read once and a launch is saved."""
+        from kernelbench.generate import gathers  # built on this module
+
         def numel(region: Region) -> int:
             return tensor_meta(region.nodes[-1]).numel()
 
@@ -619,7 +628,7 @@ class Partition:
                     merged = Region()
                     for member in sorted(base.nodes + other.nodes, key=self.index.__getitem__):
                         merged.add(member, self.index[member])
-                    if self.convex(merged):
+                    if self.convex(merged) and not gathers.table_inside(merged.nodes):
                         for member in merged.nodes:
                             self.region_of[member] = merged
                         base, live[j] = merged, None
@@ -714,12 +723,14 @@ class Lowering:
         self.attention_kernels = attention_kernels   # attention calls run generated kernels (family attention)
         module = capture.module
         module.graph.eliminate_dead_code()
+        from kernelbench.generate import gathers, rowfusion  # built on this module
+        gathers.rewrite_bags(module.graph)
+        gathers.rewrite_scatters(module.graph)
         sink_casts_below_views(module.graph)
         hoist_casts_above_concatenation(module.graph)
         merge_duplicates(module.graph)
         self.module = module
         self.prefix = prefix
-        from kernelbench.generate import rowfusion  # built on this module
         self.partition = Partition(module.graph)
         rowfusion.fuse_rows(self.partition)
         self.names: dict[torch.fx.Node, str] = {}
@@ -843,6 +854,10 @@ class Lowering:
         name = f"v{self.partition.index[node]}"
         self.names[node] = name
         target = node.target
+        from kernelbench.generate import gathers  # built on this module
+        if gathers.handles(self, node):
+            gathers.scatter_statement(self, node)
+            return
         arguments = [self.argument(a) for a in node.args]
         arguments += [f"{k}={self.argument(v)}" for k, v in node.kwargs.items()]
         if node.op == "get_attr":
@@ -850,6 +865,9 @@ class Lowering:
             return
         if node.op != "call_function":
             raise Unsupported(f"{node.op} node {node.name}")
+        if target is gathers.embedding_bag:
+            gathers.emit_bag(self, node)
+            return
         if target in TEMPLATE_CALLS:
             self.lines.append(f"{name} = {TEMPLATE_CALLS[target]}({', '.join(arguments)})")
             self.launches += 1
@@ -883,13 +901,15 @@ class Lowering:
     # ------------------------------------------------------------------ kernels
 
     def region(self, region: Region) -> None:
+        from kernelbench.generate import gathers  # built on this module
         k = len(self.kernels)
         kernel = f"{self.prefix}_k{k}"
         members = set(region.nodes)
         numel = tensor_meta(region.nodes[-1]).numel()
         inputs: dict[torch.fx.Node, KernelInput] = {}
         scalars: dict[str, str] = {}     # host expression -> kernel parameter
-        outputs = [n for n in region.nodes if n.users.keys() - members - self.partition.inline]
+        outputs = [n for n in region.nodes if n.users.keys() - members - self.partition.inline
+                   and n.target is not gathers.scatter_add_into]   # a sink's values go into its accumulator
         values: dict[torch.fx.Node, Value] = {}
         body: list[str] = []
         loads: dict[tuple, Value] = {}
@@ -910,14 +930,18 @@ class Lowering:
                     body.append(f"{tag}_{d} = ({text}) % {size(shape[d])}" if d > 0 else f"{tag}_{d} = {text}")
             return f"{coordinates[key]}_{dim}"
 
+        def register(arg: torch.fx.Node) -> KernelInput:
+            if arg not in inputs:
+                meta = tensor_meta(arg)
+                inputs[arg] = KernelInput(arg, f"in{len(inputs)}", tuple(meta.shape), meta.dtype)
+            return inputs[arg]
+
         def load(arg: torch.fx.Node, consumer_shape: tuple[int, ...]) -> Value:
             meta = tensor_meta(arg)
             key = (arg, tuple(str(s) for s in consumer_shape))
             if key in loads:
                 return loads[key]
-            if arg not in inputs:
-                inputs[arg] = KernelInput(arg, f"in{len(inputs)}", tuple(meta.shape), meta.dtype)
-            entry = inputs[arg]
+            entry = register(arg)
             ctype = compute_type(meta.dtype)
             var = f"x{len(loads)}"
             if is_one(meta.numel()):
@@ -948,6 +972,11 @@ class Lowering:
                 return Value(str(arg), torch.float32)
             return literal(arg, literal_type(arg))
 
+        def member(arg: torch.fx.Node) -> Value | None:
+            if arg in self.partition.inline:
+                raise Unsupported("a constant index tensor")   # its gather falls back to the aten call
+            return values.get(arg)
+
         def scalar(host: str, kind: torch.dtype) -> Value:
             """A Python number known only at run time: a kernel parameter (never specialized)."""
             parameter = scalars.setdefault(host, f"p{len(scalars)}")
@@ -959,6 +988,17 @@ class Lowering:
             ctype = compute_type(meta.dtype)
             if node.target in ORDER_KEEPING_VIEWS:
                 values[node] = values[node.args[0]]
+                continue
+            if node.target in gathers.GATHERS:   # the table read at coordinates computed from the index values
+                shape = tuple(meta.shape)
+                site = gathers.Site(body, register, lambda dim, s=shape: coordinate(s, dim), member, size)
+                values[node] = Value(gathers.emit_gather(node, site), ctype)
+                continue
+            if node.target is gathers.scatter_add_into:
+                added = operand(node.args[4], node)
+                site = gathers.Site(body, register, lambda dim, s=tuple(meta.shape): coordinate(s, dim), member, size)
+                gathers.emit_scatter(node, site, added)
+                values[node] = added
                 continue
             arguments = [operand(a, node) for a in node.args]
             keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}

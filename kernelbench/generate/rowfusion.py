@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from kernelbench.generate import gathers
 from kernelbench.generate.frontend import (
     ORDER_KEEPING_VIEWS,
     RULES,
@@ -33,6 +34,7 @@ from kernelbench.generate.frontend import (
     KernelInput,
     Partition,
     Region,
+    Unsupported,
     Value,
     canonical_names,
     compute_type,
@@ -206,6 +208,8 @@ def _join(partition: Partition, group: RowRegion, part: Any) -> bool:
     if not broadcast and any(_numel(n) not in (full, short) for n in nodes):
         return False
     members = set(group.nodes) | set(nodes)
+    if gathers.table_inside(members) or any(n.target is gathers.scatter_add_into for n in members):
+        return False   # a row kernel reads a gather's table only outside the row, and takes no scatter
     new = set(nodes)
     for node in members:
         if node.target in REDUCTIONS or _is_view(node) or node in group.broadcast or broadcast:
@@ -513,7 +517,9 @@ class RowKernel:
         if _is_view(node):
             return self.value(node.args[0], tile, shape)
         kind = REDUCTIONS.get(node.target)
-        if kind is None:
+        if node.target in gathers.GATHERS:
+            expression, rounded = self.gather(node, tile, shape), False
+        elif kind is None:
             arguments = [self.value(a, tile, shape) for a in node.args]
             keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}
             expression = RULES[node.target](arguments, keywords, ctype)
@@ -524,6 +530,26 @@ class RowKernel:
             expression = f"({expression}).to({TL[meta.dtype]}).to(tl.float32)"   # eager rounds every half result
         self.body.append(f"{tile.indent}{var} = {expression}")
         return Value(var, ctype)
+
+    def gather(self, node: torch.fx.Node, tile: Tile, shape: tuple[int, ...]) -> str:
+        """A full-size gather at its own coordinates in this tile (kernelbench.generate.gathers)."""
+        if not self.is_full(node) or shape != tuple(tensor_meta(node).shape):
+            raise Unsupported(f"{node.name}: a gather read per row or by broadcast")
+
+        def register(arg: torch.fx.Node) -> KernelInput:
+            if arg not in self.inputs:
+                meta = tensor_meta(arg)
+                self.inputs[arg] = KernelInput(arg, f"in{len(self.inputs)}", tuple(meta.shape), meta.dtype)
+            return self.inputs[arg]
+
+        def member(arg: torch.fx.Node) -> Value | None:
+            if arg in self.lowering.partition.inline:
+                raise Unsupported("a constant index tensor")
+            return self.value(arg, tile, shape) if arg in self.members else None
+
+        site = gathers.Site(self.body, register, lambda dim: self.coordinate(tile, shape, dim, "offs"), member,
+                            indent=tile.indent)
+        return gathers.emit_gather(node, site)
 
     def reduction_result(self, node: torch.fx.Node, kind: str, tile: Tile) -> str:
         source, width = node.args[0], float(self.width)
