@@ -9,6 +9,8 @@
 #                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
 #   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
 #                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
+#   bash benchmarks/gpu_checks.sh families  # every family's benchmark, each bounded by FAMILY_S seconds (FAMILIES="gemm
+#                                           # attention" picks), results under $OUT/<family>/ (carry .shared_sample)
 #   bash benchmarks/gpu_checks.sh sweep 1/2 # every tasks235 and sample workload: eager, compile, CUDA graphs vs T_SOL
 #                                           # (datasheet and calibrated); then sweep 2/2
 # The sample problems come from $KB_SAMPLE_ROOT (../shared does not travel: carry an ignored copy).
@@ -55,9 +57,24 @@ case "${1:-}" in
     run python3 benchmarks/family_gemm.py "$OUT/family_gemm" --configs "${CONFIGS:-4}" --budget-s "${BUDGET_S:-150}"
     [ -n "${TASKS:-}" ] && run python3 benchmarks/family_gemm.py "$OUT/family_gemm_tasks" --configs "${CONFIGS:-4}" \
         --tasks $TASKS ;;
+  families)
+    # a few representative tasks for the families timed on tasks; every script checks what it times
+    FUSED_TASKS="tasks235/L1/030_* tasks235/L1/044_* tasks235/L1/056_* tasks235/L2/009_*"
+    for family in ${FAMILIES:-gemm fused selection gathers attention conv cuda}; do
+      [ -f "benchmarks/family_$family.py" ] || continue
+      case $family in
+        gemm) options="--configs 3 --budget-s 40" ;;
+        fused) options="$FUSED_TASKS --configs 3 --budget-s 60" ;;
+        selection) options="--configs 2 --sizes 3 --budget-s 50" ;;
+        attention) options="--configs 3 --budget-s 40" ;;
+        cuda) options="--workloads 2 --sample-root $KB_SAMPLE_ROOT" ;;
+        *) options="--configs 3" ;;
+      esac
+      run timeout "${FAMILY_S:-90}" python3 "benchmarks/family_$family.py" "$OUT/$family" $options
+    done ;;
   sweep)
     # one part per device call (${2:-1/1}); carry .shared_sample and .kbcache (roofline counts made here)
     run python3 benchmarks/tasks235_sweep.py --out "$OUT" --part "${2:-1/1}" --roots tasks235 .shared_sample \
         --cache-dir .kbcache 2>&1 | tee "$OUT/sweep_part${2%%/*}.log" ;;
-  *) echo "usage: $0 timers|samples|batch|fused|membatch|gemm|sweep"; exit 2 ;;
+  *) echo "usage: $0 timers|samples|batch|fused|membatch|gemm|families|sweep"; exit 2 ;;
 esac
