@@ -80,6 +80,14 @@ class HostSizes:
             return self._expression(value.node.expr)
         return repr(value)
 
+    def bound(self, expr: sympy.Basic) -> bool:
+        """Every symbol of `expr` has a host value by now."""
+        return all(s in self.bindings for s in expr.free_symbols)
+
+    def condition(self, expr: sympy.Basic) -> str:
+        """A relation of symbolic sizes (a guard) as a host expression."""
+        return self._expression(expr)
+
     def _expression(self, expr: sympy.Basic) -> str:
         if isinstance(expr, sympy.Symbol):
             if expr not in self.bindings:
