@@ -67,13 +67,15 @@ def example_trace(trace, run, inputs: list[Any]) -> tuple[torch.fx.GraphModule, 
     with functorch_config.patch(fake_tensor_propagate_real_tensors=True):
         shape_env = _RecordingShapeEnv(allow_scalar_outputs=True, allow_dynamic_output_shape_ops=True)
         mode = ExampleFakeMode(allow_non_fake_inputs=True, static_shapes=True, shape_env=shape_env)
-        fakes = [mode.from_tensor(x, static_shapes=True) if isinstance(x, torch.Tensor) else x for x in inputs]
 
         def returning_reads(*args):
             result = run(*args)
             read = {s for guard in recorded_guards(shape_env) for s in guard.free_symbols}
             return result, tuple(v for v in shape_env.created if v.node.expr in read)
-        graph = trace(returning_reads, fakes)
+        # make_fx fakes the real inputs in this mode (found through the tracing context), so they carry their
+        # values; fake inputs would be faked again, onto uninitialized memory
+        with torch._guards.tracing(torch._guards.TracingContext(mode)):
+            graph = trace(returning_reads, inputs)
     output = next(n for n in graph.graph.nodes if n.op == "output")
     returned, _ = output.args[0]
     output.args = (returned,)
