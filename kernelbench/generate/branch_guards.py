@@ -56,7 +56,8 @@ class _RecordingShapeEnv(ShapeEnv):
 
 
 def example_trace(trace, run, inputs: list[Any]) -> tuple[torch.fx.GraphModule, tuple[sympy.Basic, ...]]:
-    """`trace(run, fake_inputs)` on fake tensors carrying the real `inputs`; the graph and its guards.
+    """`trace(run, inputs)` (a make_fx trace in fake mode) with fake tensors that carry the real `inputs`;
+    the graph and its guards.
 
     A guard may test a value nothing else uses (`if rows.numel() == 0: continue` on an empty expert): the
     trace returns the values the guards read, so the ops reading them survive dead-code elimination, and
@@ -71,7 +72,7 @@ def example_trace(trace, run, inputs: list[Any]) -> tuple[torch.fx.GraphModule, 
         def returning_reads(*args):
             result = run(*args)
             read = {s for guard in recorded_guards(shape_env) for s in guard.free_symbols}
-            return result, tuple(v for v in shape_env.created if v.node.expr in read)
+            return result, tuple(v for v in shape_env.created if v.node._expr in read)
         # make_fx fakes the real inputs in this mode (found through the tracing context), so they carry their
         # values; fake inputs would be faked again, onto uninitialized memory
         with torch._guards.tracing(torch._guards.TracingContext(mode)):
@@ -91,15 +92,16 @@ def example_trace(trace, run, inputs: list[Any]) -> tuple[torch.fx.GraphModule, 
 
 
 def keeps_read(node: torch.fx.Node, guards: tuple[sympy.Basic, ...]) -> bool:
-    """A node that defines a value a guard reads (kept by dead-code elimination: the program checks it)."""
+    """A node that defines a value a guard reads (kept by dead-code elimination: the program checks it). The
+    symbol as created: a guard `Eq(u0, 3)` makes the shape environment replace `u0` by 3 from then on."""
     read = {s for guard in guards for s in guard.free_symbols}
     value = node.meta.get("val")
     sizes = value.shape if isinstance(value, torch.Tensor) else [value]
-    return any(isinstance(s, torch.SymInt) and s.node.expr in read for s in sizes)
+    return any(isinstance(s, torch.SymInt) and s.node._expr in read for s in sizes)
 
 
 def recorded_guards(shape_env: ShapeEnv) -> tuple[sympy.Basic, ...]:
-    """The questions answered from the example, as conditions that hold on it, in the order asked."""
+    """The questions answered from the example, as conditions that hold on it (each once)."""
     guards: dict[sympy.Basic, None] = {}
     for assertions in shape_env.deferred_runtime_asserts.values():
         for assertion in assertions:
@@ -107,6 +109,3 @@ def recorded_guards(shape_env: ShapeEnv) -> tuple[sympy.Basic, ...]:
                 guards[assertion.expr] = None
     return tuple(guards)
 
-
-def guard_symbols(guard: sympy.Basic) -> frozenset[str]:
-    return frozenset(str(s) for s in guard.free_symbols)

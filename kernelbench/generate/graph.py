@@ -222,7 +222,7 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
     `specialized` to them (a sentinel would be unsound here: arithmetic on it in Python, or a shape made
     from it, leaves constants no one can map back). Sizes that depend on tensor values are symbols (see
     `_data_dependent_trace`); a reference whose control flow depends on them is traced along the branches
-    one example of the workload's inputs takes, with guards (`_example_trace`)."""
+    one example of the workload's inputs takes, with guards (`example_capture`)."""
     module = module or compile_reference(problem.definition)
     axes = problem.axes_for(workload)
     names = tuple(problem.definition.inputs)
@@ -249,7 +249,7 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
             elif way == "symbols":
                 graph, positive = _data_dependent_trace(problem, axes, scalars)
             else:
-                graph, guards = _example_trace(problem, workload, module, scalars)
+                graph, guards = example_capture(problem, workload, module, scalars)
         except Exception as exc:  # noqa: BLE001 - any tracing failure: try the next way
             failures.append((label, exc))
             continue
@@ -315,11 +315,11 @@ def _data_dependent_trace(problem: Problem, axes: dict[str, int],
     raise CaptureError(f"more than {MAX_SIZE_ASSUMPTIONS} data-dependent sizes would have to be assumed positive")
 
 
-def _example_trace(problem: Problem, workload, module, scalars: dict[str, Any]):
-    """The reference traced along the branches one real example of the workload's inputs takes, with the
-    guards that keep the graph to them (kernelbench.generate.branch_guards)."""
+def example_capture(problem: Problem, workload, module, scalars: dict[str, Any], seed: int = 0, device: str = "cpu"):
+    """The reference traced along the branches one real example of the workload's inputs (round `seed`)
+    takes, with the guards that keep the graph to them (kernelbench.generate.branch_guards)."""
     example = dict(zip((a.name for a in problem.arguments(workload)),
-                       generate_inputs(problem, workload, device="cpu", seed=0, reference_module=module)))
+                       generate_inputs(problem, workload, device=device, seed=seed, reference_module=module)))
     inputs = [scalars[name] if spec.is_scalar else example[name] for name, spec in problem.definition.inputs.items()]
     reading = reference_reading_symbols(problem.definition.reference, problem.name)
 

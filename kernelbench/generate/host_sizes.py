@@ -59,13 +59,14 @@ class HostSizes:
 
     def define(self, value: Any, name: str) -> dict[str, str]:
         """Bind the symbols that `value` (just assigned to `name`) is the first to carry: symbol name -> text."""
+        # the symbol as created (`_expr`): a guard `Eq(u0, 3)` has the shape environment replace `u0` by 3
         if isinstance(value, SYMBOLIC):
-            return self._bind(value.node.expr, name)
+            return self._bind(value.node._expr, name)
         bound = {}
         if isinstance(value, torch.Tensor):
             for d, size in enumerate(value.shape):
                 if isinstance(size, torch.SymInt):
-                    bound.update(self._bind(size.node.expr, f"{name}.shape[{d}]"))
+                    bound.update(self._bind(size.node._expr, f"{name}.shape[{d}]"))
         return bound
 
     def _bind(self, expr: sympy.Expr, text: str) -> dict[str, str]:
