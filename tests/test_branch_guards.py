@@ -76,6 +76,14 @@ def test_an_if_on_an_item_takes_the_example_branch_and_falls_back_on_the_other(t
     assert solved.fell_back([x, torch.tensor([7, 1, 1] if negative else [0, 1, 1], dtype=torch.int32)]) == positive
 
 
+def test_a_branch_on_a_reduction_flag_falls_back_where_the_flag_flips(tmp_path):
+    problem = make(tmp_path, "flag", "import torch\n\ndef run(x):\n    return x * 2 if x.sum() > 0 else x - 1\n",
+                   {"x": (["n", "h"], "float32")}, {"y": (["n", "h"], "float32")}, [{"n": 3}])
+    solved = Solved(problem, render(problem, fused(problem)))
+    x = torch.randn(3, 8).abs()
+    assert solved.fell_back([x]) != solved.fell_back([-x])
+
+
 GROUPED = ("import torch\n\ndef run(x, offsets):\n"
            "    out = torch.zeros_like(x)\n"
            "    bounds = offsets.tolist()\n"

@@ -27,6 +27,8 @@ import torch._functorch.config as functorch_config
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
+from kernelbench.generate.host_sizes import read_symbol
+
 MAX_GUARDS = 1024               # branch outcomes one program may check (each a host comparison)
 MAX_EXAMPLE_BYTES = 1 << 30     # the example's inputs are materialized on the tracing CPU
 _ANSWERED = "propagate_real_tensors"   # how torch labels a data-dependent question answered from real values
@@ -43,16 +45,23 @@ class ExampleFakeMode(FakeTensorMode):
 
 
 class _RecordingShapeEnv(ShapeEnv):
-    """Keeps every data-dependent value it creates (an `.item()`, a `nonzero`'s row count)."""
+    """Keeps every data-dependent value it creates (an `.item()`, a `nonzero`'s row count, a flag)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.created: list[torch.SymInt] = []
+        self.created: list = []
 
     def create_unbacked_symint(self, *args, **kwargs) -> torch.SymInt:
-        symbol = super().create_unbacked_symint(*args, **kwargs)
-        self.created.append(symbol)
-        return symbol
+        self.created.append(super().create_unbacked_symint(*args, **kwargs))
+        return self.created[-1]
+
+    def create_unbacked_symfloat(self, *args, **kwargs) -> torch.SymFloat:
+        self.created.append(super().create_unbacked_symfloat(*args, **kwargs))
+        return self.created[-1]
+
+    def create_unbacked_symbool(self, *args, **kwargs) -> torch.SymBool:   # `Eq(u0, 1)`
+        self.created.append(super().create_unbacked_symbool(*args, **kwargs))
+        return self.created[-1]
 
 
 def example_trace(trace, run, inputs: list[Any]) -> tuple[torch.fx.GraphModule, tuple[sympy.Basic, ...]]:
@@ -72,7 +81,7 @@ def example_trace(trace, run, inputs: list[Any]) -> tuple[torch.fx.GraphModule, 
         def returning_reads(*args):
             result = run(*args)
             read = {s for guard in recorded_guards(shape_env) for s in guard.free_symbols}
-            return result, tuple(v for v in shape_env.created if v.node._expr in read)
+            return result, tuple(v for v in shape_env.created if read_symbol(v) in read)
         # make_fx fakes the real inputs in this mode (found through the tracing context), so they carry their
         # values; fake inputs would be faked again, onto uninitialized memory
         with torch._guards.tracing(torch._guards.TracingContext(mode)):
@@ -97,7 +106,7 @@ def keeps_read(node: torch.fx.Node, guards: tuple[sympy.Basic, ...]) -> bool:
     read = {s for guard in guards for s in guard.free_symbols}
     value = node.meta.get("val")
     sizes = value.shape if isinstance(value, torch.Tensor) else [value]
-    return any(isinstance(s, torch.SymInt) and s.node._expr in read for s in sizes)
+    return any(read_symbol(s) in read for s in sizes)
 
 
 def recorded_guards(shape_env: ShapeEnv) -> tuple[sympy.Basic, ...]:
