@@ -84,6 +84,11 @@ def example_axes(problem: Problem) -> dict[str, int]:
     return problem.axes_for(base)
 
 
+# A tensor's memory as a NumPy array: fake tensors have none (the trace would bake in whatever is there), and
+# an example's real values would become constants of the graph.
+HOST_COPIES = frozenset({"numpy", "__array__"})
+
+
 class Refusal(TorchFunctionMode):
     """Ends a trace at the first call of a refused torch function (a family that cannot express a matmul
     need not trace the rest of an attention block)."""
@@ -338,7 +343,7 @@ def _fake_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any]
 
 def _trace_fake(run, inputs: list[Any]) -> torch.fx.GraphModule:
     def whole_attention(*args):
-        with KeepAttention():
+        with KeepAttention(), Refusal(HOST_COPIES):
             return run(*args)
     with _TRACING:
         try:
