@@ -345,7 +345,7 @@ def test_a_program_that_writes_into_an_input_is_never_replayed(tmp_path):
 
 @pytest.mark.parametrize("reference, reason", [
     ("import torch\n\ndef run(x):\n    return x @ x.t()\n", "elementwise"),
-    ("import torch\n\ndef run(x):\n    return x * 2 if x.sum() > 0 else x\n", "cannot be traced"),
+    ("import torch\n\ndef run(x):\n    return torch.from_numpy(x.numpy() * 2)\n", "calls numpy"),
 ])
 def test_refusals_say_why(tmp_path, reference, reason):
     problem = make(tmp_path, "refused", reference, {"x": (["n", "h"], "float32")}, {"y": (["n", "n"], "float32")},

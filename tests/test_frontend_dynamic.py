@@ -16,7 +16,6 @@ from kernelbench.core.correctness import as_output_list
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
-from kernelbench.generate.family import FAMILIES
 
 SEEDS = range(4)
 
@@ -139,15 +138,3 @@ def test_a_size_assumed_positive_is_checked_and_the_reference_runs_where_it_is_n
         lengths = torch.randint(1, 9, (5,), generator=generator) if generator.initial_seed() else torch.zeros(5).long()
         return [torch.randn(5, 8, generator=generator), lengths], int(lengths.max())
     assert 0 in assert_matches_reference(problem, render(problem, match), inputs)
-
-
-def test_python_control_flow_on_tensor_values_is_refused_with_its_reason(tmp_path):
-    reference = ("import torch\n\ndef run(x, cu_seqlens):\n"
-                 "    if cu_seqlens[0].item() > 0:\n"
-                 "        return x * 2.0\n"
-                 "    return x + 1.0\n")
-    problem = make(tmp_path, "branchy", reference, {"x": (["n", "h"], "float32"), "cu_seqlens": (["n"], "int32")},
-                   {"y": (["n", "h"], "float32")}, [{"n": 3}])
-    family = FAMILIES["fused"]
-    assert family.match(problem) is None
-    assert "branches on tensor values" in family.last_rejection

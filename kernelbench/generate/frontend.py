@@ -20,8 +20,9 @@ them (kernelbench.generate.host_sizes); a region of such a size takes its elemen
 its coordinates need as run-time parameters (never specialized), and is launched only when it is not
 empty. Sizes are compared as expressions (equal for every value of the symbols), never by asking torch,
 which would guard on data. A size the trace assumed positive
-(kernelbench.generate.size_assumptions) is checked once it has a value: where it is not, the program
-returns `_fallback(...)` (the template's call of the reference).
+(kernelbench.generate.size_assumptions), and a branch outcome the trace followed
+(kernelbench.generate.branch_guards), is checked once its values are known: where it does not hold, the
+program returns `_fallback(...)` (the template's call of the reference).
 With `destination`, returned values go straight into the caller's output tensors: a kernel stores
 into them, a library op uses its `out=` variant, anything else is copied in.
 The result is a JSON-serializable program: kernel sources and the body of a Python function
@@ -40,6 +41,7 @@ from typing import Any, Callable
 import torch
 import torch.fx
 
+from kernelbench.generate.branch_guards import keeps_read
 from kernelbench.generate.graph import Capture
 from kernelbench.generate.host_sizes import (
     SYMBOLIC,
@@ -722,7 +724,7 @@ class Lowering:
         self.capture = capture
         self.attention_kernels = attention_kernels   # attention calls run generated kernels (family attention)
         module = capture.module
-        module.graph.eliminate_dead_code()
+        module.graph.eliminate_dead_code(lambda n: n.is_impure() or keeps_read(n, capture.guards))
         from kernelbench.generate import gathers, rowfusion  # built on this module
         gathers.rewrite_bags(module.graph)
         gathers.rewrite_scatters(module.graph)
@@ -1068,8 +1070,13 @@ class Lowering:
                 for node in region.nodes:
                     self.statement(node)
 
+    def fall_back_unless(self, condition: str) -> None:
+        self.lines.append(f"if not {condition}:")
+        self.lines.append(f"    return _fallback({', '.join(self.parameters + self.outputs)})")
+
     def lower(self) -> dict:
         from kernelbench.generate import selection  # built on this module
+        guards = list(self.capture.guards)
         for item in self.items():
             if isinstance(item, Region):
                 self.fused(item)
@@ -1086,12 +1093,17 @@ class Lowering:
                 self.statement(item)
                 for symbol, text in self.sizes.define(item.meta.get("val"), self.names[item]).items():
                     if symbol in self.capture.positive_sizes:   # assumed while tracing: else the reference runs
-                        self.lines.append(f"if not {text} >= 1:")
-                        self.lines.append(f"    return _fallback({', '.join(self.parameters + self.outputs)})")
+                        self.fall_back_unless(f"{text} >= 1")
+                for guard in [g for g in guards if self.sizes.bound(g)]:   # a branch the trace took
+                    guards.remove(guard)
+                    self.fall_back_unless(self.sizes.condition(guard))
+        if guards:
+            raise Unsupported(f"the guard {guards[0]} is on values the program never reads")
         attention = self.attention_kernels and any(n.target in TEMPLATE_CALLS for n in self.module.graph.nodes)
         if not self.kernels and not attention:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
         return {"parameters": self.parameters + self.outputs, "lines": self.lines, "kernels": self.kernels,
+                "guards": len(self.capture.guards),
                 "constants": self.constants, "launches": self.launches,
                 "reads_data": any(is_symbolic(n.meta.get("val")) for n in self.module.graph.nodes),
                 "fused_ops": sum(len(r.nodes) for r in self.partition.regions)}

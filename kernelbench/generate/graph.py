@@ -34,8 +34,10 @@ from torch.overrides import TorchFunctionMode
 
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
+from kernelbench.generate.branch_guards import example_trace
 from kernelbench.generate.host_reads import ListsAsSymbols, reference_reading_symbols
 from kernelbench.generate.size_assumptions import AssumingShapeEnv, zero_test_symbols
 
@@ -58,6 +60,7 @@ class Capture:
     example_axes: dict[str, int] = field(default_factory=dict)
     specialized: bool = False   # scalars traced as the workload's own numbers: the graph holds for those values only
     positive_sizes: frozenset[str] = frozenset()   # data-dependent sizes (`u3`) the graph assumes >= 1
+    guards: tuple = ()   # conditions on data-dependent symbols the graph holds under (kernelbench.generate.branch_guards)
 
     def placeholders(self) -> dict[str, torch.fx.Node]:
         nodes = [n for n in self.module.graph.nodes if n.op == "placeholder"]
@@ -79,6 +82,11 @@ def example_axes(problem: Problem) -> dict[str, int]:
     except KernelBenchError:
         pass
     return problem.axes_for(base)
+
+
+# A tensor's memory as a NumPy array: fake tensors have none (the trace would bake in whatever is there), and
+# an example's real values would become constants of the graph.
+HOST_COPIES = frozenset({"numpy", "__array__"})
 
 
 class Refusal(TorchFunctionMode):
@@ -218,7 +226,8 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
     reference that needs Python numbers is traced with the workload's own numbers, and the capture is
     `specialized` to them (a sentinel would be unsound here: arithmetic on it in Python, or a shape made
     from it, leaves constants no one can map back). Sizes that depend on tensor values are symbols (see
-    `_data_dependent_trace`); a reference whose control flow depends on them raises CaptureError."""
+    `_data_dependent_trace`); a reference whose control flow depends on them is traced along the branches
+    one example of the workload's inputs takes, with guards (`example_capture`)."""
     module = module or compile_reference(problem.definition)
     axes = problem.axes_for(workload)
     names = tuple(problem.definition.inputs)
@@ -226,23 +235,32 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
     values = {n: workload_scalar(problem, workload, n) for n in scalar_specs}
     as_tensors = {n: torch.tensor(v, dtype=torch_dtype(scalar_specs[n].dtype)) for n, v in values.items()}
     # Concrete sizes first (a scalar read as a Python number specializes, but its ops can be fused);
-    # symbols only where the tensors' own data decide sizes.
-    attempts = [("", False, as_tensors)] + [("with Python scalars: ", False, values)] * bool(scalar_specs) + \
-        [("with data-dependent sizes: ", True, as_tensors)] + \
-        [("with data-dependent sizes and Python scalars: ", True, values)] * bool(scalar_specs)
-    failures = []
-    for label, data_dependent, scalars in attempts:
-        if data_dependent and not any(_reads_data(e) for e in failures):
+    # symbols only where the tensors' own data decide sizes; the example's branches only where the Python
+    # code branches on such symbols.
+    scalar_ways = [("", as_tensors)] + [(" and Python scalars", values)] * bool(scalar_specs)
+    attempts = [("", "fake", as_tensors)] + [("with Python scalars: ", "fake", values)] * bool(scalar_specs) + \
+        [(f"with data-dependent sizes{label}: ", "symbols", s) for label, s in scalar_ways] + \
+        [(f"along the example's branches{label}: ", "example", s) for label, s in scalar_ways]
+    failures: list[tuple[str, Exception]] = []
+    for label, way, scalars in attempts:
+        if way == "symbols" and not any(_reads_data(e) for _, e in failures):
+            break
+        if way == "example" and not any(isinstance(e, CaptureError) for _, e in failures):
             break
         try:
-            graph, positive = _data_dependent_trace(problem, axes, scalars) if data_dependent else \
-                (_fake_trace(module.run, problem, axes, scalars), frozenset())
+            positive, guards = frozenset(), ()
+            if way == "fake":
+                graph = _fake_trace(module.run, problem, axes, scalars)
+            elif way == "symbols":
+                graph, positive = _data_dependent_trace(problem, axes, scalars)
+            else:
+                graph, guards = example_capture(problem, workload, module, scalars)
         except Exception as exc:  # noqa: BLE001 - any tracing failure: try the next way
-            failures.append(exc)
+            failures.append((label, exc))
             continue
         return Capture(graph, names, frozenset(scalar_specs), {}, axes, specialized=scalars is values and bool(values),
-                       positive_sizes=positive)
-    reasons = "; ".join(f"{label}{type(e).__name__}: {str(e)[:200]}" for (label, *_), e in zip(attempts, failures))
+                       positive_sizes=positive, guards=guards)
+    reasons = "; ".join(f"{label}{type(e).__name__}: {str(e)[:200]}" for label, e in failures)
     raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: {reasons}")
 
 
@@ -302,6 +320,20 @@ def _data_dependent_trace(problem: Problem, axes: dict[str, int],
     raise CaptureError(f"more than {MAX_SIZE_ASSUMPTIONS} data-dependent sizes would have to be assumed positive")
 
 
+def example_capture(problem: Problem, workload, module, scalars: dict[str, Any], seed: int = 0, device: str = "cpu"):
+    """The reference traced along the branches one real example of the workload's inputs (round `seed`)
+    takes, with the guards that keep the graph to them (kernelbench.generate.branch_guards)."""
+    example = dict(zip((a.name for a in problem.arguments(workload)),
+                       generate_inputs(problem, workload, device=device, seed=seed, reference_module=module)))
+    inputs = [scalars[name] if spec.is_scalar else example[name] for name, spec in problem.definition.inputs.items()]
+    reading = reference_reading_symbols(problem.definition.reference, problem.name)
+
+    def reading_symbols(*args):
+        with ListsAsSymbols():
+            return reading.run(*args)
+    return example_trace(_trace_fake, reading_symbols, inputs)
+
+
 def _fake_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any], mode) -> list[Any]:
     with mode:
         return [scalars[name] if spec.is_scalar else
@@ -311,7 +343,7 @@ def _fake_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any]
 
 def _trace_fake(run, inputs: list[Any]) -> torch.fx.GraphModule:
     def whole_attention(*args):
-        with KeepAttention():
+        with KeepAttention(), Refusal(HOST_COPIES):
             return run(*args)
     with _TRACING:
         try:

@@ -39,6 +39,16 @@ def _expr(size: Any) -> sympy.Expr:
     return sympy.expand(size.node.expr) if isinstance(size, torch.SymInt) else sympy.Integer(int(size))
 
 
+def read_symbol(value: Any) -> sympy.Symbol | None:
+    """The symbol a value read from data is, as created: `u0`, or for a flag read (`bool(t)`), `Eq(u0, 1)`'s u0."""
+    if not isinstance(value, SYMBOLIC):
+        return None
+    expr = value.node._expr
+    if isinstance(value, torch.SymBool) and isinstance(expr, sympy.Eq) and expr.rhs == 1:
+        expr = expr.lhs
+    return expr if isinstance(expr, sympy.Symbol) else None
+
+
 def same_size(a: Any, b: Any) -> bool:
     """Equal for every value of the symbols (decided on the expressions: asking torch would add a guard)."""
     return a == b if isinstance(a, int) and isinstance(b, int) else sympy.expand(_expr(a) - _expr(b)) == 0
@@ -59,13 +69,17 @@ class HostSizes:
 
     def define(self, value: Any, name: str) -> dict[str, str]:
         """Bind the symbols that `value` (just assigned to `name`) is the first to carry: symbol name -> text."""
+        # the symbol as created (`_expr`): a guard `Eq(u0, 3)` has the shape environment replace `u0` by 3
+        symbol = read_symbol(value)
+        if symbol is not None:
+            return self._bind(symbol, f"int({name})" if isinstance(value, torch.SymBool) else name)
         if isinstance(value, SYMBOLIC):
-            return self._bind(value.node.expr, name)
+            return {}
         bound = {}
         if isinstance(value, torch.Tensor):
             for d, size in enumerate(value.shape):
                 if isinstance(size, torch.SymInt):
-                    bound.update(self._bind(size.node.expr, f"{name}.shape[{d}]"))
+                    bound.update(self._bind(size.node._expr, f"{name}.shape[{d}]"))
         return bound
 
     def _bind(self, expr: sympy.Expr, text: str) -> dict[str, str]:
@@ -79,6 +93,14 @@ class HostSizes:
         if isinstance(value, SYMBOLIC):
             return self._expression(value.node.expr)
         return repr(value)
+
+    def bound(self, expr: sympy.Basic) -> bool:
+        """Every symbol of `expr` has a host value by now."""
+        return all(s in self.bindings for s in expr.free_symbols)
+
+    def condition(self, expr: sympy.Basic) -> str:
+        """A relation of symbolic sizes (a guard) as a host expression."""
+        return self._expression(expr)
 
     def _expression(self, expr: sympy.Basic) -> str:
         if isinstance(expr, sympy.Symbol):

@@ -61,6 +61,8 @@ def trace_programs(problem: Problem, lower: Callable[[Capture, int], dict]) -> T
         try:
             capture = capture_at(problem, workload, module)
             program = lower(capture, len(traced.programs))
+            if program.get("guards", 0) != len(capture.guards):   # a lowering that ignores them is wrong off the branch
+                raise Unsupported(f"{len(capture.guards)} branches on data the program does not check")
         except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
             traced.reasons.append(f"{shapes}: {exc}")
             traced.skipped.append(str(shapes))
