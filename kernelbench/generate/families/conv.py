@@ -72,25 +72,29 @@ class Conv(Family):
 
 
 DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 32, "group_m": 8, "block_p": 256, "num_warps": 4,
-            "num_stages": 3}
+            "num_stages": 3, "pack": True, "block_c": 16,
+            "interpreter_tiles": True}
 
 
 def configurations(batch: int, m: int, n: int, k: int, direct: bool, **_) -> list[Config]:
-    """Best guess first. Depthwise (direct) kernels are memory-bound: the block of positions and the warps.
+    """Best guess first. Depthwise (direct) kernels are memory-bound: the tile of positions x channels, the warps.
     Implicit GEMMs: square-ish tiles, wider ones when there are many positions, BLOCK_K a divisor-friendly
-    channel chunk (each kernel tap runs C_in/groups in BLOCK_K steps); few output channels take narrow tiles."""
+    channel chunk (each kernel tap runs C_in/groups in BLOCK_K steps); few output channels take narrow tiles;
+    the weight repacked once a call (output channels fastest) except in the last try."""
     if direct:
-        found = [{"block_p": p, "num_warps": w} for p, w in ((256, 4), (512, 4), (1024, 8), (128, 2), (2048, 8))]
+        found = [{"block_p": p, "block_c": c, "num_warps": w}
+                 for p, c, w in ((128, 16, 4), (256, 8, 4), (64, 32, 4), (256, 16, 8), (512, 4, 4))]
     else:
-        def config(bm, bn, bk, warps=4, stages=3):
+        def config(bm, bn, bk, warps=4, stages=3, pack=True):
             return {"block_m": bm, "block_n": min(bn, max(16, 1 << (n - 1).bit_length())), "block_k": bk,
-                    "group_m": 8, "num_warps": warps, "num_stages": stages}
+                    "group_m": 8, "num_warps": warps, "num_stages": stages, "pack": pack}
         if batch * m <= 4096:
             found = [config(64, 64, 32, 4, 4), config(64, 128, 32, 4, 4), config(32, 64, 64, 4, 4),
-                     config(128, 64, 32, 4, 3), config(64, 64, 64, 4, 3)]
+                     config(128, 64, 32, 4, 3), config(64, 64, 64, 4, 3), config(64, 64, 32, 4, 4, pack=False)]
         else:
             found = [config(128, 128, 32, 8, 3), config(128, 128, 64, 8, 3), config(128, 64, 32, 4, 4),
-                     config(64, 128, 32, 4, 4), config(256, 128, 32, 8, 3), config(128, 256, 32, 8, 3)]
+                     config(64, 128, 32, 4, 4), config(256, 128, 32, 8, 3), config(128, 256, 32, 8, 3),
+                     config(128, 128, 32, 8, 3, pack=False)]
     return list({json.dumps(c, sort_keys=True): c for c in found}.values())
 
 
