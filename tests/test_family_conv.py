@@ -64,12 +64,13 @@ def test_conv2d_bias_and_activation_become_one_kernel(tmp_path):
     assert 'input_precision="ieee"' in solution.sources[0].content                    # fp32: no TF32
 
 
-@pytest.mark.parametrize("block_k", [16, 64])   # 24 channels: two tap-major chunks (one ragged); one flat-K tile
-def test_stride_dilation_asymmetric_padding_and_groups_fp16(tmp_path, block_k):
-    problem = conv_problem(tmp_path, f"grouped{block_k}",
+@pytest.mark.parametrize("block_k, channels_last", [(16, False), (16, True), (64, False)])
+def test_stride_dilation_asymmetric_padding_and_groups_fp16(tmp_path, block_k, channels_last):
+    # 24 channels a group: two tap-major K steps (one ragged) from an NCHW or a channels-last copy; one flat-K tile
+    problem = conv_problem(tmp_path, f"grouped{block_k}{channels_last}",
                            "F.conv2d(x, w, b, stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)",
                            {"x": ["n", 48, 9, 8], "w": [20, 24, 3, 2], "b": [20]}, ["n", 20, 4, 11], "float16")
-    assert_all_pass(problem, {**SMALL_TILES, "block_k": block_k})
+    assert_all_pass(problem, {**SMALL_TILES, "block_k": block_k, "channels_last": channels_last})
 
 
 def test_conv1d_stride_two_with_gelu_in_bf16(tmp_path):

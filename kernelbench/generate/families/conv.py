@@ -72,7 +72,7 @@ class Conv(Family):
 
 
 DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 32, "group_m": 8, "block_p": 256, "num_warps": 4,
-            "num_stages": 3, "pack": True, "block_c": 16,
+            "num_stages": 3, "pack": True, "channels_last": False, "block_c": 16,
             "interpreter_tiles": True}
 
 
@@ -80,20 +80,24 @@ def configurations(batch: int, m: int, n: int, k: int, direct: bool, **_) -> lis
     """Best guess first. Depthwise (direct) kernels are memory-bound: the tile of positions x channels, the warps.
     Implicit GEMMs: square-ish tiles, wider ones when there are many positions, BLOCK_K a divisor-friendly
     channel chunk (each kernel tap runs C_in/groups in BLOCK_K steps); few output channels take narrow tiles;
-    the weight repacked once a call (output channels fastest) except in the last try."""
+    the weight repacked once a call (output channels fastest) except in the last try. An NCHW input's K tiles
+    (channels) are strided, which keeps Triton from pipelining their loads (cp.async needs vectors): large
+    shapes first try a channels-last copy of the input, whose K tiles are contiguous."""
     if direct:
         found = [{"block_p": p, "block_c": c, "num_warps": w}
                  for p, c, w in ((128, 16, 4), (256, 8, 4), (64, 32, 4), (256, 16, 8), (512, 4, 4))]
     else:
-        def config(bm, bn, bk, warps=4, stages=3, pack=True):
+        def config(bm, bn, bk, warps=4, stages=3, pack=True, channels_last=False):
             return {"block_m": bm, "block_n": min(bn, max(16, 1 << (n - 1).bit_length())), "block_k": bk,
-                    "group_m": 8, "num_warps": warps, "num_stages": stages, "pack": pack}
+                    "group_m": 8, "num_warps": warps, "num_stages": stages, "pack": pack,
+                    "channels_last": channels_last}
         if batch * m <= 4096:
-            found = [config(64, 64, 32, 4, 4), config(64, 128, 32, 4, 4), config(32, 64, 64, 4, 4),
-                     config(128, 64, 32, 4, 3), config(64, 64, 64, 4, 3), config(64, 64, 32, 4, 4, pack=False)]
+            found = [config(64, 64, 32, 4, 4), config(64, 64, 32, 4, 4, channels_last=True), config(64, 128, 32, 4, 4),
+                     config(32, 64, 64, 4, 4), config(128, 64, 32, 4, 3), config(64, 64, 32, 4, 4, pack=False)]
         else:
-            found = [config(128, 128, 32, 8, 3), config(128, 128, 64, 8, 3), config(128, 64, 32, 4, 4),
-                     config(64, 128, 32, 4, 4), config(256, 128, 32, 8, 3), config(128, 256, 32, 8, 3),
+            found = [config(128, 128, 32, 8, 3, channels_last=True), config(128, 128, 32, 8, 3),
+                     config(128, 128, 64, 8, 3, channels_last=True), config(128, 64, 32, 4, 4),
+                     config(64, 128, 32, 4, 4, channels_last=True), config(256, 128, 32, 8, 3, channels_last=True),
                      config(128, 128, 32, 8, 3, pack=False)]
     return list({json.dumps(c, sort_keys=True): c for c in found}.values())
 
