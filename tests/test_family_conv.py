@@ -158,6 +158,7 @@ def test_space_shape_classes_and_traffic(tmp_path):
     assert family.shape_class(match, axes).startswith("gemm,")
 
 
+@pytest.mark.slow   # Triton's full compilation to a cubin: ~20 s
 def test_the_gpu_path_compiles_for_sm90_without_the_interpreter_branch(tmp_path):
     """Triton's compiler (no GPU needed) builds the bf16 kernel for sm_90 in a process without TRITON_INTERPRET,
     where _INTERPRETED is False and the fp32 widening is never compiled."""
@@ -199,6 +200,8 @@ def test_a_render_passes_the_evaluator_in_a_child(tmp_path):
     conv_problem(tmp_path, "evaluated", "F.silu(F.conv2d(x, w, b, padding=1))",
                  {"x": ["n", 16, 6, 6], "w": [16, 16, 3, 3], "b": [16]}, ["n", 16, 6, 6], "bfloat16", tolerance=2e-2)
     problem = load_problem(tmp_path / "evaluated")          # from its directory: matching runs in a child
-    solution = FAMILIES["conv"].render(matched(problem), SMALL_TILES)
+    family = FAMILIES["conv"]
+    match = matched(problem)
+    solution = family.render(match, family.space(match, problem.axes_for(problem.workloads[0]))[0])
     traces = evaluate(problem, solution, EvalConfig(device="cpu", rounds=2, timing=None))
     assert [t.evaluation.status for t in traces] == [PASSED, PASSED], traces[0].evaluation.log[-2000:]
