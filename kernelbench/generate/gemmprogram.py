@@ -88,10 +88,7 @@ class GemmLowering:
         placeholders = [n for n in self.nodes if n.op == "placeholder"]
         self.parameters = {n: f"a{i}" for i, n in enumerate(placeholders)}
         self.scalars = {n for n, name in zip(placeholders, capture.inputs) if name in capture.scalar_inputs}
-        products = [n for n in self.nodes if n.op == "call_function" and n.target in PRODUCTS]
-        if len(products) != 1:
-            raise Unsupported(f"{len(products)} matrix products (the gemm family takes exactly one)")
-        self.product = products[0]
+        self.product = self.find_product()
         self.product_meta = tensor_meta(self.product)
         if self.product_meta.dtype not in DOT_DTYPES:
             raise Unsupported(f"a {self.product_meta.dtype} matrix product")
@@ -100,6 +97,13 @@ class GemmLowering:
         self.kernel_scalars: list[str] = []   # host expressions passed as scalar kernel parameters
         self.body: list[str] = []
         self.loads: dict[tuple, Value] = {}
+
+    def find_product(self) -> torch.fx.Node:
+        """The one product node the epilogue is read around (a subclass takes another op: convprogram)."""
+        products = [n for n in self.nodes if n.op == "call_function" and n.target in PRODUCTS]
+        if len(products) != 1:
+            raise Unsupported(f"{len(products)} matrix products (the gemm family takes exactly one)")
+        return products[0]
 
     # -------------------------------------------------------------- operands of the product
 
@@ -220,6 +224,11 @@ class GemmLowering:
                 except RuntimeError:
                     raise Unsupported("an output whose layout is no strided view of the product") from None
                 text = f"{text}.{'view' if view else 'reshape'}({_text(before)})"
+        return self.product_coordinates(text, probe, view)
+
+    def product_coordinates(self, text: str, probe: torch.Tensor, view: bool) -> str:
+        """A tensor of the product's shape (host code `text`, laid out like `probe`) as the kernel indexes it:
+        the product's shape itself here; a product that is no matrix (a convolution) views it as one."""
         return text
 
     def load(self, arg: torch.fx.Node, chain: list[torch.fx.Node]) -> Value:
