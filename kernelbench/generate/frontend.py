@@ -1075,7 +1075,7 @@ class Lowering:
         self.lines.append(f"    return _fallback({', '.join(self.parameters + self.outputs)})")
 
     def lower(self) -> dict:
-        from kernelbench.generate import selection  # built on this module
+        from kernelbench.generate import scans, selection  # built on this module
         guards = list(self.capture.guards)
         for item in self.items():
             if isinstance(item, Region):
@@ -1087,7 +1087,7 @@ class Lowering:
                             self.lines.append(f"{slot}.copy_({self.names[node]})")
             elif item.op == "output":
                 self.lines.append(f"return {self.argument(item.args[0])}")
-            elif selection.lowered(self, item):   # argmax, topk: generated kernels, not the library's
+            elif selection.lowered(self, item) or scans.lowered(self, item):   # argmax, topk, cumsum: generated
                 continue
             else:
                 self.statement(item)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
+from kernelbench.generate import scans
 from kernelbench.generate.frontend import Unsupported, dedupe_kernels, kernel_text, lower
 from kernelbench.generate.graph import Capture
 from kernelbench.generate.traced import parameters, plan_in_child, trace_programs, traced_solution
@@ -67,7 +68,7 @@ def render_programs(family: str, version: str, match: Match, config: Config, att
         summary=match.summary,
         config_text=json.dumps(config, sort_keys=True), block=int(config["block"]),
         num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
-        uses_tanh=any(k["uses_tanh"] for k in kernels), graph=bool(config.get("graph")),
+        uses_tanh=any(k["uses_tanh"] for k in kernels), scan_helpers=scans.helper_sources(kernels), graph=bool(config.get("graph")),
         ungraphed="(" + "".join(f"{p['function']}, " for p in programs
                                 if writes_an_input(p) or p["reads_data"]) + ")",
         attention=any("_attention(" in line for p in programs for line in p["lines"]),

@@ -1,0 +1,217 @@
+"""Scans in the front end: cumsum, cumprod, logcumsumexp, cummax and cummin along one dimension as generated
+kernels, so a graph of scans (chunk cumsums, top-p filters, MoE offsets, cu_seqlens) is not left to the library.
+
+The scanned tensor is viewed as [outer, width, inner] (the scanned dimension in the middle, read by its strides:
+the innermost dimension reads rows, another one reads columns of stride `inner`), one row per (outer, inner)
+pair. One program scans BLOCK_R rows: a row of up to TILE elements in one tile; a longer one swept in passes of
+BLOCK_D columns, each pass's tile scanned with `tl.associative_scan` (tl.cumsum / tl.cumprod for sums and
+products) and combined with the running total the previous passes left (`carry`: the tile's last prefix, read
+back with a masked sum so it is exactly the value stored there).
+
+torch's dtype rules (checked on CPU, torch 2.11): cumsum and cumprod of bool and integers give int64 (or the
+`dtype=` asked, the input converted to it first); half inputs are accumulated in fp32 and each prefix rounded
+once to the output type (CPU: acc_type<Half> is float, so cumsum(ones(5000, fp16)) is 5000, where an fp16
+running sum would stop at 2048); fp64 and integers accumulate in their own type (integer overflow wraps as
+torch's does). cummax/cummin keep the input's type and return int64 indices; on a tie the later index wins
+(torch compares with >=), and a NaN is larger than everything and sticks (the latest NaN's index), as torch's
+CPU and CUDA kernels do. logcumsumexp is float only. bool cummax/cummin, complex types, 0-d tensors and run-time
+sizes raise Unsupported: the op stays a library call.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.fx
+
+from kernelbench.generate.frontend import TL, Unsupported, compute_type, is_symbolic, tensor_meta
+
+aten = torch.ops.aten
+
+TILE = 1024              # columns of one pass (a power of two); a longer row is swept in passes
+TILE_ELEMENTS = 4096     # elements one program holds: short rows go several to a program
+KINDS = {aten.cumsum.default: "sum", aten.cumprod.default: "prod", aten.logcumsumexp.default: "logsumexp",
+         aten.cummax.default: "max", aten.cummin.default: "min"}
+PAIRED = ("max", "min")  # values and indices
+
+# Combine functions of tl.associative_scan: (earlier, later) -> their combination. Emitted once per module by
+# the template (templates/fused.py.j2) for the kernels that name them.
+HELPERS = {
+    "_scan_logaddexp": '''@triton.jit
+def _scan_logaddexp(a, b):
+    # log(e^a + e^b) = m + log(1 + e^(n - m)); equal operands (+-inf included) give m + log 2; NaN stays NaN
+    m = tl.maximum(a, b)
+    n = tl.minimum(a, b)
+    s = tl.where(m == n, m + 0.6931471805599453, m + tl.log(1.0 + tl.exp(n - m)))
+    return tl.where((a != a) | (b != b), a + b, s)''',
+    "_scan_max": '''@triton.jit
+def _scan_max(v1, i1, v2, i2):
+    # the later element wins ties and NaN beats everything: torch's cummax (x >= running or isnan(x))
+    later = (v2 != v2) | ((v1 == v1) & (v2 >= v1))
+    return tl.where(later, v2, v1), tl.where(later, i2, i1)''',
+    "_scan_min": '''@triton.jit
+def _scan_min(v1, i1, v2, i2):
+    later = (v2 != v2) | ((v1 == v1) & (v2 <= v1))
+    return tl.where(later, v2, v1), tl.where(later, i2, i1)''',
+}
+
+
+def helper_sources(kernels: list[dict]) -> list[str]:
+    """The combine functions the kernels call, each once."""
+    used = {name for k in kernels for line in k["body"] for name in HELPERS if f"{name}" in line}
+    return [HELPERS[name] for name in sorted(used)]
+
+
+def lowered(lowering, node: torch.fx.Node) -> bool:
+    """Lower a scan node into a kernel (and name its results); True when done, or when the node is an element
+    of a scan already lowered. False leaves the node to the library (nothing was changed)."""
+    if node.op != "call_function":
+        return False
+    if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) \
+            and node.args[0].target in KINDS and node in lowering.names:
+        return True
+    if node.target not in KINDS:
+        return False
+    try:
+        plan = Scan(lowering, node)
+    except Unsupported:
+        return False
+    plan.emit()
+    return True
+
+
+class Scan:
+    """The kernel and launch of one scan node (checked in the constructor, emitted by emit())."""
+
+    def __init__(self, lowering, node: torch.fx.Node):
+        self.lowering, self.node = lowering, node
+        self.kind = KINDS[node.target]
+        source = node.args[0]
+        meta = tensor_meta(source) if isinstance(source, torch.fx.Node) else None
+        if meta is None or is_symbolic(meta) or any(is_symbolic(tensor_meta(r)) for r in self.results()):
+            raise Unsupported("a scan of run-time size")
+        if meta.dim() == 0 or meta.numel() == 0:
+            raise Unsupported("a scan of a 0-d or empty tensor")
+        if meta.dtype not in TL:
+            raise Unsupported(f"a scan over {meta.dtype}")
+        self.source_dtype = meta.dtype
+        if self.kind in PAIRED:
+            if meta.dtype == torch.bool:
+                raise Unsupported("cummax/cummin of bool")
+            self.out_dtype = meta.dtype
+        else:
+            self.out_dtype = tensor_meta(node).dtype
+            if self.out_dtype not in TL or self.out_dtype == torch.bool:
+                raise Unsupported(f"a scan into {self.out_dtype}")
+            if self.kind == "logsumexp" and not self.out_dtype.is_floating_point:
+                raise Unsupported("logcumsumexp of integers")
+        self.acc = compute_type(self.out_dtype)
+        shape = tuple(meta.shape)
+        d = node.args[1] % len(shape)
+        self.outer, self.width, self.inner = math.prod(shape[:d]), shape[d], math.prod(shape[d + 1:])
+        self.rows = self.outer * self.inner
+        if self.rows * self.width >= 2 ** 31:
+            raise Unsupported("a scan of 2^31 elements or more")
+        self.block_d = min(1 << (self.width - 1).bit_length(), TILE)
+        self.block_r = max(1, min(1 << (self.rows - 1).bit_length(), TILE_ELEMENTS // self.block_d))
+
+    def results(self) -> list[torch.fx.Node]:
+        """The nodes holding the results: the node itself, or the getitem users of cummax/cummin."""
+        if self.kind not in PAIRED:
+            return [self.node]
+        users = list(self.node.users)
+        if not all(u.target is operator.getitem and u.args[1] in (0, 1) for u in users):
+            raise Unsupported("a cummax/cummin read other than by its values and indices")
+        return users
+
+    # ------------------------------------------------------------------ kernel text
+
+    def identity(self) -> str:
+        """The value a masked column holds (past the row's end: never stored, never in an earlier prefix)."""
+        return {"sum": "0", "prod": "1", "logsumexp": "float('-inf')"}.get(self.kind, "0")
+
+    def scan_lines(self) -> list[str]:
+        """`y` (and `j`, the indices) from `x` [BLOCK_R, BLOCK_D] combined with the running `carry`."""
+        if self.kind == "sum":
+            return ["y = carry + tl.cumsum(x, 1)"]
+        if self.kind == "prod":
+            return ["y = carry * tl.cumprod(x, 1)"]
+        if self.kind == "logsumexp":
+            return ["y = _scan_logaddexp(carry, tl.associative_scan(x, 1, _scan_logaddexp))"]
+        combine = "_scan_max" if self.kind == "max" else "_scan_min"
+        # carry_j < 0: no earlier pass, whose carry must lose to every element (a NaN included)
+        return [f"y, j = tl.associative_scan((x, col + tl.zeros_like(row)), 1, {combine})",
+                f"y2, j2 = {combine}(carry, carry_j, y, j)",
+                "y = tl.where(carry_j < 0, y, y2)",
+                "j = tl.where(carry_j < 0, j, j2)"]
+
+    def kernel_body(self) -> list[str]:
+        acc = TL[self.acc]
+        converted = "x" if self.source_dtype == self.out_dtype else f"x.to({TL[self.out_dtype]})"
+        body = ["row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
+                f"live = row < {self.rows}",
+                f"base = (row // {self.inner}) * s0 + (row % {self.inner}) * s2",
+                f"at = (row // {self.inner}) * {self.width * self.inner} + row % {self.inner}"]
+        if self.kind in PAIRED:   # the winner so far and its index (-1: none yet)
+            body += [f"carry = tl.zeros([BLOCK_R, 1], {acc})",
+                     "carry_j = tl.full([BLOCK_R, 1], -1, tl.int64)"]
+        else:
+            body.append(f"carry = tl.full([BLOCK_R, 1], {self.identity()}, {acc})")
+        body += [f"for start in range(0, {self.width}, BLOCK_D):",
+                 "    col = start + tl.arange(0, BLOCK_D)[None, :]",
+                 f"    mask = live & (col < {self.width})",
+                 f"    x = tl.load(in0 + base + col * s1, mask=mask, other={self.identity()})",
+                 f"    x = {converted}.to({acc})"]
+        body += ["    " + line for line in self.scan_lines()]
+        body += ["    last = col == start + BLOCK_D - 1"]
+        if self.kind in PAIRED:
+            body += ["    carry = tl.sum(tl.where(last, y, 0), 1)[:, None]",
+                     "    carry_j = tl.sum(tl.where(last, j, 0), 1)[:, None]",
+                     f"    tl.store(out0 + at + col * {self.inner}, y.to({TL[self.out_dtype]}), mask=mask)",
+                     f"    tl.store(out1 + at + col * {self.inner}, j, mask=mask)"]
+        else:
+            body += ["    carry = tl.sum(tl.where(last, y, 0), 1)[:, None]",
+                     f"    tl.store(out0 + at + col * {self.inner}, y.to({TL[self.out_dtype]}), mask=mask)"]
+        return body
+
+    # ------------------------------------------------------------------ host code
+
+    def emit(self) -> None:
+        lowering, node = self.lowering, self.node
+        name = f"v{lowering.partition.index[node]}"
+        source = lowering.argument(node.args[0])
+        slots = {}   # output position (0 values, 1 indices) -> host variable
+        for result in self.results():
+            position = 1 if result is not node and result.args[1] == 1 else 0
+            if position in slots:
+                lowering.names[result] = slots[position]
+                continue
+            meta = tensor_meta(result)
+            if result in lowering.destinations:   # stored straight into the returned tensor
+                slots[position] = lowering.destinations[result][0]
+            else:
+                slots[position] = f"{name}_{'indices' if position else 'values'}"
+                lowering.lines.append(f"{slots[position]} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, "
+                                      f"device={lowering.device})")
+            lowering.names[result] = slots[position]
+        positions = (0, 1) if self.kind in PAIRED else (0,)
+        for position in positions:   # a result nobody reads still needs a buffer to be stored into
+            if position not in slots:
+                dtype = torch.int64 if position else self.out_dtype
+                slots[position] = f"{name}_{'indices' if position else 'values'}"
+                lowering.lines.append(f"{slots[position]} = torch.empty(({self.rows * self.width},), "
+                                      f"dtype={dtype}, device={lowering.device})")
+        outputs = [slots[p] for p in positions]
+        lowering.lines.append(f"{name}_x = {source}.reshape({self.outer}, {self.width}, {self.inner})")
+        kernel = f"{lowering.prefix}_k{len(lowering.kernels)}"
+        parameters = ["in0", *[f"out{p}" for p in positions], "s0", "s1", "s2",
+                      "BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr"]
+        lowering.kernels.append({"name": kernel, "parameters": parameters, "body": self.kernel_body(),
+                                 "unspecialized": [], "uses_tanh": False})
+        warps = min(8, max(1, self.block_r * self.block_d // 512))
+        lowering.lines.append(f"{kernel}[(triton.cdiv({self.rows}, {self.block_r}),)]({name}_x, {', '.join(outputs)}, "
+                              f"{name}_x.stride(0), {name}_x.stride(1), {name}_x.stride(2), BLOCK_R={self.block_r}, "
+                              f"BLOCK_D={self.block_d}, num_warps={warps})")
+        lowering.launches += 1
