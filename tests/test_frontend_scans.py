@@ -18,6 +18,10 @@ def lines(match) -> str:
     return "\n".join(line for p in match.plan["programs"] for line in p["lines"])
 
 
+def row_kernels(match) -> list[str]:
+    return ["\n".join(k["body"]) for p in match.plan["programs"][:1] for k in p["kernels"]]
+
+
 def scanned(tmp_path, name, reference, inputs, outputs, axes=LONG, workloads=FEW_ROWS, tolerance=1e-2,
             expected=None):
     """The problem's match with no scan left to the library (`expected` launches a call); every workload passes."""
@@ -38,8 +42,7 @@ def test_a_graph_of_one_cumsum_is_a_generated_kernel_swept_in_passes(tmp_path, m
     assert "for start in range(0, 300, BLOCK_D)" in "\n".join(match.plan["programs"][0]["kernels"][0]["body"])
 
 
-def test_cumsum_of_a_mask_is_int64_and_fp16_accumulates_in_fp32(tmp_path, monkeypatch):
-    monkeypatch.setattr(scans, "TILE", 1024)
+def test_cumsum_of_a_mask_is_int64_and_fp16_accumulates_in_fp32(tmp_path):
     # 3000 ones: an fp16 running sum stops at 2048; torch (and the kernel) accumulate in fp32
     reference = ("import torch\n\ndef run(x):\n"
                  "    ones = (x * 0 + 1).half()\n"
@@ -47,11 +50,10 @@ def test_cumsum_of_a_mask_is_int64_and_fp16_accumulates_in_fp32(tmp_path, monkey
     axes = {"n": {"type": "var"}, "h": {"type": "const", "value": 3000}}
     match = scanned(tmp_path, "cumsum_types", reference, {"x": (["n", "h"], "float32")},
                     {"c": (["n", "h"], "int64"), "s": (["n", "h"], "float16"), "d": (["n", "h"], "float64")},
-                    axes=axes, tolerance=1e-3)
+                    axes=axes, tolerance=1e-3, expected=1)
     # the interpreter's numpy sums fp16 tiles precisely whatever the kernel asks: check the types it asks for
-    bodies = ["\n".join(k["body"]) for k in match.plan["programs"][0]["kernels"]]
-    half = [b for b in bodies if "y.to(tl.float16)" in b]
-    assert half and "x = x.to(tl.float32)" in half[0] and "carry = tl.full([BLOCK_R, 1], 0, tl.float32)" in half[0]
+    body = row_kernels(match)[0]
+    assert "0).to(tl.float32)" in body and "0).to(tl.float16)" not in body and "0).to(tl.int64)" in body
 
 
 def test_cummax_and_cummin_take_the_later_tie_and_keep_nan(tmp_path, monkeypatch):
@@ -69,16 +71,21 @@ def test_cummax_and_cummin_take_the_later_tie_and_keep_nan(tmp_path, monkeypatch
              "j": (["n", "h"], "int64")}, tolerance=0.0)
 
 
-def test_logcumsumexp_with_infinities_and_cumprod(tmp_path, monkeypatch):
+def test_logcumsumexp_with_infinities_cumprod_and_fp16_over_a_leading_dimension_in_passes(tmp_path, monkeypatch):
     monkeypatch.setattr(scans, "TILE", 64)
     # prefixes of -inf (and past a +inf) must stay infinite, never NaN (an infinite value fails any check: they
-    # are zeroed after the scan); bf16 in, rounded once
+    # are zeroed after the scan); columns of 300 read by stride, 5 passes; an fp16 running sum held in fp32
     reference = ("import torch\n\ndef run(x):\n"
-                 "    z = torch.where(x < -0.5, float('-inf'), torch.where(x > 2.5, float('inf'), x)).bfloat16()\n"
-                 "    l = torch.logcumsumexp(z, dim=-1)\n"
-                 "    return torch.where(torch.isinf(l), 0.0, l), torch.cumprod(1.0 + x * 0.01, dim=-1)\n")
-    scanned(tmp_path, "logcumsumexp", reference, {"x": (["n", "h"], "float32")},
-            {"l": (["n", "h"], "bfloat16"), "p": (["n", "h"], "float32")})
+                 "    z = torch.where(x < -0.5, float('-inf'), torch.where(x > 2.5, float('inf'), x))\n"
+                 "    l = torch.logcumsumexp(z, dim=0)\n"
+                 "    return torch.where(torch.isinf(l), 0.0, l), torch.cumprod(1.0 + x * 0.01, dim=0), "
+                 "torch.cumsum(x.half(), 0)\n")
+    axes = {"n": {"type": "var"}, "h": {"type": "const", "value": 300}}
+    match = scanned(tmp_path, "logcumsumexp", reference, {"x": (["h", "n"], "float32")},
+                    {"l": (["h", "n"], "float32"), "p": (["h", "n"], "float32"), "s": (["h", "n"], "float16")},
+                    axes=axes)
+    half = [b for b in row_kernels(match) if "y.to(tl.float16)" in b]
+    assert half and "x = x.to(tl.float32)" in half[0] and "carry = tl.full([BLOCK_R, 1], 0, tl.float32)" in half[0]
 
 
 def test_scans_over_leading_dimensions_read_by_strides(tmp_path):
@@ -96,3 +103,36 @@ def test_a_cummax_of_bool_stays_a_library_call(tmp_path):
                    {"i": (["n", "h"], "int64"), "y": (["n", "h"], "float32")}, FEW_ROWS)
     text = lines(fused(problem))
     assert "aten.cummax" in text and "aten.cumsum" not in text
+
+
+def test_a_scan_fuses_with_its_prologue_and_epilogue_in_one_row_kernel(tmp_path):
+    # exp -> cumsum -> log (a log-cumsum-exp written out), a mask's running count compared, and the reverse
+    # cumsum of a chunked backward (row sum - cumsum + g): each one launch with the elementwise work around it
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    a = torch.log(torch.cumsum(torch.exp(x), dim=-1))\n"
+                 "    b = torch.cumsum(x > 0.5, dim=-1) <= 3\n"
+                 "    g = x * 2.0\n"
+                 "    c = g.sum(-1, keepdim=True) - torch.cumsum(g, dim=-1) + g\n"
+                 "    return a, b, c\n")
+    match = scanned(tmp_path, "fused_rows", reference, {"x": (["n", "h"], "float32")},
+                    {"a": (["n", "h"], "float32"), "b": (["n", "h"], "bool"), "c": (["n", "h"], "float32")},
+                    expected=1)
+    assert any("tl.cumsum(" in body and "tl.exp(" in body and "tl.log(" in body for body in row_kernels(match))
+
+
+def test_a_long_row_scan_carries_its_running_value_across_the_passes(tmp_path, monkeypatch):
+    from kernelbench.generate import rowfusion
+    monkeypatch.setattr(rowfusion, "MAX_ROW_BLOCK", 64)
+    monkeypatch.setattr(rowfusion, "LOOP_BLOCK", 64)
+    monkeypatch.setattr(rowfusion, "MIN_LOOPED_ROWS", 1)
+    # a top-p filter's shape: softmax (a pass for its max and sum), then the running mass of it, compared (one
+    # kernel); logcumsumexp of an fp16 row with its prologue (another; the interpreter rounds fp32 to bf16 wrongly)
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    p = torch.softmax(x, dim=-1)\n"
+                 "    keep = (torch.cumsum(p, dim=-1) - p) < 0.5\n"
+                 "    return torch.where(keep, p, 0.0), torch.logcumsumexp(x.half() * 3, dim=-1)\n")
+    match = scanned(tmp_path, "looped_rows", reference, {"x": (["n", "h"], "float32")},
+                    {"y": (["n", "h"], "float32"), "l": (["n", "h"], "float16")}, expected=2)
+    softmax, logcumsumexp = row_kernels(match)
+    assert softmax.count("for start in range(0, 300, BLOCK_D)") == 2 and "tl.cumsum(" in softmax
+    assert "_scan_logaddexp(carry" in logcumsumexp and "* 3.0" in logcumsumexp

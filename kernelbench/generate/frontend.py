@@ -1052,7 +1052,7 @@ class Lowering:
     def fused(self, region: Region) -> None:
         """A region's kernel; what cannot be lowered falls back piece by piece (a row region to the parts
         it joined, a flat region to aten calls)."""
-        from kernelbench.generate import rowfusion  # built on this module
+        from kernelbench.generate import rowfusion, scans  # built on this module
         try:
             if isinstance(region, rowfusion.RowRegion):
                 rowfusion.emit_row_region(self, region)
@@ -1065,7 +1065,8 @@ class Lowering:
                         self.fused(part)
                     else:
                         for node in part:
-                            self.statement(node)
+                            if not scans.lowered(self, node):   # a scan alone is still a generated kernel
+                                self.statement(node)
             else:
                 for node in region.nodes:
                     self.statement(node)

@@ -5,7 +5,8 @@ A row region joins, around a reduction of a [rows, width] operand:
   - its prologue: the elementwise region that produces the reduced operand;
   - the small elementwise ops on the reduced values ([rows, 1] or [rows]);
   - its epilogue: elementwise consumers of the row's shape reading the reduced values by broadcast;
-  - other reductions over the same rows (mean and variance, max and sum in softmax).
+  - other reductions over the same rows (mean and variance, max and sum in softmax);
+  - scans along the rows (cumsum, cumprod, logcumsumexp: kernelbench.generate.scans), full-size like the epilogue.
 Every part keeps the flat order of its values, so a full-size value at (row, col) sits at flat index
 row * width + col and a reduced one at row; the region stays convex (the regions, as super-nodes, a DAG).
 
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from kernelbench.generate import gathers
+from kernelbench.generate import gathers, scans
 from kernelbench.generate.frontend import (
     ORDER_KEEPING_VIEWS,
     RULES,
@@ -72,7 +73,11 @@ class RowRegion(Region):
 # ----------------------------------------------------------------------------- which reductions
 
 def row_shape(node: torch.fx.Node) -> tuple[int, int] | None:
-    """(rows, width) of a supported reduction over the innermost dimensions of a float tensor, else None."""
+    """(rows, width) of a supported reduction over the innermost dimensions of a float tensor, or of a scan
+    along the innermost dimension (kernelbench.generate.scans), else None."""
+    if node.op == "call_function" and node.target in scans.ROW_SCANS:
+        shape = scans.row_shape(node)
+        return None if shape is None or shape[1] > MAX_ROW_BLOCK and shape[0] < MIN_LOOPED_ROWS else shape
     kind = REDUCTIONS.get(node.target) if node.op == "call_function" else None
     source = node.args[0] if kind else None
     if not kind or not _static(source) or not _static(node):
@@ -395,6 +400,7 @@ class RowKernel:
                     self.store(self.row_tile, outputs.index(node), node, "row", "row_mask")
 
     def open_loop(self) -> Tile:
+        self.loop_at = len(self.body)   # where a scan's running value is set before the loop
         self.body += [f"for start in range(0, {self.width}, BLOCK_D):",
                       "    col = start + tl.arange(0, BLOCK_D)[None, :]",
                       f"    mask = row_mask & (col < {self.width})",
@@ -519,6 +525,8 @@ class RowKernel:
         kind = REDUCTIONS.get(node.target)
         if node.target in gathers.GATHERS:
             expression, rounded = self.gather(node, tile, shape), False
+        elif node.target in scans.ROW_SCANS:
+            expression, rounded = scans.row_scan(self, node, tile, shape), True
         elif kind is None:
             arguments = [self.value(a, tile, shape) for a in node.args]
             keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}

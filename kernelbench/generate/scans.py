@@ -1,6 +1,14 @@
 """Scans in the front end: cumsum, cumprod, logcumsumexp, cummax and cummin along one dimension as generated
 kernels, so a graph of scans (chunk cumsums, top-p filters, MoE offsets, cu_seqlens) is not left to the library.
 
+A cumsum / cumprod / logcumsumexp along the innermost dimension joins the row machinery
+(kernelbench.generate.rowfusion: `row_shape` seeds or joins a row region, `row_scan` writes it into the row
+kernel), so it is fused with the elementwise work and the reductions on the same rows (exp -> cumsum -> log,
+mask -> cumsum -> compare, softmax -> cumsum -> top-p mask): in registers the whole row is one tl.cumsum; in a
+long row's passes the running value is set before each pass's loop and carried from step to step. Any other
+scan (another dimension, cummax/cummin, a scan that joins nothing or whose row region cannot be lowered) is
+its own kernel, below.
+
 The scanned tensor is viewed as [outer, width, inner] (the scanned dimension in the middle, read by its strides:
 the innermost dimension reads rows, another one reads columns of stride `inner`), one row per (outer, inner)
 pair. One program scans BLOCK_R rows: a row of up to TILE elements in one tile; a longer one swept in passes of
@@ -56,6 +64,49 @@ def _scan_min(v1, i1, v2, i2):
     later = (v2 != v2) | ((v1 == v1) & (v2 <= v1))
     return tl.where(later, v2, v1), tl.where(later, i2, i1)''',
 }
+
+
+ROW_SCANS = {aten.cumsum.default: "sum", aten.cumprod.default: "prod", aten.logcumsumexp.default: "logsumexp"}
+
+
+def row_shape(node: torch.fx.Node) -> tuple[int, int] | None:
+    """(rows, width) of a one-result scan over the innermost dimension (kernelbench.generate.rowfusion joins it
+    to the elementwise work on its rows), else None."""
+    meta = tensor_meta(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+    result = tensor_meta(node)
+    if meta is None or result is None or is_symbolic(meta) or meta.dim() == 0 or meta.numel() == 0 \
+            or meta.dtype not in TL or result.dtype not in TL or result.dtype == torch.bool \
+            or node.args[1] % meta.dim() != meta.dim() - 1:
+        return None
+    width = meta.shape[-1]
+    return (meta.numel() // width, width) if width > 1 else None
+
+
+def row_scan(kernel, node: torch.fx.Node, tile, shape: tuple[int, ...]) -> str:
+    """The scan's expression in a row kernel's tile (kernelbench.generate.rowfusion.RowKernel): the whole row in
+    registers, or one step of a pass, combined with a running value set before the pass's loop and updated
+    after each step."""
+    if shape != tuple(tensor_meta(node).shape):
+        raise Unsupported(f"{node.name}: a scan read by broadcast")
+    kind, acc = ROW_SCANS[node.target], compute_type(tensor_meta(node).dtype)
+    identity = {"sum": "0", "prod": "1", "logsumexp": "float('-inf')"}[kind]
+    source = kernel.value(node.args[0], tile, shape)
+    x = kernel.name("s")
+    pad = tile.indent
+    # the input converted to the result's type first (cumsum(x, dtype=...)), then held in the accumulation type
+    converted = source.to(tensor_meta(node).dtype) if source.ctype != acc else source.text
+    kernel.body.append(f"{pad}{x} = tl.where(mask, {converted}, {identity}).to({TL[acc]})")
+    scanned = {"sum": f"tl.cumsum({x}, 1)", "prod": f"tl.cumprod({x}, 1)",
+               "logsumexp": f"tl.associative_scan({x}, 1, _scan_logaddexp)"}[kind]
+    if not pad:   # the whole row in this tile
+        return scanned
+    carry, y = kernel.name("carry"), kernel.name("y")
+    kernel.body.insert(kernel.loop_at, f"{carry} = tl.full([BLOCK_R, 1], {identity}, {TL[acc]})")
+    combined = {"sum": f"{carry} + {scanned}", "prod": f"{carry} * {scanned}",
+                "logsumexp": f"_scan_logaddexp({carry}, {scanned})"}[kind]
+    kernel.body += [f"{pad}{y} = {combined}",
+                    f"{pad}{carry} = tl.sum(tl.where(col == start + BLOCK_D - 1, {y}, 0), 1)[:, None]"]
+    return y
 
 
 def helper_sources(kernels: list[dict]) -> list[str]:
