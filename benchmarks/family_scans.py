@@ -34,11 +34,11 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from family_selection import markdown, measure  # noqa: E402  (the same timing, checks and table)
+from family_selection import markdown, measure  # the same timing, checks and table
 
-import kernelbench.generate.families  # noqa: E402,F401  (registers the families)
-from kernelbench.core.problem import load_problem  # noqa: E402
-from kernelbench.generate.family import FAMILIES  # noqa: E402
+import kernelbench.generate.families  # noqa: F401  (registers the families)
+from kernelbench.core.problem import load_problem
+from kernelbench.generate.family import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"mamba2 chunk cumsum": "L1/076_mamba2_2_7b_chunk_cumsum", "capacity cumsum": "L1/077_switch_base_128_capacity_cumsum",

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
-from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
 from kernelbench.generate import scans
+from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
 from kernelbench.generate.frontend import Unsupported, dedupe_kernels, kernel_text, lower
 from kernelbench.generate.graph import Capture
 from kernelbench.generate.traced import parameters, plan_in_child, trace_programs, traced_solution
