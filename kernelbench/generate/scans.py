@@ -43,6 +43,8 @@ TILE_ELEMENTS = 4096     # elements one program holds: short rows go several to 
 KINDS = {aten.cumsum.default: "sum", aten.cumprod.default: "prod", aten.logcumsumexp.default: "logsumexp",
          aten.cummax.default: "max", aten.cummin.default: "min"}
 PAIRED = ("max", "min")  # values and indices
+# what a column past the row's end holds (never stored, never in an earlier prefix; keeps the tile finite)
+IDENTITY = {"sum": "0", "prod": "1", "logsumexp": "float('-inf')", "max": "0", "min": "0"}
 
 # Combine functions of tl.associative_scan: (earlier, later) -> their combination. Emitted once per module by
 # the template (templates/fused.py.j2) for the kernels that name them.
@@ -89,7 +91,7 @@ def row_scan(kernel, node: torch.fx.Node, tile, shape: tuple[int, ...]) -> str:
     if shape != tuple(tensor_meta(node).shape):
         raise Unsupported(f"{node.name}: a scan read by broadcast")
     kind, acc = ROW_SCANS[node.target], compute_type(tensor_meta(node).dtype)
-    identity = {"sum": "0", "prod": "1", "logsumexp": "float('-inf')"}[kind]
+    identity = IDENTITY[kind]
     source = kernel.value(node.args[0], tile, shape)
     x = kernel.name("s")
     pad = tile.indent
@@ -111,7 +113,7 @@ def row_scan(kernel, node: torch.fx.Node, tile, shape: tuple[int, ...]) -> str:
 
 def helper_sources(kernels: list[dict]) -> list[str]:
     """The combine functions the kernels call, each once."""
-    used = {name for k in kernels for line in k["body"] for name in HELPERS if f"{name}" in line}
+    used = {name for k in kernels for line in k["body"] for name in HELPERS if name in line}
     return [HELPERS[name] for name in sorted(used)]
 
 
@@ -179,10 +181,6 @@ class Scan:
 
     # ------------------------------------------------------------------ kernel text
 
-    def identity(self) -> str:
-        """The value a masked column holds (past the row's end: never stored, never in an earlier prefix)."""
-        return {"sum": "0", "prod": "1", "logsumexp": "float('-inf')"}.get(self.kind, "0")
-
     def scan_lines(self) -> list[str]:
         """`y` (and `j`, the indices) from `x` [BLOCK_R, BLOCK_D] combined with the running `carry`."""
         if self.kind == "sum":
@@ -209,11 +207,11 @@ class Scan:
             body += [f"carry = tl.zeros([BLOCK_R, 1], {acc})",
                      "carry_j = tl.full([BLOCK_R, 1], -1, tl.int64)"]
         else:
-            body.append(f"carry = tl.full([BLOCK_R, 1], {self.identity()}, {acc})")
+            body.append(f"carry = tl.full([BLOCK_R, 1], {IDENTITY[self.kind]}, {acc})")
         body += [f"for start in range(0, {self.width}, BLOCK_D):",
                  "    col = start + tl.arange(0, BLOCK_D)[None, :]",
                  f"    mask = live & (col < {self.width})",
-                 f"    x = tl.load(in0 + base + col * s1, mask=mask, other={self.identity()})",
+                 f"    x = tl.load(in0 + base + col * s1, mask=mask, other={IDENTITY[self.kind]})",
                  f"    x = {converted}.to({acc})"]
         body += ["    " + line for line in self.scan_lines()]
         body += ["    last = col == start + BLOCK_D - 1"]
