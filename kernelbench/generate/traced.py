@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
@@ -82,6 +83,15 @@ def parameters(problem: Problem) -> dict:
     scalars = {n for n, spec in problem.definition.inputs.items() if spec.is_scalar}
     return {"inputs": list(names.values()), "tensor_parameters": [a for n, a in names.items() if n not in scalars],
             "scalar_parameters": [a for n, a in names.items() if n in scalars]}
+
+
+def io_sizes(problem: Problem) -> dict:
+    """The element bytes of every input and output and the outputs' shapes: what a product family's traffic
+    estimate reads from its plan."""
+    definition = problem.definition
+    return {"sizes": {n: torch_dtype(s.dtype).itemsize for n, s in {**definition.inputs, **definition.outputs}.items()
+                      if s.shape is not None},
+            "output_shapes": {n: list(s.shape) for n, s in definition.outputs.items()}}
 
 
 def plan_in_child(function: str, problem: Problem, time_limit_s: float,
