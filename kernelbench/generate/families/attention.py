@@ -14,10 +14,16 @@ import math
 
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
-from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
 from kernelbench.generate.families import fused
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    register_family,
+)
 from kernelbench.generate.handwritten_attention import recognize_attention
-from kernelbench.generate.traced import plan_in_child
+from kernelbench.generate.traced import plan_in_child, register_planner
 from templates import render as render_template
 
 # (block_m, block_n, num_warps, num_stages, split): prefill tiles first (FlashAttention-2's forward on sm_90 runs
@@ -65,3 +71,6 @@ def kernel_source(attention_config: dict) -> str:
     (tests and benchmarks)."""
     return ("import math\nimport os\n\nimport torch\nimport triton\nimport triton.language as tl\n\n\n"
             + render_template("attention.py.j2", attention_config=attention_config))
+
+
+register_planner(f"{__name__}:programs_of")

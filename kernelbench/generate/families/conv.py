@@ -30,6 +30,7 @@ from kernelbench.generate.traced import (
     io_sizes,
     parameters,
     plan_in_child,
+    register_planner,
     trace_programs,
     traced_solution,
 )
@@ -149,3 +150,6 @@ def summarize(plan: dict) -> str:
     return (f"{len(programs)} traced shape(s), {len(plan['kernels'])} kernel set(s), {' and '.join(kinds)} "
             f"convolution" + (f" with up to {epilogue} epilogue op(s)" if epilogue else "")
             + (f", {len(plan['skipped'])} shape(s) left to the reference" if plan["skipped"] else ""))
+
+
+register_planner(f"{__name__}:programs_of")

@@ -29,6 +29,7 @@ from kernelbench.generate.traced import (
     io_sizes,
     parameters,
     plan_in_child,
+    register_planner,
     trace_programs,
     traced_solution,
 )
@@ -145,3 +146,6 @@ def summarize(plan: dict) -> str:
             f"{'batched ' if any(p['batch'] > 1 for p in programs) else ''}matrix product"
             + (f" with up to {epilogue} epilogue op(s)" if epilogue else "")
             + (f", {len(plan['skipped'])} shape(s) left to the reference" if plan["skipped"] else ""))
+
+
+register_planner(f"{__name__}:programs_of")
