@@ -36,9 +36,10 @@ VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 HALF = (torch.float16, torch.bfloat16)
 
 
-def attention_node(q, k, v, mask, factors, divisors, cap, dtype):
+def attention_node(q, k, v, mask, factors, divisors, cap, dtype, causal=None, window=None):
     """The node's meaning (eager, for reading; the solution runs the template's kernel): softmax over the keys of
-    cap * tanh(q k^T * scale / cap) (no cap: q k^T * scale), masked, times v, in `dtype`."""
+    cap * tanh(q k^T * scale / cap) (no cap: q k^T * scale), masked, times v, in `dtype`. causal / window: the
+    position band of templates/attention.py.j2's `_flash_attention` (kernelbench.generate.attention_masks)."""
     scale = math.prod(float(f) for f in factors) / math.prod(float(d) for d in divisors)
     group = q.shape[1] // k.shape[1]
     scores = q.float() @ k.float().repeat_interleave(group, 1).transpose(-1, -2) * scale
@@ -46,6 +47,12 @@ def attention_node(q, k, v, mask, factors, divisors, cap, dtype):
         scores = float(cap) * torch.tanh(scores / float(cap))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    if causal is not None:
+        i = torch.arange(scores.shape[-2], device=q.device).view(-1, 1)
+        j = torch.arange(scores.shape[-1], device=q.device).view(1, -1)
+        shift = scores.shape[-1] - scores.shape[-2] if causal == "bottom" else 0
+        hidden = (j > i + shift) | ((j <= i + shift - window) if window is not None else False)
+        scores = scores.masked_fill(hidden, float("-inf"))
     probabilities = torch.softmax(scores, -1).nan_to_num(0.0)
     return (probabilities @ v.float().repeat_interleave(group, 1)).to(dtype)
 

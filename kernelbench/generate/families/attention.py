@@ -14,8 +14,10 @@ import math
 
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
+from kernelbench.generate.attention_masks import lower_position_masks
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
 from kernelbench.generate.families import fused
+from kernelbench.generate.graph import Capture
 from kernelbench.generate.handwritten_attention import recognize_attention
 from kernelbench.generate.traced import plan_in_child
 from templates import render as render_template
@@ -50,7 +52,7 @@ class Attention(Family):
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
     """The fused family's plan with attention recognised and lowered to the flash kernel; None without attention."""
-    plan, why_not = fused.programs_of(problem, recognize_attention, attention_kernels=True)
+    plan, why_not = fused.programs_of(problem, prepare, attention_kernels=True)
     if plan is None:
         return None, why_not
     calls = ("_attention(", "_attention_node(")
@@ -58,6 +60,12 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
         return None, f"{problem.name}: no attention in the traced graphs"
     return plan, ""
 
+
+
+def prepare(capture: Capture) -> None:
+    """Hand-written attention as attention nodes, then their position masks as the kernel's causal / window band."""
+    recognize_attention(capture)
+    lower_position_masks(capture)
 
 
 def kernel_source(attention_config: dict) -> str:

@@ -1,0 +1,91 @@
+"""Position masks lowered to the flash kernel's causal / window band (kernelbench.generate.attention_masks): the
+exact band fit, what must not fit (negative cases), and whole problems whose masks run as a band."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernelbench.generate.attention_masks import band_of
+
+from test_family_attention import AXES, OUT, QKV, assert_all_pass, attention_family
+from test_family_fused import make
+
+
+def positions(q_len, kv_len):
+    return torch.arange(q_len).view(-1, 1), torch.arange(kv_len).view(1, -1)
+
+
+@pytest.mark.parametrize("q_len,kv_len", [(7, 7), (5, 12), (12, 5)])
+def test_bands_are_fitted_exactly(q_len, kv_len):
+    i, j = positions(q_len, kv_len)
+    shift = kv_len - q_len
+    assert band_of(torch.ones(q_len, kv_len, dtype=torch.bool)) == (None, None)
+    assert band_of(j <= i) == ("top", None)
+    assert band_of(j <= i + shift) == (("top" if shift == 0 else "bottom"), None)
+    for window in (1, 2, 4):
+        assert band_of((j <= i) & (j > i - window)) == ("top", window)
+        assert band_of((j <= i + shift) & (j > i + shift - window)) == (("top" if shift == 0 else "bottom"), window)
+
+
+@pytest.mark.parametrize("build", [
+    lambda i, j: j < i,                                  # the diagonal hidden too: a shift of -1
+    lambda i, j: j >= i,                                 # anti-causal
+    lambda i, j: (j - i).abs() < 2,                      # a two-sided window
+    lambda i, j: (j <= i) & (j != 0),                    # causal with a hole
+    lambda i, j: (j <= i) & ((i + j) % 3 != 1),          # causal, thinned
+    lambda i, j: j <= i + 1,                             # causal shifted by one
+    lambda i, j: (j <= i) & (j > i - 2) | (j == 0),      # a window plus a sink column
+])
+def test_other_masks_are_not_bands(build):
+    i, j = positions(9, 9)
+    assert band_of(build(i, j)) is None
+
+
+KV = {"k": (["b", "g", "t", "d"], "bfloat16"), "v": (["b", "g", "t", "d"], "bfloat16")}
+AXES_T = {**AXES, "t": {"type": "var"}}
+SHAPES_T = [{"b": 1, "s": 5, "t": 9}, {"b": 2, "s": 19, "t": 23}]
+SDPA = ("import torch\nimport torch.nn.functional as F\n\ndef run(q, k, v):\n"
+        "    s, t = q.shape[2], k.shape[2]\n"
+        "    i, j = torch.arange(s, device=q.device).view(s, 1), torch.arange(t, device=q.device).view(1, t)\n"
+        "    mask = {mask}\n"
+        "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)\n")
+
+
+@pytest.mark.parametrize("mask,band", [
+    ("j <= i + (t - s)", "causal='bottom', window=None"),
+    ("(j <= i + t - s) & (j > i + t - s - 3)", "causal='bottom', window=3"),
+    ("torch.zeros(s, t, device=q.device).masked_fill(j > i, float('-inf'))", "causal='top', window=None"),
+])
+def test_sdpa_position_masks_run_as_a_band(tmp_path, mask, band):
+    problem = make(tmp_path, "sdpa_band", SDPA.format(mask=mask), {"q": QKV["q"], **KV}, OUT, SHAPES_T, axes=AXES_T)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert band in lines and "arange" not in lines and "_attention(" not in lines
+
+
+@pytest.mark.parametrize("mask", [
+    "j < i + (t - s)",                                         # not a band the kernel has: stays a stored mask
+    "(j <= i + t - s) & (q[..., :1] > -1.0)",                  # computed from an input
+])
+def test_other_sdpa_masks_stay_stored(tmp_path, mask):
+    problem = make(tmp_path, "sdpa_mask", SDPA.format(mask=mask), {"q": QKV["q"], **KV}, OUT, SHAPES_T, axes=AXES_T)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert "causal=" not in lines and "_attention(" in lines
+
+
+def test_a_handwritten_causal_mask_runs_as_a_band(tmp_path):
+    reference = ("import torch\n\ndef run(q, k, v):\n"
+                 "    g = q.shape[1] // k.shape[1]\n"
+                 "    k, v = k.float().repeat_interleave(g, 1), v.float().repeat_interleave(g, 1)\n"
+                 "    s = torch.matmul(q.float(), k.transpose(-1, -2)) * 0.25\n"
+                 "    n = s.shape[-1]\n"
+                 "    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)\n"
+                 "    s = s.masked_fill(causal, float('-inf'))\n"
+                 "    return torch.matmul(torch.softmax(s, dim=-1), v).to(q.dtype)\n")
+    problem = make(tmp_path, "handwritten_causal", reference, QKV, OUT,
+                   [{"b": 1, "s": 5}, {"b": 2, "s": 19}], axes=AXES)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert "_attention_node(" in lines and "causal='top'" in lines and "triu" not in lines
