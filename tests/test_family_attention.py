@@ -35,8 +35,9 @@ def kernels(tmp_path_factory):
     return modules
 
 
-def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=None):
-    """softmax(q k^T) v in fp32 with every option spelled out; a row that sees no key gives 0."""
+def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=None, sinks=None):
+    """softmax(q k^T) v in fp32 with every option spelled out; a row that sees no key gives 0; sinks: one more
+    logit per row in the softmax, its probability dropped."""
     group = q.shape[1] // k.shape[1]
     k, v = k.float().repeat_interleave(group, 1), v.float().repeat_interleave(group, 1)
     scores = q.float() @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale)
@@ -55,6 +56,9 @@ def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=No
     elif mask is not None:
         scores = scores + mask.float()
     scores = scores.masked_fill(~visible, float("-inf"))
+    if sinks is not None:
+        scores = torch.cat((scores, sinks.float().expand(*scores.shape[:-1]).unsqueeze(-1)), -1)
+        return (torch.softmax(scores, -1)[..., :-1] @ v), torch.logsumexp(scores, -1)
     return (torch.softmax(scores, -1).nan_to_num(0.0) @ v), torch.logsumexp(scores, -1)
 
 
@@ -67,6 +71,8 @@ CASES = [  # (batch, heads, kv heads, q_len, kv_len, head dim, value dim), optio
     ((1, 2, 2, 6, 19, 16, 16), {"softcap": 5.0, "scale": 0.3}),
     ((1, 2, 1, 7, 19, 16, 16), {"mask": "bool"}),                       # [Lq, Lk], broadcast over batch and heads
     ((2, 2, 1, 7, 19, 16, 16), {"mask": "additive"}),                   # [1, H, Lq, Lk]
+    ((2, 4, 2, 9, 19, 16, 16), {"sinks": "heads", "causal": "bottom", "window": 4}),   # gpt-oss: per-head sinks
+    ((1, 4, 1, 1, 40, 8, 8), {"sinks": "rows"}),                        # decode, a sink per (batch, head, row)
 ]
 
 
@@ -82,6 +88,10 @@ def test_flash_kernel_matches_softmax_attention(kernels, dtype, split):
             options["mask"] = torch.rand(lq, lk) > 0.3
         elif options.get("mask") == "additive":
             options["mask"] = torch.randn(1, h, lq, lk).to(dtype)
+        if options.get("sinks") == "heads":
+            options["sinks"] = torch.randn(h, 1).to(dtype) + 1.0
+        elif options.get("sinks") == "rows":
+            options["sinks"] = torch.randn(b, h, lq) * 3.0
         out, lse = kernels[split]._flash_attention(q, k, v, lse=True, **options)
         want, want_lse = expected(q, k, v, **options)
         assert out.dtype == dtype and out.shape == (b, h, lq, dv)
