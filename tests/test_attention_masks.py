@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kernelbench.generate.attention_masks import band_of
+from kernelbench.generate.family import FAMILIES
 
 from test_family_attention import AXES, OUT, QKV, assert_all_pass, attention_family
 from test_family_fused import make
@@ -89,3 +90,44 @@ def test_a_handwritten_causal_mask_runs_as_a_band(tmp_path):
     family, match = attention_family(problem)
     lines = assert_all_pass(problem, family, match)
     assert "_attention_node(" in lines and "causal='top'" in lines and "triu" not in lines
+
+
+SINKS = ("import torch\n\ndef run(q, k, v, sinks):\n"
+         "    g = q.shape[1] // k.shape[1]\n"
+         "    k, v = k.float().repeat_interleave(g, 1), v.float().repeat_interleave(g, 1)\n"
+         "    s = torch.matmul(q.float(), k.transpose(-1, -2)) * 0.25\n"
+         "    n = s.shape[-1]\n"
+         "    i, j = torch.arange(n, device=q.device).view(n, 1), torch.arange(n, device=q.device).view(1, n)\n"
+         "    s = s.masked_fill((j > i) | (j <= i - 3), float('-inf'))\n"
+         "    sink = {sink}\n"
+         "    p = torch.softmax(torch.cat((s, sink), dim=-1), dim=-1){kept}\n"
+         "    return torch.matmul(p, v).to(q.dtype)\n")
+SINK_INPUTS = {**QKV, "sinks": (["h"], "bfloat16")}
+PER_HEAD = "sinks.float().view(1, -1, 1, 1).expand(s.shape[0], -1, n, 1)"
+
+
+def test_sinks_and_a_window_run_on_the_flash_kernel(tmp_path):
+    reference = SINKS.format(sink=PER_HEAD, kept="[..., :-1]")
+    problem = make(tmp_path, "sinks", reference, SINK_INPUTS, OUT, [{"b": 1, "s": 5}, {"b": 2, "s": 19}], axes=AXES)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert "_attention_node(" in lines and "sinks=" in lines and "causal='top', window=3" in lines
+    assert "_softmax" not in lines and "cat" not in lines
+
+
+@pytest.mark.parametrize("sink,kept", [
+    (PER_HEAD, "[..., 1:]"),                                   # the first key's probability dropped, not the sink's
+    ("s[..., :1]", "[..., :-1]"),                              # a "sink" computed from the scores
+    (PER_HEAD, ""),                                            # the sink's probability kept: v has one row fewer
+])
+def test_what_is_not_a_sink_is_not_rewritten(tmp_path, sink, kept):
+    if not kept:   # a product over n + 1 columns: pad v with a zero row so the reference runs
+        reference = SINKS.format(sink=sink, kept="").replace(
+            "torch.matmul(p, v)", "torch.matmul(p, torch.nn.functional.pad(v, (0, 0, 0, 1)))")
+    else:
+        reference = SINKS.format(sink=sink, kept=kept)
+    problem = make(tmp_path, "not_sinks", reference, SINK_INPUTS, OUT, [{"b": 1, "s": 5}], axes=AXES)
+    family = FAMILIES["attention"]
+    match = family.match(problem)
+    lines = "" if match is None else "\n".join(line for p in match.plan["programs"] for line in p["lines"])
+    assert "_attention_node(" not in lines

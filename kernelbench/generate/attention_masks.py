@@ -133,7 +133,7 @@ def lower_position_masks(capture: Capture) -> None:
             band = position_band(module, node.args[3], q.shape[2], k.shape[2])
             if band is not None:
                 node.args = node.args[:3] + (None,) + node.args[4:]
-                node.kwargs = {"causal": band[0], "window": band[1]}
+                node.kwargs = {**node.kwargs, "causal": band[0], "window": band[1]}
                 changed = True
         elif node.target is ATTENTION:
             changed |= _sdpa_band(graph, module, node, scalar_inputs)

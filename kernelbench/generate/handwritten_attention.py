@@ -10,6 +10,7 @@ The pattern, on the decomposed aten graph, with exact checks at each step (anyth
     scores = c * tanh(scores)                                         optional soft cap (c a scalar)
     scores = where(mask, -inf, scores) | where(mask, scores, -inf) | scores + bias     at most one mask
     out    = bmm(view(expand([cast](softmax(scores, dim=-1)))), view(expand(V)))   V [..., S, Ev]
+             or softmax(cat((scores, sink), -1))[..., :-1] in its place           sink [..., 1]: one logit a row
 
 Q, K and V are read through fp32 casts of one half type as that type (a bf16 x bf16 product is exact in fp32, so
 the scores differ from the reference's only by summation order); the output keeps the product's dtype. A row
@@ -36,10 +37,11 @@ VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 HALF = (torch.float16, torch.bfloat16)
 
 
-def attention_node(q, k, v, mask, factors, divisors, cap, dtype, causal=None, window=None):
+def attention_node(q, k, v, mask, factors, divisors, cap, dtype, causal=None, window=None, sinks=None):
     """The node's meaning (eager, for reading; the solution runs the template's kernel): softmax over the keys of
     cap * tanh(q k^T * scale / cap) (no cap: q k^T * scale), masked, times v, in `dtype`. causal / window: the
-    position band of templates/attention.py.j2's `_flash_attention` (kernelbench.generate.attention_masks)."""
+    position band of templates/attention.py.j2's `_flash_attention` (kernelbench.generate.attention_masks); sinks
+    [1, heads, Lq]: one more logit per row in the softmax, its probability dropped."""
     scale = math.prod(float(f) for f in factors) / math.prod(float(d) for d in divisors)
     group = q.shape[1] // k.shape[1]
     scores = q.float() @ k.float().repeat_interleave(group, 1).transpose(-1, -2) * scale
@@ -53,7 +55,10 @@ def attention_node(q, k, v, mask, factors, divisors, cap, dtype, causal=None, wi
         shift = scores.shape[-1] - scores.shape[-2] if causal == "bottom" else 0
         hidden = (j > i + shift) | ((j <= i + shift - window) if window is not None else False)
         scores = scores.masked_fill(hidden, float("-inf"))
-    probabilities = torch.softmax(scores, -1).nan_to_num(0.0)
+    if sinks is not None:
+        probabilities = torch.softmax(torch.cat((scores, sinks.float().unsqueeze(-1)), -1), -1)[..., :-1]
+    else:
+        probabilities = torch.softmax(scores, -1).nan_to_num(0.0)
     return (probabilities @ v.float().repeat_interleave(group, 1)).to(dtype)
 
 
@@ -195,13 +200,31 @@ def recognize_attention(capture: Capture) -> None:
         graph.eliminate_dead_code()
 
 
+def _sink(softmax: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node | None, torch.fx.Node]:
+    """(scores, sink, probabilities): softmax(cat((scores, sink), -1))[..., :-1] with sink [..., 1] not computed
+    from the scores (one more logit per row, its probability dropped: gpt-oss's sinks), else (scores, None, softmax)."""
+    cat = softmax.args[0]
+    if cat.target is not aten.cat.default or len(cat.args[0]) != 2:
+        return cat, None, softmax
+    (scores, sink), rank = cat.args[0], tensor_meta(cat).dim()
+    kept = _single(softmax)
+    columns = tensor_meta(scores).shape[-1] if tensor_meta(scores) is not None else None
+    if (cat.args[1] if len(cat.args) > 1 else 0) % rank != rank - 1 or tensor_meta(sink) is None or \
+            tensor_meta(sink).dim() != rank or tensor_meta(sink).shape[-1] != 1 or _reaches_product(sink) or \
+            kept.target is not aten.slice.Tensor or len(kept.args) < 4 or kept.args[1] % rank != rank - 1 or \
+            tuple(kept.args[2:]) not in ((0, columns), (0, -1), (0, columns, 1), (0, -1, 1)) or len(cat.users) != 1:
+        raise NoMatch("a softmax over scores and more than a sink column")
+    return scores, sink, kept
+
+
 def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) -> None:
-    scores_meta = tensor_meta(softmax.args[0])
+    scores, sink, probabilities = _sink(softmax)
+    scores_meta = tensor_meta(scores)
     rank = scores_meta.dim()
     if rank < 3 or softmax.args[1] % rank != rank - 1 or softmax.args[2] or not scores_meta.dtype.is_floating_point:
         raise NoMatch("not a softmax over the last dim of batched scores")
     # the consumer: bmm(view(expand(p)), view(expand(v))), casts anywhere between
-    chain, product = [softmax], _single(softmax)
+    chain, product = [probabilities], _single(probabilities)
     while product.target in CASTS | VIEWS | {aten.expand.default}:
         chain.append(product)
         product = _single(product)
@@ -210,7 +233,7 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
     value = _operand(product.args[1], transposed=False)
     # the scores' chain, from the softmax back to the first product
     mask, bool_visible, cap, factors, divisors = None, True, None, [], []
-    node = softmax.args[0]
+    node = scores
     while True:
         if node.target is aten.mul.Tensor and cap is None and not factors and not divisors and \
                 any(isinstance(a, torch.fx.Node) and a.target is aten.tanh.default for a in node.args):
@@ -318,7 +341,12 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
                 full = graph.call_function(aten.expand.default, (mask, list(scores_meta.shape)))
                 full.meta["val"] = _meta(tuple(scores_meta.shape), tensor_meta(mask).dtype)
                 mask4 = view(full, (1, heads, q_len, kv_len))
-        call = graph.call_function(attention_node, (q4, k4, v4, mask4, factors, divisors, cap, dtype))
+        extra = {}
+        if sink is not None:   # one logit per (head, query): [1, heads, Lq]
+            rows = graph.call_function(aten.expand.default, (sink, list(scores_meta.shape[:-1]) + [1]))
+            rows.meta["val"] = _meta(tuple(scores_meta.shape[:-1]) + (1,), tensor_meta(sink).dtype)
+            extra["sinks"] = view(rows, (1, heads, q_len))
+        call = graph.call_function(attention_node, (q4, k4, v4, mask4, factors, divisors, cap, dtype), extra)
         call.meta["val"] = _meta((1, heads, q_len, value_dim), dtype)
         result = view(call, tuple(tensor_meta(product).shape))
     product.replace_all_uses_with(result)
