@@ -131,3 +131,43 @@ def test_what_is_not_a_sink_is_not_rewritten(tmp_path, sink, kept):
     match = family.match(problem)
     lines = "" if match is None else "\n".join(line for p in match.plan["programs"] for line in p["lines"])
     assert "_attention_node(" not in lines
+
+
+ALIBI = ("import torch\n\ndef run(q, k, v):\n"
+         "    h = q.shape[1]\n"
+         "    slopes = torch.tensor([2.0 ** (-(n + 1)) for n in range(h)], device=q.device)\n"
+         "    g = h // k.shape[1]\n"
+         "    k, v = k.float().repeat_interleave(g, 1), v.float().repeat_interleave(g, 1)\n"
+         "    s = torch.matmul(q.float(), k.transpose(-1, -2)) * 0.25\n"
+         "    n = s.shape[-1]\n"
+         "    i = torch.arange(n, device=q.device, dtype=torch.float32).view(n, 1)\n"
+         "    j = torch.arange(n, device=q.device, dtype=torch.float32).view(1, n)\n"
+         "    s = s + slopes.view(h, 1, 1) * {distance}\n"
+         "    s = s.masked_fill(j > i, float('-inf'))\n"
+         "    return torch.matmul(torch.softmax(s, dim=-1), v).to(q.dtype)\n")
+
+
+@pytest.mark.parametrize("distance,fit", [
+    ("(j - i)", "alibi_kind='linear'"),
+    ("j", "alibi_kind='linear'"),                         # BLOOM's: a constant per row away from j - i
+    ("-(j - i).abs()", "alibi_kind='symmetric', alibi_shift=0"),
+])
+def test_alibi_runs_as_slopes(tmp_path, distance, fit):
+    problem = make(tmp_path, "alibi", ALIBI.format(distance=distance), QKV, OUT,
+                   [{"b": 1, "s": 5}, {"b": 2, "s": 19}], axes=AXES)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert "alibi=" in lines and fit in lines and "causal='top'" in lines and "arange" not in lines
+
+
+@pytest.mark.parametrize("distance", [
+    "(j - i) * (j - i)",                                  # quadratic in the distance
+    "(2 * j - i)",                                        # 2 (j - i) plus a row constant: not the unit distance
+    "(j - i).abs()",                                      # +|j - i|: the sign matters once keys beyond i are seen
+])
+def test_other_position_biases_stay_stored(tmp_path, distance):
+    reference = ALIBI.format(distance=distance).replace("    s = s.masked_fill(j > i, float('-inf'))\n", "")
+    problem = make(tmp_path, "not_alibi", reference, QKV, OUT, [{"b": 1, "s": 5}, {"b": 2, "s": 19}], axes=AXES)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert "_attention_node(" in lines and "alibi=" not in lines

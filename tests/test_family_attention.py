@@ -35,7 +35,8 @@ def kernels(tmp_path_factory):
     return modules
 
 
-def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=None, sinks=None):
+def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=None, sinks=None, alibi=None,
+             alibi_kind="linear", alibi_shift=0):
     """softmax(q k^T) v in fp32 with every option spelled out; a row that sees no key gives 0; sinks: one more
     logit per row in the softmax, its probability dropped."""
     group = q.shape[1] // k.shape[1]
@@ -47,6 +48,9 @@ def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=No
     i, j = torch.arange(rows)[:, None], torch.arange(cols)[None, :]
     shift = cols - rows if causal == "bottom" else 0
     visible = torch.ones(rows, cols, dtype=torch.bool)
+    if alibi is not None:
+        distance = (j - i).float() if alibi_kind == "linear" else -(j - i - alibi_shift).abs().float()
+        scores = scores + alibi.float().expand(q.shape[0], q.shape[1])[:, :, None, None] * distance
     if causal:
         visible &= j <= i + shift
     if window:
@@ -73,6 +77,8 @@ CASES = [  # (batch, heads, kv heads, q_len, kv_len, head dim, value dim), optio
     ((2, 2, 1, 7, 19, 16, 16), {"mask": "additive"}),                   # [1, H, Lq, Lk]
     ((2, 4, 2, 9, 19, 16, 16), {"sinks": "heads", "causal": "bottom", "window": 4}),   # gpt-oss: per-head sinks
     ((1, 4, 1, 1, 40, 8, 8), {"sinks": "rows"}),                        # decode, a sink per (batch, head, row)
+    ((2, 4, 2, 9, 19, 16, 16), {"alibi": "heads", "causal": "bottom"}),   # ALiBi slope * (j - i)
+    ((1, 2, 2, 1, 37, 16, 16), {"alibi": "batch", "alibi_kind": "symmetric", "alibi_shift": 36}),   # -slope |j - i - s|
 ]
 
 
@@ -88,6 +94,10 @@ def test_flash_kernel_matches_softmax_attention(kernels, dtype, split):
             options["mask"] = torch.rand(lq, lk) > 0.3
         elif options.get("mask") == "additive":
             options["mask"] = torch.randn(1, h, lq, lk).to(dtype)
+        if options.get("alibi") == "heads":
+            options["alibi"] = torch.rand(h) * 0.5
+        elif options.get("alibi") == "batch":
+            options["alibi"] = torch.rand(b, h)
         if options.get("sinks") == "heads":
             options["sinks"] = torch.randn(h, 1).to(dtype) + 1.0
         elif options.get("sinks") == "rows":

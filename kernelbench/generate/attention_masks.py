@@ -24,7 +24,7 @@ import torch.fx
 
 from kernelbench.generate.frontend import ATTENTION, tensor_meta
 from kernelbench.generate.graph import Capture
-from kernelbench.generate.handwritten_attention import attention_node
+from kernelbench.generate.handwritten_attention import VIEWS, attention_node
 
 # evaluating a mask of more elements than this on the host costs more than the match may take (8192 x 8192 fits)
 MAX_MASK_ELEMENTS = 1 << 27
@@ -128,17 +128,89 @@ def lower_position_masks(capture: Capture) -> None:
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        if node.target is attention_node and node.args[3] is not None and "causal" not in node.kwargs:
-            q, k = tensor_meta(node.args[0]), tensor_meta(node.args[1])
-            band = position_band(module, node.args[3], q.shape[2], k.shape[2])
-            if band is not None:
-                node.args = node.args[:3] + (None,) + node.args[4:]
-                node.kwargs = {**node.kwargs, "causal": band[0], "window": band[1]}
-                changed = True
+        if node.target is attention_node and "causal" not in node.kwargs and "alibi" not in node.kwargs:
+            changed |= _node_band(graph, module, node)
         elif node.target is ATTENTION:
             changed |= _sdpa_band(graph, module, node, scalar_inputs)
     if changed:
         graph.eliminate_dead_code()
+
+
+def _node_band(graph: torch.fx.Graph, module: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
+    """An attention node's boolean mask, or its bias of 0 and -inf, as a band; its bias as ALiBi slopes."""
+    q, k = tensor_meta(node.args[0]), tensor_meta(node.args[1])
+    kwargs, changed = dict(node.kwargs), False
+    for mask in (node.args[3], kwargs.get("bias")):
+        band = None if mask is None or "causal" in kwargs else position_band(module, mask, q.shape[2], k.shape[2])
+        if band is not None:
+            if mask is node.args[3]:
+                node.args = node.args[:3] + (None,) + node.args[4:]
+            else:
+                del kwargs["bias"]
+            kwargs.update(causal=band[0], window=band[1])
+            changed = True
+    if kwargs.get("bias") is not None:
+        alibi = _alibi(graph, module, kwargs["bias"], node, q.shape[2], k.shape[2])
+        if alibi is not None:
+            del kwargs["bias"]
+            kwargs.update(alibi)
+            changed = True
+    node.kwargs = kwargs
+    return changed
+
+
+def alibi_of(distance: torch.Tensor) -> tuple[str, int] | None:
+    """("linear", 0) when `distance` [Lq, Lk] is j - i plus a constant per row (the softmax ignores it: BLOOM's
+    slope * j), ("symmetric", c) when it is -|j - i - c| (c 0 or Lk - Lq) plus one; else None."""
+    q_len, kv_len = distance.shape
+    if not bool(torch.isfinite(distance).all()):
+        return None
+    i = torch.arange(q_len).view(q_len, 1)
+    j = torch.arange(kv_len).view(1, kv_len)
+    for kind, shift, fitted in (("linear", 0, j - i), ("symmetric", 0, -(j - i).abs()),
+                                ("symmetric", kv_len - q_len, -(j - i - (kv_len - q_len)).abs())):
+        rest = distance.double() - fitted.double()
+        if torch.equal(rest, rest[:, :1].expand_as(rest)):
+            return kind, shift
+    return None
+
+
+def _alibi(graph: torch.fx.Graph, module: torch.fx.GraphModule, bias: torch.fx.Node, node: torch.fx.Node,
+           q_len: int, kv_len: int) -> dict | None:
+    """{"alibi": slopes [1, heads], "alibi_kind", "alibi_shift"} when the node's bias (its [1, heads | 1, Lq, Lk]
+    view, handwritten_attention's planes) is slope * distance: slopes broadcast over the positions times an
+    input-free distance plane that alibi_of fits."""
+    inner, full = bias.args[0] if bias.target in VIEWS else None, None
+    if inner is not None and inner.target is torch.ops.aten.expand.default:
+        inner, full = inner.args[0], list(inner.args[1])
+    if inner is None or inner.target is not torch.ops.aten.mul.Tensor or inner.kwargs or \
+            not all(isinstance(a, torch.fx.Node) and tensor_meta(a) is not None for a in inner.args):
+        return None
+    for slopes, plane in (inner.args, inner.args[::-1]):
+        s_shape, p_shape = tuple(tensor_meta(slopes).shape), tuple(tensor_meta(plane).shape)
+        if any(d != 1 for d in s_shape[-2:]) or any(d != 1 for d in p_shape[:-2]) or \
+                (full is None and math.prod(s_shape) != 1):
+            continue
+        value = _evaluate(module, plane)
+        if value is None or not value.dtype.is_floating_point:
+            continue
+        value = value.reshape((1,) * (2 - value.dim()) + tuple(value.shape)[-2:])
+        try:
+            fit = alibi_of(value.expand(q_len, kv_len).contiguous())
+        except RuntimeError:
+            continue
+        if fit is None:
+            continue
+        dtype = tensor_meta(slopes).dtype
+        with graph.inserting_before(node):
+            if full is not None:
+                slopes = graph.call_function(torch.ops.aten.expand.default, (slopes, full[:-2] + [1, 1]))
+                slopes.meta["val"] = torch.empty(full[:-2] + [1, 1], dtype=dtype, device="meta")
+            heads = math.prod(full[:-2]) if full is not None else 1
+            flat = graph.call_function(torch.ops.aten.reshape.default, (slopes, [1, heads]))
+            flat.meta["val"] = torch.empty((1, heads), dtype=dtype, device="meta")
+        return {"alibi": flat, "alibi_kind": fit[0], "alibi_shift": fit[1]}
+    return None
 
 
 def _sdpa_band(graph: torch.fx.Graph, module: torch.fx.GraphModule, node: torch.fx.Node, scalar_inputs: set) -> bool:
