@@ -77,6 +77,8 @@ CASES = [  # (batch, heads, kv heads, q_len, kv_len, head dim, value dim), optio
     ((2, 2, 1, 7, 19, 16, 16), {"mask": "additive"}),                   # [1, H, Lq, Lk]
     ((2, 4, 2, 9, 19, 16, 16), {"sinks": "heads", "causal": "bottom", "window": 4}),   # gpt-oss: per-head sinks
     ((1, 4, 1, 1, 40, 8, 8), {"sinks": "rows"}),                        # decode, a sink per (batch, head, row)
+    ((2, 8, 2, 1, 37, 16, 16), {"sinks": "heads", "causal": "bottom"}),   # GQA decode: a group's heads in one tile
+    ((2, 8, 2, 1, 37, 16, 16), {"causal": "bottom", "window": 5}),      # a window: not packed
     ((2, 4, 2, 9, 19, 16, 16), {"alibi": "heads", "causal": "bottom"}),   # ALiBi slope * (j - i)
     ((1, 2, 2, 1, 37, 16, 16), {"alibi": "batch", "alibi_kind": "symmetric", "alibi_shift": 36}),   # -slope |j - i - s|
 ]
@@ -208,3 +210,23 @@ def test_what_is_not_attention_stays_as_written(tmp_path, score, masked, dim):
     problem = make(tmp_path, "not_attention", reference, {**QKV, **SCALARS}, OUT, SCALAR_SHAPES, axes=AXES)
     family = FAMILIES["attention"]
     assert family.match(problem) is None, "rewritten: " + str(family.last_rejection)
+
+
+def test_gqa_decode_packs_a_groups_heads_into_one_program(kernels, monkeypatch):
+    """One query per head, 4 heads a key/value head: 2 x 2 programs (batch x kv heads), not 2 x 8, on strided q."""
+    module, grids = kernels[1], []
+    kernel = module._attn_fwd
+
+    class Recorder:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return kernel[grid]
+    monkeypatch.setattr(module, "_attn_fwd", Recorder())
+    torch.manual_seed(2)
+    q = torch.randn(2, 1, 8, 16).transpose(1, 2)           # [2, 8, 1, 16], heads not outermost in memory
+    k, v = torch.randn(2, 2, 21, 16), torch.randn(2, 2, 21, 16)
+    sinks = torch.randn(8, 1)
+    out, lse = module._flash_attention(q, k, v, lse=True, sinks=sinks)
+    want, want_lse = expected(q, k, v, sinks=sinks)
+    assert grids == [(1, 4, 1)]
+    assert (out - want).abs().max() < 1e-4 and (lse - want_lse).abs().max() < 1e-3
