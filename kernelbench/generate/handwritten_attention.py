@@ -16,8 +16,8 @@ The pattern, on the decomposed aten graph, with exact checks at each step (anyth
 Q, K and V are read through fp32 casts of one half type as that type (a bf16 x bf16 product is exact in fp32, so
 the scores differ from the reference's only by summation order); the output keeps the product's dtype. A row
 that sees no key gives 0 on the kernel where the reference's softmax gives NaN. The node computes
-`_attention_node(q, k, v, mask, factors, divisors, cap, dtype)` of templates/attention.py.j2 on [1, heads, L, D]
-views of the operands (the batch dims flattened into heads)."""
+`_attention_node(q, k, v, mask, factors, divisors, cap, dtype, sinks=, bias=)` of templates/attention.py.j2 on
+[1, heads, L, D] views of the operands (the batch dims flattened into heads)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """Attention on a generated flash-attention kernel inside the front end's program (templates/attention.py.j2).
 
 match: the fused family's programs (kernelbench.generate.families.fused), with every traced graph first rewritten
-by kernelbench.generate.handwritten_attention (matmul -> scale -> mask -> softmax -> matmul becomes one attention
-node) and attention nodes lowered to the flash kernel instead of SDPA, so the elementwise work around them stays
-fused and a bare attention call is a program too. None when no traced graph holds attention.
+by kernelbench.generate.handwritten_attention (matmul -> scale -> mask / bias -> softmax [with a sink column] ->
+matmul becomes one attention node), then by kernelbench.generate.attention_masks (masks that are position bands
+become the kernel's causal / window band, which skips masked key blocks; position biases slope * distance become
+its ALiBi), and attention nodes lowered to the flash kernel instead of SDPA, so the elementwise work around them
+stays fused and a bare attention call is a program too. None when no traced graph holds attention.
 space: the flash kernel's tiles (queries x keys per program, warps, pipeline stages, key splits: 0 chooses at run
 time from the SM count, which splits decode shapes across the GPU) beside the elementwise kernels' block.
 """
