@@ -171,3 +171,16 @@ def test_other_position_biases_stay_stored(tmp_path, distance):
     family, match = attention_family(problem)
     lines = assert_all_pass(problem, family, match)
     assert "_attention_node(" in lines and "alibi=" not in lines
+
+
+def test_a_row_constant_is_no_alibi_beside_a_sink(tmp_path):
+    """slope * j is slope * (j - i) plus slope * i per row: the softmax ignores that, a sink logit does not."""
+    reference = ALIBI.format(distance="j").replace(
+        "    return torch.matmul(torch.softmax(s, dim=-1), v).to(q.dtype)\n",
+        "    sink = torch.ones(s.shape[0], h, n, 1, device=q.device)\n"
+        "    p = torch.softmax(torch.cat((s, sink), dim=-1), dim=-1)[..., :-1]\n"
+        "    return torch.matmul(p, v).to(q.dtype)\n")
+    problem = make(tmp_path, "alibi_sink", reference, QKV, OUT, [{"b": 1, "s": 5}, {"b": 2, "s": 19}], axes=AXES)
+    family, match = attention_family(problem)
+    lines = assert_all_pass(problem, family, match)
+    assert "sinks=" in lines and "alibi=" not in lines

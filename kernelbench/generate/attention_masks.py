@@ -159,9 +159,10 @@ def _node_band(graph: torch.fx.Graph, module: torch.fx.GraphModule, node: torch.
     return changed
 
 
-def alibi_of(distance: torch.Tensor) -> tuple[str, int] | None:
+def alibi_of(distance: torch.Tensor, exact: bool = False) -> tuple[str, int] | None:
     """("linear", 0) when `distance` [Lq, Lk] is j - i plus a constant per row (the softmax ignores it: BLOOM's
-    slope * j), ("symmetric", c) when it is -|j - i - c| (c 0 or Lk - Lq) plus one; else None."""
+    slope * j), ("symmetric", c) when it is -|j - i - c| (c 0 or Lk - Lq) plus one; else None. exact: no row
+    constant (a sink logit, which does not get it, is in the softmax)."""
     q_len, kv_len = distance.shape
     if not bool(torch.isfinite(distance).all()):
         return None
@@ -170,7 +171,7 @@ def alibi_of(distance: torch.Tensor) -> tuple[str, int] | None:
     for kind, shift, fitted in (("linear", 0, j - i), ("symmetric", 0, -(j - i).abs()),
                                 ("symmetric", kv_len - q_len, -(j - i - (kv_len - q_len)).abs())):
         rest = distance.double() - fitted.double()
-        if torch.equal(rest, rest[:, :1].expand_as(rest)):
+        if torch.equal(rest, torch.zeros_like(rest) if exact else rest[:, :1].expand_as(rest)):
             return kind, shift
     return None
 
@@ -196,7 +197,7 @@ def _alibi(graph: torch.fx.Graph, module: torch.fx.GraphModule, bias: torch.fx.N
             continue
         value = value.reshape((1,) * (2 - value.dim()) + tuple(value.shape)[-2:])
         try:
-            fit = alibi_of(value.expand(q_len, kv_len).contiguous())
+            fit = alibi_of(value.expand(q_len, kv_len).contiguous(), exact="sinks" in node.kwargs)
         except RuntimeError:
             continue
         if fit is None:
