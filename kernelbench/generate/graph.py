@@ -33,6 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kernelbench.core.dtypes import torch_dtype
+from kernelbench.core.emulation import emulated_scaled_mm_op
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import Problem
@@ -331,7 +332,8 @@ def example_capture(problem: Problem, workload, module, scalars: dict[str, Any],
     def reading_symbols(*args):
         with ListsAsSymbols():
             return reading.run(*args)
-    return example_trace(_trace_fake, reading_symbols, inputs)
+    with emulated_scaled_mm_op():   # the example runs on the CPU, which has no FP4 scaled matmul
+        return example_trace(_trace_fake, reading_symbols, inputs)
 
 
 def _fake_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any], mode) -> list[Any]:
