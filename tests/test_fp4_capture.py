@@ -5,13 +5,18 @@ itself, the real op on a GPU."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from test_branch_guards import Solved
+from conftest import SAMPLE_ROOT
+from test_branch_guards import Solved, traced_on
 from test_family_fused import fused, make, render
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from kernelbench.core.emulation import emulated_scaled_mm, emulated_scaled_mm_op, scaled_mm_fp4
+from kernelbench.core.problem import load_problem, parse_workload
+from kernelbench.generate.graph import CaptureError, capture_at
 
 SCALED_MM = torch.ops.aten._scaled_mm.default
 M, N, K = 128, 128, 64
@@ -68,3 +73,40 @@ def test_a_branchy_fp4_reference_traces_and_its_program_keeps_the_op(tmp_path):
         taken = solved.fell_back([a, b, sa, sb, g])
         assert not taken           # the example's branch (a nonzero scale): the program's own path
         assert solved.fell_back([a, b, sa, sb, torch.zeros(M)])    # the other branch: the reference
+
+
+BF16 = 2 ** -6    # the output is rounded to bfloat16: one ulp at values near 2, summed in another order
+GQA_PAGED = SAMPLE_ROOT / "FlashInfer-Bench" / "012_gqa_paged_decode_h32_kv4_d128_ps1"
+
+
+def paged_decode(pages: int, indices: int):
+    """The sample's problem with one hand-made workload: its kv_indptr/kv_indices blobs are not shipped, so
+    they become random inputs that `examples` (traced_on) sets to a valid page table."""
+    problem = load_problem(GQA_PAGED)
+    line = {"uuid": "hand-made", "axes": {"batch_size": 1, "num_pages": pages, "len_indptr": 2,
+                                          "num_kv_indices": indices},
+            "inputs": {**{n: {"type": "random"} for n in ("q", "k_cache", "v_cache", "kv_indptr", "kv_indices")},
+                       "sm_scale": {"type": "scalar", "value": 128 ** -0.5}}}
+    workload = parse_workload(line, problem.definition)
+    return dataclasses.replace(problem, workloads=[workload], directory=None)
+
+
+@pytest.mark.slow     # ~25 s: 32 heads unrolled, traced and run through the interpreter
+@pytest.mark.skipif(not GQA_PAGED.is_dir(), reason="the official sample is not here")
+def test_paged_decode_without_its_blobs_says_so_and_traces_on_hand_made_page_tables(monkeypatch):
+    with pytest.raises(CaptureError, match="needs the workload's data: .*kv_indptr.*not found"):
+        capture_at(load_problem(GQA_PAGED), load_problem(GQA_PAGED).smallest_workload())
+    problem = paged_decode(pages=8, indices=5)
+    table = {"kv_indptr": torch.tensor([0, 5], dtype=torch.int32),
+             "kv_indices": torch.tensor([6, 0, 3, 3, 1], dtype=torch.int32)}
+    match = traced_on(problem, table, monkeypatch)
+    solved = Solved(problem, render(problem, match))
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(shape, generator=gen).bfloat16() for shape in ((1, 32, 128), (8, 1, 4, 128), (8, 1, 4, 128)))
+    assert not solved.fell_back([q, k, v, table["kv_indptr"], table["kv_indices"], 128 ** -0.5], BF16)
+    other = torch.tensor([2, 7, 7, 0, 5], dtype=torch.int32)     # other pages, same length: the kernels again
+    assert not solved.fell_back([q, k, v, table["kv_indptr"], other, 128 ** -0.5], BF16)
+    shorter = torch.tensor([3, 5], dtype=torch.int32)       # two pages: right, whichever path runs it
+    solved.fell_back([q, k, v, shorter, table["kv_indices"], 128 ** -0.5], BF16)
+    assert solved.fell_back([q, k, v, torch.tensor([5, 5], dtype=torch.int32), table["kv_indices"], 128 ** -0.5],
+                            BF16)                            # no pages: the other branch, the reference's
