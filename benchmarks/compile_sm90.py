@@ -115,11 +115,15 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - one task's failure is a row
                 rows.append({"task": directory.name, "error": f"{type(exc).__name__}: {exc}"[:300]})
             print(json.dumps(rows[-1])[:300], flush=True)
+            write(args.out, rows)   # after every task: a run cut short keeps what it checked
+    return 0
+
+
+def write(out: Path, rows: list[dict]) -> None:
     header = (f"# Generated kernels compiled for sm_90 on the CPU, {time.strftime('%Y-%m-%d')}: "
               f"torch {torch.__version__}, triton {triton.__version__}")
-    (args.out / "compile_sm90.json").write_text(json.dumps({"header": header, "results": rows}, indent=1))
-    (args.out / "compile_sm90.md").write_text(markdown(rows, header))
-    return 0
+    (out / "compile_sm90.json").write_text(json.dumps({"header": header, "results": rows}, indent=1))
+    (out / "compile_sm90.md").write_text(markdown(rows, header))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@
 
 Shapes (batch, q heads, kv heads, q_len, kv_len, head_dim, causal) of Llama-class models: decode (one query
 against a long KV cache, GQA; memory-bound: the kernel splits the keys across programs), prefill (causal GQA,
-2K-8K tokens) and training-size forward (causal MHA, 4K tokens, batch 8). For each: ours (the template rendered at
+2K-8K tokens), training-size forward (causal MHA, 4K tokens, batch 8) and sliding-window prefill (Mistral's 4096
+window over 8K tokens, gpt-oss's 128 over 4K: the band a recognised position mask lowers to, beside the same
+kernel reading the band as a stored boolean mask, which is what such a mask cost before), ALiBi prefill (BLOOM's
+slopes, causal; beside the kernel reading the bias as a stored additive mask) and gpt-oss decode with sinks (GQA
+heads packed per program; SDPA, which has no sinks, timed without them). For each: ours (the template rendered at
 the first `--configs` tile configurations of the family's space, best kept), SDPA restricted to the flash backend
 (the default backends where flash refuses, named in the row), and torch.compile of softmax(q k^T * scale + mask) v
 (skipped once `--budget-s` has passed), each timed by triton.testing.do_bench and checked against SDPA. Reported:
@@ -35,13 +39,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from kernelbench.generate.families.attention import TILES, kernel_source
 from roofline import DATASHEETS
 
-# (regime, batch, q heads, kv heads, q_len, kv_len, head_dim, causal)
+# (regime, batch, q heads, kv heads, q_len, kv_len, head_dim, causal: False, True or a window size (causal band))
 SHAPES = [("decode", 16, 32, 8, 1, 4096, 128, False), ("decode", 4, 32, 8, 1, 32768, 128, False),
           ("decode", 64, 64, 8, 1, 2048, 128, False),
           ("prefill", 1, 32, 8, 2048, 2048, 128, True), ("prefill", 2, 32, 8, 4096, 4096, 128, True),
           ("prefill", 1, 64, 8, 8192, 8192, 128, True),
-          ("training", 8, 32, 32, 4096, 4096, 128, True), ("training", 4, 16, 16, 4096, 4096, 64, True)]
-DRY_SHAPES = [("decode", 2, 4, 2, 1, 40, 32, False), ("prefill", 1, 4, 2, 24, 24, 32, True)]
+          ("training", 8, 32, 32, 4096, 4096, 128, True), ("training", 4, 16, 16, 4096, 4096, 64, True),
+          ("window", 1, 32, 8, 8192, 8192, 128, 4096), ("window", 1, 64, 8, 4096, 4096, 64, 128),
+          ("alibi", 2, 32, 32, 2048, 2048, 128, True), ("sinks", 16, 64, 8, 1, 8192, 64, False)]
+DRY_SHAPES = [("decode", 2, 4, 2, 1, 40, 32, False), ("prefill", 1, 4, 2, 24, 24, 32, True),
+              ("window", 1, 4, 2, 40, 40, 32, 8), ("alibi", 1, 4, 4, 24, 24, 32, True),
+              ("sinks", 2, 8, 2, 1, 40, 32, False)]
 
 
 def kernels(config: dict, directory: Path):
@@ -56,22 +64,61 @@ def kernels(config: dict, directory: Path):
     return module
 
 
-def visible_pairs(q_len: int, kv_len: int, causal: bool) -> int:
-    """(query, key) pairs a causal (top-left, SDPA's is_causal) or full attention computes."""
-    if not causal:
+def visible_pairs(q_len: int, kv_len: int, causal: bool | int) -> int:
+    """(query, key) pairs a causal (top-left, SDPA's is_causal), windowed (the last `causal` keys up to the
+    diagonal) or full attention computes."""
+    if causal is False:
         return q_len * kv_len
-    return sum(min(i + 1, kv_len) for i in range(q_len))
+    reach = kv_len if causal is True else causal
+    return sum(min(i + 1, kv_len, reach) for i in range(q_len))
+
+
+def options(regime: str, heads: int, q_len: int, kv_len: int, causal: bool | int, device) -> tuple[dict, object]:
+    """(the kernel's options, the mask SDPA gets: a window's band (True = visible), ALiBi's bias, or None)."""
+    i = torch.arange(q_len, device=device).view(-1, 1)
+    j = torch.arange(kv_len, device=device).view(1, -1)
+    if regime == "alibi":
+        slopes = torch.tensor([2.0 ** (-8.0 * (n + 1) / heads) for n in range(heads)], device=device)
+        bias = (slopes.view(heads, 1, 1) * (j - i)).masked_fill(j > i, float("-inf"))
+        return {"causal": "top", "alibi": slopes}, bias
+    if regime == "sinks":
+        return {"sinks": torch.randn(heads, 1, device=device)}, None
+    if isinstance(causal, bool):
+        return {}, None
+    return {"causal": "top", "window": causal}, (j <= i) & (j > i - causal)
+
+
+def ours(module, q, k, v, causal, extra: dict, mask=None):
+    """The family's launcher: SDPA's entry for causal / full rows, the kernel's options (or the stored `mask`)
+    for the others."""
+    if mask is not None:
+        return module._flash_attention(q, k, v, mask)
+    if not extra:
+        return module._attention(q, k, v, is_causal=causal, enable_gqa=True)
+    return module._flash_attention(q, k, v, **extra)
+
+
+def with_sinks(q, k, v, sinks):
+    """softmax([q k^T * scale, sink]) without the sink's column, times v, in fp32."""
+    group = q.shape[1] // k.shape[1]
+    scores = q.float() @ k.float().repeat_interleave(group, 1).transpose(-1, -2) * q.shape[-1] ** -0.5
+    scores = torch.cat((scores, sinks.float().view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)), -1)
+    return torch.softmax(scores, -1)[..., :-1] @ v.float().repeat_interleave(group, 1)
 
 
 def bench_ms(fn, dry_run: bool) -> float | None:
     return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
 
 
-def sdpa(q, k, v, causal):
-    """SDPA on its flash backend (GQA heads repeated where that backend refuses enable_gqa)."""
+def sdpa(q, k, v, causal, mask=None):
+    """SDPA on its flash backend (the default backends where flash refuses enable_gqa or a mask)."""
+    causal = causal is True and mask is None
+    if mask is not None and mask.is_floating_point():   # SDPA takes a float mask of the query's dtype only
+        mask = mask.to(q.dtype)
     try:
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-            torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                             enable_gqa=True)
         backend = [SDPBackend.FLASH_ATTENTION]
         name = "flash"
     except RuntimeError:
@@ -80,15 +127,18 @@ def sdpa(q, k, v, causal):
 
     def call():
         with sdpa_kernel(backend):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                                    enable_gqa=True)
     return call, name
 
 
-def math_attention(q, k, v, causal: bool):
+def math_attention(q, k, v, causal: bool, mask=None):
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
     scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
-    if causal:
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    elif causal:
         rows, cols = scores.shape[-2:]
         scores = scores.masked_fill(torch.ones(rows, cols, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
     return (torch.softmax(scores, -1).to(v.dtype) @ v)
@@ -107,8 +157,13 @@ def measure(args, directory: Path) -> list[dict]:
         q = torch.randn(batch, heads, q_len, head_dim, device=device, dtype=torch.bfloat16)
         k = torch.randn(batch, kv_heads, kv_len, head_dim, device=device, dtype=torch.bfloat16)
         v = torch.randn(batch, kv_heads, kv_len, head_dim, device=device, dtype=torch.bfloat16)
-        expected = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                                                    is_causal=causal, enable_gqa=True)
+        extra, mask = options(regime, heads, q_len, kv_len, causal, device)
+        if "sinks" in extra:
+            expected = with_sinks(q, k, v, extra["sinks"])
+        else:
+            expected = torch.nn.functional.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal is True and mask is None,
+                enable_gqa=True)
         flops = 4.0 * batch * heads * visible_pairs(q_len, kv_len, causal) * head_dim
         moved = 2 * (q.numel() * 2 + k.numel() + v.numel())
         bound_ms = max(flops / peak, moved / bandwidth) * 1e3
@@ -117,7 +172,7 @@ def measure(args, directory: Path) -> list[dict]:
         for config, module in zip(configs, modules):
             name = json.dumps(config, sort_keys=True)
             try:
-                out = module._attention(q, k, v, is_causal=causal, enable_gqa=True)
+                out = ours(module, q, k, v, causal, extra)
             except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory: recorded, the others go on
                 row["errors"][name] = f"{type(exc).__name__}: {str(exc)[:120]}"
                 continue
@@ -125,15 +180,24 @@ def measure(args, directory: Path) -> list[dict]:
             if error > 2e-2:
                 row["errors"][name] = f"max error {error:.3g}"
                 continue
-            row["ours"][name] = bench_ms(lambda m=module: m._attention(q, k, v, is_causal=causal, enable_gqa=True),
-                                         args.dry_run)
+            row["ours"][name] = bench_ms(lambda m=module: ours(m, q, k, v, causal, extra), args.dry_run)
+        if mask is not None and modules:   # the same kernel reading the band / bias as a stored mask
+            stored = ours(modules[0], q, k, v, causal, extra, mask)
+            row["stored_mask_error"] = (stored.float() - expected).abs().max().item()
+            row["stored_mask_ms"] = bench_ms(lambda: ours(modules[0], q, k, v, causal, extra, mask), args.dry_run)
         if not args.dry_run:
-            call, row["sdpa_backend"] = sdpa(q, k, v, causal)
+            call, row["sdpa_backend"] = sdpa(q, k, v, causal, mask)
+            row["sdpa_backend"] += ", no sinks" if "sinks" in extra else ""
             row["sdpa_ms"] = bench_ms(call, False)
             if not args.no_compile and time.monotonic() - started < args.budget_s:
-                compiled = torch.compile(math_attention, dynamic=False)
-                compiled(q, k, v, causal)
-                row["compile_ms"] = bench_ms(lambda: compiled(q, k, v, causal), False)
+                if "sinks" in extra:
+                    compiled = torch.compile(with_sinks, dynamic=False)
+                    arguments = (q, k, v, extra["sinks"])
+                else:
+                    compiled = torch.compile(math_attention, dynamic=False)
+                    arguments = (q, k, v, causal, mask)
+                compiled(*arguments)
+                row["compile_ms"] = bench_ms(lambda: compiled(*arguments), False)
                 torch._dynamo.reset()
         for key in ("sdpa_ms", "compile_ms"):
             if row.get(key):
@@ -154,8 +218,8 @@ def number(value, form: str) -> str:
 
 def markdown(header: str, rows: list[dict]) -> str:
     lines = [header, "", "| regime | B, Hq, Hkv, Lq, Lkv, D | causal | ours (ms) | ours TFLOP/s | % of peak | "
-             "% of roofline bound | SDPA TFLOP/s (backend) | compile TFLOP/s | ours / SDPA | best config |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "% of roofline bound | SDPA TFLOP/s (backend) | compile TFLOP/s | ours / SDPA | stored mask (ms, first "
+             "config) | best config |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["sdpa_ms"] / r["ours_ms"] if r.get("ours_ms") and r.get("sdpa_ms") else None
         ours = number(r["ours_ms"], ".4f") if r.get("ours_ms") else \
@@ -163,7 +227,8 @@ def markdown(header: str, rows: list[dict]) -> str:
         lines.append(f"| {r['regime']} | {r['shape']} | {r['causal']} | {ours} | {number(r.get('ours_tflops'), '.1f')} | "
                      f"{number(r.get('ours_peak'), '.1%')} | {number(r.get('ours_bound'), '.1%')} | "
                      f"{number(r.get('sdpa_tflops'), '.1f')} ({r.get('sdpa_backend', '-')}) | "
-                     f"{number(r.get('compile_tflops'), '.1f')} | {number(ratio, '.2f')} | {r.get('best_config', '-')} |")
+                     f"{number(r.get('compile_tflops'), '.1f')} | {number(ratio, '.2f')} | "
+                     f"{number(r.get('stored_mask_ms'), '.4f')} | {r.get('best_config', '-')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -35,8 +35,10 @@ def kernels(tmp_path_factory):
     return modules
 
 
-def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=None):
-    """softmax(q k^T) v in fp32 with every option spelled out; a row that sees no key gives 0."""
+def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=None, sinks=None, alibi=None,
+             alibi_kind="linear", alibi_shift=0):
+    """softmax(q k^T) v in fp32 with every option spelled out; a row that sees no key gives 0; sinks: one more
+    logit per row in the softmax, its probability dropped."""
     group = q.shape[1] // k.shape[1]
     k, v = k.float().repeat_interleave(group, 1), v.float().repeat_interleave(group, 1)
     scores = q.float() @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale)
@@ -46,6 +48,9 @@ def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=No
     i, j = torch.arange(rows)[:, None], torch.arange(cols)[None, :]
     shift = cols - rows if causal == "bottom" else 0
     visible = torch.ones(rows, cols, dtype=torch.bool)
+    if alibi is not None:
+        distance = (j - i).float() if alibi_kind == "linear" else -(j - i - alibi_shift).abs().float()
+        scores = scores + alibi.float().expand(q.shape[0], q.shape[1])[:, :, None, None] * distance
     if causal:
         visible &= j <= i + shift
     if window:
@@ -55,6 +60,9 @@ def expected(q, k, v, mask=None, causal=None, scale=None, softcap=0.0, window=No
     elif mask is not None:
         scores = scores + mask.float()
     scores = scores.masked_fill(~visible, float("-inf"))
+    if sinks is not None:
+        scores = torch.cat((scores, sinks.float().expand(*scores.shape[:-1]).unsqueeze(-1)), -1)
+        return (torch.softmax(scores, -1)[..., :-1] @ v), torch.logsumexp(scores, -1)
     return (torch.softmax(scores, -1).nan_to_num(0.0) @ v), torch.logsumexp(scores, -1)
 
 
@@ -67,6 +75,12 @@ CASES = [  # (batch, heads, kv heads, q_len, kv_len, head dim, value dim), optio
     ((1, 2, 2, 6, 19, 16, 16), {"softcap": 5.0, "scale": 0.3}),
     ((1, 2, 1, 7, 19, 16, 16), {"mask": "bool"}),                       # [Lq, Lk], broadcast over batch and heads
     ((2, 2, 1, 7, 19, 16, 16), {"mask": "additive"}),                   # [1, H, Lq, Lk]
+    ((2, 4, 2, 9, 19, 16, 16), {"sinks": "heads", "causal": "bottom", "window": 4}),   # gpt-oss: per-head sinks
+    ((1, 4, 1, 1, 40, 8, 8), {"sinks": "rows"}),                        # decode, a sink per (batch, head, row)
+    ((2, 8, 2, 1, 37, 16, 16), {"sinks": "heads", "causal": "bottom"}),   # GQA decode: a group's heads in one tile
+    ((2, 8, 2, 1, 37, 16, 16), {"causal": "bottom", "window": 5}),      # a window: not packed
+    ((2, 4, 2, 9, 19, 16, 16), {"alibi": "heads", "causal": "bottom"}),   # ALiBi slope * (j - i)
+    ((1, 2, 2, 1, 37, 16, 16), {"alibi": "batch", "alibi_kind": "symmetric", "alibi_shift": 36}),   # -slope |j - i - s|
 ]
 
 
@@ -82,6 +96,14 @@ def test_flash_kernel_matches_softmax_attention(kernels, dtype, split):
             options["mask"] = torch.rand(lq, lk) > 0.3
         elif options.get("mask") == "additive":
             options["mask"] = torch.randn(1, h, lq, lk).to(dtype)
+        if options.get("alibi") == "heads":
+            options["alibi"] = torch.rand(h) * 0.5
+        elif options.get("alibi") == "batch":
+            options["alibi"] = torch.rand(b, h)
+        if options.get("sinks") == "heads":
+            options["sinks"] = torch.randn(h, 1).to(dtype) + 1.0
+        elif options.get("sinks") == "rows":
+            options["sinks"] = torch.randn(b, h, lq) * 3.0
         out, lse = kernels[split]._flash_attention(q, k, v, lse=True, **options)
         want, want_lse = expected(q, k, v, **options)
         assert out.dtype == dtype and out.shape == (b, h, lq, dv)
@@ -188,3 +210,23 @@ def test_what_is_not_attention_stays_as_written(tmp_path, score, masked, dim):
     problem = make(tmp_path, "not_attention", reference, {**QKV, **SCALARS}, OUT, SCALAR_SHAPES, axes=AXES)
     family = FAMILIES["attention"]
     assert family.match(problem) is None, "rewritten: " + str(family.last_rejection)
+
+
+def test_gqa_decode_packs_a_groups_heads_into_one_program(kernels, monkeypatch):
+    """One query per head, 4 heads a key/value head: 2 x 2 programs (batch x kv heads), not 2 x 8, on strided q."""
+    module, grids = kernels[1], []
+    kernel = module._attn_fwd
+
+    class Recorder:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return kernel[grid]
+    monkeypatch.setattr(module, "_attn_fwd", Recorder())
+    torch.manual_seed(2)
+    q = torch.randn(2, 1, 8, 16).transpose(1, 2)           # [2, 8, 1, 16], heads not outermost in memory
+    k, v = torch.randn(2, 2, 21, 16), torch.randn(2, 2, 21, 16)
+    sinks = torch.randn(8, 1)
+    out, lse = module._flash_attention(q, k, v, lse=True, sinks=sinks)
+    want, want_lse = expected(q, k, v, sinks=sinks)
+    assert grids == [(1, 4, 1)]
+    assert (out - want).abs().max() < 1e-4 and (lse - want_lse).abs().max() < 1e-3

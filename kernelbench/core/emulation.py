@@ -72,13 +72,55 @@ def _dispatcher(native):
     return dispatch
 
 
+# The op as a program calls it (`aten._scaled_mm.default(...)`), and as a fake tensor mode that carries real
+# tensors (kernelbench.generate.branch_guards) runs it on them: both call the overload's `_op`.
+_SCALED_MM_OP = torch.ops.aten._scaled_mm.default
+
+
+def _real_cpu_fp4(mat_a) -> bool:
+    """Plain fp4 data on the CPU, outside any tracing: a fake, functional or traced operand must reach the
+    native op, so that a trace records `_scaled_mm` itself and never the emulation's ops."""
+    return (type(mat_a) is torch.Tensor and mat_a.dtype == torch.float4_e2m1fn_x2 and mat_a.device.type == "cpu"
+            and not torch._is_functional_tensor(mat_a)
+            and torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is None)
+
+
+class _OpDispatcher:
+    """Stands in for the overload's `_op`, hashing as it does: the overload hashes as its `_op`, and fx graphs
+    and op tables built before or after the swap must find it again."""
+
+    def __init__(self, native):
+        self.native = native
+
+    def __call__(self, mat_a, *args, **kwargs):
+        if _real_cpu_fp4(mat_a):
+            return scaled_mm_fp4(mat_a, *args, **kwargs)
+        return self.native(mat_a, *args, **kwargs)
+
+    def __hash__(self):
+        return hash(self.native)
+
+
+@contextlib.contextmanager
+def emulated_scaled_mm_op():
+    """Within the block, the aten op `_scaled_mm` on real fp4 CPU operands runs the emulation above; traces
+    still record the op (the example capture of a reference runs it on real tensors while tracing)."""
+    native = _SCALED_MM_OP._op
+    _SCALED_MM_OP._op = _OpDispatcher(native)
+    try:
+        yield
+    finally:
+        _SCALED_MM_OP._op = native
+
+
 @contextlib.contextmanager
 def emulated_scaled_mm():
-    """Within the block, torch._scaled_mm on fp4 operands runs the emulation above."""
+    """Within the block, torch._scaled_mm and the aten op on fp4 operands run the emulation above."""
     native = torch._scaled_mm
     torch._scaled_mm = _dispatcher(native)
     try:
-        yield
+        with emulated_scaled_mm_op():
+            yield
     finally:
         torch._scaled_mm = native
 
@@ -86,6 +128,8 @@ def emulated_scaled_mm():
 def emulate_scaled_mm_for_this_process() -> None:
     """For a CPU worker: the emulation stays for the process's whole life (reference and solution alike)."""
     torch._scaled_mm = _dispatcher(torch._scaled_mm)
+    if not isinstance(_SCALED_MM_OP._op, _OpDispatcher):
+        _SCALED_MM_OP._op = _OpDispatcher(_SCALED_MM_OP._op)
 
 
 _HALF_CONVOLUTION: list = []   # the library registration, kept alive for the process's life

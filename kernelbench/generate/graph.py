@@ -33,7 +33,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from kernelbench.core.dtypes import torch_dtype
-from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.emulation import emulated_scaled_mm_op
+from kernelbench.core.errors import KernelBenchError, MissingDataError
 from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
@@ -260,6 +261,10 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
             continue
         return Capture(graph, names, frozenset(scalar_specs), {}, axes, specialized=scalars is values and bool(values),
                        positive_sizes=positive, guards=guards)
+    missing = next((e for _, e in failures if isinstance(e, MissingDataError)), None)
+    if missing is not None:   # the example to trace along needs blobs that are not here: that, not the rest
+        raise CaptureError(f"{problem.name}: the reference branches on tensor values, and the example to trace it "
+                           f"along needs the workload's data: {missing}") from missing
     reasons = "; ".join(f"{label}{type(e).__name__}: {str(e)[:200]}" for label, e in failures)
     raise CaptureError(f"{problem.name}: the reference cannot be traced at {axes}: {reasons}")
 
@@ -331,7 +336,8 @@ def example_capture(problem: Problem, workload, module, scalars: dict[str, Any],
     def reading_symbols(*args):
         with ListsAsSymbols():
             return reading.run(*args)
-    return example_trace(_trace_fake, reading_symbols, inputs)
+    with emulated_scaled_mm_op():   # the example runs on the CPU, which has no FP4 scaled matmul
+        return example_trace(_trace_fake, reading_symbols, inputs)
 
 
 def _fake_inputs(problem: Problem, axes: dict[str, int], scalars: dict[str, Any], mode) -> list[Any]:

@@ -8,14 +8,16 @@ The pattern, on the decomposed aten graph, with exact checks at each step (anyth
                                                                       broadcast (size 1) in a trailing block (GQA)
     scores = scores * a / b ...                                       scalar factors: numbers or scalar inputs
     scores = c * tanh(scores)                                         optional soft cap (c a scalar)
-    scores = where(mask, -inf, scores) | where(mask, scores, -inf) | scores + bias     at most one mask
+    scores = where(mask, -inf, scores) | where(mask, scores, -inf) | scores + bias     at most one mask and one
+                                                                      bias, in either order
     out    = bmm(view(expand([cast](softmax(scores, dim=-1)))), view(expand(V)))   V [..., S, Ev]
+             or softmax(cat((scores, sink), -1))[..., :-1] in its place           sink [..., 1]: one logit a row
 
 Q, K and V are read through fp32 casts of one half type as that type (a bf16 x bf16 product is exact in fp32, so
 the scores differ from the reference's only by summation order); the output keeps the product's dtype. A row
 that sees no key gives 0 on the kernel where the reference's softmax gives NaN. The node computes
-`_attention_node(q, k, v, mask, factors, divisors, cap, dtype)` of templates/attention.py.j2 on [1, heads, L, D]
-views of the operands (the batch dims flattened into heads)."""
+`_attention_node(q, k, v, mask, factors, divisors, cap, dtype, sinks=, bias=)` of templates/attention.py.j2 on
+[1, heads, L, D] views of the operands (the batch dims flattened into heads)."""
 
 from __future__ import annotations
 
@@ -36,17 +38,35 @@ VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 HALF = (torch.float16, torch.bfloat16)
 
 
-def attention_node(q, k, v, mask, factors, divisors, cap, dtype):
+def attention_node(q, k, v, mask, factors, divisors, cap, dtype, causal=None, window=None, sinks=None, bias=None,
+                   alibi=None, alibi_kind=None, alibi_shift=0):
     """The node's meaning (eager, for reading; the solution runs the template's kernel): softmax over the keys of
-    cap * tanh(q k^T * scale / cap) (no cap: q k^T * scale), masked, times v, in `dtype`."""
+    cap * tanh(q k^T * scale / cap) (no cap: q k^T * scale), masked, times v, in `dtype`. causal / window: the
+    position band of templates/attention.py.j2's `_flash_attention` (kernelbench.generate.attention_masks); sinks
+    [1, heads, Lq]: one more logit per row in the softmax, its probability dropped; bias: added to the scores;
+    alibi [1, heads] slopes: slope * (j - i) ("linear") or -slope * |j - i - alibi_shift| ("symmetric") added."""
     scale = math.prod(float(f) for f in factors) / math.prod(float(d) for d in divisors)
     group = q.shape[1] // k.shape[1]
     scores = q.float() @ k.float().repeat_interleave(group, 1).transpose(-1, -2) * scale
     if cap is not None:
         scores = float(cap) * torch.tanh(scores / float(cap))
+    i = torch.arange(scores.shape[-2], device=q.device).view(-1, 1)
+    j = torch.arange(scores.shape[-1], device=q.device).view(1, -1)
+    if bias is not None:
+        scores = scores + bias.float()
+    if alibi is not None:
+        distance = (j - i).float() if alibi_kind == "linear" else -(j - i - alibi_shift).abs().float()
+        scores = scores + alibi.float().view(1, -1, 1, 1) * distance
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    probabilities = torch.softmax(scores, -1).nan_to_num(0.0)
+    if causal is not None:
+        shift = scores.shape[-1] - scores.shape[-2] if causal == "bottom" else 0
+        hidden = (j > i + shift) | ((j <= i + shift - window) if window is not None else False)
+        scores = scores.masked_fill(hidden, float("-inf"))
+    if sinks is not None:
+        probabilities = torch.softmax(torch.cat((scores, sinks.float().unsqueeze(-1)), -1), -1)[..., :-1]
+    else:
+        probabilities = torch.softmax(scores, -1).nan_to_num(0.0)
     return (probabilities @ v.float().repeat_interleave(group, 1)).to(dtype)
 
 
@@ -188,13 +208,31 @@ def recognize_attention(capture: Capture) -> None:
         graph.eliminate_dead_code()
 
 
+def _sink(softmax: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node | None, torch.fx.Node]:
+    """(scores, sink, probabilities): softmax(cat((scores, sink), -1))[..., :-1] with sink [..., 1] not computed
+    from the scores (one more logit per row, its probability dropped: gpt-oss's sinks), else (scores, None, softmax)."""
+    cat = softmax.args[0]
+    if cat.target is not aten.cat.default or len(cat.args[0]) != 2:
+        return cat, None, softmax
+    (scores, sink), rank = cat.args[0], tensor_meta(cat).dim()
+    kept = _single(softmax)
+    columns = tensor_meta(scores).shape[-1] if tensor_meta(scores) is not None else None
+    if (cat.args[1] if len(cat.args) > 1 else 0) % rank != rank - 1 or tensor_meta(sink) is None or \
+            tensor_meta(sink).dim() != rank or tensor_meta(sink).shape[-1] != 1 or _reaches_product(sink) or \
+            kept.target is not aten.slice.Tensor or len(kept.args) < 4 or kept.args[1] % rank != rank - 1 or \
+            tuple(kept.args[2:]) not in ((0, columns), (0, -1), (0, columns, 1), (0, -1, 1)) or len(cat.users) != 1:
+        raise NoMatch("a softmax over scores and more than a sink column")
+    return scores, sink, kept
+
+
 def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) -> None:
-    scores_meta = tensor_meta(softmax.args[0])
+    scores, sink, probabilities = _sink(softmax)
+    scores_meta = tensor_meta(scores)
     rank = scores_meta.dim()
     if rank < 3 or softmax.args[1] % rank != rank - 1 or softmax.args[2] or not scores_meta.dtype.is_floating_point:
         raise NoMatch("not a softmax over the last dim of batched scores")
     # the consumer: bmm(view(expand(p)), view(expand(v))), casts anywhere between
-    chain, product = [softmax], _single(softmax)
+    chain, product = [probabilities], _single(probabilities)
     while product.target in CASTS | VIEWS | {aten.expand.default}:
         chain.append(product)
         product = _single(product)
@@ -202,8 +240,8 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
         raise NoMatch("softmax is not the left operand of a bmm")
     value = _operand(product.args[1], transposed=False)
     # the scores' chain, from the softmax back to the first product
-    mask, bool_visible, cap, factors, divisors = None, True, None, [], []
-    node = softmax.args[0]
+    mask, bias, bool_visible, cap, factors, divisors = None, None, True, None, [], []
+    node = scores
     while True:
         if node.target is aten.mul.Tensor and cap is None and not factors and not divisors and \
                 any(isinstance(a, torch.fx.Node) and a.target is aten.tanh.default for a in node.args):
@@ -225,15 +263,15 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
                 raise NoMatch("a where that is not a -inf mask")
             if tensor_meta(mask) is None or tensor_meta(mask).dtype != torch.bool or _reaches_product(mask):
                 raise NoMatch("a mask that is not boolean or depends on the scores")
-        elif node.target is aten.add.Tensor and mask is None and cap is None and not factors and not divisors and \
+        elif node.target is aten.add.Tensor and bias is None and cap is None and not factors and not divisors and \
                 not node.kwargs and \
                 all(tensor_meta(a) is not None and tensor_meta(a).dim() > 0 for a in node.args):
             chained = [a for a in node.args if _reaches_product(a)]
             if len(chained) != 1:
                 raise NoMatch("an addition of two score tensors")
-            mask = node.args[1] if chained[0] is node.args[0] else node.args[0]
+            bias = node.args[1] if chained[0] is node.args[0] else node.args[0]
             node = chained[0]
-            if not tensor_meta(mask).dtype.is_floating_point:
+            if not tensor_meta(bias).dtype.is_floating_point:
                 raise NoMatch("an integer bias")
         elif node.target in (aten.mul.Tensor, aten.div.Tensor) and not node.kwargs and \
                 _is_scalar(node.args[1]) and tensor_meta(node.args[0]) is not None and tensor_meta(node.args[0]).dim():
@@ -273,8 +311,10 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
         raise NoMatch("k and v broadcast over q's batch dims other than a trailing block")
     heads, kv_heads = math.prod(batch), math.prod(kv_batch)
     q_len, kv_len, head_dim, value_dim = q_meta.shape[-2], k_meta.shape[-2], q_meta.shape[-1], v_meta.shape[-1]
-    if mask is not None:
-        m_meta = tensor_meta(mask)
+    for m in (mask, bias):
+        if m is None:
+            continue
+        m_meta = tensor_meta(m)
         try:
             torch.broadcast_shapes(tuple(m_meta.shape), tuple(scores_meta.shape))
         except RuntimeError:
@@ -297,21 +337,30 @@ def _rewrite(graph: torch.fx.Graph, softmax: torch.fx.Node, scalar_inputs: set) 
         q4 = view(query, (1, heads, q_len, head_dim))
         k4 = view(key, (1, kv_heads, kv_len, head_dim))
         v4 = view(value, (1, kv_heads, kv_len, value_dim))
+        def planes(mask: torch.fx.Node) -> torch.fx.Node:
+            m_shape = (1,) * (rank - tensor_meta(mask).dim()) + tuple(tensor_meta(mask).shape)
+            # all batch dims broadcast: one [L, S] plane; else the mask at every (batch, head)
+            if all(s == 1 for s in m_shape[:-2]):
+                return view(mask, (1, 1) + m_shape[-2:])
+            full = graph.call_function(aten.expand.default, (mask, list(scores_meta.shape)))
+            full.meta["val"] = _meta(tuple(scores_meta.shape), tensor_meta(mask).dtype)
+            return view(full, (1, heads, q_len, kv_len))
+
         mask4 = None
         if mask is not None:
             if not bool_visible:
                 visible = graph.call_function(aten.logical_not.default, (mask,))
                 visible.meta["val"] = _meta(tuple(tensor_meta(mask).shape), torch.bool)
                 mask = visible
-            m_shape = (1,) * (rank - tensor_meta(mask).dim()) + tuple(tensor_meta(mask).shape)
-            # all batch dims broadcast: one [L, S] plane; else the mask at every (batch, head)
-            if all(s == 1 for s in m_shape[:-2]):
-                mask4 = view(mask, (1, 1) + m_shape[-2:])
-            else:
-                full = graph.call_function(aten.expand.default, (mask, list(scores_meta.shape)))
-                full.meta["val"] = _meta(tuple(scores_meta.shape), tensor_meta(mask).dtype)
-                mask4 = view(full, (1, heads, q_len, kv_len))
-        call = graph.call_function(attention_node, (q4, k4, v4, mask4, factors, divisors, cap, dtype))
+            mask4 = planes(mask)
+        extra = {}
+        if bias is not None:
+            extra["bias"] = planes(bias)
+        if sink is not None:   # one logit per (head, query): [1, heads, Lq]
+            rows = graph.call_function(aten.expand.default, (sink, list(scores_meta.shape[:-1]) + [1]))
+            rows.meta["val"] = _meta(tuple(scores_meta.shape[:-1]) + (1,), tensor_meta(sink).dtype)
+            extra["sinks"] = view(rows, (1, heads, q_len))
+        call = graph.call_function(attention_node, (q4, k4, v4, mask4, factors, divisors, cap, dtype), extra)
         call.meta["val"] = _meta((1, heads, q_len, value_dim), dtype)
         result = view(call, tuple(tensor_meta(product).shape))
     product.replace_all_uses_with(result)

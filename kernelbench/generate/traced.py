@@ -11,12 +11,14 @@ plus the scalars' values when the capture had to take them as Python numbers (it
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
@@ -84,16 +86,67 @@ def parameters(problem: Problem) -> dict:
             "scalar_parameters": [a for n, a in names.items() if n in scalars]}
 
 
+def io_sizes(problem: Problem) -> dict:
+    """The element bytes of every input and output and the outputs' shapes: what a product family's traffic
+    estimate reads from its plan."""
+    definition = problem.definition
+    return {"sizes": {n: torch_dtype(s.dtype).itemsize for n, s in {**definition.inputs, **definition.outputs}.items()
+                      if s.shape is not None},
+            "output_shapes": {n: list(s.shape) for n, s in definition.outputs.items()}}
+
+
+# The planning functions of the families built on traced graphs ("module:function", registered as each family's module
+# is imported). The first family asked about a problem plans it for all of them in one child: one interpreter start
+# and import of torch instead of one per family, which was most of a small problem's matching time.
+PLANNERS: list[str] = []
+_LATEST: dict = {}   # the latest problem's plans in this process: {"key": ..., "plans": {function: (plan, why)}}
+
+
+def register_planner(function: str) -> None:
+    if function not in PLANNERS:
+        PLANNERS.append(function)
+
+
 def plan_in_child(function: str, problem: Problem, time_limit_s: float,
                   direct: Callable[[Problem], tuple[dict | None, str]]) -> tuple[dict | None, str]:
     """`function(problem)`: tracing runs the reference's Python, so in a child process, except for a problem
     held in memory (no directory to load it from: tests), which `direct` plans here. The plan gains the
     problem's name, reference and input shapes."""
-    plan, why_not = direct(problem) if problem.directory is None else call_in_child(function, problem, time_limit_s)
+    if problem.directory is None:
+        plan, why_not = direct(problem)
+    elif function in PLANNERS:
+        plan, why_not = copy.deepcopy(_shared_plans(problem, time_limit_s)[function])
+    else:
+        plan, why_not = call_in_child(function, problem, time_limit_s)
     if plan:
         plan.update(problem=problem.name, reference=problem.definition.reference,
                     shapes={n: list(s.shape) for n, s in problem.definition.inputs.items() if s.shape is not None})
     return plan, why_not
+
+
+def _shared_plans(problem: Problem, time_limit_s: float) -> dict[str, tuple]:
+    key = (str(problem.directory), problem.definition.reference, tuple(w.uuid for w in problem.workloads),
+           tuple(PLANNERS))
+    if _LATEST.get("key") != key:
+        plans, why_not = call_in_child(f"{__name__}:plans_of_all", problem, time_limit_s * len(PLANNERS))
+        _LATEST.update(key=key, plans=plans or {f: (None, why_not) for f in PLANNERS})
+    return _LATEST["plans"]
+
+
+def plans_of_all(problem: Problem) -> tuple[dict, str]:
+    """In the child: every registered planner's (plan, why not) for `problem`; one that raises is a refusal
+    naming the error, and the others still plan."""
+    import importlib
+
+    import kernelbench.generate.families  # noqa: F401  (registers the planners)
+    plans = {}
+    for function in PLANNERS:
+        module, name = function.split(":")
+        try:
+            plans[function] = getattr(importlib.import_module(module), name)(problem)
+        except Exception as exc:  # noqa: BLE001 - one family's failure must not cost the others their plans
+            plans[function] = (None, f"{problem.name}: {function} failed: {type(exc).__name__}: {exc}"[:2000])
+    return plans, ""
 
 
 def traced_solution(family: str, match: Match, config: dict, source: str, destination: bool) -> Solution:

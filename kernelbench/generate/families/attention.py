@@ -1,9 +1,11 @@
 """Attention on a generated flash-attention kernel inside the front end's program (templates/attention.py.j2).
 
 match: the fused family's programs (kernelbench.generate.families.fused), with every traced graph first rewritten
-by kernelbench.generate.handwritten_attention (matmul -> scale -> mask -> softmax -> matmul becomes one attention
-node) and attention nodes lowered to the flash kernel instead of SDPA, so the elementwise work around them stays
-fused and a bare attention call is a program too. None when no traced graph holds attention.
+by kernelbench.generate.handwritten_attention (matmul -> scale -> mask / bias -> softmax [with a sink column] ->
+matmul becomes one attention node), then by kernelbench.generate.attention_masks (masks that are position bands
+become the kernel's causal / window band, which skips masked key blocks; position biases slope * distance become
+its ALiBi), and attention nodes lowered to the flash kernel instead of SDPA, so the elementwise work around them
+stays fused and a bare attention call is a program too. None when no traced graph holds attention.
 space: the flash kernel's tiles (queries x keys per program, warps, pipeline stages, key splits: 0 chooses at run
 time from the SM count, which splits decode shapes across the GPU) beside the elementwise kernels' block.
 """
@@ -14,10 +16,18 @@ import math
 
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
-from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
+from kernelbench.generate.attention_masks import lower_position_masks
 from kernelbench.generate.families import fused
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    register_family,
+)
+from kernelbench.generate.graph import Capture
 from kernelbench.generate.handwritten_attention import recognize_attention
-from kernelbench.generate.traced import plan_in_child
+from kernelbench.generate.traced import plan_in_child, register_planner
 from templates import render as render_template
 
 # (block_m, block_n, num_warps, num_stages, split): prefill tiles first (FlashAttention-2's forward on sm_90 runs
@@ -50,7 +60,7 @@ class Attention(Family):
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
     """The fused family's plan with attention recognised and lowered to the flash kernel; None without attention."""
-    plan, why_not = fused.programs_of(problem, recognize_attention, attention_kernels=True)
+    plan, why_not = fused.programs_of(problem, prepare, attention_kernels=True)
     if plan is None:
         return None, why_not
     calls = ("_attention(", "_attention_node(")
@@ -60,8 +70,17 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
 
 
 
+def prepare(capture: Capture) -> None:
+    """Hand-written attention as attention nodes, then their position masks as the kernel's causal / window band."""
+    recognize_attention(capture)
+    lower_position_masks(capture)
+
+
 def kernel_source(attention_config: dict) -> str:
     """The flash-attention kernels and launchers (`_flash_attention`, `_attention`) as a module of their own
     (tests and benchmarks)."""
     return ("import math\nimport os\n\nimport torch\nimport triton\nimport triton.language as tl\n\n\n"
             + render_template("attention.py.j2", attention_config=attention_config))
+
+
+register_planner(f"{__name__}:programs_of")

@@ -31,7 +31,14 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import Solution, Source
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.families.rowwise import input_bytes, verification_workloads
-from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, Traffic, register_family
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    Traffic,
+    register_family,
+)
 from kernelbench.generate.rowprogram import Unsupported
 from templates import render as render_template
 

@@ -19,10 +19,27 @@ from collections.abc import Callable
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
 from kernelbench.generate import scans
-from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, register_family
-from kernelbench.generate.frontend import Unsupported, dedupe_kernels, kernel_text, lower
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    register_family,
+)
+from kernelbench.generate.frontend import (
+    Unsupported,
+    dedupe_kernels,
+    kernel_text,
+    lower,
+)
 from kernelbench.generate.graph import Capture
-from kernelbench.generate.traced import parameters, plan_in_child, trace_programs, traced_solution
+from kernelbench.generate.traced import (
+    parameters,
+    plan_in_child,
+    register_planner,
+    trace_programs,
+    traced_solution,
+)
 from templates import render as render_template
 
 MAX_KERNELS = 48         # distinct kernels a program may need: more (a loop the reference unrolled) costs
@@ -122,3 +139,6 @@ def summarize(plan: dict) -> str:
 
 def input_elements(plan: dict, axes: dict[str, int]) -> int:
     return sum(math.prod(axes[a] if a in axes else int(a) for a in shape) for shape in plan["shapes"].values())
+
+
+register_planner(f"{__name__}:programs_of")

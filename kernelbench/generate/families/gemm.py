@@ -14,12 +14,25 @@ from __future__ import annotations
 import json
 import math
 
-from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
-from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, Traffic, register_family
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    Traffic,
+    register_family,
+)
 from kernelbench.generate.gemmprogram import gemm_program
-from kernelbench.generate.traced import parameters, plan_in_child, trace_programs, traced_solution
+from kernelbench.generate.traced import (
+    io_sizes,
+    parameters,
+    plan_in_child,
+    register_planner,
+    trace_programs,
+    traced_solution,
+)
 from templates import render as render_template
 
 SMS = 132                # streaming multiprocessors of the target (H100 SXM): split-K fills them for skinny shapes
@@ -34,10 +47,7 @@ class Gemm(Family):
         plan, self.last_rejection = plan_in_child(f"{__name__}:programs_of", problem, time_limit_s, programs_of)
         if not plan:
             return None
-        definition = problem.definition
-        plan.update(sizes={n: torch_dtype(s.dtype).itemsize for n, s in {**definition.inputs, **definition.outputs}.items()
-                           if s.shape is not None},
-                    output_shapes={n: list(s.shape) for n, s in definition.outputs.items()})
+        plan.update(io_sizes(problem))
         return Match(self.name, summarize(plan), plan)
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
@@ -136,3 +146,6 @@ def summarize(plan: dict) -> str:
             f"{'batched ' if any(p['batch'] > 1 for p in programs) else ''}matrix product"
             + (f" with up to {epilogue} epilogue op(s)" if epilogue else "")
             + (f", {len(plan['skipped'])} shape(s) left to the reference" if plan["skipped"] else ""))
+
+
+register_planner(f"{__name__}:programs_of")

@@ -27,7 +27,14 @@ from kernelbench.core.problem import Problem, Workload
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import Solution, Source
 from kernelbench.core.statuses import PASSED
-from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, Traffic, register_family
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    Traffic,
+    register_family,
+)
 from kernelbench.generate.graph import capture
 from kernelbench.generate.isolation import call_in_child
 from kernelbench.generate.rowcode import GroupCode, KernelConfig, identifier
