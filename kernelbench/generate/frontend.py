@@ -372,6 +372,25 @@ ATTENTION = torch.ops.kernelbench.attention.default     # registered by kernelbe
 TEMPLATE_CALLS: dict[Any, str] = {ATTENTION: "_attention"}
 
 
+def lower_with(lowering, node: Any, targets, build: Callable) -> bool:
+    """Lower `node` by `build(lowering, node).emit()` when its target is one of `targets`: True when done, or when
+    the node is an element (getitem) of a node already lowered so; False leaves it to the library (nothing changed:
+    `build` raises Unsupported before emitting anything)."""
+    if node.op != "call_function":
+        return False
+    if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) \
+            and node.args[0].target in targets and node in lowering.names:
+        return True
+    if node.target not in targets:
+        return False
+    try:
+        plan = build(lowering, node)
+    except Unsupported:
+        return False
+    plan.emit()
+    return True
+
+
 def tensor_meta(node: Any) -> torch.Tensor | None:
     value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
     return value if isinstance(value, torch.Tensor) else None

@@ -34,7 +34,14 @@ import operator
 import torch
 import torch.fx
 
-from kernelbench.generate.frontend import TL, Unsupported, compute_type, is_symbolic, tensor_meta
+from kernelbench.generate.frontend import (
+    TL,
+    Unsupported,
+    compute_type,
+    is_symbolic,
+    lower_with,
+    tensor_meta,
+)
 
 aten = torch.ops.aten
 
@@ -120,19 +127,7 @@ def helper_sources(kernels: list[dict]) -> list[str]:
 def lowered(lowering, node: torch.fx.Node) -> bool:
     """Lower a scan node into a kernel (and name its results); True when done, or when the node is an element
     of a scan already lowered. False leaves the node to the library (nothing was changed)."""
-    if node.op != "call_function":
-        return False
-    if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) \
-            and node.args[0].target in KINDS and node in lowering.names:
-        return True
-    if node.target not in KINDS:
-        return False
-    try:
-        plan = Scan(lowering, node)
-    except Unsupported:
-        return False
-    plan.emit()
-    return True
+    return lower_with(lowering, node, KINDS, Scan)
 
 
 class Scan:

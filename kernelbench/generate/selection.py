@@ -29,7 +29,13 @@ import operator
 import torch
 import torch.fx
 
-from kernelbench.generate.frontend import TL, Unsupported, is_symbolic, tensor_meta
+from kernelbench.generate.frontend import (
+    TL,
+    Unsupported,
+    is_symbolic,
+    lower_with,
+    tensor_meta,
+)
 
 aten = torch.ops.aten
 
@@ -70,19 +76,7 @@ SELECTIONS = {aten.argmax.default, aten.argmin.default, aten.max.dim, aten.min.d
 def lowered(lowering, node: torch.fx.Node) -> bool:
     """Lower a selection node into kernels (and name its results); True when done, or when the node is an
     element of a selection already lowered. False leaves the node to the library (nothing was changed)."""
-    if node.op != "call_function":
-        return False
-    if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) \
-            and node.args[0].target in SELECTIONS and node in lowering.names:
-        return True
-    if node.target not in SELECTIONS:
-        return False
-    try:
-        plan = Selection(lowering, node)
-    except Unsupported:
-        return False
-    plan.emit()
-    return True
+    return lower_with(lowering, node, SELECTIONS, Selection)
 
 
 class Selection:
