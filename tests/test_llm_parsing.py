@@ -40,13 +40,13 @@ def test_outputs_after_the_inputs_mean_destination_passing(problem):
     assert parse(f"```python\n{memo}```", problem).solution.destination_passing_style is False
 
 
-def test_triton_and_a_named_cuda_file(problem):
+def test_triton_and_a_named_cuda_file_beside_a_python_entry(problem):
     triton = "import triton\nimport triton.language as tl\n\n" + VALUE
     assert parse(f"```python\n{triton}```", problem).solution.languages == ("triton",)
     answer = (f"```cuda kernel.cu\n__global__ void k() {{}}\n```\n\n```python main.py\n{VALUE}```\n"
               "```python\nprint(run(x, w, 1e-6))  # usage, no file name: left out\n```\n")
     parsed = parse(answer, problem)
-    assert parsed.solution.entry_point == "main.py::run" and parsed.solution.languages == ("cuda_cpp",)
+    assert parsed.solution.entry_point == "main.py::run" and parsed.solution.languages == ("pytorch",)
     assert [s.path for s in parsed.solution.sources] == ["main.py", "kernel.cu"]
     assert len(parsed.notes) == 1 and "code block 3" in parsed.notes[0]
 

@@ -7,9 +7,10 @@ Accepted, first match wins:
    `# file: helpers.py`) are written beside it; unnamed blocks without `run` are left out;
 3. no fence at all: the whole answer, when it parses as Python and defines `run`.
 Destination-passing style is read from `run`'s parameters: the reference's inputs only -> returns its
-outputs; the inputs then the outputs -> writes into them. The language is triton when the code
-imports triton, cuda_cpp when it builds CUDA (a .cu/.cpp source, torch.utils.cpp_extension, cupy),
-else pytorch. Nothing here judges the code: screening, the audit and the timer do.
+outputs; the inputs then the outputs -> writes into them. The entry is a Python module, so the language
+is a Python one (official cuda_cpp solutions have a C++ entry, a json block's concern): triton when the code
+imports triton, else pytorch, also when it builds CUDA itself (a .cu source, torch.utils.cpp_extension,
+cupy). Nothing here judges the code: screening, the audit and the timer do.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ FILE_NAME = re.compile(r"[\w./-]+\.(?:py|cu|cuh|cpp|cc|cxx|c|h|hpp)\b")
 FIRST_LINE_NAME = re.compile(r"^\s*(?:#|//)\s*(?:file(?:name)?\s*:\s*)?([\w./-]+\.(?:py|cu|cuh|cpp|cc|cxx|c|h|hpp))\s*$")
 PYTHON_TAGS = ("python", "py", "python3", "triton", "pytorch")
 NATIVE_TAGS = ("cuda", "cu", "cpp", "c++", "c", "cxx", "cuh", "h", "hpp")
-CUDA_MARKERS = ("cpp_extension", "load_inline", "import cupy", "from cupy", "nvrtc")
 
 
 @dataclass
@@ -155,8 +155,6 @@ def _destination_passing(function: ast.FunctionDef, problem: Problem) -> bool | 
 
 
 def _language(sources: list[Source]) -> str:
-    if any(not s.path.endswith(".py") for s in sources) or any(m in s.content for s in sources for m in CUDA_MARKERS):
-        return "cuda_cpp"
     if any(re.search(r"^\s*(import triton|from triton)", s.content, re.MULTILINE) for s in sources):
         return "triton"
     return "pytorch"
