@@ -391,6 +391,24 @@ def lower_with(lowering, node: Any, targets, build: Callable) -> bool:
     return True
 
 
+def result_slots(lowering, name: str, results: list, position_of: Callable[[Any], int]) -> dict[int, str]:
+    """The host variable of each output position (0 values, 1 indices) of a node with several results, each
+    result named after it: a returned result is stored straight into its destination, another gets a buffer."""
+    slots: dict[int, str] = {}
+    for result in results:
+        position = position_of(result)
+        if position not in slots:
+            if result in lowering.destinations:
+                slots[position] = lowering.destinations[result][0]
+            else:
+                meta = tensor_meta(result)
+                slots[position] = f"{name}_{'indices' if position else 'values'}"
+                lowering.lines.append(f"{slots[position]} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, "
+                                      f"device={lowering.device})")
+        lowering.names[result] = slots[position]
+    return slots
+
+
 def tensor_meta(node: Any) -> torch.Tensor | None:
     value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
     return value if isinstance(value, torch.Tensor) else None

@@ -40,6 +40,7 @@ from kernelbench.generate.frontend import (
     compute_type,
     is_symbolic,
     lower_with,
+    result_slots,
     tensor_meta,
 )
 
@@ -226,20 +227,8 @@ class Scan:
         lowering, node = self.lowering, self.node
         name = f"v{lowering.partition.index[node]}"
         source = lowering.argument(node.args[0])
-        slots = {}   # output position (0 values, 1 indices) -> host variable
-        for result in self.results():
-            position = 1 if result is not node and result.args[1] == 1 else 0
-            if position in slots:
-                lowering.names[result] = slots[position]
-                continue
-            meta = tensor_meta(result)
-            if result in lowering.destinations:   # stored straight into the returned tensor
-                slots[position] = lowering.destinations[result][0]
-            else:
-                slots[position] = f"{name}_{'indices' if position else 'values'}"
-                lowering.lines.append(f"{slots[position]} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, "
-                                      f"device={lowering.device})")
-            lowering.names[result] = slots[position]
+        slots = result_slots(lowering, name, self.results(),
+                             lambda result: 1 if result is not node and result.args[1] == 1 else 0)
         positions = (0, 1) if self.kind in PAIRED else (0,)
         for position in positions:   # a result nobody reads still needs a buffer to be stored into
             if position not in slots:

@@ -34,6 +34,7 @@ from kernelbench.generate.frontend import (
     Unsupported,
     is_symbolic,
     lower_with,
+    result_slots,
     tensor_meta,
 )
 
@@ -250,21 +251,8 @@ class Selection:
         lowering, node = self.lowering, self.node
         name = f"v{lowering.partition.index[node]}"
         source = lowering.argument(node.args[0])
-        results = self.results()
-        slots = {}   # output position (0 values, 1 indices) -> host variable
-        for result in results:
-            position = 1 if result is node or result.args[1] == 1 else 0
-            if position in slots:
-                lowering.names[result] = slots[position]
-                continue
-            meta = tensor_meta(result)
-            if result in lowering.destinations:   # stored straight into the returned tensor
-                slots[position] = lowering.destinations[result][0]
-            else:
-                slots[position] = f"{name}_{'indices' if position else 'values'}"
-                lowering.lines.append(f"{slots[position]} = torch.empty({tuple(meta.shape)}, dtype={meta.dtype}, "
-                                      f"device={lowering.device})")
-            lowering.names[result] = slots[position]
+        slots = result_slots(lowering, name, self.results(),
+                             lambda result: 1 if result is node or result.args[1] == 1 else 0)
         for position in (0, 1):   # a result nobody reads still needs a buffer to be stored into
             if position not in slots and (position == 1 or self.values):
                 dtype = torch.int64 if position else self.dtype
