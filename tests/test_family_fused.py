@@ -27,6 +27,7 @@ from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.eval.evaluator import EvalConfig, evaluate
 from kernelbench.generate.families.fused import writes_an_input
+from kernelbench.generate.frontend import INTERPRETER_TILE
 from kernelbench.generate.family import FAMILIES
 
 from conftest import write_problem
@@ -265,7 +266,7 @@ def test_block_sizes_change_speed_not_results(tmp_path, config):
     solution = render(problem, fused(problem), config)
     run = load_entry_point(solution, materialize(solution))
     module = sys.modules[run.__module__]
-    assert module._BLOCK == 16384                  # the interpreter's own block: few programs, each run in Python
+    assert module._BLOCK == INTERPRETER_TILE       # the interpreter's own block: few programs, each run in Python
     module._BLOCK = config["block"]                # the configured one, as on a GPU
     assert check(problem, solution, problem.workloads[0], run=run).status == PASSED
 

@@ -56,6 +56,9 @@ from kernelbench.generate.host_sizes import (
 aten = torch.ops.aten
 prims = torch.ops.prims
 
+# Elements a program covers under Triton's CPU interpreter, which runs each program of a grid in Python: large
+# blocks keep an evaluation practical there (a block changes the speed, never the results).
+INTERPRETER_TILE = 65536
 INLINE_CONSTANT_ELEMENTS = 4096   # a lifted constant tensor larger than this is not written into a solution
 
 

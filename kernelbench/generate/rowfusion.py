@@ -29,6 +29,7 @@ import torch.fx
 
 from kernelbench.generate import gathers, scans
 from kernelbench.generate.frontend import (
+    INTERPRETER_TILE,
     ORDER_KEEPING_VIEWS,
     RULES,
     TL,
@@ -671,11 +672,14 @@ def emit_row_region(lowering, region: RowRegion) -> None:
             lowering.names[node] = f"v{lowering.partition.index[node]}"
             lowering.lines.append(f"{lowering.names[node]} = {lowering.names[stored]}.view({tuple(tensor_meta(node).shape)})")
     block_r, block_d, warps = emitter.launch_sizes()
+    interpreted_r = block_r if emitter.looped else \
+        max(block_r, min(1 << (region.rows - 1).bit_length(), INTERPRETER_TILE // block_d))
+    rows = f"({interpreted_r} if _INTERPRETED else {block_r})" if interpreted_r != block_r else str(block_r)
     arguments = [lowering.names[e.node] for e in tensors] + list(emitter.scalars) + [lowering.names[n] for n in outputs]
     arguments += [f"*{lowering.names[e.node]}.stride()" for e in tensors if len(e.shape)]
     arguments += [f"C_{e.name}={lowering.names[e.node]}.is_contiguous()" for e in tensors]
-    lowering.lines.append(f"{name}[(triton.cdiv({region.rows}, {block_r}),)]({', '.join(arguments)}, "
-                          f"BLOCK_R={block_r}, BLOCK_D={block_d}, num_warps={warps})")
+    lowering.lines.append(f"{name}[(triton.cdiv({region.rows}, {rows}),)]({', '.join(arguments)}, "
+                          f"BLOCK_R={rows}, BLOCK_D={block_d}, num_warps={warps})")
     lowering.launches += 1
 
 

@@ -14,8 +14,9 @@ except ImportError:
     from reference_fallback import run as _reference
 
 # Triton's CPU interpreter runs each program of a grid in Python: there, few large blocks keep an evaluation
-# practical (a block size changes the speed, never the results); the GPU takes the configured one.
-_BLOCK = 16384 if os.environ.get("TRITON_INTERPRET") == "1" else 256
+# practical (a block size changes the speed, never the results); the GPU takes the configured one. Row kernels
+# take as many rows a program as fill INTERPRETER_TILE elements there (rowfusion.py).
+_BLOCK = 65536 if os.environ.get("TRITON_INTERPRET") == "1" else 256
 _WARPS = 2
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"   # a top-k sorts its tiles on a GPU only (selection.py)
 

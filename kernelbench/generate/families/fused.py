@@ -27,6 +27,7 @@ from kernelbench.generate.family import (
     register_family,
 )
 from kernelbench.generate.frontend import (
+    INTERPRETER_TILE,
     Unsupported,
     dedupe_kernels,
     kernel_text,
@@ -83,7 +84,7 @@ def render_programs(family: str, version: str, match: Match, config: Config, att
     source = render_template(
         "fused.py.j2", family=family, version=version, attention_config=attention_config, problem=plan["problem"],
         summary=match.summary,
-        config_text=json.dumps(config, sort_keys=True), block=int(config["block"]),
+        config_text=json.dumps(config, sort_keys=True), block=int(config["block"]), interpreter_tile=INTERPRETER_TILE,
         num_warps=int(config["num_warps"]), kernels=kernels, programs=programs, constants=constants,
         uses_tanh=any(k["uses_tanh"] for k in kernels), scan_helpers=scans.helper_sources(kernels), graph=bool(config.get("graph")),
         ungraphed="(" + "".join(f"{p['function']}, " for p in programs
