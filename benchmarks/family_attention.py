@@ -32,11 +32,10 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
-import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kernelbench.generate.families.attention import TILES, kernel_source
+from report import Report, bench_ms, number
 from roofline import DATASHEETS
 
 # (regime, batch, q heads, kv heads, q_len, kv_len, head_dim, causal: False, True or a window size (causal band))
@@ -106,10 +105,6 @@ def with_sinks(q, k, v, sinks):
     return torch.softmax(scores, -1)[..., :-1] @ v.float().repeat_interleave(group, 1)
 
 
-def bench_ms(fn, dry_run: bool) -> float | None:
-    return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
-
-
 def sdpa(q, k, v, causal, mask=None):
     """SDPA on its flash backend (the default backends where flash refuses enable_gqa or a mask)."""
     causal = causal is True and mask is None
@@ -144,14 +139,14 @@ def math_attention(q, k, v, causal: bool, mask=None):
     return (torch.softmax(scores, -1).to(v.dtype) @ v)
 
 
-def measure(args, directory: Path) -> list[dict]:
+def measure(args, directory: Path, report: Report) -> None:
     shapes = DRY_SHAPES if args.dry_run else SHAPES
     device = "cpu" if args.dry_run else "cuda"
     hardware = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"]
     peak, bandwidth = hardware.tensor["bf16"], hardware.dram_bandwidth
     configs = [dict(zip(("block_m", "block_n", "num_warps", "num_stages", "split"), t)) for t in TILES]
     modules = [kernels(c, directory) for c in configs[:args.configs]]
-    started, rows = time.monotonic(), []
+    started = time.monotonic()
     for regime, batch, heads, kv_heads, q_len, kv_len, head_dim, causal in shapes:
         torch.manual_seed(0)
         q = torch.randn(batch, heads, q_len, head_dim, device=device, dtype=torch.bfloat16)
@@ -207,13 +202,7 @@ def measure(args, directory: Path) -> list[dict]:
             best = min(timed, key=timed.get)
             row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
                        ours_peak=flops / peak / (timed[best] / 1e3), ours_bound=bound_ms / timed[best])
-        rows.append(row)
-        print(json.dumps(row)[:400], flush=True)
-    return rows
-
-
-def number(value, form: str) -> str:
-    return format(value, form) if value is not None else "-"
+        report.add(row)
 
 
 def markdown(header: str, rows: list[dict]) -> str:
@@ -240,16 +229,12 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    report = Report(args.out, "family_attention", "attention family", args.dry_run)
     scratch = args.out / "kernels"
     scratch.mkdir(exist_ok=True)
-    rows = measure(args, scratch)
-    device = "CPU (Triton interpreter, untimed)" if args.dry_run else torch.cuda.get_device_name()
-    header = f"# family attention on {device}, torch {torch.__version__}, triton {triton.__version__}"
-    (args.out / "family_attention.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1))
-    (args.out / "family_attention.md").write_text(markdown(header, rows))
-    print(markdown(header, rows))
-    failed = [r for r in rows if not r["ours"]]
+    measure(args, scratch, report)
+    report.finish(markdown(report.heading, report.rows))
+    failed = [r for r in report.rows if not r["ours"]]
     return 1 if failed else 0
 
 

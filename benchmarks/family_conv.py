@@ -29,13 +29,12 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
-import triton.testing
 
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.generate.family import FAMILIES
+from report import Report, bench_ms, number
 from roofline import DATASHEETS
 
 HEADER = "import torch\nimport torch.nn.functional as F\n\n\n"
@@ -80,16 +79,12 @@ def case_problem(name: str, expression: str, shapes: dict, dtype: str, output: l
     return dataclasses.replace(load_problem(directory), directory=None), reference
 
 
-def bench_ms(fn, dry_run: bool) -> float | None:
-    return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
-
-
-def measure(args) -> list[dict]:
+def measure(args, report: Report) -> None:
     cases = DRY_CASES if args.dry_run else CASES
     device = "cpu" if args.dry_run else "cuda"
     hardware = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"]
     peak, bandwidth = hardware.tensor["bf16"], hardware.dram_bandwidth
-    family, started, rows = FAMILIES["conv"], time.monotonic(), []
+    family, started = FAMILIES["conv"], time.monotonic()
     for name, expression, shapes, dtype in cases:
         torch.manual_seed(0)
         kind = getattr(torch, dtype)
@@ -104,7 +99,7 @@ def measure(args) -> list[dict]:
         row = {"case": name, "expression": expression, "shapes": shapes, "dtype": dtype, "ours": {}, "errors": {}}
         if match is None:
             row["refused"] = family.last_rejection[:300]
-            rows.append(row)
+            report.add(row)
             continue
         traffic = family.traffic(match, problem.axes_for(problem.workloads[0]))
         bound_ms = max(traffic.flops / peak, traffic.bytes / bandwidth) * 1e3
@@ -135,13 +130,7 @@ def measure(args) -> list[dict]:
             row.update(best_config=best, ours_ms=timed[best], ours_tflops=traffic.flops / timed[best] / 1e9,
                        ours_peak=traffic.flops / peak / (timed[best] / 1e3), ours_bound=bound_ms / timed[best],
                        ours_gbs=traffic.bytes / timed[best] / 1e6)
-        rows.append(row)
-        print(json.dumps(row)[:400], flush=True)
-    return rows
-
-
-def number(value, form: str) -> str:
-    return format(value, form) if value is not None else "-"
+        report.add(row)
 
 
 def markdown(header: str, rows: list[dict]) -> str:
@@ -169,14 +158,10 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = measure(args)
-    gpu = "CPU (dry run: checked, not timed)" if args.dry_run else torch.cuda.get_device_name()
-    header = (f"# conv family, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}, "
-              f"triton {triton.__version__}")
-    (args.out / "family_conv.json").write_text(json.dumps({"header": header, "cases": rows}, indent=1))
-    (args.out / "family_conv.md").write_text(markdown(header, rows))
-    failed = [r["case"] for r in rows if "refused" in r or (r["errors"] and not r["ours"])]
+    report = Report(args.out, "family_conv", "conv family", args.dry_run)
+    measure(args, report)
+    report.finish(markdown(report.heading, report.rows))
+    failed = [r["case"] for r in report.rows if "refused" in r or (r["errors"] and not r["ours"])]
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
     return 1 if failed else 0

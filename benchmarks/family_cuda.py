@@ -8,7 +8,8 @@ configurations), beside the eager reference (T_b's eager variant), torch.compile
 On a GPU every solution goes through kernelbench.eval.evaluator.evaluate (fresh child, build, correctness
 rounds, audit, cold-L2 timing): the cuda_cpp solution is compiled there with torch.utils.cpp_extension, once
 per content hash, into OUT_DIR/cpp_extensions (its build time is reported from the first evaluation). Writes
-OUT_DIR/family_cuda.json: per solution and workload, status, latency_ms and the log of any failure.
+OUT_DIR/family_cuda.json (one row per solution: per workload, status, latency_ms and the log of any failure; in a
+dry run one row per check) and OUT_DIR/family_cuda.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kernelbench.eval.evaluator import EvalConfig, evaluate
 from kernelbench.generate.families.cuda import plan_of, render_solution
 from kernelbench.generate.family import FAMILIES
 import kernelbench.generate.families  # noqa: F401  (registers the families)
+from report import Report, number
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "069_rms_norm_cuda_cpp" / "solution.json"
@@ -57,24 +59,46 @@ def candidates(problem) -> dict:
     return found
 
 
-def dry_run(problem, out: Path) -> dict:
+def dry_run(problem, out: Path, report: Report) -> None:
+    """One row per check: the example's audit findings, its nvcc sm_90 compile, the solutions a GPU run would
+    evaluate, the cuda family's plan."""
     solution = load_solution(EXAMPLE)
-    report = {"dry_run": True, "findings": [f.rule for f in scan_solution(solution, problem)]}
+    report.add({"check": "audit findings", "findings": [f.rule for f in scan_solution(solution, problem)]})
     nvcc = shutil.which("nvcc")
     if nvcc:
         source_dir = materialize(solution, out / "src")
         started = time.perf_counter()
         done = subprocess.run([nvcc, "-arch=sm_90", "-O3", "--use_fast_math", "-c", str(source_dir / "kernel.cu"),
                                "-o", str(out / "kernel.o")], capture_output=True, text=True)
-        report["nvcc_sm90"] = {"ok": done.returncode == 0, "seconds": round(time.perf_counter() - started, 1),
-                               "log": done.stderr[-2000:]}
-    report["solutions"] = sorted(candidates(problem))
+        report.add({"check": "nvcc sm_90", "ok": done.returncode == 0,
+                    "seconds": round(time.perf_counter() - started, 1), "log": done.stderr[-2000:]})
+    report.add({"check": "solutions", "names": sorted(candidates(problem))})
     plan, why = plan_of(problem)   # the cuda family's CPU half; on a GPU it renders and runs
-    report["cuda_family_plan"] = plan or why
+    row = {"check": "cuda family plan", "plan": plan or why}
     if plan:
         cuda_source = render_solution(problem.name, plan, {"threads": 1024}, "dry run").sources[0].content
-        report["cuda_family_source_lines"] = cuda_source.count("\n")
-    return report
+        row["source_lines"] = cuda_source.count("\n")
+    report.add(row)
+
+
+def markdown(header: str, rows: list[dict]) -> str:
+    """A dry run's checks; else each solution's passed workloads, then the latency of each (µs) per workload."""
+    lines = [header, ""]
+    if rows and "check" in rows[0]:
+        lines += ["| check | result |", "|---|---|"]
+        lines += [f"| {r['check']} | {json.dumps({k: v for k, v in r.items() if k != 'check'})[:300]} |"
+                  for r in rows]
+        return "\n".join(lines) + "\n"
+    lines += ["| solution | passed | seconds |", "|---|---|---|"]
+    for r in rows:
+        statuses = [w["status"] for w in r["workloads"].values()]
+        lines.append(f"| {r['solution']} | {statuses.count('PASSED')}/{len(statuses)} | {r['seconds']} |")
+    if rows:
+        lines += ["", "| workload | " + " | ".join(r["solution"] for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
+        for uuid in rows[0]["workloads"]:
+            latencies = [r["workloads"].get(uuid, {}).get("latency_ms") for r in rows]
+            lines.append(f"| {uuid[:8]} | " + " | ".join(number(t and t * 1e3, ".1f") for t in latencies) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -84,30 +108,22 @@ def main() -> None:
     parser.add_argument("--workloads", type=int, default=None, help="the N smallest workloads (default: all)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    report = Report(args.out, "family_cuda", "cuda family and the cuda_cpp example", args.dry_run)
     problem = load_problem(args.sample_root / "L1" / "069_rms_norm")
     if args.dry_run:
-        report = dry_run(problem, args.out)
+        dry_run(problem, args.out, report)
     else:
         config = EvalConfig(device="cuda", max_workloads=args.workloads, build_dir=str(args.out / "cpp_extensions"))
-        report = {"dry_run": False, "results": {}}
         for name, solution in candidates(problem).items():
             started = time.perf_counter()
             traces = evaluate(problem, solution, config)
-            report["results"][name] = {
-                "seconds": round(time.perf_counter() - started, 1),
+            report.add({
+                "solution": name, "seconds": round(time.perf_counter() - started, 1),
                 "workloads": {t.workload.uuid: {"axes": t.workload.axes, "status": str(t.evaluation.status),
                                                 "latency_ms": t.evaluation.performance.latency_ms
                                                 if t.evaluation.performance else None,
-                                                "log": (t.evaluation.log or "")[-1500:]} for t in traces}}
-            statuses = [w["status"] for w in report["results"][name]["workloads"].values()]
-            print(f"{name}: {statuses.count('PASSED')}/{len(statuses)} passed in {report['results'][name]['seconds']} s",
-                  flush=True)
-        for uuid in next(iter(report["results"].values()))["workloads"]:
-            row = {name: r["workloads"][uuid]["latency_ms"] for name, r in report["results"].items()}
-            print(uuid[:8], {k: (round(v * 1000, 1) if v else None) for k, v in row.items()}, "us", flush=True)
-    (args.out / "family_cuda.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.out / 'family_cuda.json'}")
+                                                "log": (t.evaluation.log or "")[-1500:]} for t in traces}})
+    report.finish(markdown(report.heading, report.rows))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
 
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.correctness import as_output_list, compare
@@ -42,6 +41,7 @@ from kernelbench.eval.buffers import allocate_outputs
 from kernelbench.eval.timing import TimingConfig, time_callable
 from kernelbench.generate.family import FAMILIES
 from memory_bound import memory_bound_tasks, part
+from report import Report
 from roofline import sol_for_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,28 +162,24 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=8, help="tasks matched (traced) at once, ahead of the timing")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    report = Report(args.out, "family_fused", "fused family", args.dry_run)
     tasks = args.tasks or part(memory_bound_tasks(ROOT / "tasks235"), args.part)
-    started, results = time.monotonic(), []
+    started = time.monotonic()
     with ThreadPoolExecutor(args.jobs) as pool:   # tracing on the CPU cores while the GPU times the previous task
         matches = [pool.submit(matched, directory) for directory in tasks]
         for directory, future in zip(tasks, matches):
             if time.monotonic() - started > args.budget_s:
-                results.append({"task": directory.name, "skipped": "out of time budget"})
+                report.add({"task": directory.name, "skipped": "out of time budget"})
                 future.cancel()
                 continue
             try:
                 problem, match, rejection = future.result()
-                results.append(measure(directory, problem, match, args) if match else
-                               {"task": directory.name, "skipped": rejection[:300]})
+                result = measure(directory, problem, match, args) if match else \
+                    {"task": directory.name, "skipped": rejection[:300]}
             except Exception as exc:  # noqa: BLE001 - one task's failure is a row, not the end of the run
-                results.append({"task": directory.name, "skipped": f"{type(exc).__name__}: {exc}"[:300]})
-            print(json.dumps(results[-1])[:400], flush=True)
-    gpu = "CPU (dry run)" if args.dry_run else torch.cuda.get_device_name()
-    header = (f"# fused family, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}, "
-              f"triton {triton.__version__}")
-    (args.out / "family_fused.json").write_text(json.dumps({"header": header, "results": results}, indent=1))
-    (args.out / "family_fused.md").write_text(markdown(results, header))
+                result = {"task": directory.name, "skipped": f"{type(exc).__name__}: {exc}"[:300]}
+            report.add(result)
+    report.finish(markdown(report.rows, report.heading))
     return 0
 
 

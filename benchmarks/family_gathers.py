@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import family_fused  # sets the interpreter for --dry-run before triton is imported
-import torch
-import triton
 
 from kernelbench.core.problem import load_problem
+from report import Report
 from roofline import sol_for_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +75,8 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    report = Report(args.out, "family_gathers", "gathers and scatters", args.dry_run)
     tasks = args.tasks or [ROOT / "tasks235" / "L1" / name for name in TASKS]
-    results = []
     for directory in tasks:
         try:
             problem, match, rejection = family_fused.matched(directory)
@@ -89,13 +86,8 @@ def main() -> int:
                 result = with_bandwidth(directory, result)
         except Exception as exc:  # noqa: BLE001 - one task's failure is a row, not the end of the run
             result = {"task": directory.name, "skipped": f"{type(exc).__name__}: {exc}"[:300]}
-        results.append(result)
-        print(json.dumps(result)[:400], flush=True)
-    gpu = "CPU (dry run)" if args.dry_run else torch.cuda.get_device_name()
-    header = (f"# gathers and scatters, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}, "
-              f"triton {triton.__version__}")
-    (args.out / "family_gathers.json").write_text(json.dumps({"header": header, "results": results}, indent=1))
-    (args.out / "family_gathers.md").write_text(markdown(results, header))
+        report.add(result)
+    report.finish(markdown(report.rows, report.heading))
     return 0
 
 

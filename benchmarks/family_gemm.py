@@ -29,8 +29,6 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
-import triton.testing
 
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.correctness import as_output_list, compare
@@ -40,6 +38,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
+from report import Report, bench_ms, number
 from roofline import DATASHEETS
 
 # (regime, M, N, K): Llama-3-8B o_proj / gate_up / down_proj, Llama-3-70B shards, Mistral
@@ -65,11 +64,7 @@ def linear_problem(shapes: list[tuple], directory: Path):
     return dataclasses.replace(load_problem(directory), directory=None)
 
 
-def bench_ms(fn, dry_run: bool) -> float | None:
-    return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
-
-
-def measure_shapes(args) -> list[dict]:
+def measure_shapes(args, report: Report) -> None:
     shapes = DRY_SHAPES if args.dry_run else SHAPES
     device = "cpu" if args.dry_run else "cuda"
     hardware = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"]
@@ -80,7 +75,7 @@ def measure_shapes(args) -> list[dict]:
         match = family.match(problem)
     if match is None:
         raise SystemExit(f"the gemm family refused y = x @ W^T: {family.last_rejection}")
-    started, rows = time.monotonic(), []
+    started = time.monotonic()
     for regime, m, n, k in shapes:
         torch.manual_seed(0)
         x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
@@ -115,20 +110,19 @@ def measure_shapes(args) -> list[dict]:
             row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
                        ours_peak=flops / peak / (timed[best] / 1e3), ours_bound=bound_ms / timed[best])
         row["bound_ms"] = bound_ms
-        rows.append(row)
-        print(json.dumps(row)[:400], flush=True)
-    return rows
+        report.add(row)
 
 
-def measure_tasks(args) -> list[dict]:
-    """The family's render at its first configurations on each task, checked (and timed on a GPU) per workload."""
-    family, results = FAMILIES["gemm"], []
+def measure_tasks(args, report: Report) -> None:
+    """The family's render at its first configurations on each task, checked (and timed on a GPU) per workload:
+    one report row per task, its workloads under "rows"."""
+    family = FAMILIES["gemm"]
     device = "cpu" if args.dry_run else "cuda"
     for directory in args.tasks:
         problem = load_problem(directory)
         match = family.match(problem)
         if match is None:
-            results.append({"task": directory.name, "skipped": family.last_rejection[:300]})
+            report.add({"task": directory.name, "skipped": family.last_rejection[:300]})
             continue
         module = compile_reference(problem.definition)
         workloads = sorted(problem.workloads, key=problem.workload_size)
@@ -151,16 +145,12 @@ def measure_tasks(args) -> list[dict]:
                 else:
                     row["ours"][name] = bench_ms(lambda: run(*inputs, *outputs), args.dry_run)
             rows.append(row)
-        results.append({"task": directory.name, "summary": match.summary, "rows": rows})
-        print(json.dumps(results[-1])[:400], flush=True)
-    return results
+        report.add({"task": directory.name, "summary": match.summary, "rows": rows})
 
 
-def number(value, form: str) -> str:
-    return format(value, form) if value is not None else "-"
-
-
-def markdown(header: str, rows: list[dict], tasks: list[dict]) -> str:
+def markdown(header: str, results: list[dict]) -> str:
+    """The shapes' table, then one table per task (the rows with a "task" key)."""
+    rows, tasks = [r for r in results if "task" not in r], [r for r in results if "task" in r]
     lines = [header, ""]
     if rows:
         lines += ["| regime | M x N x K | ours (ms) | ours TFLOP/s | % of peak | % of roofline bound | cuBLAS TFLOP/s "
@@ -196,15 +186,9 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = [] if args.tasks else measure_shapes(args)
-    tasks = measure_tasks(args) if args.tasks else []
-    gpu = "CPU (dry run: checked, not timed)" if args.dry_run else torch.cuda.get_device_name()
-    header = (f"# gemm family, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}, "
-              f"triton {triton.__version__}")
-    (args.out / "family_gemm.json").write_text(json.dumps({"header": header, "shapes": rows, "tasks": tasks},
-                                                          indent=1))
-    (args.out / "family_gemm.md").write_text(markdown(header, rows, tasks))
+    report = Report(args.out, "family_gemm", "gemm family", args.dry_run)
+    (measure_tasks if args.tasks else measure_shapes)(args, report)
+    report.finish(markdown(report.heading, report.rows))
     return 0
 
 

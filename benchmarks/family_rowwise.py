@@ -36,7 +36,6 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
 
 from kernelbench.core.correctness import as_output_list, compare
 from kernelbench.core.dtypes import torch_dtype
@@ -48,6 +47,7 @@ from kernelbench.core.statuses import PASSED
 from kernelbench.eval.timing import TimingConfig, time_callable
 from kernelbench.generate.family import FAMILIES
 import kernelbench.generate.families  # noqa: F401  (registers the families)
+from report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_BYTES_PER_S = 3.35e12
@@ -253,25 +253,14 @@ def main() -> int:
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("no GPU: run with --dry-run on CPU")
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    rows, matched = [], {}
+    report = Report(args.out, "family_rowwise", "rowwise family", args.dry_run,
+                    liger=LIGER_VERSION if liger is not None else f"not installed ({LIGER_ERROR[:80]})")
+    matched = {}
     for case in cases(args.out):
         for axes in ([case.tiny] if args.dry_run else case.sizes):
-            row = measure(case, axes, args, started, matched)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "results"}), row.get("results", {}).get("ours"),
-                  flush=True)
-    on_gpu = torch.cuda.is_available() and not args.dry_run
-    header = {"device": torch.cuda.get_device_name() if on_gpu else "CPU dry run",
-              "torch": torch.__version__, "triton": triton.__version__,
-              "liger": LIGER_VERSION if liger is not None else f"not installed ({LIGER_ERROR[:80]})",
-              "date": time.strftime("%Y-%m-%d"), "seconds": round(time.monotonic() - started, 1),
-              "dry_run": args.dry_run}
-    (args.out / "family_rowwise.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
-    (args.out / "family_rowwise.md").write_text(markdown(rows, header))
-    print(markdown(rows, header))
-    failures = [r for r in rows if "error" in r or r["results"]["ours"].get("check") != "ok"]
+            report.add(measure(case, axes, args, report.started, matched))
+    report.finish(markdown(report.rows, report.header))
+    failures = [r for r in report.rows if "error" in r or r["results"]["ours"].get("check") != "ok"]
     return 1 if failures else 0
 
 

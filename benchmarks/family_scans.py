@@ -31,14 +31,13 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from family_selection import markdown, measure  # the same timing, checks and table
 
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.problem import load_problem
 from kernelbench.generate.family import FAMILIES
+from report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"mamba2 chunk cumsum": "L1/076_mamba2_2_7b_chunk_cumsum", "capacity cumsum": "L1/077_switch_base_128_capacity_cumsum",
@@ -81,8 +80,7 @@ def main() -> int:
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("no GPU: run with --dry-run on CPU")
-    args.out.mkdir(parents=True, exist_ok=True)
-    started, rows = time.monotonic(), []
+    report = Report(args.out, "family_scans", "scan kernels", args.dry_run)
     with tempfile.TemporaryDirectory() as scratch:
         cases = {name: synthetic(Path(scratch), name, *spec) for name, spec in SYNTHETIC.items()}
         cases.update({name: load_problem(ROOT / "tasks235" / task) for name, task in TASKS.items()})
@@ -96,18 +94,10 @@ def main() -> int:
                            "error": f"not matched: {FAMILIES['fused'].last_rejection}"}
                 else:
                     row = measure(op, problem, {"ours": match}, workload, args,
-                                  time.monotonic() - started > args.budget_s)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    on_gpu = torch.cuda.is_available() and not args.dry_run
-    header = {"device": torch.cuda.get_device_name() if on_gpu else "CPU dry run", "torch": torch.__version__,
-              "triton": triton.__version__, "date": time.strftime("%Y-%m-%d"),
-              "seconds": round(time.monotonic() - started, 1), "dry_run": args.dry_run}
-    table = markdown(rows, header).replace("# selection kernels", "# scan kernels")
-    (args.out / "family_scans.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
-    (args.out / "family_scans.md").write_text(table)
-    print(table)
-    return 1 if any("error" in r or r["results"]["ours"].get("check") != "ok" for r in rows) else 0
+                                  time.monotonic() - report.started > args.budget_s)
+                report.add(row)
+    report.finish(markdown(report.rows, report.header))
+    return 1 if any("error" in r or r["results"]["ours"].get("check") != "ok" for r in report.rows) else 0
 
 
 if __name__ == "__main__":

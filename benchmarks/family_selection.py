@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -35,7 +34,6 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
 
 from kernelbench.core.correctness import as_output_list, compare
 from kernelbench.core.dtypes import torch_dtype
@@ -48,6 +46,7 @@ from kernelbench.eval.timing import TimingConfig, time_callable
 from kernelbench.generate.family import FAMILIES
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.generate import selection
+from report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_BYTES_PER_S = 3.35e12
@@ -128,7 +127,7 @@ def measure(op: str, problem: Problem, matches: dict, workload: Workload, args, 
 
 
 def markdown(rows: list[dict], header: dict) -> str:
-    lines = [f"# selection kernels vs torch.compile vs eager ({header['device']})", "",
+    lines = [f"# {header['title']} vs torch.compile vs eager ({header['device']})", "",
              f"torch {header['torch']}, triton {header['triton']}; {header['date']}. Median ms (cold L2, fresh "
              "addresses, host overhead included); GB/s over the compulsory bytes; % SOL = (bytes / 3.35 TB/s) / time.",
              "", "| op | shape | MB | ours ms | GB/s | % SOL | ours (rounds) ms | torch.compile ms | % SOL | eager ms "
@@ -165,8 +164,7 @@ def main() -> int:
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("no GPU: run with --dry-run on CPU")
-    args.out.mkdir(parents=True, exist_ok=True)
-    started, rows = time.monotonic(), []
+    report = Report(args.out, "family_selection", "selection kernels", args.dry_run)
     for op, task in CASES.items():
         problem = load_problem(ROOT / "tasks235" / task)
         matches = {"ours": matched(problem, selection.ROUNDS_MAX_K)}
@@ -178,18 +176,12 @@ def main() -> int:
             if None in matches.values():
                 row = {"op": op, "axes": workload.axes, "error": f"not matched: {FAMILIES['fused'].last_rejection}"}
             else:
-                row = measure(op, problem, matches, workload, args, time.monotonic() - started > args.budget_s)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    on_gpu = torch.cuda.is_available() and not args.dry_run
-    header = {"device": torch.cuda.get_device_name() if on_gpu else "CPU dry run", "torch": torch.__version__,
-              "triton": triton.__version__, "date": time.strftime("%Y-%m-%d"),
-              "seconds": round(time.monotonic() - started, 1), "dry_run": args.dry_run}
-    (args.out / "family_selection.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
-    (args.out / "family_selection.md").write_text(markdown(rows, header))
-    print(markdown(rows, header))
+                row = measure(op, problem, matches, workload, args,
+                              time.monotonic() - report.started > args.budget_s)
+            report.add(row)
+    report.finish(markdown(report.rows, report.header))
     return 1 if any("error" in r or any(v.get("check") != "ok" for k, v in r["results"].items() if k.startswith("ours"))
-                    for r in rows) else 0
+                    for r in report.rows) else 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@
 #                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
 #   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
 #                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
-#   bash benchmarks/gpu_checks.sh families  # every family's benchmark, each bounded by FAMILY_S seconds (FAMILIES="gemm
-#                                           # attention" picks), results under $OUT/<family>/ (carry .shared_sample)
+#   bash benchmarks/gpu_checks.sh families  # every family's benchmark but rowwise's (gpu_rowwise.sh), each bounded by
+#                                           # FAMILY_S seconds (FAMILIES="gemm attention" picks), results under
+#                                           # $OUT/<family>/ (carry .shared_sample): each script rewrites its JSON after
+#                                           # every row (benchmarks/report.py), so one cut off keeps what it measured
 #   bash benchmarks/gpu_checks.sh sweep 1/2 # every tasks235 and sample workload: eager, compile, CUDA graphs vs T_SOL
 #                                           # (datasheet and calibrated); then sweep 2/2
 # The sample problems come from $KB_SAMPLE_ROOT (../shared does not travel: carry an ignored copy).
@@ -61,7 +63,6 @@ case "${1:-}" in
     # a few representative tasks for the families timed on tasks; every script checks what it times
     FUSED_TASKS="tasks235/L1/030_* tasks235/L1/044_* tasks235/L1/056_* tasks235/L2/009_*"
     for family in ${FAMILIES:-gemm fused selection scans gathers attention conv cuda}; do
-      [ -f "benchmarks/family_$family.py" ] || continue
       case $family in
         gemm) options="--configs 3 --budget-s 40" ;;
         fused) options="$FUSED_TASKS --configs 3 --budget-s 60" ;;

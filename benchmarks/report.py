@@ -1,0 +1,70 @@
+"""What a benchmark run writes: a header (device, versions, date) and its rows, saved the moment each is measured.
+
+    report = Report(args.out, "family_gemm", "gemm family", args.dry_run)
+    report.add(row)               # printed (truncated); OUT/family_gemm.json rewritten with every row so far
+    report.finish(markdown_text)  # OUT/family_gemm.md written and printed
+
+OUT/<name>.json is {"header": {...}, "rows": [...]}, rewritten whole (through a temporary file and a rename) at
+the start and after every row: a run cut off by its time limit (gpu_checks.sh runs each under `timeout`) keeps
+everything it measured, and the file is never half-written. The header's "seconds" is the time since the start,
+as of the last write. Scripts import this as `from report import ...`: `python3 benchmarks/x.py` puts
+benchmarks/ first on sys.path. Import it after setting TRITON_INTERPRET, as it imports triton.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import triton
+import triton.testing
+
+
+def number(value, form: str) -> str:
+    """A table cell: the value in `form`, or "-" when it was not measured."""
+    return format(value, form) if value is not None else "-"
+
+
+def bench_ms(fn, dry_run: bool) -> float | None:
+    """triton.testing.do_bench's time in ms; None in a dry run (the interpreter's time means nothing)."""
+    return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
+
+
+class Report:
+    def __init__(self, out_dir: Path, name: str, title: str, dry_run: bool, **extra):
+        """`extra`: more header entries (e.g. a peer library's version)."""
+        self.out_dir, self.name, self.rows = Path(out_dir), name, []
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        on_gpu = not dry_run and torch.cuda.is_available()
+        self.header = {"title": title,
+                       "device": torch.cuda.get_device_name() if on_gpu else "CPU dry run: checked, not timed",
+                       "torch": torch.__version__, "triton": triton.__version__, "date": time.strftime("%Y-%m-%d"),
+                       "seconds": 0.0, "dry_run": dry_run, **extra}
+        self._save()
+
+    @property
+    def heading(self) -> str:
+        """The markdown's first line."""
+        h = self.header
+        return f"# {h['title']}, {h['date']}, {h['device']}, torch {h['torch']}, triton {h['triton']}"
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        print(json.dumps(row, default=str)[:400], flush=True)
+        self._save()
+
+    def finish(self, markdown: str) -> None:
+        self._save()
+        (self.out_dir / f"{self.name}.md").write_text(markdown)
+        print(markdown, flush=True)
+
+    def _save(self) -> None:
+        self.header["seconds"] = round(time.monotonic() - self.started, 1)
+        path = self.out_dir / f"{self.name}.json"
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"header": self.header, "rows": self.rows}, indent=1, default=str) + "\n")
+        os.replace(partial, path)   # atomic: a kill mid-write leaves the previous file

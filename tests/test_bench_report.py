@@ -1,0 +1,42 @@
+"""benchmarks/report.py: every row is on disk the moment it is added (a benchmark killed by its time limit keeps
+what it measured), the header names the run, the markdown comes at the end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from report import Report, bench_ms, number  # noqa: E402
+
+
+def saved(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_rows_are_saved_as_added(tmp_path, capsys):
+    report = Report(tmp_path / "out", "family_x", "x family", dry_run=True, peer="none")
+    path = tmp_path / "out" / "family_x.json"
+    header = saved(path)["header"]
+    assert saved(path)["rows"] == []   # written at the start: a run killed before its first row still says so
+    assert header["title"] == "x family" and header["dry_run"] is True and header["peer"] == "none"
+    assert header["device"].startswith("CPU dry run") and header["torch"] == torch.__version__
+    report.add({"case": "a", "ms": 1.5})
+    assert saved(path)["rows"] == [{"case": "a", "ms": 1.5}]
+    report.add({"case": "b", "long": "y" * 1000})
+    assert [r["case"] for r in saved(path)["rows"]] == ["a", "b"]
+    assert not list(path.parent.glob("*.partial"))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == '{"case": "a", "ms": 1.5}' and len(printed[1]) == 400
+    report.finish(report.heading + "\n\n| case |\n")
+    assert (tmp_path / "out" / "family_x.md").read_text().startswith("# x family, ")
+    assert len(saved(path)["rows"]) == 2
+
+
+def test_number_and_dry_bench():
+    assert number(None, ".2f") == "-" and number(0.0, ".2f") == "0.00" and number(0.123, ".1%") == "12.3%"
+    calls = []
+    assert bench_ms(lambda: calls.append(1), dry_run=True) is None and not calls   # nothing timed in a dry run
