@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.eval.evaluator import EvalConfig, evaluate
 from kernelbench.generate.families.fused import writes_an_input
-from kernelbench.generate.frontend import INTERPRETER_TILE
+from kernelbench.generate.frontend import INTERPRETER_TILE, out_variant
 from kernelbench.generate.family import FAMILIES
 
 from conftest import write_problem
@@ -187,6 +188,26 @@ def test_a_returned_library_result_is_written_into_its_destination(tmp_path):
     assert any(line.startswith("torch.ops.aten.mm.out(") and line.endswith("out=o0)") for line in lines), lines
     assert not any(".copy_(" in line for line in lines)
     assert_all_pass(problem, match)
+
+
+def test_the_out_variant_matches_argument_types_not_only_names():
+    """torch 2.11 lists sum.DimnameList_out (dim: str[1]) before sum.IntList_out: same argument names, and a
+    solution that called it with integer dims failed on the GPU."""
+    class Packet:
+        def __init__(self, schemas):
+            self.schemas = {s.overload_name: s for s in map(torch._C.parse_schema, schemas)}
+
+        def overloads(self):
+            return list(self.schemas)
+
+        def __getattr__(self, name):
+            return types.SimpleNamespace(_schema=self.schemas[name])
+
+    packet = Packet(["aten::sum.dim_IntList(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None) -> Tensor",
+                     "aten::sum.DimnameList_out(Tensor self, str[1] dim, bool keepdim=False, *, ScalarType? dtype=None, Tensor(a!) out) -> Tensor(a!)",
+                     "aten::sum.IntList_out(Tensor self, int[1]? dim, bool keepdim=False, *, ScalarType? dtype=None, Tensor(a!) out) -> Tensor(a!)"])
+    op = types.SimpleNamespace(_schema=packet.schemas["dim_IntList"], overloadpacket=packet)
+    assert out_variant(op)._schema.overload_name == "IntList_out"
 
 
 def test_attention_is_called_and_its_epilogue_fused(tmp_path):

@@ -537,12 +537,14 @@ def out_variant(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
     schema = op._schema
     if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor":
         return None
-    names = [a.name for a in schema.arguments]
+    # names and types: sum.DimnameList_out has sum.IntList_out's names, and torch 2.11 lists it first
+    signature = [(a.name, str(a.type)) for a in schema.arguments]
     for overload_name in op.overloadpacket.overloads():
         candidate = getattr(op.overloadpacket, overload_name)
         arguments = candidate._schema.arguments
         outs = [a for a in arguments if a.is_out]
-        if len(outs) == 1 and outs[0].name == "out" and [a.name for a in arguments if not a.is_out] == names:
+        if len(outs) == 1 and outs[0].name == "out" and \
+                [(a.name, str(a.type)) for a in arguments if not a.is_out] == signature:
             return candidate
     return None
 
