@@ -50,12 +50,15 @@ class Effort:
     rounds: int
     warmup: int
     iterations: int
+    timeout_s: float   # wall-clock limit per workload
 
 
-GPU_DEFAULTS = Effort(rounds=10, warmup=10, iterations=50)
+GPU_DEFAULTS = Effort(rounds=10, warmup=10, iterations=50, timeout_s=600)
 # On CPU, Triton runs in its interpreter: times say nothing about a GPU and a round costs seconds,
 # so fewer rounds and iterations keep `kb batch` practical; correctness still gets three fresh rounds.
-CPU_DEFAULTS = Effort(rounds=3, warmup=2, iterations=10)
+# A workload of GB-sized inputs takes about a minute a round to generate there, and the interpreter's
+# calls tens of seconds: a longer limit.
+CPU_DEFAULTS = Effort(rounds=3, warmup=2, iterations=10, timeout_s=1800)
 
 
 @dataclass
@@ -83,8 +86,9 @@ def eval_options(function):
         click.option("--iterations", type=int, default=None,
                      help=f"Timed iterations (default: {GPU_DEFAULTS.iterations} on a GPU, "
                           f"{CPU_DEFAULTS.iterations} on CPU)."),
-        click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
-                     help="Wall-clock limit per workload (s), the first included."),
+        click.option("--timeout", "timeout_s", type=float, default=None,
+                     help=f"Wall-clock limit per workload (s), the first included (default: {GPU_DEFAULTS.timeout_s:.0f} "
+                          f"on a GPU, {CPU_DEFAULTS.timeout_s:.0f} on CPU)."),
         click.option("--build-timeout", "build_timeout_s", type=float, default=600, show_default=True,
                      help="Wall-clock limit for importing the solution (s)."),
         click.option("--data-root", default=None, help="Root for safetensors inputs (default: $KB_DATA_ROOT or .)."),
@@ -103,6 +107,7 @@ def eval_options(function):
         rounds = defaults.rounds if rounds is None else rounds
         warmup = defaults.warmup if warmup is None else warmup
         iterations = defaults.iterations if iterations is None else iterations
+        timeout_s = defaults.timeout_s if timeout_s is None else timeout_s
         config = EvalConfig(device=device, rounds=rounds, max_workloads=max_workloads,
                             timing={"warmup": warmup, "iterations": iterations}, workload_timeout_s=timeout_s,
                             build_timeout_s=build_timeout_s, data_root=str(run_settings.data_root),
