@@ -380,3 +380,19 @@ def test_golden_render(tmp_path):
         golden.write_text(source)
     assert source == golden.read_text(), "the render changed: regenerate the golden file and review the diff"
     assert_all_pass(problem, match)
+
+
+def test_bf16_values_quantized_to_fp8_match_eager_in_a_cpu_child(tmp_path):
+    # y = bf16(x + r) * 37, saturated into float8_e4m3fn: one bf16 ulp moves the e4m3 rounding of ~5% of the
+    # elements by a whole step (12.5%). The kernel's bf16 rounding must be round-to-nearest-even, as on a GPU
+    # and in eager, also in the CPU child's Triton interpreter (kernelbench.eval.interpreter_rounding).
+    reference = ("import torch\n\ndef run(x, r):\n"
+                 "    h = (x.float() + r.float()).to(x.dtype)\n"
+                 "    return (h.float() * 37.0).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), h\n")
+    problem = make(tmp_path, "fp8_of_bf16", reference, {"x": (["n", "h"], "bfloat16"), "r": (["n", "h"], "bfloat16")},
+                   {"y": (["n", "h"], "float8_e4m3fn"), "h_out": (["n", "h"], "bfloat16")},
+                   [{"n": 64}], axes={"n": {"type": "var"}, "h": {"type": "const", "value": 128}}, tolerance=1e-5)
+    problem = load_problem(tmp_path / "fp8_of_bf16")          # from its directory: matching runs in a child
+    solution = render(problem, fused(problem))
+    traces = evaluate(problem, solution, EvalConfig(device="cpu", rounds=1, timing=None))
+    assert [t.evaluation.status for t in traces] == [PASSED], traces[0].evaluation.log[-2000:]
