@@ -396,3 +396,18 @@ def test_bf16_values_quantized_to_fp8_match_eager_in_a_cpu_child(tmp_path):
     solution = render(problem, fused(problem))
     traces = evaluate(problem, solution, EvalConfig(device="cpu", rounds=1, timing=None))
     assert [t.evaluation.status for t in traces] == [PASSED], traces[0].evaluation.log[-2000:]
+
+
+@pytest.mark.parametrize("centre", ["a", "a - a.mean(-1, keepdim=True)"])   # the second: a row region in the cycle
+def test_regions_that_feed_each_other_through_matmuls_are_split_until_they_form_no_cycle(tmp_path, centre):
+    # gelu(a) and sigmoid(a) read `a`: one region A; g * o and g * 2 read `g`: one region B. Each is convex,
+    # but A -> (h @ w) -> B and B -> (q @ w.t()) -> A: the regions are split until they can be ordered.
+    reference = ("import torch\n\ndef run(x, g, w):\n"
+                 "    a = x @ w\n"
+                 f"    o = torch.nn.functional.gelu({centre}) @ w\n"
+                 "    q = g * 2.0\n"
+                 "    return g * o, (q @ w.t()) * torch.sigmoid(a)\n")
+    square = {"x": (["n", "h"], "float32"), "g": (["n", "h"], "float32"), "w": (["h", "h"], "float32")}
+    problem = make(tmp_path, "crossing", reference, square, {"p": (["n", "h"], "float32"), "t": (["n", "h"], "float32")},
+                   TWO_SHAPES)
+    assert_all_pass(problem, fused(problem))

@@ -555,6 +555,58 @@ class Region:
         self.nodes.append(node)
         self.mask |= 1 << index
 
+    def split(self, late: Callable[[torch.fx.Node], bool], index: dict) -> list:
+        """Finer parts that together hold the region's members: those that are not `late`, and those that are."""
+        parts = []
+        for side in (False, True):
+            part = Region()
+            for member in self.nodes:
+                if late(member) == side:
+                    part.add(member, index[member])
+            parts.append(part)
+        return parts
+
+
+def strongly_connected(successors: dict[Any, set]) -> list[list]:
+    """The strongly connected components of a directed graph (Tarjan's algorithm, without recursion)."""
+    order: dict[Any, int] = {}
+    low: dict[Any, int] = {}
+    stack: list = []
+    on_stack: set = set()
+    components: list[list] = []
+    for root in successors:
+        if root in order:
+            continue
+        order[root] = low[root] = len(order)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(successors[root]))]
+        while work:
+            node, pending = work[-1]
+            for successor in pending:
+                if successor not in order:
+                    order[successor] = low[successor] = len(order)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(successors[successor])))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], order[successor])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == order[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member is node:
+                            break
+                    components.append(component)
+    return components
+
 
 class Partition:
     """Elementwise ops grouped into convex regions of equal element count."""
@@ -673,6 +725,49 @@ class Partition:
                         base, live[j] = merged, None
         self.regions = list({id(r): r for r in self.region_of.values()}.values())
 
+    def split_cycles(self) -> None:
+        """Make the regions, as super-nodes, a DAG. Each region is convex, yet two can still feed each other
+        through different members (A -> mm -> B and B -> mm -> A). In such a cycle, the region holding its
+        earliest node is split into the members that depend on no other item of the cycle (the earliest node
+        among them) and those that do (a member reading an item of the cycle among them): both halves stay
+        convex, and each split adds an item, so it ends, at worst with single nodes (the graph is a DAG)."""
+        while (cycle := self.cycle()):
+            first = min((n for item in cycle for n in self.members(item)), key=self.index.__getitem__)
+            region = self.region_of[first]
+            others = 0
+            for item in cycle:
+                if item is not region:
+                    for member in self.members(item):
+                        others |= 1 << self.index[member]
+            for part in region.split(lambda n: bool(self.ancestors[n] & others), self.index):
+                for member in self.members(part):
+                    if isinstance(part, Region):
+                        self.region_of[member] = part
+                    else:   # a part that is no region (a reduction a row region joined): a library call again
+                        del self.region_of[member]
+            self.regions = list({id(r): r for r in self.region_of.values()}.values())
+
+    @staticmethod
+    def members(item: Any) -> list[torch.fx.Node]:
+        if isinstance(item, Region):
+            return item.nodes
+        return item if isinstance(item, list) else [item]
+
+    def cycle(self) -> list | None:
+        """A strongly connected set of two or more items (regions and the nodes outside them), if any."""
+        def owner(node: torch.fx.Node) -> Any:
+            return self.region_of.get(node, node)
+
+        successors: dict[Any, set] = {}
+        for node in self.nodes:
+            if node.op == "placeholder" or node in self.inline:
+                continue
+            successors.setdefault(owner(node), set())
+            for arg in node.all_input_nodes:
+                if arg.op != "placeholder" and arg not in self.inline and owner(arg) is not owner(node):
+                    successors.setdefault(owner(arg), set()).add(owner(node))
+        return next((c for c in strongly_connected(successors) if len(c) > 1), None)
+
     def convex(self, region: Region) -> bool:
         """No path from the region through an outside node back into it."""
         reach = 0
@@ -772,6 +867,7 @@ class Lowering:
         self.prefix = prefix
         self.partition = Partition(module.graph)
         rowfusion.fuse_rows(self.partition)
+        self.partition.split_cycles()
         self.names: dict[torch.fx.Node, str] = {}
         self.lines: list[str] = []
         self.kernels: list[dict] = []
