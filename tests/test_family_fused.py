@@ -411,3 +411,19 @@ def test_regions_that_feed_each_other_through_matmuls_are_split_until_they_form_
     problem = make(tmp_path, "crossing", reference, square, {"p": (["n", "h"], "float32"), "t": (["n", "h"], "float32")},
                    TWO_SHAPES)
     assert_all_pass(problem, fused(problem))
+
+
+def test_a_reference_that_runs_autograd_through_layer_norm_is_traced_and_lowered(tmp_path):
+    # autograd in the reference: traced as written, then functionalized; layer norm's decomposition emits
+    # prims.broadcast_in_dim, which the second trace took as an aliasing custom op and refused
+    reference = ("import torch\n\ndef run(x, w, b, g):\n"
+                 "    with torch.enable_grad():\n"
+                 "        leaves = [t.detach().requires_grad_(True) for t in (x, w, b)]\n"
+                 "        y = torch.nn.functional.layer_norm(leaves[0].float(), (x.shape[-1],), leaves[1].float(),\n"
+                 "                                           leaves[2].float(), 1e-5).to(x.dtype)\n"
+                 "        return tuple(t.detach() for t in torch.autograd.grad(y, leaves, g))\n")
+    problem = make(tmp_path, "layer_norm_backward", reference,
+                   {"x": (["n", "h"], "bfloat16"), "w": (["h"], "bfloat16"), "b": (["h"], "bfloat16"),
+                    "g": (["n", "h"], "bfloat16")},
+                   {"dx": (["n", "h"], "bfloat16"), "dw": (["h"], "bfloat16"), "db": (["h"], "bfloat16")}, TWO_SHAPES)
+    assert_all_pass(problem, fused(problem))
