@@ -5,8 +5,9 @@ lowered to Triton kernels for the regions and aten calls for the rest.
   0. rewrites it so casts sit next to the arithmetic they feed: below views, above concatenations;
   1. partitions it: every elementwise op (and every view of a region's value that keeps its element
      order) joins the region of its producers when the shapes have the same number of elements and
-     the region stays convex (no path leaves it and comes back: the regions, as super-nodes, are
-     still a DAG); constants read only by elementwise ops are folded into the kernels;
+     the region stays convex (no path leaves it and comes back); regions that still feed each other
+     through different members are split until the regions, as super-nodes, are a DAG; constants
+     read only by elementwise ops are folded into the kernels;
   2. emits one Triton kernel per region: one program per BLOCK of the region's flat index, each input
      read at its consumer's coordinates (broadcasts are stride 0; a contiguous input takes a fast
      path chosen at launch), every value computed in fp32 (fp64, or its integer type), each value
