@@ -427,3 +427,15 @@ def test_a_reference_that_runs_autograd_through_layer_norm_is_traced_and_lowered
                     "g": (["n", "h"], "bfloat16")},
                    {"dx": (["n", "h"], "bfloat16"), "dw": (["h"], "bfloat16"), "db": (["h"], "bfloat16")}, TWO_SHAPES)
     assert_all_pass(problem, fused(problem))
+
+
+def test_a_view_eager_takes_of_a_permuted_layout_is_a_reshape_of_a_kernels_contiguous_result(tmp_path):
+    # sigmoid of a transposed input keeps the transposed strides in eager, so transposing back and flattening
+    # is a view there; the kernel stores its result contiguous, where the same view is impossible
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    y = torch.sigmoid(x.transpose(1, 2))\n"
+                 "    return y.transpose(1, 2).reshape(x.shape[0], -1) * 1\n")
+    problem = make(tmp_path, "relaid", reference, {"x": (["n", "h", "s"], "float32")}, {"y": (["n", "hs"], "float32")},
+                   TWO_SHAPES, axes={"n": {"type": "var"}, "h": {"type": "const", "value": 8},
+                                     "s": {"type": "const", "value": 4}, "hs": {"type": "const", "value": 32}})
+    assert_all_pass(problem, fused(problem))

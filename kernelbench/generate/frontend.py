@@ -349,6 +349,8 @@ for _name, _symbol in (("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("
 # Views that keep the element order of a contiguous tensor: inside a region they are the identity.
 ORDER_KEEPING_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
                        aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.flatten.using_ints}
+# Views that need strides which allow them (eager's layout did; a contiguous one may not).
+STRIDED_VIEWS = {aten.view.default, aten._unsafe_view.default}
 # Ops that launch nothing (views, metadata, Python arithmetic): not counted as launches.
 NO_LAUNCH = ORDER_KEEPING_VIEWS | {
     aten.permute.default, aten.t.default, aten.transpose.int, aten.expand.default, aten.slice.Tensor,
@@ -869,6 +871,7 @@ class Lowering:
         self.partition = Partition(module.graph)
         rowfusion.fuse_rows(self.partition)
         self.partition.split_cycles()
+        self.traced_layout = self.laid_out_as_traced()
         self.names: dict[torch.fx.Node, str] = {}
         self.lines: list[str] = []
         self.kernels: list[dict] = []
@@ -896,6 +899,23 @@ class Lowering:
         if not tensors:
             raise Unsupported("no tensor input to take the device from")
         self.device = f"{self.names[tensors[0]]}.device"
+
+    def laid_out_as_traced(self) -> dict[torch.fx.Node, bool]:
+        """Whether each value has, at run time, the strides the trace gave it. A kernel stores a region's
+        values contiguous, where eager may have kept an input's permuted layout (an elementwise op
+        follows its input's strides), and a library op or view of such a value may be laid out differently
+        too: a `view` that eager could take of it may need a copy here."""
+        traced: dict[torch.fx.Node, bool] = {}
+        for node in self.partition.nodes:
+            meta = tensor_meta(node)
+            if node in self.partition.region_of:
+                try:
+                    traced[node] = meta is None or bool(meta.is_contiguous())
+                except Exception:  # noqa: BLE001 - a data-dependent size: no telling, so not as traced
+                    traced[node] = False
+            else:
+                traced[node] = all(traced.get(a, True) for a in node.all_input_nodes)
+        return traced
 
     # ------------------------------------------------------------------ order
 
@@ -1017,6 +1037,8 @@ class Lowering:
                 self.lines.append(f"{op_path(variant)}({', '.join(arguments)}, out={self.names[node]})")
                 self.launches += 1
                 return
+            if target in STRIDED_VIEWS and not self.traced_layout[node.args[0]]:
+                target = aten.reshape.default   # the same values, copied where the strides do not allow a view
             call = op_path(target)
             if target not in NO_LAUNCH:
                 self.launches += 1
