@@ -796,6 +796,29 @@ def rounded_as_eager(expression: str, node: torch.fx.Node) -> str:
     return expression
 
 
+def _known_contiguous(meta: torch.Tensor) -> bool:
+    try:
+        return bool(meta.is_contiguous())
+    except Exception:  # noqa: BLE001 - strides of data-dependent sizes: no telling
+        return False
+
+
+def _contiguous_meta(meta: torch.Tensor | None) -> torch.Tensor | None:
+    """A meta tensor of the value's shape and type, contiguous (None where the sizes are data-dependent)."""
+    if meta is None or is_symbolic(meta):
+        return None
+    return torch.empty(tuple(meta.shape), dtype=meta.dtype, device="meta")
+
+
+def _meta_of(node: torch.fx.Node) -> Any:
+    """A node's traced value with meta tensors for its tensors (strides kept), for replaying ops on it."""
+    def meta(value):
+        if isinstance(value, torch.Tensor):
+            return torch.empty_strided(tuple(value.shape), value.stride(), dtype=value.dtype, device="meta")
+        return value
+    return torch.utils._pytree.tree_map(meta, node.meta.get("val"))
+
+
 def _operand_type(arg: Any) -> Value:
     """A stand-in operand of the right type, for asking a rule whether it accepts a node."""
     if isinstance(arg, torch.fx.Node):
@@ -871,7 +894,7 @@ class Lowering:
         self.partition = Partition(module.graph)
         rowfusion.fuse_rows(self.partition)
         self.partition.split_cycles()
-        self.traced_layout = self.laid_out_as_traced()
+        self.copied_views = self.views_to_copy()
         self.names: dict[torch.fx.Node, str] = {}
         self.lines: list[str] = []
         self.kernels: list[dict] = []
@@ -900,22 +923,35 @@ class Lowering:
             raise Unsupported("no tensor input to take the device from")
         self.device = f"{self.names[tensors[0]]}.device"
 
-    def laid_out_as_traced(self) -> dict[torch.fx.Node, bool]:
-        """Whether each value has, at run time, the strides the trace gave it. A kernel stores a region's
-        values contiguous, where eager may have kept an input's permuted layout (an elementwise op
-        follows its input's strides), and a library op or view of such a value may be laid out differently
-        too: a `view` that eager could take of it may need a copy here."""
-        traced: dict[torch.fx.Node, bool] = {}
+    def views_to_copy(self) -> set[torch.fx.Node]:
+        """The views that the values' run-time strides do not allow, though the trace's did. A kernel stores a
+        region's values contiguous, where eager may have kept an input's permuted layout (an elementwise op
+        follows its input's strides): what is computed from such a value is replayed on meta tensors laid
+        out as at run time, and a view that fails there copies (as does one of a value of unknown layout)."""
+        layouts: dict[torch.fx.Node, Any] = {}   # value -> its run-time layout where not the trace's (None: unknown)
+        copies = set()
         for node in self.partition.nodes:
             meta = tensor_meta(node)
             if node in self.partition.region_of:
-                try:
-                    traced[node] = meta is None or bool(meta.is_contiguous())
-                except Exception:  # noqa: BLE001 - a data-dependent size: no telling, so not as traced
-                    traced[node] = False
-            else:
-                traced[node] = all(traced.get(a, True) for a in node.all_input_nodes)
-        return traced
+                if meta is not None and not _known_contiguous(meta):
+                    layouts[node] = _contiguous_meta(meta)
+                continue
+            if not any(a in layouts for a in node.all_input_nodes) or node.op != "call_function":
+                continue
+            try:
+                if any(a in layouts and layouts[a] is None for a in node.all_input_nodes):
+                    raise Unsupported("an operand of unknown layout")
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs),
+                                                     lambda a: layouts[a] if a in layouts else _meta_of(a))
+                layout = node.target(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - impossible on these strides, or no telling
+                layout = None
+            if layout is None and node.target in STRIDED_VIEWS:
+                copies.add(node)
+                layout = _contiguous_meta(meta)
+            if not isinstance(layout, torch.Tensor) or meta is None or layout.stride() != meta.stride():
+                layouts[node] = layout
+        return copies
 
     # ------------------------------------------------------------------ order
 
@@ -1037,8 +1073,8 @@ class Lowering:
                 self.lines.append(f"{op_path(variant)}({', '.join(arguments)}, out={self.names[node]})")
                 self.launches += 1
                 return
-            if target in STRIDED_VIEWS and not self.traced_layout[node.args[0]]:
-                target = aten.reshape.default   # the same values, copied where the strides do not allow a view
+            if node in self.copied_views:
+                target = aten.reshape.default   # the same values, copied: the strides do not allow a view
             call = op_path(target)
             if target not in NO_LAUNCH:
                 self.launches += 1
