@@ -402,3 +402,62 @@ def test_golden_render(tmp_path):
         golden.write_text(source)
     assert source == golden.read_text(), "the render changed: regenerate the golden file and review the diff"
     assert_all_pass(problem, match)
+
+
+def test_bf16_values_quantized_to_fp8_match_eager_in_a_cpu_child(tmp_path):
+    # y = bf16(x + r) * 37, saturated into float8_e4m3fn: one bf16 ulp moves the e4m3 rounding of ~5% of the
+    # elements by a whole step (12.5%). The kernel's bf16 rounding must be round-to-nearest-even, as on a GPU
+    # and in eager, also in the CPU child's Triton interpreter (kernelbench.eval.interpreter_rounding).
+    reference = ("import torch\n\ndef run(x, r):\n"
+                 "    h = (x.float() + r.float()).to(x.dtype)\n"
+                 "    return (h.float() * 37.0).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), h\n")
+    problem = make(tmp_path, "fp8_of_bf16", reference, {"x": (["n", "h"], "bfloat16"), "r": (["n", "h"], "bfloat16")},
+                   {"y": (["n", "h"], "float8_e4m3fn"), "h_out": (["n", "h"], "bfloat16")},
+                   [{"n": 64}], axes={"n": {"type": "var"}, "h": {"type": "const", "value": 128}}, tolerance=1e-5)
+    problem = load_problem(tmp_path / "fp8_of_bf16")          # from its directory: matching runs in a child
+    solution = render(problem, fused(problem))
+    traces = evaluate(problem, solution, EvalConfig(device="cpu", rounds=1, timing=None))
+    assert [t.evaluation.status for t in traces] == [PASSED], traces[0].evaluation.log[-2000:]
+
+
+@pytest.mark.parametrize("centre", ["a", "a - a.mean(-1, keepdim=True)"])   # the second: a row region in the cycle
+def test_regions_that_feed_each_other_through_matmuls_are_split_until_they_form_no_cycle(tmp_path, centre):
+    # gelu(a) and sigmoid(a) read `a`: one region A; g * o and g * 2 read `g`: one region B. Each is convex,
+    # but A -> (h @ w) -> B and B -> (q @ w.t()) -> A: the regions are split until they can be ordered.
+    reference = ("import torch\n\ndef run(x, g, w):\n"
+                 "    a = x @ w\n"
+                 f"    o = torch.nn.functional.gelu({centre}) @ w\n"
+                 "    q = g * 2.0\n"
+                 "    return g * o, (q @ w.t()) * torch.sigmoid(a)\n")
+    square = {"x": (["n", "h"], "float32"), "g": (["n", "h"], "float32"), "w": (["h", "h"], "float32")}
+    problem = make(tmp_path, "crossing", reference, square, {"p": (["n", "h"], "float32"), "t": (["n", "h"], "float32")},
+                   TWO_SHAPES)
+    assert_all_pass(problem, fused(problem))
+
+
+def test_a_reference_that_runs_autograd_through_layer_norm_is_traced_and_lowered(tmp_path):
+    # autograd in the reference: traced as written, then functionalized; layer norm's decomposition emits
+    # prims.broadcast_in_dim, which the second trace took as an aliasing custom op and refused
+    reference = ("import torch\n\ndef run(x, w, b, g):\n"
+                 "    with torch.enable_grad():\n"
+                 "        leaves = [t.detach().requires_grad_(True) for t in (x, w, b)]\n"
+                 "        y = torch.nn.functional.layer_norm(leaves[0].float(), (x.shape[-1],), leaves[1].float(),\n"
+                 "                                           leaves[2].float(), 1e-5).to(x.dtype)\n"
+                 "        return tuple(t.detach() for t in torch.autograd.grad(y, leaves, g))\n")
+    problem = make(tmp_path, "layer_norm_backward", reference,
+                   {"x": (["n", "h"], "bfloat16"), "w": (["h"], "bfloat16"), "b": (["h"], "bfloat16"),
+                    "g": (["n", "h"], "bfloat16")},
+                   {"dx": (["n", "h"], "bfloat16"), "dw": (["h"], "bfloat16"), "db": (["h"], "bfloat16")}, TWO_SHAPES)
+    assert_all_pass(problem, fused(problem))
+
+
+def test_a_view_eager_takes_of_a_permuted_layout_is_a_reshape_of_a_kernels_contiguous_result(tmp_path):
+    # sigmoid of a transposed input keeps the transposed strides in eager, so transposing back and flattening
+    # is a view there; the kernel stores its result contiguous, where the same view is impossible
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    y = torch.sigmoid(x.transpose(1, 2))\n"
+                 "    return y.transpose(1, 2).reshape(x.shape[0], -1) * 1\n")
+    problem = make(tmp_path, "relaid", reference, {"x": (["n", "h", "s"], "float32")}, {"y": (["n", "hs"], "float32")},
+                   TWO_SHAPES, axes={"n": {"type": "var"}, "h": {"type": "const", "value": 8},
+                                     "s": {"type": "const", "value": 4}, "hs": {"type": "const", "value": 32}})
+    assert_all_pass(problem, fused(problem))

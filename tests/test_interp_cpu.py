@@ -58,3 +58,54 @@ def test_half_convolution_is_computed_in_fp32_and_rounded_once_other_types_untou
     assert result["ulps_from_exact"] < 2 ** -10                       # within one fp16 ulp of the exact result
     assert result["native_differs"] < 0.01 * 2 * 48 * 50              # torch's scalar path: ties round apart
     assert result["fp32_unchanged"] and result["grad"] == "torch.float16"   # autograd still goes through it
+
+
+# In a child: the patch is for the whole process. Values where truncation and rounding part: ties to even and
+# odd, a carry into the exponent, the largest finite values (round to inf), subnormals, NaN, inf, -0.
+BF16_ROUNDING = """
+import os, json
+os.environ["TRITON_INTERPRET"] = "1"
+import torch, triton, triton.language as tl
+from kernelbench.eval.interpreter_rounding import round_bf16_as_gpus_do_for_this_process
+
+@triton.jit
+def convert(x, rounded, stored, truncated, N: tl.constexpr):
+    i = tl.arange(0, N)
+    v = tl.load(x + i)
+    tl.store(rounded + i, v.to(tl.bfloat16).to(tl.float32))
+    tl.store(stored + i, v)                                   # the store converts
+    tl.store(truncated + i, v.to(tl.bfloat16, fp_downcast_rounding="rtz").to(tl.float32))
+
+bits = [0x3F808000, 0x3F818000, 0x3F80FFFF, 0x3FFFFFFF, 0x7F7FFFFF, 0xFF7FFFFF, 0x00018000, 0x80000001,
+        0x7FC00000, 0xFFC00001, 0x7F800000, 0xFF800000, 0x80000000, 0x3F800001]
+x = torch.cat([torch.tensor(bits, dtype=torch.int64).to(torch.int32).view(torch.float32),
+               torch.randn(1024 - len(bits), generator=torch.Generator().manual_seed(0)) * 1e3])
+def run():
+    out = [torch.empty(1024), torch.empty(1024, dtype=torch.bfloat16), torch.empty(1024)]
+    convert[(1,)](x, *out, N=1024)
+    return out
+before = run()
+round_bf16_as_gpus_do_for_this_process()
+round_bf16_as_gpus_do_for_this_process()                                      # twice: one patch
+rounded, stored, truncated = run()
+eager = x.to(torch.bfloat16)
+def same(a, b):   # bit for bit, a NaN for a NaN (its sign and payload aside)
+    nan = b.isnan()
+    integer = torch.int16 if b.dtype == torch.bfloat16 else torch.int32
+    return bool(torch.equal(a.isnan(), nan) and torch.equal(a.view(integer)[~nan], b.view(integer)[~nan]))
+towards_zero = (x.view(torch.int32) & -65536).view(torch.float32)
+print(json.dumps({
+    "truncated_before": int((before[0].to(torch.bfloat16) != eager).sum()),
+    "rounded": same(rounded.to(torch.bfloat16), eager), "stored": same(stored, eager),
+    "rtz": same(truncated, towards_zero),
+}))
+"""
+
+
+def test_the_interpreter_rounds_float32_to_bf16_to_nearest_even_as_gpus_and_eager_do():
+    done = subprocess.run([sys.executable, "-c", BF16_ROUNDING], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["truncated_before"] > 100                     # Triton 3.9's interpreter truncates
+    assert result["rounded"] and result["stored"]               # bit for bit as torch, NaN and inf included
+    assert result["rtz"]                                        # an explicit round-toward-zero still truncates

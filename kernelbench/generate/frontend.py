@@ -5,8 +5,9 @@ lowered to Triton kernels for the regions and aten calls for the rest.
   0. rewrites it so casts sit next to the arithmetic they feed: below views, above concatenations;
   1. partitions it: every elementwise op (and every view of a region's value that keeps its element
      order) joins the region of its producers when the shapes have the same number of elements and
-     the region stays convex (no path leaves it and comes back: the regions, as super-nodes, are
-     still a DAG); constants read only by elementwise ops are folded into the kernels;
+     the region stays convex (no path leaves it and comes back); regions that still feed each other
+     through different members are split until the regions, as super-nodes, are a DAG; constants
+     read only by elementwise ops are folded into the kernels;
   2. emits one Triton kernel per region: one program per BLOCK of the region's flat index, each input
      read at its consumer's coordinates (broadcasts are stride 0; a contiguous input takes a fast
      path chosen at launch), every value computed in fp32 (fp64, or its integer type), each value
@@ -351,6 +352,8 @@ for _name, _symbol in (("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("
 # Views that keep the element order of a contiguous tensor: inside a region they are the identity.
 ORDER_KEEPING_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
                        aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.flatten.using_ints}
+# Views that need strides which allow them (eager's layout did; a contiguous one may not).
+STRIDED_VIEWS = {aten.view.default, aten._unsafe_view.default}
 # Ops that launch nothing (views, metadata, Python arithmetic): not counted as launches.
 NO_LAUNCH = ORDER_KEEPING_VIEWS | {
     aten.permute.default, aten.t.default, aten.transpose.int, aten.expand.default, aten.slice.Tensor,
@@ -560,6 +563,58 @@ class Region:
         self.nodes.append(node)
         self.mask |= 1 << index
 
+    def split(self, late: Callable[[torch.fx.Node], bool], index: dict) -> list:
+        """Finer parts that together hold the region's members: those that are not `late`, and those that are."""
+        parts = []
+        for side in (False, True):
+            part = Region()
+            for member in self.nodes:
+                if late(member) == side:
+                    part.add(member, index[member])
+            parts.append(part)
+        return parts
+
+
+def strongly_connected(successors: dict[Any, set]) -> list[list]:
+    """The strongly connected components of a directed graph (Tarjan's algorithm, without recursion)."""
+    order: dict[Any, int] = {}
+    low: dict[Any, int] = {}
+    stack: list = []
+    on_stack: set = set()
+    components: list[list] = []
+    for root in successors:
+        if root in order:
+            continue
+        order[root] = low[root] = len(order)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(successors[root]))]
+        while work:
+            node, pending = work[-1]
+            for successor in pending:
+                if successor not in order:
+                    order[successor] = low[successor] = len(order)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(successors[successor])))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], order[successor])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == order[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member is node:
+                            break
+                    components.append(component)
+    return components
+
 
 class Partition:
     """Elementwise ops grouped into convex regions of equal element count."""
@@ -678,6 +733,49 @@ class Partition:
                         base, live[j] = merged, None
         self.regions = list({id(r): r for r in self.region_of.values()}.values())
 
+    def split_cycles(self) -> None:
+        """Make the regions, as super-nodes, a DAG. Each region is convex, yet two can still feed each other
+        through different members (A -> mm -> B and B -> mm -> A). In such a cycle, the region holding its
+        earliest node is split into the members that depend on no other item of the cycle (the earliest node
+        among them) and those that do (a member reading an item of the cycle among them): both halves stay
+        convex, and each split adds an item, so it ends, at worst with single nodes (the graph is a DAG)."""
+        while (cycle := self.cycle()):
+            first = min((n for item in cycle for n in self.members(item)), key=self.index.__getitem__)
+            region = self.region_of[first]
+            others = 0
+            for item in cycle:
+                if item is not region:
+                    for member in self.members(item):
+                        others |= 1 << self.index[member]
+            for part in region.split(lambda n: bool(self.ancestors[n] & others), self.index):
+                for member in self.members(part):
+                    if isinstance(part, Region):
+                        self.region_of[member] = part
+                    else:   # a part that is no region (a reduction a row region joined): a library call again
+                        del self.region_of[member]
+            self.regions = list({id(r): r for r in self.region_of.values()}.values())
+
+    @staticmethod
+    def members(item: Any) -> list[torch.fx.Node]:
+        if isinstance(item, Region):
+            return item.nodes
+        return item if isinstance(item, list) else [item]
+
+    def cycle(self) -> list | None:
+        """A strongly connected set of two or more items (regions and the nodes outside them), if any."""
+        def owner(node: torch.fx.Node) -> Any:
+            return self.region_of.get(node, node)
+
+        successors: dict[Any, set] = {}
+        for node in self.nodes:
+            if node.op == "placeholder" or node in self.inline:
+                continue
+            successors.setdefault(owner(node), set())
+            for arg in node.all_input_nodes:
+                if arg.op != "placeholder" and arg not in self.inline and owner(arg) is not owner(node):
+                    successors.setdefault(owner(arg), set()).add(owner(node))
+        return next((c for c in strongly_connected(successors) if len(c) > 1), None)
+
     def convex(self, region: Region) -> bool:
         """No path from the region through an outside node back into it."""
         reach = 0
@@ -701,6 +799,29 @@ def rounded_as_eager(expression: str, node: torch.fx.Node) -> str:
     if dtype in (torch.float16, torch.bfloat16) and node.target not in (aten.clone.default, aten.alias.default):
         return f"({expression}).to({TL[dtype]}).to(tl.float32)"
     return expression
+
+
+def _known_contiguous(meta: torch.Tensor) -> bool:
+    try:
+        return bool(meta.is_contiguous())
+    except Exception:  # noqa: BLE001 - strides of data-dependent sizes: no telling
+        return False
+
+
+def _contiguous_meta(meta: torch.Tensor | None) -> torch.Tensor | None:
+    """A meta tensor of the value's shape and type, contiguous (None where the sizes are data-dependent)."""
+    if meta is None or is_symbolic(meta):
+        return None
+    return torch.empty(tuple(meta.shape), dtype=meta.dtype, device="meta")
+
+
+def _meta_of(node: torch.fx.Node) -> Any:
+    """A node's traced value with meta tensors for its tensors (strides kept), for replaying ops on it."""
+    def meta(value):
+        if isinstance(value, torch.Tensor):
+            return torch.empty_strided(tuple(value.shape), value.stride(), dtype=value.dtype, device="meta")
+        return value
+    return torch.utils._pytree.tree_map(meta, node.meta.get("val"))
 
 
 def _operand_type(arg: Any) -> Value:
@@ -777,6 +898,8 @@ class Lowering:
         self.prefix = prefix
         self.partition = Partition(module.graph)
         rowfusion.fuse_rows(self.partition)
+        self.partition.split_cycles()
+        self.copied_views = self.views_to_copy()
         self.names: dict[torch.fx.Node, str] = {}
         self.lines: list[str] = []
         self.kernels: list[dict] = []
@@ -804,6 +927,36 @@ class Lowering:
         if not tensors:
             raise Unsupported("no tensor input to take the device from")
         self.device = f"{self.names[tensors[0]]}.device"
+
+    def views_to_copy(self) -> set[torch.fx.Node]:
+        """The views that the values' run-time strides do not allow, though the trace's did. A kernel stores a
+        region's values contiguous, where eager may have kept an input's permuted layout (an elementwise op
+        follows its input's strides): what is computed from such a value is replayed on meta tensors laid
+        out as at run time, and a view that fails there copies (as does one of a value of unknown layout)."""
+        layouts: dict[torch.fx.Node, Any] = {}   # value -> its run-time layout where not the trace's (None: unknown)
+        copies = set()
+        for node in self.partition.nodes:
+            meta = tensor_meta(node)
+            if node in self.partition.region_of:
+                if meta is not None and not _known_contiguous(meta):
+                    layouts[node] = _contiguous_meta(meta)
+                continue
+            if not any(a in layouts for a in node.all_input_nodes) or node.op != "call_function":
+                continue
+            try:
+                if any(a in layouts and layouts[a] is None for a in node.all_input_nodes):
+                    raise Unsupported("an operand of unknown layout")
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs),
+                                                     lambda a: layouts[a] if a in layouts else _meta_of(a))
+                layout = node.target(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - impossible on these strides, or no telling
+                layout = None
+            if layout is None and node.target in STRIDED_VIEWS:
+                copies.add(node)
+                layout = _contiguous_meta(meta)
+            if not isinstance(layout, torch.Tensor) or meta is None or layout.stride() != meta.stride():
+                layouts[node] = layout
+        return copies
 
     # ------------------------------------------------------------------ order
 
@@ -925,6 +1078,8 @@ class Lowering:
                 self.lines.append(f"{op_path(variant)}({', '.join(arguments)}, out={self.names[node]})")
                 self.launches += 1
                 return
+            if node in self.copied_views:
+                target = aten.reshape.default   # the same values, copied: the strides do not allow a view
             call = op_path(target)
             if target not in NO_LAUNCH:
                 self.launches += 1

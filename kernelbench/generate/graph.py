@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch._decomp import core_aten_decompositions, get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
@@ -172,6 +173,17 @@ def decompositions() -> dict:
     for op in (torch.ops.aten._softmax.default, torch.ops.aten._log_softmax.default):
         table.pop(op, None)
     return table
+
+
+def _broadcast_in_dim(a: torch.Tensor, shape, broadcast_dimensions) -> torch.Tensor:
+    """prims.broadcast_in_dim as aten views: a new size-1 dimension where the output has no input dimension,
+    then an expand where a size differs. Functionalization refuses the prim (an aliasing op outside aten)."""
+    for dim in range(len(shape)):
+        if dim not in broadcast_dimensions:
+            a = torch.ops.aten.unsqueeze.default(a, dim)
+    if any(not statically_known_true(have == want) for have, want in zip(a.shape, shape)):
+        a = torch.ops.aten.expand.default(a, list(shape))
+    return a
 
 
 def _trace(run, inputs: list[Any], refused: frozenset[str]) -> torch.fx.GraphModule:
@@ -359,7 +371,9 @@ def _trace_fake(run, inputs: list[Any]) -> torch.fx.GraphModule:
             if _reads_data(exc) or type(exc).__name__ == "GuardOnDataDependentSymNode":
                 raise
             # Trace as written first: autograd runs and leaves its backward as plain aten ops, which a
-            # second, functionalizing trace of that graph then accepts.
-            graph = make_fx(whole_attention, tracing_mode="fake", decomposition_table=decompositions())(*inputs)
+            # second, functionalizing trace of that graph then accepts (broadcast_in_dim, which a
+            # decomposition such as layer norm's emits, made aten views first).
+            table = {**decompositions(), torch.ops.prims.broadcast_in_dim.default: _broadcast_in_dim}
+            graph = make_fx(whole_attention, tracing_mode="fake", decomposition_table=table)(*inputs)
             return make_fx(torch.func.functionalize(graph), tracing_mode="fake",
                            decomposition_table=decompositions())(*inputs)

@@ -70,6 +70,10 @@ class RowRegion(Region):
     parts: list = field(default_factory=list)   # the regions and nodes it joined, each lowerable alone
     broadcast: set = field(default_factory=set)  # members recomputed where they are read (see _is_broadcast_operand)
 
+    def split(self, late, index) -> list:
+        """Finer parts (Partition.split_cycles): the parts it joined, each lowerable alone."""
+        return list(self.parts)
+
 
 # ----------------------------------------------------------------------------- which reductions
 
