@@ -407,7 +407,7 @@ def test_golden_render(tmp_path):
 def test_bf16_values_quantized_to_fp8_match_eager_in_a_cpu_child(tmp_path):
     # y = bf16(x + r) * 37, saturated into float8_e4m3fn: one bf16 ulp moves the e4m3 rounding of ~5% of the
     # elements by a whole step (12.5%). The kernel's bf16 rounding must be round-to-nearest-even, as on a GPU
-    # and in eager, also in the CPU child's Triton interpreter (kernelbench.eval.interpreter_rounding).
+    # and in eager, also in the CPU child's Triton interpreter (kernelbench.core.interpreter_casts).
     reference = ("import torch\n\ndef run(x, r):\n"
                  "    h = (x.float() + r.float()).to(x.dtype)\n"
                  "    return (h.float() * 37.0).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), h\n")

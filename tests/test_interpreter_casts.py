@@ -3,6 +3,10 @@
 conftest.py sets TRITON_INTERPRET=1 before kernelbench is imported, so the patch is on in this process; the
 interpreter's own conversion (kept in _PATCHED) is called too, to show what the patch corrects."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +83,54 @@ def test_the_interpreter_alone_truncates_bf16():
     assert 0.3 < differs < 0.7
     patched = InterpreterBuilder.cast_impl(InterpreterBuilder(), TensorHandle(x, tl.float32), tl.bfloat16)
     assert np.array_equal(patched.data, torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16))
+
+
+# In a child: the patch is for the whole process. Values where truncation and rounding part: ties to even and
+# odd, a carry into the exponent, the largest finite values (round to inf), subnormals, NaN, inf, -0.
+BF16_ROUNDING = """
+import os, json
+os.environ["TRITON_INTERPRET"] = "1"
+import torch, triton, triton.language as tl
+
+@triton.jit
+def convert(x, rounded, stored, truncated, N: tl.constexpr):
+    i = tl.arange(0, N)
+    v = tl.load(x + i)
+    tl.store(rounded + i, v.to(tl.bfloat16).to(tl.float32))
+    tl.store(stored + i, v)                                   # the store converts
+    tl.store(truncated + i, v.to(tl.bfloat16, fp_downcast_rounding="rtz").to(tl.float32))
+
+bits = [0x3F808000, 0x3F818000, 0x3F80FFFF, 0x3FFFFFFF, 0x7F7FFFFF, 0xFF7FFFFF, 0x00018000, 0x80000001,
+        0x7FC00000, 0xFFC00001, 0x7F800000, 0xFF800000, 0x80000000, 0x3F800001]
+x = torch.cat([torch.tensor(bits, dtype=torch.int64).to(torch.int32).view(torch.float32),
+               torch.randn(1024 - len(bits), generator=torch.Generator().manual_seed(0)) * 1e3])
+def run():
+    out = [torch.empty(1024), torch.empty(1024, dtype=torch.bfloat16), torch.empty(1024)]
+    convert[(1,)](x, *out, N=1024)
+    return out
+before = run()                                                  # kernelbench not imported yet: the interpreter's own
+import kernelbench                                              # noqa: E402  (TRITON_INTERPRET=1: patches)
+from kernelbench.core.interpreter_casts import faithful_interpreter_casts
+faithful_interpreter_casts()                                    # again: one patch
+rounded, stored, truncated = run()
+eager = x.to(torch.bfloat16)
+def same(a, b):   # bit for bit, a NaN for a NaN (its sign and payload aside)
+    nan = b.isnan()
+    integer = torch.int16 if b.dtype == torch.bfloat16 else torch.int32
+    return bool(torch.equal(a.isnan(), nan) and torch.equal(a.view(integer)[~nan], b.view(integer)[~nan]))
+towards_zero = (x.view(torch.int32) & -65536).view(torch.float32)
+print(json.dumps({
+    "truncated_before": int((before[0].to(torch.bfloat16) != eager).sum()),
+    "rounded": same(rounded.to(torch.bfloat16), eager), "stored": same(stored, eager),
+    "rtz": same(truncated, towards_zero),
+}))
+"""
+
+
+def test_the_interpreter_rounds_float32_to_bf16_to_nearest_even_as_gpus_and_eager_do():
+    done = subprocess.run([sys.executable, "-c", BF16_ROUNDING], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["truncated_before"] > 100                     # the interpreter alone truncates
+    assert result["rounded"] and result["stored"]               # bit for bit as torch, NaN and inf included
+    assert result["rtz"]                                        # an explicit round-toward-zero still truncates

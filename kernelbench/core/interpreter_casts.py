@@ -6,7 +6,8 @@ on the GPU fails a tight tolerance on the CPU (a SwiGLU MLP: 95% of its output w
 Its conversions to fp8 round ties away from zero and drop the carry into the exponent, and integers or bf16 bits
 are converted as raw numbers where a value is meant. `faithful_interpreter_casts()` replaces, in this process,
 the interpreter's conversions that involve bf16, and those to e4m3/e5m2, by exact ones: round to nearest even
-(torch's conversion), and fp8 saturating to the largest finite value as the GPU's `cvt.rn.satfinite` does.
+(torch's conversion; toward zero where a kernel asks for it), and fp8 saturating to the largest finite value as
+the GPU's `cvt.rn.satfinite` does.
 Other conversions keep the interpreter's own (numpy's, exact). Nothing changes on a GPU: the interpreter is the
 CPU's alone. kernelbench/__init__.py applies it in every process started with TRITON_INTERPRET=1.
 """
@@ -38,6 +39,13 @@ def _torch_cast(values: np.ndarray, dtype: torch.dtype, bits: np.dtype, limit: f
     return tensor.to(dtype).view(torch.int16 if bits == np.uint16 else torch.int8).numpy().view(bits)
 
 
+def _bf16_toward_zero(values: np.ndarray) -> np.ndarray:
+    """bf16 bits of `values` rounded toward zero: the high half of the fp32 bits (a NaN stays a NaN)."""
+    single = np.array(values, dtype=np.float32)
+    high = (single.view(np.uint32) >> 16).astype(np.uint16)
+    return np.where(np.isnan(single), (high & 0x8000) | np.uint16(0x7FC0), high).astype(np.uint16)
+
+
 def faithful_interpreter_casts() -> None:
     """Replace the interpreter's bf16 and fp8 conversions in this process (idempotent)."""
     if _PATCHED:
@@ -64,6 +72,8 @@ def faithful_interpreter_casts() -> None:
             dtype, limit = fp8[target]
             return TensorHandle(_torch_cast(_values(src, tl), dtype, np.uint8, limit), target)
         if tl.bfloat16 in (source, target) and source not in fp8 and target not in fp8:
+            if target == tl.bfloat16 and rounding_mode == ir.ROUNDING_MODE.RTZ:   # asked for: truncation
+                return TensorHandle(_bf16_toward_zero(_values(src, tl)), target)
             return cast(self, src, dst_type)
         return interpreter_fp_to_fp(self, src, dst_type, rounding_mode)
 

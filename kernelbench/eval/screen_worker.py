@@ -36,7 +36,6 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.cpp_build import build_if_native
 from kernelbench.core.solution import load_entry_point, materialize, parse_solution
 from kernelbench.eval.buffers import allocate_outputs, clone_all, is_cuda_fault, poison
-from kernelbench.eval.interpreter_rounding import round_bf16_as_gpus_do_for_this_process
 from kernelbench.eval.sandbox import serve
 from kernelbench.eval.timing import TimingConfig, time_callable
 
@@ -163,7 +162,6 @@ def handle(request: dict, send) -> None:
     if device.type == "cpu":
         emulate_scaled_mm_for_this_process()
         emulate_half_convolution_for_this_process()
-        round_bf16_as_gpus_do_for_this_process()
     try:
         screen = Screen(request)
     except Exception as exc:  # the reference or the inputs: no candidate can be screened

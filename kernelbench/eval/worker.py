@@ -19,7 +19,6 @@ from kernelbench.core.emulation import emulate_half_convolution_for_this_process
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import parse_solution
-from kernelbench.eval.interpreter_rounding import round_bf16_as_gpus_do_for_this_process
 from kernelbench.eval.runner import (
     SHAPE_PROBE,
     BuildFailed,
@@ -38,11 +37,10 @@ def handle(request: dict, send) -> None:
     if device.type == "cpu":
         # The CPU has no FP4 matrix units: fp4 torch._scaled_mm is emulated for the whole process,
         # before the audit guard snapshots torch, so reference and solution see the same function;
-        # likewise float16 convolutions (kernelbench.core.emulation says why), and Triton's interpreter
-        # rounds to bfloat16 as a GPU does (kernelbench.eval.interpreter_rounding).
+        # likewise float16 convolutions (kernelbench.core.emulation says why). Triton's interpreter already
+        # rounds as a GPU does: importing kernelbench under TRITON_INTERPRET=1 did it (core.interpreter_casts).
         emulate_scaled_mm_for_this_process()
         emulate_half_convolution_for_this_process()
-        round_bf16_as_gpus_do_for_this_process()
     problem = load_problem(request["problem_dir"])
     module = compile_reference(problem.definition)
     solution = parse_solution(request["solution"])
