@@ -119,6 +119,46 @@ def run(x8, xs, w8, ws):
     assert_all_pass(problem, SMALL_TILES)
 
 
+QUANTIZE_PER_TOKEN = """import torch
+
+def run(x, w8, ws):
+    xf = x.float()
+    s = xf.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 448.0
+    x8 = (xf / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return ((x8.float() * s) @ (w8.float() * ws).t()).to(torch.bfloat16)
+"""
+QUANTIZE_PER_GROUP = """import torch
+
+def run(x, w8, ws):
+    m, k = x.shape
+    g = x.float().reshape(m, k // 32, 32)
+    s = g.abs().amax(dim=-1, keepdim=True).clamp(min=1e-4) / 448.0
+    x8 = (g / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    w = w8.float() * ws.repeat_interleave(32, dim=0).repeat_interleave(32, dim=1)[:w8.shape[0], :k]
+    return ((x8.float() * s).reshape(m, k) @ w.t()).to(torch.bfloat16)
+"""
+
+
+@pytest.mark.parametrize("reference, scale_shape", [(QUANTIZE_PER_TOKEN, ["n", 1]), (QUANTIZE_PER_GROUP, ["nb", "kb"])])
+def test_a_quantization_inside_the_problem_stays_in_the_front_end(tmp_path, reference, scale_shape):
+    # the activation's amax, scale and fp8 cast are the fused front end's kernels; only the product becomes the
+    # fp8 kernel, fed the fp8 tensor and scales they computed (no dequantized fp32 copy)
+    problem = make(tmp_path, "quantized_inside", reference,
+                   {"x": (["m", "k"], "bfloat16"), "w8": (["n", "k"], "float8_e4m3fn"), "ws": (scale_shape, "float32")},
+                   {"y": (["m", "n"], "bfloat16")}, SHAPES, axes=AXES)
+    family = FAMILIES["scaled_gemm"]
+    match = matched(problem)
+    assert match.plan["form"] == "fused"
+    config = family.space(match, problem.axes_for(problem.workloads[1]))[0]
+    solution = family.render(match, {**config, "gemm": {**SMALL_TILES, "split_k": 2}})
+    assert [s.path for s in solution.sources][-1] == "scaled_mm.py"
+    assert all(sum("_scaled_mm(" in line for line in p["lines"]) == 1 for p in match.plan["programs"])
+    assert not any("aten.mm" in line for p in match.plan["programs"] for line in p["lines"])
+    for workload in problem.workloads:
+        comparison = check(problem, solution, workload)
+        assert comparison.status == PASSED, (workload.axes, comparison.message)
+
+
 def test_each_scale_block_is_read_where_it_applies(tmp_path):
     """The attack: a solution ignoring the scales, or indexing the wrong block, must not pass. Perturbing one
     block scale changes exactly the outputs of that block; a kernel reading block 0 for every K step fails."""

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from kernelbench.generate.frontend import ORDER_KEEPING_VIEWS, Unsupported, tensor_meta
+from kernelbench.generate.frontend import ORDER_KEEPING_VIEWS, TEMPLATE_CALLS, Unsupported, tensor_meta
 from kernelbench.generate.graph import Capture
 
 aten = torch.ops.aten
@@ -45,6 +45,7 @@ INDEX_OPS = ORDER_KEEPING_VIEWS | {aten.permute.default, aten.t.default, aten.tr
                                    aten.slice.Tensor, aten.select.int, aten.alias.default, aten.detach.default,
                                    aten.clone.default, aten.repeat.default}
 MAX_PROVEN_ELEMENTS = 1 << 28    # an index map is materialized (4-8 bytes an element) to be checked
+MIN_K_GROUP = 16                 # tl.dot's least K: a K block of scales shorter than this leaves no tile inside it
 
 
 @torch.library.custom_op("kernelbench::scaled_mm", mutates_args=())
@@ -174,19 +175,32 @@ def scaled_operand(node: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node, l
     return data[0], scale[0], strided_map(data_index), block_map(scale_index)
 
 
+def k_group(scale_a_map: list[int], scale_b_map: list[int], k: int) -> int:
+    """The K blocks on which both scales are constant (0: neither changes along K), which a K tile must divide;
+    Unsupported when shorter than tl.dot's least K or no multiple of it."""
+    blocks = [b for b in (scale_a_map[3], scale_b_map[1]) if b < k]
+    group = math.gcd(*blocks) if blocks else 0
+    if group % MIN_K_GROUP:
+        raise Unsupported(f"scales constant over K blocks of {group} (a multiple of {MIN_K_GROUP} is needed)")
+    return group
+
+
 def rewrite_scaled_products(capture: Capture) -> int:
     """Each float32 mm of two scaled fp8 operands becomes one scaled_mm node, in place; the number rewritten.
-    A product whose operands are not both proven scaled fp8 is left as it is."""
+    A product whose operands are not both proven scaled fp8 is left as it is; Unsupported when none is."""
     graph = capture.module.graph
     rewritten = 0
+    reasons = []
     for node in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.mm.default]:
+        m, n = tensor_meta(node).shape
+        k = tensor_meta(node.args[0]).shape[1]
         try:
             a8, scale_a, a_map, scale_a_map = scaled_operand(node.args[0])
             b8, scale_b, b_map, scale_b_map = scaled_operand(node.args[1])
-        except Unsupported:
+            k_group(scale_a_map, scale_b_map, k)
+        except Unsupported as exc:
+            reasons.append(str(exc))
             continue
-        m, n = tensor_meta(node).shape
-        k = tensor_meta(node.args[0]).shape[1]
         with graph.inserting_before(node):
             product = graph.call_function(SCALED_MM, (a8, b8, scale_a, scale_b, a_map, b_map, scale_a_map,
                                                       scale_b_map, m, n, k))
@@ -194,7 +208,11 @@ def rewrite_scaled_products(capture: Capture) -> int:
         node.replace_all_uses_with(product)
         graph.erase_node(node)
         rewritten += 1
-    if rewritten:
-        graph.eliminate_dead_code()
-        capture.module.recompile()
+    if not rewritten:
+        raise Unsupported("no matrix product of scaled fp8 operands" + (f" ({reasons[0]})" if reasons else ""))
+    graph.eliminate_dead_code()
+    capture.module.recompile()
     return rewritten
+
+
+TEMPLATE_CALLS[SCALED_MM] = "_scaled_mm"   # in the front end's programs: the fp8 kernel's launcher (scaled_gemm)

@@ -11,17 +11,13 @@ partial product, the K tile dividing every K block (so each step lies inside one
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.fx
 
 from kernelbench.generate.frontend import Unsupported, tensor_meta
 from kernelbench.generate.gemmprogram import PRODUCTS, GemmLowering
 from kernelbench.generate.graph import Capture
-from kernelbench.generate.scaled_operands import SCALED_MM, rewrite_scaled_products
-
-MIN_K_GROUP = 16     # tl.dot's least K: a K block of scales shorter than this leaves no tile inside it
+from kernelbench.generate.scaled_operands import SCALED_MM, k_group, rewrite_scaled_products
 
 
 class ScaledGemmLowering(GemmLowering):
@@ -42,22 +38,17 @@ class ScaledGemmLowering(GemmLowering):
                        f"B = _strided({self.input_name(b8)}, {b_map[0]}, ({k}, {n}), ({b_map[1]}, {b_map[2]}))",
                        f"SA = _flat({self.input_name(scale_a)}, {scale_a_map[0]})",
                        f"SB = _flat({self.input_name(scale_b)}, {scale_b_map[0]})"]
-        a_grouped, b_grouped = scale_a_map[3] < k, scale_b_map[1] < k     # a scale that changes along K
-        blocks = [b for b, grouped in ((scale_a_map[3], a_grouped), (scale_b_map[1], b_grouped)) if grouped]
-        k_group = math.gcd(*blocks) if blocks else 0     # K blocks on which both scales are constant
-        if blocks and k_group % MIN_K_GROUP:
-            raise Unsupported(f"scales constant over K blocks of {k_group} (a multiple of {MIN_K_GROUP} is needed)")
+        group = k_group(scale_a_map, scale_b_map, k)
         types = [str(tensor_meta(t).dtype).replace("torch.", "") for t in (a8, b8)]
         fields = {"a_casts": [], "b_casts": [], "dot_dtype": "fp8",
-                  "scaled": {"a_type": types[0], "b_type": types[1], "a_grouped": a_grouped,
-                             "b_grouped": b_grouped}}
+                  "scaled": {"a_type": types[0], "b_type": types[1], "a_grouped": scale_a_map[3] < k,
+                             "b_grouped": scale_b_map[1] < k}}
         scales = ", ".join(["SA", *map(str, scale_a_map[1:]), "SB", *map(str, scale_b_map[1:])])
-        return fields, k, f", scales=({scales}), k_group={k_group}"
+        return fields, k, f", scales=({scales}), k_group={group}"
 
 
 def scaled_gemm_program(capture: Capture) -> dict:
     """The program for one captured shape (kernelbench.generate.gemmprogram.gemm_program's form) when its graph is
     one product of scaled fp8 operands and an epilogue; raises Unsupported otherwise."""
-    if not rewrite_scaled_products(capture):
-        raise Unsupported("no matrix product of scaled fp8 operands")
+    rewrite_scaled_products(capture)
     return ScaledGemmLowering(capture).lower()
