@@ -81,7 +81,8 @@ def axes_of(m: int, n: int, k: int) -> dict[str, int]:
 
 
 def quantized(t: torch.Tensor, kind: str, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """t as e4m3 codes and float32 dequantization scales (amax / 448) per tensor, per row or per rows x 128 block."""
+    """t as e4m3 codes and float32 dequantization scales (amax / 448) per tensor, per row, or per block of `rows`
+    rows x 128 columns."""
     m, k = t.shape
     if kind == "tensor":
         scale = (t.abs().amax() / FP8_MAX).clamp(min=1e-12).reshape(1)
@@ -132,8 +133,7 @@ def measure(args, report) -> list[dict]:
         for regime, m, n, k in shapes:
             torch.manual_seed(0)
             x8, xs = quantized(torch.randn(m, k, device=device), kind, 1)
-            w8, ws = quantized(torch.randn(n, k, device=device) / k ** 0.5, kind, n if kind == "tensor" else
-                               1 if kind == "row" else BLOCK)
+            w8, ws = quantized(torch.randn(n, k, device=device) / k ** 0.5, kind, BLOCK)
             inputs = (x8, xs, w8, ws)
             flops = 2.0 * m * n * k
             row = {"kind": kind, "regime": regime, "m": m, "n": n, "k": k, "ours": {}, "errors": {}}
