@@ -5,6 +5,7 @@ of the reference.
     PYTHONPATH=. python3 benchmarks/family_scaled_gemm.py OUT_DIR [--configs 2] [--budget-s 45]
     PYTHONPATH=. python3 benchmarks/family_scaled_gemm.py OUT_DIR --dry-run        # CPU interpreter, tiny shapes
     PYTHONPATH=/tmp/triton36:. python3 benchmarks/family_scaled_gemm.py OUT_DIR --cross-compile   # sm_90, no GPU
+    PYTHONPATH=. python3 benchmarks/family_scaled_gemm.py OUT_DIR --tasks TASK_DIR ...   # the family on tasks
 
 Shapes (M, N, K): decode 16 x 7168 x 2048 (DeepSeek-V3's shared-expert down_proj), prefill 2048 x 7680 x 7680
 (Qwen3-VL's o_proj), training 8192 x 8192 x 8192. Each scale kind is one in-memory problem whose reference is the
@@ -37,9 +38,12 @@ import triton
 import triton.testing
 
 import kernelbench.generate.families  # noqa: F401  (registers the families)
+from kernelbench.core.correctness import as_output_list, compare
+from kernelbench.core.inputs import generate_inputs
 from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
+from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
 from roofline import DATASHEETS
 
@@ -123,7 +127,7 @@ def measure(args, report) -> list[dict]:
     peak = hardware.tensor["fp8"]
     family = FAMILIES["scaled_gemm"]
     started, rows = time.monotonic(), []
-    for kind in KINDS:
+    for kind in args.kinds:
         with tempfile.TemporaryDirectory() as scratch:
             problem = problem_of(kind, shapes, Path(scratch))
             match = family.match(problem)
@@ -176,6 +180,38 @@ def measure(args, report) -> list[dict]:
     return rows
 
 
+def measure_tasks(args, report) -> list[dict]:
+    """The family's render at its first configuration on each task: every workload checked against the reference
+    (the task's tolerance), and timed beside it on a GPU."""
+    family, rows = FAMILIES["scaled_gemm"], []
+    device = "cpu" if args.dry_run else "cuda"
+    for directory in args.tasks:
+        problem = load_problem(directory)
+        match = family.match(problem)
+        if match is None:
+            rows.append({"task": directory.name, "errors": {"match": family.last_rejection[:300]}, "ours": {}})
+            continue
+        module = compile_reference(problem.definition)
+        for workload in sorted(problem.workloads, key=problem.workload_size)[:2 if args.dry_run else None]:
+            axes = problem.axes_for(workload)
+            config = family.space(match, axes)[0]
+            solution = family.render(match, config)
+            run = load_entry_point(solution, materialize(solution))
+            inputs = generate_inputs(problem, workload, seed=1, device=device, reference_module=module)
+            expected = as_output_list(module.run(*inputs), len(problem.definition.outputs))
+            outputs = [torch.empty_like(e) for e in expected]
+            run(*inputs, *outputs)
+            comparison = compare(problem, workload, [o.cpu() for o in outputs], [e.cpu() for e in expected])
+            row = {"task": directory.name, "form": match.plan["form"], "axes": axes, "status": comparison.status,
+                   "errors": {} if comparison.status == PASSED else {"check": comparison.message[:200]}, "ours": {},
+                   "ours_ms": bench_ms(lambda: run(*inputs, *outputs), args.dry_run),
+                   "reference_ms": bench_ms(lambda: module.run(*inputs), args.dry_run)}
+            rows.append(row)
+            report(rows)
+            print(json.dumps(row)[:300], flush=True)
+    return rows
+
+
 def cross_compiled(run, inputs, out) -> str:
     """Compile every kernel the call launches for sm_90, with the fp8 dot and with the bf16 fallback."""
     from triton.backends.compiler import GPUTarget
@@ -197,6 +233,12 @@ def number(value, form: str) -> str:
 
 
 def markdown(header: str, rows: list[dict]) -> str:
+    if rows and "task" in rows[0]:
+        lines = [header, "", "| task | form | axes | check | ours (ms) | reference (ms) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r.get('form', '-')} | {json.dumps(r.get('axes'))} | "
+                  f"{r.get('status', '')} {'; '.join(r['errors'].values())[:80]} | {number(r.get('ours_ms'), '.4f')} | "
+                  f"{number(r.get('reference_ms'), '.4f')} |" for r in rows]
+        return "\n".join(lines) + "\n"
     lines = [header, "", "| scales | regime | M x N x K | ours (ms) | ours TFLOP/s | % of fp8 peak | _scaled_mm TFLOP/s "
                          "| reference TFLOP/s | compile TFLOP/s | best config |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -219,6 +261,8 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=45.0, help="no torch.compile starts after this long")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--cross-compile", action="store_true")
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
+    parser.add_argument("--tasks", nargs="+", type=Path, default=[], help="instead: the family on these tasks")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     where = "CPU (dry run: checked, not timed)" if args.dry_run else \
@@ -230,7 +274,7 @@ def main() -> int:
         (args.out / "family_scaled_gemm.json").write_text(json.dumps({"header": header, "shapes": rows}, indent=1))
         (args.out / "family_scaled_gemm.md").write_text(markdown(header, rows))
 
-    rows = measure(args, report)
+    rows = measure_tasks(args, report) if args.tasks else measure(args, report)
     return 0 if all(not r["errors"] and all(v in (None, "compiled") or isinstance(v, float)
                                             for v in r["ours"].values()) for r in rows) else 1
 
