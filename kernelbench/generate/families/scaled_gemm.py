@@ -22,11 +22,14 @@ import dataclasses
 import math
 import re
 
+from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution, Source
 from kernelbench.generate.families import fused
 from kernelbench.generate.families.gemm import DEFAULTS, Gemm, configurations, dimensions, programs_with, summarize
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Match, Traffic, register_family
+from kernelbench.generate.frontend import Unsupported
+from kernelbench.generate.graph import capture_at
 from kernelbench.generate.scaled_operands import rewrite_scaled_products
 from kernelbench.generate.scaledgemmprogram import scaled_gemm_program
 from kernelbench.generate.traced import io_sizes, plan_in_child, register_planner
@@ -34,7 +37,6 @@ from templates import render as render_template
 
 MAX_BLOCK_K = 256
 ELEMENTWISE = {"block": 1024, "num_warps": 4}
-NOT_FOUND = "no matrix product of scaled fp8 operands"
 MODULE = "scaled_mm.py"     # the fused form's kernels, beside the program
 
 
@@ -101,11 +103,13 @@ def product_dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
     """The gemm form's plan, else (a proven scaled product the gemm form could not take) the fused form's."""
+    try:   # one trace says whether to trace every shape (twice): most problems hold no scaled fp8 product
+        rewrite_scaled_products(capture_at(problem, problem.smallest_workload()))
+    except (Unsupported, KernelBenchError) as exc:
+        return None, f"{problem.name}: {exc}"
     plan, why_not = programs_with(problem, scaled_gemm_program)
     if plan is not None:
         return {**plan, "form": "gemm"}, ""
-    if NOT_FOUND in why_not:
-        return None, why_not
     plan, why_not_fused = fused.programs_of(problem, rewrite_scaled_products, attention_kernels=True)
     if plan is None:
         return None, f"{why_not}; as a fused program: {why_not_fused}"
