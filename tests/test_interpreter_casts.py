@@ -48,6 +48,16 @@ def test_casts_round_to_nearest_even(dtype, limit):
     assert _same(y, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_fp8_widens_exactly(dtype):
+    # fp8 -> fp32 and fp8 -> bf16 are the interpreter's own (exact) conversions, reached through the patch
+    x = _values().nan_to_num(0.0).clamp(-400, 400).to(dtype)
+    for wide in (torch.float32, torch.bfloat16):
+        y = torch.empty(x.shape, dtype=wide)
+        _cast_kernel[(1,)](x, y, N=x.numel())
+        assert torch.equal(y, x.to(wide))
+
+
 def test_bf16_to_half_and_integer_convert_values():
     x = _values()[6:]
     x = torch.cat((x, x[:6]))   # a power of two long again, finite values only

@@ -46,7 +46,7 @@ def faithful_interpreter_casts() -> None:
     from triton._C.libtriton import ir
     from triton.runtime.interpreter import InterpreterBuilder, TensorHandle, _get_np_dtype
 
-    cast_impl, fp_to_fp = InterpreterBuilder.cast_impl, InterpreterBuilder.create_fp_to_fp
+    cast_impl, interpreter_fp_to_fp = InterpreterBuilder.cast_impl, InterpreterBuilder.create_fp_to_fp
     fp8 = _fp8_targets(tl)
 
     def cast(self, src, dst_type):
@@ -65,9 +65,9 @@ def faithful_interpreter_casts() -> None:
             return TensorHandle(_torch_cast(_values(src, tl), dtype, np.uint8, limit), target)
         if tl.bfloat16 in (source, target) and source not in fp8 and target not in fp8:
             return cast(self, src, dst_type)
-        return fp_to_fp(self, src, dst_type, rounding_mode)
+        return interpreter_fp_to_fp(self, src, dst_type, rounding_mode)
 
-    _PATCHED.extend([cast_impl, fp_to_fp])
+    _PATCHED.extend([cast_impl, interpreter_fp_to_fp])
     InterpreterBuilder.cast_impl = cast
     InterpreterBuilder.create_fp_to_fp = fp_to_fp
 
