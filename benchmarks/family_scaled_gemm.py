@@ -34,8 +34,6 @@ if "--cross-compile" in sys.argv:
     os.environ.pop("TRITON_INTERPRET", None)          # kernels must compile, not interpret
 
 import torch
-import triton
-import triton.testing
 
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.correctness import as_output_list, compare
@@ -45,6 +43,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
+from report import Report, bench_ms, number
 from roofline import DATASHEETS
 
 SHAPES = [("decode", 16, 7168, 2048), ("prefill", 2048, 7680, 7680), ("training", 8192, 8192, 8192)]
@@ -115,18 +114,14 @@ def scaled_mm(kind: str, x8, xs, w8, ws):
         return str(exc).splitlines()[0][:120]
 
 
-def bench_ms(fn, dry_run: bool) -> float | None:
-    return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
-
-
-def measure(args, report) -> list[dict]:
+def measure(args, report: Report) -> None:
     shapes = DRY_SHAPES if args.dry_run else SHAPES
     device = "cpu" if args.dry_run or args.cross_compile else "cuda"
     gpu = not (args.dry_run or args.cross_compile)
     hardware = DATASHEETS["H200" if gpu and "H200" in torch.cuda.get_device_name() else "H100"]
     peak = hardware.tensor["fp8"]
     family = FAMILIES["scaled_gemm"]
-    started, rows = time.monotonic(), []
+    started = time.monotonic()
     for kind in args.kinds:
         with tempfile.TemporaryDirectory() as scratch:
             problem = problem_of(kind, shapes, Path(scratch))
@@ -174,22 +169,19 @@ def measure(args, report) -> list[dict]:
                     best = min(timed, key=timed.get)
                     row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
                                ours_peak=flops / peak / (timed[best] / 1e3))
-            rows.append(row)
-            report(rows)   # written as it goes: a run cut short by its time bound keeps what it measured
-            print(json.dumps(row)[:400], flush=True)
-    return rows
+            report.add(row)
 
 
-def measure_tasks(args, report) -> list[dict]:
+def measure_tasks(args, report: Report) -> None:
     """The family's render at its first configuration on each task: every workload checked against the reference
     (the task's tolerance), and timed beside it on a GPU."""
-    family, rows = FAMILIES["scaled_gemm"], []
+    family = FAMILIES["scaled_gemm"]
     device = "cpu" if args.dry_run else "cuda"
     for directory in args.tasks:
         problem = load_problem(directory)
         match = family.match(problem)
         if match is None:
-            rows.append({"task": directory.name, "errors": {"match": family.last_rejection[:300]}, "ours": {}})
+            report.add({"task": directory.name, "errors": {"match": family.last_rejection[:300]}, "ours": {}})
             continue
         module = compile_reference(problem.definition)
         for workload in sorted(problem.workloads, key=problem.workload_size)[:2 if args.dry_run else None]:
@@ -206,10 +198,7 @@ def measure_tasks(args, report) -> list[dict]:
                    "errors": {} if comparison.status == PASSED else {"check": comparison.message[:200]}, "ours": {},
                    "ours_ms": bench_ms(lambda: run(*inputs, *outputs), args.dry_run),
                    "reference_ms": bench_ms(lambda: module.run(*inputs), args.dry_run)}
-            rows.append(row)
-            report(rows)
-            print(json.dumps(row)[:300], flush=True)
-    return rows
+            report.add(row)
 
 
 def cross_compiled(run, inputs, out) -> str:
@@ -226,10 +215,6 @@ def cross_compiled(run, inputs, out) -> str:
         if not compiled.results:
             failures.append("no kernel compiled")
     return "; ".join(failures) or "compiled"
-
-
-def number(value, form: str) -> str:
-    return format(value, form) if value is not None else "-"
 
 
 def markdown(header: str, rows: list[dict]) -> str:
@@ -264,17 +249,11 @@ def main() -> int:
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     parser.add_argument("--tasks", nargs="+", type=Path, default=[], help="instead: the family on these tasks")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    where = "CPU (dry run: checked, not timed)" if args.dry_run else \
-        "CPU (compiled for sm_90, not run)" if args.cross_compile else torch.cuda.get_device_name()
-    header = (f"# scaled_gemm family, {time.strftime('%Y-%m-%d')}, {where}, torch {torch.__version__}, "
-              f"triton {triton.__version__}")
-
-    def report(rows: list[dict]) -> None:
-        (args.out / "family_scaled_gemm.json").write_text(json.dumps({"header": header, "shapes": rows}, indent=1))
-        (args.out / "family_scaled_gemm.md").write_text(markdown(header, rows))
-
-    rows = measure_tasks(args, report) if args.tasks else measure(args, report)
+    report = Report(args.out, "family_scaled_gemm", "scaled_gemm family", args.dry_run or args.cross_compile,
+                    **({"device": "CPU: compiled for sm_90, not run"} if args.cross_compile else {}))
+    (measure_tasks if args.tasks else measure)(args, report)
+    report.finish(markdown(report.heading, report.rows))
+    rows = report.rows
     return 0 if all(not r["errors"] and all(v in (None, "compiled") or isinstance(v, float)
                                             for v in r["ours"].values()) for r in rows) else 1
 
