@@ -279,24 +279,28 @@ class GemmLowering:
 
     # -------------------------------------------------------------- the program
 
-    def lower(self) -> dict:
+    def product_operands(self) -> tuple[dict, int, str]:
+        """Host lines binding the product's operands A and B: (the kernel's fields for them, K, further launch
+        arguments). Here plain matrices of one float type, cast as the graph casts them."""
         a_casts = self.matrix(self.product.args[-2], "A")
         b_casts = self.matrix(self.product.args[-1], "B")
         dot_types = {tensor_meta(self.product.args[-2]).dtype, tensor_meta(self.product.args[-1]).dtype}
         if len(dot_types) != 1 or not dot_types <= set(DOT_DTYPES):
             raise Unsupported(f"matrix operands of dtypes {sorted(map(str, dot_types))}")
+        fields = {"a_casts": a_casts, "b_casts": b_casts, "dot_dtype": str(dot_types.pop()).replace("torch.", "")}
+        return fields, tensor_meta(self.product.args[-2]).shape[-1], ""
+
+    def lower(self) -> dict:
+        fields, k, launch = self.product_operands()
         stores = self.epilogue()
-        dot_type = dot_types.pop()
         shape = list(self.product_meta.shape)
         batch, m, n = ([1] + shape)[-3:]
-        k = tensor_meta(self.product.args[-2]).shape[-1]
         operands, stores = [o.upper() for o in self.operands], [{**s, "name": s["name"].upper()} for s in stores]
         strided = [f"{t}{suffix}" for t in operands for suffix in ("", "_sb", "_sm", "_sn")]
         written = [f"{s['name']}{suffix}" for s in stores for suffix in ("", "_sb", "_sm", "_sn")]
         return {"lines": self.lines, "arguments": f"A, B, {_tuple(self.operands)}, {_tuple(self.kernel_scalars)}, "
-                                                  f"{_tuple([s['name'].lower() for s in stores])}",
-                "kernel": {"a_casts": a_casts, "b_casts": b_casts, "dot_dtype": str(dot_type).replace("torch.", ""),
-                           "body": self.body, "stores": stores,
+                                                  f"{_tuple([s['name'].lower() for s in stores])}{launch}",
+                "kernel": {**fields, "body": self.body, "stores": stores,
                            "parameters": strided + [f"p{i}" for i in range(len(self.kernel_scalars))] + written},
                 "batch": batch, "m": m, "n": n, "k": k}
 

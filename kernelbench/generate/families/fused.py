@@ -73,10 +73,11 @@ class Fused(Family):
         return render_programs(self.name, self.version, match, config)
 
 
-def render_programs(family: str, version: str, match: Match, config: Config, attention_config: dict | None = None
-                    ) -> Solution:
+def render_programs(family: str, version: str, match: Match, config: Config, attention_config: dict | None = None,
+                    scaled_mm: bool = False) -> Solution:
     """templates/fused.py.j2 over the plan's programs; `attention_config` (the attention family's tiles) puts the
-    flash-attention kernels (templates/attention.py.j2) behind the programs' attention calls."""
+    flash-attention kernels (templates/attention.py.j2) behind the programs' attention calls; `scaled_mm`: the
+    programs' scaled fp8 products call `_scaled_mm` of a module beside (family scaled_gemm adds it)."""
     plan = match.plan
     programs = plan["programs"]
     kernels = [k for p in programs for k in p["kernels"]]
@@ -89,7 +90,7 @@ def render_programs(family: str, version: str, match: Match, config: Config, att
         uses_tanh=any(k["uses_tanh"] for k in kernels), scan_helpers=scans.helper_sources(kernels), graph=bool(config.get("graph")),
         ungraphed="(" + "".join(f"{p['function']}, " for p in programs
                                 if writes_an_input(p) or p["reads_data"]) + ")",
-        attention=any("_attention(" in line for p in programs for line in p["lines"]),
+        attention=any("_attention(" in line for p in programs for line in p["lines"]), scaled_mm=scaled_mm,
         inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
         scalars=plan["scalar_parameters"])
     return traced_solution(family, match, config, source, destination=plan["destination"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 from kernelbench.core.problem import Problem
 from kernelbench.core.solution import Solution
@@ -25,6 +26,7 @@ from kernelbench.generate.family import (
     register_family,
 )
 from kernelbench.generate.gemmprogram import gemm_program
+from kernelbench.generate.graph import Capture
 from kernelbench.generate.traced import (
     io_sizes,
     parameters,
@@ -65,7 +67,7 @@ class Gemm(Family):
         plan = match.plan
         d = dimensions(plan, axes)
         def size(name, shape):
-            return plan["sizes"][name] * math.prod(axes[a] if isinstance(a, str) else int(a) for a in shape)
+            return plan["sizes"][name] * math.prod(axes[a] if a in axes else int(a) for a in shape)
         return Traffic(bytes_read=sum(size(n, s) for n, s in plan["shapes"].items()),
                        bytes_written=sum(size(n, s) for n, s in plan["output_shapes"].items()),
                        flops=2.0 * d["batch"] * d["m"] * d["n"] * d["k"])
@@ -74,7 +76,7 @@ class Gemm(Family):
         plan = match.plan
         config = {**DEFAULTS, **config}
         source = render_template(
-            "gemm.py.j2", version=self.version, problem=plan["problem"], summary=match.summary,
+            "gemm.py.j2", family=self.name, version=self.version, problem=plan["problem"], summary=match.summary,
             config_text=json.dumps(config, sort_keys=True), config=config, kernels=plan["kernels"],
             programs=plan["programs"], helpers=["tanh"] if any("_tanh(" in line for k in plan["kernels"]
                                                                 for line in k["body"]) else [],
@@ -112,7 +114,7 @@ def configurations(batch: int, m: int, n: int, k: int) -> list[Config]:
 
 def dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
     """batch, m, n, k of the program traced at these axes' input shapes (else of the one nearest in input size)."""
-    shapes = [[axes[a] if isinstance(a, str) else int(a) for a in shape] for shape in plan["shapes"].values()]
+    shapes = [[axes[a] if a in axes else int(a) for a in shape] for shape in plan["shapes"].values()]
     def distance(program):
         return abs(math.log(sum(map(math.prod, program["shapes"])) + 1) - math.log(sum(map(math.prod, shapes)) + 1))
     program = min(plan["programs"], key=lambda p: (p["shapes"] != shapes, distance(p)))
@@ -122,9 +124,14 @@ def dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
     """({"programs": [...], "kernels": [...], ...}, "") or (None, why not): one program per traced shape
     (kernelbench.generate.traced); programs whose kernels read the same share them."""
+    return programs_with(problem, gemm_program)
+
+
+def programs_with(problem: Problem, program_of: Callable[[Capture], dict]) -> tuple[dict | None, str]:
+    """programs_of with another reading of each captured graph (gemm_program's form: the scaled_gemm family's)."""
     if any(spec.shape is None for spec in problem.definition.outputs.values()):
         return None, f"{problem.name}: a scalar output (the gemm family writes tensors)"
-    traced = trace_programs(problem, lambda capture, index: gemm_program(capture))
+    traced = trace_programs(problem, lambda capture, index: program_of(capture))
     if not traced.programs:
         return None, traced.rejection(problem)
     kernels, names = [], {}
