@@ -325,11 +325,15 @@ def _data_dependent_trace(problem: Problem, axes: dict[str, int],
     raise CaptureError(f"more than {MAX_SIZE_ASSUMPTIONS} data-dependent sizes would have to be assumed positive")
 
 
-def example_capture(problem: Problem, workload, module, scalars: dict[str, Any], seed: int = 0, device: str = "cpu"):
+def example_capture(problem: Problem, workload, module, scalars: dict[str, Any], seed: int = 0, device: str = "cpu",
+                    chosen: dict[str, Any] | None = None):
     """The reference traced along the branches one real example of the workload's inputs (round `seed`)
-    takes, with the guards that keep the graph to them (kernelbench.generate.branch_guards)."""
+    takes, with the guards that keep the graph to them (kernelbench.generate.branch_guards). `chosen`:
+    input name -> a function of the example's tensor giving the value to trace with instead (an example
+    picked to take given branches)."""
     example = dict(zip((a.name for a in problem.arguments(workload)),
                        generate_inputs(problem, workload, device=device, seed=seed, reference_module=module)))
+    example.update({name: choose(example[name]) for name, choose in (chosen or {}).items()})
     inputs = [scalars[name] if spec.is_scalar else example[name] for name, spec in problem.definition.inputs.items()]
     reading = reference_reading_symbols(problem.definition.reference, problem.name)
 

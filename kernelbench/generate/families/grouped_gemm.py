@@ -1,0 +1,135 @@
+"""Grouped matrix products: MoE experts over routing offsets, every expert in one launch.
+
+match: trace the reference at every distinct input shape along two chosen examples (every group full, every
+group empty: kernelbench.generate.groupedprogram.grouped_capture), read each graph as products of row slices
+x[off[e]:off[e+1]] by expert weights W[e] written into one tensor, with the gemm family's epilogue after them;
+None when no graph is one.
+render: templates/grouped_gemm.py.j2, one Triton kernel per distinct epilogue whose programs read the offsets
+on the device and share the (group, row tile, column tile) work items (fp32 accumulation, the gemm family's
+tile loop and epilogue), one host program per traced shape keyed by the input shapes, and the reference for
+any other shape. A configuration sets the tiles, the warps and the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from kernelbench.core.problem import Problem
+from kernelbench.core.solution import Solution
+from kernelbench.generate.families.gemm import configurations
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    Traffic,
+    register_family,
+)
+from kernelbench.generate.groupedprogram import grouped_capture, grouped_program
+from kernelbench.generate.traced import (
+    io_sizes,
+    parameters,
+    plan_in_child,
+    register_planner,
+    trace_programs,
+    traced_solution,
+)
+from templates import render as render_template
+
+TRACE_BUDGET_S = 120.0   # each group is a few ops to trace twice: 128 experts take ~35 s a shape
+
+
+@register_family
+class GroupedGemm(Family):
+    name = "grouped_gemm"
+    version = "1"
+
+    def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
+        plan, self.last_rejection = plan_in_child(f"{__name__}:programs_of", problem, time_limit_s, programs_of)
+        if not plan:
+            return None
+        plan.update(io_sizes(problem))
+        return Match(self.name, summarize(plan), plan)
+
+    def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
+        """The gemm family's guesses for the mean group (rows / groups) with no split of K (the groups fill the
+        GPU instead)."""
+        d = dimensions(match.plan, axes)
+        found = [{k: v for k, v in c.items() if k != "split_k"}
+                 for c in configurations(1, max(1, d["m"] // d["groups"]), d["n"], d["k"])]
+        return list({json.dumps(c, sort_keys=True): c for c in found}.values())
+
+    def shape_class(self, match: Match, axes: dict[str, int]) -> str:
+        d = dimensions(match.plan, axes)
+        rows = d["m"] / max(1, d["groups"])
+        bucket = "<=16" if rows <= 16 else "<=128" if rows <= 128 else "<=2048" if rows <= 2048 else ">2048"
+        return f"rows/group{bucket},nk~4^{round(math.log(max(d['n'] * d['k'], 1), 4))}"
+
+    def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
+        """Every input read once and every output written once (every expert's weight read: the worst case over
+        routings); 2 M N K FLOPs over all the groups' rows."""
+        plan = match.plan
+        d = dimensions(plan, axes)
+        def size(name, shape):
+            return plan["sizes"][name] * math.prod(axes[a] if isinstance(a, str) else int(a) for a in shape)
+        return Traffic(bytes_read=sum(size(n, s) for n, s in plan["shapes"].items()),
+                       bytes_written=sum(size(n, s) for n, s in plan["output_shapes"].items()),
+                       flops=2.0 * d["m"] * d["n"] * d["k"])
+
+    def render(self, match: Match, config: Config) -> Solution:
+        plan = match.plan
+        config = {**DEFAULTS, **config}
+        source = render_template(
+            "grouped_gemm.py.j2", version=self.version, problem=plan["problem"], summary=match.summary,
+            config_text=json.dumps(config, sort_keys=True), config=config, kernels=plan["kernels"],
+            programs=plan["programs"], helpers=["tanh"] if any("_tanh(" in line for k in plan["kernels"]
+                                                                for line in k["body"]) else [],
+            inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
+            scalars=plan["scalar_parameters"])
+        return traced_solution(self.name, match, config, source, destination=True)
+
+
+DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 64, "group_m": 8, "num_warps": 4, "num_stages": 3}
+
+
+def dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
+    """groups, m (all rows), n, k of the program traced at these axes' input shapes (else of the one nearest in
+    input size)."""
+    shapes = [[axes[a] if isinstance(a, str) else int(a) for a in shape] for shape in plan["shapes"].values()]
+    def distance(program):
+        return abs(math.log(sum(map(math.prod, program["shapes"])) + 1) - math.log(sum(map(math.prod, shapes)) + 1))
+    program = min(plan["programs"], key=lambda p: (p["shapes"] != shapes, distance(p)))
+    return {d: program[d] for d in ("groups", "m", "n", "k")}
+
+
+def programs_of(problem: Problem) -> tuple[dict | None, str]:
+    """({"programs": [...], "kernels": [...], ...}, "") or (None, why not): one program per traced shape;
+    programs whose kernels read the same share them."""
+    if any(spec.shape is None for spec in problem.definition.outputs.values()):
+        return None, f"{problem.name}: a scalar output (the grouped_gemm family writes tensors)"
+    traced = trace_programs(problem, lambda capture, index: grouped_program(capture), capture=grouped_capture,
+                            budget_s=TRACE_BUDGET_S)
+    if not traced.programs:
+        return None, traced.rejection(problem)
+    kernels, names = [], {}
+    for program in traced.programs:
+        text = json.dumps(program.pop("kernel"), sort_keys=True)
+        if text not in names:
+            names[text] = f"_g{len(kernels)}"
+            kernels.append({"name": names[text], **json.loads(text)})
+        program.update(kernel=names[text], summary=f"{program['groups']} groups of {program['m']} rows x "
+                                                   f"{program['n']}x{program['k']}")
+    return {"programs": traced.programs, "kernels": kernels, "skipped": traced.skipped, **parameters(problem),
+            "outputs": [f"o{i}" for i in range(len(problem.definition.outputs))]}, ""
+
+
+def summarize(plan: dict) -> str:
+    programs = plan["programs"]
+    epilogue = max(len(k["body"]) - 1 for k in plan["kernels"])
+    return (f"{len(programs)} traced shape(s), {len(plan['kernels'])} kernel set(s), grouped product of up to "
+            f"{max(p['groups'] for p in programs)} groups" + (f" with up to {epilogue} epilogue op(s)" if epilogue else "")
+            + (f", {len(plan['skipped'])} shape(s) left to the reference" if plan["skipped"] else ""))
+
+
+register_planner(f"{__name__}:programs_of")

@@ -1,0 +1,354 @@
+"""A captured graph read as a grouped matrix product: experts over routing offsets (the grouped_gemm family's
+front end).
+
+The pattern, found in the traced aten graph whatever the reference's spelling:
+
+    for e in range(G):                     # unrolled by the trace
+        s, t = off[e], off[e + 1]          # _local_scalar_dense(select(off, 0, i)): reads of one offsets input
+        out[s:t] = x[s:t] @ W[e]^T         # mm(slice(x, 0, s, t), [permute](select(W, 0, e))), its value copied
+                                           # into slice(prev, 0, s, t) and slice_scatter'ed into prev
+    ...elementwise work on out...          # a routing-weight scale, a cast: the gemm family's epilogue
+
+the operands maybe through casts, `prev` a fresh `empty` for e = 0 and the previous group's scatter after it.
+The last scatter stands for the product in GemmLowering's epilogue reading (at global (row, column)
+coordinates), so everything the gemm family fuses after a product is fused here. Rows no group covers keep
+the uninitialized `empty`'s values in the reference, so the program leaves them alone too.
+
+Tracing (`grouped_capture`). The reference reads the offsets into Python, so it is traced along examples
+(kernelbench.generate.branch_guards), chosen: every 1-D integer input (an offsets candidate) is replaced by
+  - arange(n): every group has rows, so every group's work is in the graph (the `full` trace);
+  - zeros(n): every group is empty (the `empty` trace).
+Guards. `if t > s:` (or `if t == s: continue`) leaves one guard per group in the full trace, `s < t`. Such a
+guard only skips an empty group, and the program need not check it on the host, when
+  1. the empty trace's graph is the full trace's less the groups' work (the skipped branch records no op,
+     and its guards are exactly the negated group guards), and
+  2. the kernel gives a group whose guard fails no rows, which is what the reference then does (nothing).
+The loop's iterations are independent given the recorded structure (a reference that looks at several
+groups at once leaves other guards, which are refused). Any other guard is refused: the program never syncs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy
+import torch
+import torch.fx
+
+from kernelbench.core.dtypes import torch_dtype
+from kernelbench.core.errors import KernelBenchError
+from kernelbench.core.problem import Problem
+from kernelbench.generate.frontend import TL, Unsupported, Value, compute_type, rounded_as_eager, tensor_meta
+from kernelbench.generate.gemmprogram import DOT_DTYPES, PERMUTES, GemmLowering, _is_cast, _permutation
+from kernelbench.generate.graph import Capture, CaptureError, example_capture, workload_scalar
+
+aten = torch.ops.aten
+
+BASES = {aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default}
+PASSING = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.expand.default,
+           aten.alias.default, aten.clone.default}   # a group's product on its way to the copy: same elements
+
+
+class GroupedCapture(Capture):
+    """A full trace, with the empty trace beside it (None when the full one has no guards to drop)."""
+
+    def __init__(self, full: Capture, empty: torch.fx.GraphModule | None):
+        super().__init__(**{f: getattr(full, f) for f in full.__dataclass_fields__})
+        object.__setattr__(self, "empty", empty)
+
+
+def grouped_capture(problem: Problem, workload, module) -> GroupedCapture:
+    """The reference traced at the workload's shapes along the two chosen examples (module docstring)."""
+    offsets = [n for n, s in problem.definition.inputs.items()
+               if s.shape is not None and len(s.shape) == 1 and not torch_dtype(s.dtype).is_floating_point
+               and torch_dtype(s.dtype) != torch.bool]
+    if not offsets:
+        raise CaptureError(f"{problem.name}: no 1-D integer input to read group offsets from")
+    scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
+    values = {n: workload_scalar(problem, workload, n) for n in scalar_specs}
+    as_tensors = {n: torch.tensor(v, dtype=torch_dtype(scalar_specs[n].dtype)) for n, v in values.items()}
+    failures = []
+    for scalars in [as_tensors] + [values] * bool(scalar_specs):
+        try:
+            full, guards = example_capture(problem, workload, module, scalars, chosen={
+                n: lambda t: torch.arange(t.numel(), dtype=t.dtype) for n in offsets})
+            empty = None
+            if guards:
+                empty, empty_guards = example_capture(problem, workload, module, scalars, chosen={
+                    n: torch.zeros_like for n in offsets})
+                empty.meta["guards"] = empty_guards
+        except Exception as exc:  # noqa: BLE001 - any tracing failure: the next way, then refused
+            failures.append(exc)
+            continue
+        names = tuple(problem.definition.inputs)
+        capture = Capture(full, names, frozenset(scalar_specs), {}, problem.axes_for(workload),
+                          specialized=scalars is values and bool(values), guards=guards)
+        return GroupedCapture(capture, empty)
+    if any(isinstance(e, KernelBenchError) for e in failures):
+        raise next(e for e in failures if isinstance(e, KernelBenchError))
+    raise CaptureError(f"{problem.name}: the reference cannot be traced along chosen offsets: "
+                       + "; ".join(f"{type(e).__name__}: {str(e)[:200]}" for e in failures))
+
+
+def _bound(node: Any) -> tuple[torch.fx.Node, int] | None:
+    """(offsets placeholder, index) of a read `off[i]` into Python, else None."""
+    if not (isinstance(node, torch.fx.Node) and node.target is aten._local_scalar_dense.default):
+        return None
+    select = node.args[0]
+    if (isinstance(select, torch.fx.Node) and select.target is aten.select.int and select.args[1] == 0
+            and select.args[0].op == "placeholder" and isinstance(select.args[2], int) and select.args[2] >= 0):
+        return select.args[0], select.args[2]
+    return None
+
+
+def _row_slice(node: Any) -> tuple[Any, Any, Any] | None:
+    """(tensor, start, end) of `tensor[start:end]` along dim 0 (step 1), else None."""
+    if not (isinstance(node, torch.fx.Node) and node.target is aten.slice.Tensor):
+        return None
+    args = list(node.args) + [None] * (5 - len(node.args))
+    dim, start, end, step = args[1:5]
+    if (dim or 0) != 0 or (step or 1) != 1:
+        return None
+    return node.args[0], start, end
+
+
+def _through_casts(node: Any, casts: list, chain: list) -> Any:
+    while isinstance(node, torch.fx.Node) and _is_cast(node):
+        casts.append(tensor_meta(node).dtype)
+        chain.append(node)
+        node = node.args[0]
+    return node
+
+
+def _placeholder(node: Any) -> torch.fx.Node:
+    if not (isinstance(node, torch.fx.Node) and node.op == "placeholder"):
+        raise Unsupported("a grouped product's operand that is not an input tensor")
+    return node
+
+
+def _strict_order(guard: sympy.Basic) -> tuple[sympy.Symbol, sympy.Symbol] | None:
+    """(a, b) when the guard states a < b of two symbols (in any spelling: `b > a`, `b - a >= 1`), else None."""
+    if not isinstance(guard, (sympy.StrictLessThan, sympy.StrictGreaterThan, sympy.LessThan, sympy.GreaterThan)):
+        return None
+    strict = isinstance(guard, (sympy.StrictLessThan, sympy.StrictGreaterThan))
+    difference = sympy.expand(guard.gts - guard.lts + (0 if strict else 1))   # integers: x >= y is x - y + 1 > 0
+    terms = sympy.Add.make_args(difference)
+    if len(terms) != 2 or not all(isinstance(t, sympy.Symbol) or (-t).is_Symbol for t in terms):
+        return None
+    positive = [t for t in terms if isinstance(t, sympy.Symbol)]
+    negative = [-t for t in terms if not isinstance(t, sympy.Symbol)]
+    return (negative[0], positive[0]) if len(positive) == len(negative) == 1 else None
+
+
+class GroupedLowering(GemmLowering):
+    """GemmLowering with the groups' last scatter as the product (see the module docstring)."""
+
+    def __init__(self, capture: Capture):
+        self.capture = capture
+        super().__init__(capture)
+
+    # -------------------------------------------------------------- the groups
+
+    def find_product(self) -> torch.fx.Node:
+        products = [n for n in self.nodes if n.op == "call_function" and n.target is aten.mm.default]
+        if not products:
+            raise Unsupported("no matrix product")
+        self.groups = [self.group(mm) for mm in products]
+        self.groups.sort(key=lambda g: g["expert"])
+        first = self.groups[0]
+        for e, group in enumerate(self.groups):
+            if group["expert"] != e or group["bounds"] != [(first["offsets"], e), (first["offsets"], e + 1)]:
+                raise Unsupported(f"the product reading weight {group['expert']} takes rows between offsets "
+                                  f"{[i for _, i in group['bounds']]} (group e must take off[e]:off[e+1])")
+            for key in ("x", "w", "a_casts", "b_casts", "transposed", "offsets"):
+                if group[key] != first[key]:
+                    raise Unsupported(f"groups differ in their {key}")
+            if group["previous"] is not (self.groups[e - 1]["scatter"] if e else first["previous"]):
+                raise Unsupported("the groups' results are not written one after the other into one tensor")
+        self.base = first["previous"]
+        self.reads = {n for n in self.nodes if _bound(n)} | {n.args[0] for n in self.nodes if _bound(n)}
+        self.grouped = self.group_nodes()
+        if self.base.target not in BASES or not set(self.base.users) <= self.grouped:
+            raise Unsupported("the groups write into a tensor that is not a fresh `empty` used for them alone")
+        x_shape, w_shape = tensor_meta(first["x"]).shape, tensor_meta(first["w"]).shape
+        product = self.groups[-1]["scatter"]
+        rows, columns = tensor_meta(product).shape if tensor_meta(product).dim() == 2 else (None, None)
+        k, n = (w_shape[2], w_shape[1]) if first["transposed"] else (w_shape[1], w_shape[2])
+        if len(x_shape) != 2 or len(w_shape) != 3 or rows != x_shape[0] or columns != n or x_shape[1] != k:
+            raise Unsupported(f"rows of a {list(x_shape)} input times experts {list(w_shape)} written into "
+                              f"{list(tensor_meta(product).shape)}")
+        return product
+
+    def group(self, mm: torch.fx.Node) -> dict:
+        """One product read as a group: its rows, its expert's weight, where its result goes."""
+        a_casts, a_chain = [], []
+        node = _through_casts(mm.args[0], a_casts, a_chain)
+        sliced = _row_slice(node)
+        if sliced is None:
+            raise Unsupported("a matrix product whose rows are not a slice of an input by offsets")
+        a_chain.append(node)
+        x = _through_casts(sliced[0], a_casts, a_chain)
+        bounds = [_bound(sliced[1]), _bound(sliced[2])]
+        if None in bounds:
+            raise Unsupported("a row slice whose bounds are not read from an offsets input")
+        b_casts, b_chain, transposed = [], [], False
+        node = _through_casts(mm.args[1], b_casts, b_chain)
+        if isinstance(node, torch.fx.Node) and node.target in PERMUTES:
+            transposed = _permutation(node) == [1, 0]
+            b_chain.append(node)
+            node = _through_casts(node.args[0], b_casts, b_chain)
+        if not (isinstance(node, torch.fx.Node) and node.target is aten.select.int and node.args[1] == 0
+                and isinstance(node.args[2], int)):
+            raise Unsupported("a matrix product whose weight is not one expert's select(w, 0, e)")
+        b_chain.append(node)
+        w = _through_casts(node.args[0], b_casts, b_chain)
+        written = self.written(mm, sliced[1], sliced[2])
+        return {"expert": node.args[2], "x": _placeholder(x), "w": _placeholder(w), "bounds": bounds,
+                "offsets": bounds[0][0], "a_casts": a_casts[::-1], "b_casts": b_casts[::-1], "transposed": transposed,
+                "mm": mm, "nodes": {mm, *a_chain, *b_chain, *written[2]}, "previous": written[0],
+                "scatter": written[1]}
+
+    @staticmethod
+    def written(mm: torch.fx.Node, start: Any, end: Any) -> tuple[torch.fx.Node, torch.fx.Node, list]:
+        """(the tensor written into, the scatter that writes the product into its rows start:end, the nodes
+        on the way)."""
+        nodes, node = [], mm
+        while len(node.users) == 1 and next(iter(node.users)).target in PASSING:
+            node = next(iter(node.users))
+            nodes.append(node)
+        copy = next(iter(node.users)) if len(node.users) == 1 else None
+        if copy is None or copy.target is not aten.copy.default or copy.args[1] is not node or len(copy.users) != 1:
+            raise Unsupported("a group's product that is not copied into rows of one tensor")
+        scatter, destination = next(iter(copy.users)), _row_slice(copy.args[0])
+        if (scatter.target is not aten.slice_scatter.default or destination is None
+                or tuple(scatter.args[1:5]) != (copy, 0, start, end) or scatter.args[0] is not destination[0]
+                or destination[1:] != (start, end)):
+            raise Unsupported("a group's product written elsewhere than the rows it was computed from")
+        return scatter.args[0], scatter, nodes + [copy, copy.args[0], scatter]
+
+    # -------------------------------------------------------------- guards: each only skips an empty group
+
+    def guarded(self) -> bool:
+        """Whether the reference skips a group whose offsets are not ascending (`if t > s`); Unsupported when a
+        guard is anything else, or the skipped branch is not proved a no-op."""
+        guards = self.capture.guards
+        if not guards:
+            return False
+        offsets = self.groups[0]["offsets"]
+        if _orders(guards) != _group_orders(self.nodes, offsets, len(self.groups)):
+            raise Unsupported(f"branches on data other than one `off[e+1] > off[e]` per group: {guards[:4]}")
+        empty = getattr(self.capture, "empty", None)
+        if empty is None:
+            raise Unsupported("no trace along empty groups to prove the skipped branch a no-op")
+        same_offsets = next(n for n in empty.graph.nodes if n.op == "placeholder" and n.target == offsets.target)
+        if _orders([sympy.Not(g) for g in empty.meta["guards"]]) != \
+                _group_orders(list(empty.graph.nodes), same_offsets, len(self.groups)):
+            raise Unsupported("the trace along empty groups took other branches than skipping each group")
+        empty.graph.eliminate_dead_code()   # as the full graph was (the reads a guard kept are not work)
+        skipped = list(empty.graph.nodes)
+        full = _canonical(self.nodes, self.reads | self.grouped, {self.product: self.base})
+        bare = _canonical(skipped, {n for n in skipped if _bound(n)} | {n.args[0] for n in skipped if _bound(n)}, {})
+        if full is None or bare is None or full != bare:
+            raise Unsupported("the branch that skips an empty group does work of its own")
+        return True
+
+    def group_nodes(self) -> set:
+        """The groups' nodes, with the nodes only they use (the sizes their views take)."""
+        nodes = set().union(*(g["nodes"] for g in self.groups))
+        grown = True
+        while grown:
+            more = {n for n in self.nodes if n not in nodes and n not in self.reads and n is not self.base and
+                    n.op == "call_function" and n.users and set(n.users) <= nodes}
+            nodes |= more
+            grown = bool(more)
+        return nodes
+
+    # -------------------------------------------------------------- the program
+
+    def product_value(self):
+        """The group's product as eager rounds it, then as the copy into the written tensor rounds it."""
+        expression = rounded_as_eager("acc", self.groups[0]["mm"])
+        if tensor_meta(self.groups[0]["mm"]).dtype != self.product_meta.dtype:
+            expression = rounded_as_eager(expression, self.product)
+        self.body.append(f"v0 = {expression}")
+        return Value("v0", compute_type(self.product_meta.dtype))
+
+    def lower(self) -> dict:
+        first = self.groups[0]
+        guarded = self.guarded()
+        dot_types = {tensor_meta(first["mm"].args[0]).dtype, tensor_meta(first["mm"].args[1]).dtype}
+        if len(dot_types) != 1 or not dot_types <= set(DOT_DTYPES):
+            raise Unsupported(f"matrix operands of dtypes {sorted(map(str, dot_types))}")
+        weight = self.parameters[first["w"]]
+        self.lines += [f"A = {self.parameters[first['x']]}",
+                       f"B = {weight}.transpose(1, 2)" if first["transposed"] else f"B = {weight}",
+                       f"OFFSETS = {self.parameters[first['offsets']]}"]
+        stores = self.epilogue()
+        rows, n = self.product_meta.shape
+        k = tensor_meta(first["x"]).shape[1]
+        operands, stores = [o.upper() for o in self.operands], [{**s, "name": s["name"].upper()} for s in stores]
+        strided = [f"{t}{suffix}" for t in operands for suffix in ("", "_sb", "_sm", "_sn")]
+        written = [f"{s['name']}{suffix}" for s in stores for suffix in ("", "_sb", "_sm", "_sn")]
+        return {"lines": self.lines,
+                "arguments": f"A, B, OFFSETS, {len(self.groups)}, {guarded}, {_tuple(self.operands)}, "
+                             f"{_tuple(self.kernel_scalars)}, {_tuple([s['name'].lower() for s in stores])}",
+                "kernel": {"a_casts": [f"a = a.to({TL[d]})" for d in first["a_casts"]],
+                           "b_casts": [f"b = b.to({TL[d]})" for d in first["b_casts"]],
+                           "dot_dtype": str(dot_types.pop()).replace("torch.", ""), "body": self.body,
+                           "stores": stores,
+                           "parameters": strided + [f"p{i}" for i in range(len(self.kernel_scalars))] + written},
+                "groups": len(self.groups), "m": rows, "n": n, "k": k, "guards": len(self.capture.guards)}
+
+
+def _orders(guards) -> set | None:
+    """The guards as pairs (a, b) stating a < b; None when one states anything else."""
+    pairs = [_strict_order(g) for g in guards]
+    return None if None in pairs or len(set(pairs)) != len(pairs) else set(pairs)
+
+
+def _group_orders(nodes: list[torch.fx.Node], offsets: torch.fx.Node, groups: int) -> set:
+    """{(off[e], off[e+1])} as the graph's symbols, for e < groups."""
+    symbols = {}
+    for node in nodes:
+        read = _bound(node)
+        value = node.meta.get("val")
+        if read and read[0] is offsets and isinstance(value, torch.SymInt):
+            symbols[read[1]] = value.node.expr
+    return {(symbols.get(e), symbols.get(e + 1)) for e in range(groups)}
+
+
+def _canonical(nodes: list[torch.fx.Node], skipped: set, alias: dict) -> list | None:
+    """The graph as (op, target, arguments) in order, leaving out `skipped` and reading a node of `alias` as
+    its stand-in; None when a node left in reads a skipped one."""
+    index: dict[torch.fx.Node, int] = {}
+
+    def argument(a):
+        if isinstance(a, torch.fx.Node):
+            a = alias.get(a, a)
+            if a not in index:
+                raise KeyError(a)
+            return ("node", index[a])
+        if isinstance(a, (list, tuple)):
+            return tuple(argument(x) for x in a)
+        return repr(a)
+    shape = []
+    try:
+        for node in nodes:
+            if node in skipped or node in alias:
+                continue
+            shape.append((node.op, str(node.target), argument(node.args),
+                          tuple(sorted((k, argument(v)) for k, v in node.kwargs.items()))))
+            index[node] = len(index)
+    except KeyError:
+        return None
+    return shape
+
+
+def _tuple(items: list[str]) -> str:
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def grouped_program(capture: Capture) -> dict:
+    """The program for one captured shape: host lines, the kernel-side pieces (operand casts, epilogue body,
+    stores), the group count and the product's sizes. Raises Unsupported."""
+    return GroupedLowering(capture).lower()
