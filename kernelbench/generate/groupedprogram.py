@@ -18,7 +18,7 @@ Tracing (`grouped_capture`). The reference reads the offsets into Python, so it 
 (kernelbench.generate.branch_guards), chosen: every 1-D integer input (an offsets candidate) is replaced by
   - arange(n): every group has rows, so every group's work is in the graph (the `full` trace);
   - zeros(n): every group is empty (the `empty` trace).
-Guards. `if t > s:` (or `if t == s: continue`) leaves one guard per group in the full trace, `s < t`. Such a
+Guards. `if t > s:` (or `if t == s: continue`) leaves one guard per group in the full trace, `s < t` (`s != t`). Such a
 guard only skips an empty group, and the program need not check it on the host, when
   1. the empty trace's graph is the full trace's less the groups' work (the skipped branch records no op,
      and its guards are exactly the negated group guards), and
@@ -160,7 +160,7 @@ class GroupedLowering(GemmLowering):
             if group["expert"] != e or group["bounds"] != [(first["offsets"], e), (first["offsets"], e + 1)]:
                 raise Unsupported(f"the product reading weight {group['expert']} takes rows between offsets "
                                   f"{[i for _, i in group['bounds']]} (group e must take off[e]:off[e+1])")
-            for key in ("x", "w", "a_casts", "b_casts", "transposed", "offsets"):
+            for key in ("x", "w", "a_casts", "b_casts", "out_casts", "transposed", "offsets"):
                 if group[key] != first[key]:
                     raise Unsupported(f"groups differ in their {key}")
             if group["previous"] is not (self.groups[e - 1]["scatter"] if e else first["previous"]):
@@ -205,15 +205,17 @@ class GroupedLowering(GemmLowering):
         written = self.written(mm, sliced[1], sliced[2])
         return {"expert": node.args[2], "x": _placeholder(x), "w": _placeholder(w), "bounds": bounds,
                 "offsets": bounds[0][0], "a_casts": a_casts[::-1], "b_casts": b_casts[::-1], "transposed": transposed,
-                "mm": mm, "nodes": {mm, *a_chain, *b_chain, *written[2]}, "previous": written[0],
+                "mm": mm, "nodes": {mm, *a_chain, *b_chain, *written[2]}, "path": written[2],
+                "out_casts": [tensor_meta(n).dtype for n in written[2] if _is_cast(n)],
+                "previous": written[0],
                 "scatter": written[1]}
 
     @staticmethod
     def written(mm: torch.fx.Node, start: Any, end: Any) -> tuple[torch.fx.Node, torch.fx.Node, list]:
         """(the tensor written into, the scatter that writes the product into its rows start:end, the nodes
-        on the way)."""
+        on the way, in order)."""
         nodes, node = [], mm
-        while len(node.users) == 1 and next(iter(node.users)).target in PASSING:
+        while len(node.users) == 1 and (next(iter(node.users)).target in PASSING or _is_cast(next(iter(node.users)))):
             node = next(iter(node.users))
             nodes.append(node)
         copy = next(iter(node.users)) if len(node.users) == 1 else None
@@ -229,20 +231,23 @@ class GroupedLowering(GemmLowering):
     # -------------------------------------------------------------- guards: each only skips an empty group
 
     def guarded(self) -> bool:
-        """Whether the reference skips a group whose offsets are not ascending (`if t > s`); Unsupported when a
-        guard is anything else, or the skipped branch is not proved a no-op."""
+        """Whether the kernel must skip a group whose offsets are not ascending (the reference's `if t > s`; an
+        `if t == s: continue` skips groups whose slice is empty anyway); Unsupported when a guard is anything
+        else, or the skipped branch is not proved a no-op."""
         guards = self.capture.guards
         if not guards:
             return False
         offsets = self.groups[0]["offsets"]
-        if _orders(guards) != _group_orders(self.nodes, offsets, len(self.groups)):
-            raise Unsupported(f"branches on data other than one `off[e+1] > off[e]` per group: {guards[:4]}")
+        kinds = [kind for kind in ("<", "!=") if _conditions(guards) == _group_conditions(self.nodes, offsets,
+                                                                                            len(self.groups), kind)]
+        if not kinds:
+            raise Unsupported(f"branches on data other than one `off[e+1] > off[e]` (or `!=`) per group: {guards[:4]}")
         empty = getattr(self.capture, "empty", None)
         if empty is None:
             raise Unsupported("no trace along empty groups to prove the skipped branch a no-op")
         same_offsets = next(n for n in empty.graph.nodes if n.op == "placeholder" and n.target == offsets.target)
-        if _orders([sympy.Not(g) for g in empty.meta["guards"]]) != \
-                _group_orders(list(empty.graph.nodes), same_offsets, len(self.groups)):
+        if _conditions([sympy.Not(g) for g in empty.meta["guards"]]) != \
+                _group_conditions(list(empty.graph.nodes), same_offsets, len(self.groups), kinds[0]):
             raise Unsupported("the trace along empty groups took other branches than skipping each group")
         empty.graph.eliminate_dead_code()   # as the full graph was (the reads a guard kept are not work)
         skipped = list(empty.graph.nodes)
@@ -250,7 +255,7 @@ class GroupedLowering(GemmLowering):
         bare = _canonical(skipped, {n for n in skipped if _bound(n)} | {n.args[0] for n in skipped if _bound(n)}, {})
         if full is None or bare is None or full != bare:
             raise Unsupported("the branch that skips an empty group does work of its own")
-        return True
+        return kinds[0] == "<"
 
     def group_nodes(self) -> set:
         """The groups' nodes, with the nodes only they use (the sizes their views take)."""
@@ -267,9 +272,10 @@ class GroupedLowering(GemmLowering):
 
     def product_value(self):
         """The group's product as eager rounds it, then as the copy into the written tensor rounds it."""
-        expression = rounded_as_eager("acc", self.groups[0]["mm"])
-        if tensor_meta(self.groups[0]["mm"]).dtype != self.product_meta.dtype:
-            expression = rounded_as_eager(expression, self.product)
+        expression, dtype = "acc", None
+        for node in [self.groups[0]["mm"], *filter(_is_cast, self.groups[0]["path"]), self.product]:
+            if tensor_meta(node).dtype != dtype:
+                expression, dtype = rounded_as_eager(expression, node), tensor_meta(node).dtype
         self.body.append(f"v0 = {expression}")
         return Value("v0", compute_type(self.product_meta.dtype))
 
@@ -300,21 +306,30 @@ class GroupedLowering(GemmLowering):
                 "groups": len(self.groups), "m": rows, "n": n, "k": k, "guards": len(self.capture.guards)}
 
 
-def _orders(guards) -> set | None:
-    """The guards as pairs (a, b) stating a < b; None when one states anything else."""
-    pairs = [_strict_order(g) for g in guards]
-    return None if None in pairs or len(set(pairs)) != len(pairs) else set(pairs)
+def _condition(guard: sympy.Basic) -> tuple | None:
+    """A guard comparing two symbols as ((a, b), "<") for a < b, ({a, b}, "!=") for a != b, else None."""
+    if isinstance(guard, sympy.Ne) and all(isinstance(a, sympy.Symbol) for a in guard.args):
+        return frozenset(guard.args), "!="
+    pair = _strict_order(guard)
+    return None if pair is None else (pair, "<")
 
 
-def _group_orders(nodes: list[torch.fx.Node], offsets: torch.fx.Node, groups: int) -> set:
-    """{(off[e], off[e+1])} as the graph's symbols, for e < groups."""
+def _conditions(guards) -> set | None:
+    """The guards as _condition's; None when one is anything else, or two are one."""
+    found = [_condition(g) for g in guards]
+    return None if None in found or len(set(found)) != len(found) else set(found)
+
+
+def _group_conditions(nodes: list[torch.fx.Node], offsets: torch.fx.Node, groups: int, kind: str) -> set:
+    """off[e] < off[e+1] (or !=) for e < groups, in the graph's symbols, as _condition's."""
     symbols = {}
     for node in nodes:
         read = _bound(node)
         value = node.meta.get("val")
         if read and read[0] is offsets and isinstance(value, torch.SymInt):
             symbols[read[1]] = value.node.expr
-    return {(symbols.get(e), symbols.get(e + 1)) for e in range(groups)}
+    pairs = [(symbols.get(e), symbols.get(e + 1)) for e in range(groups)]
+    return {(pair if kind == "<" else frozenset(pair), kind) for pair in pairs}
 
 
 def _canonical(nodes: list[torch.fx.Node], skipped: set, alias: dict) -> list | None:
