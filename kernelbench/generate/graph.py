@@ -244,14 +244,14 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
         [(f"along the example's branches{label}: ", "example", s) for label, s in scalar_ways]
     failures: list[tuple[str, Exception]] = []
     for label, way, scalars in attempts:
-        if way == "symbols" and not any(_reads_data(e) for _, e in failures):
+        if way == "symbols" and not any(reads_data(e) for _, e in failures):
             break
         if way == "example" and not any(isinstance(e, CaptureError) for _, e in failures):
             break
         try:
             positive, guards = frozenset(), ()
             if way == "fake":
-                graph = _fake_trace(module.run, problem, axes, scalars)
+                graph = fake_trace(module.run, problem, axes, scalars)
             elif way == "symbols":
                 graph, positive = _data_dependent_trace(problem, axes, scalars)
             else:
@@ -276,7 +276,7 @@ def workload_scalar(problem: Problem, workload, name: str) -> Any:
     return value if isinstance(value, (bool, int, float)) else _scalar_value(problem, name)
 
 
-def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
+def fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     return _trace_fake(run, _fake_inputs(problem, axes, scalars, FakeTensorMode(allow_non_fake_inputs=True)))
@@ -285,7 +285,7 @@ def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, 
 DATA_DEPENDENT_ERRORS = ("DataDependentOutputException", "DynamicOutputShapeException")
 
 
-def _reads_data(exc: Exception) -> bool:
+def reads_data(exc: Exception) -> bool:
     """A fake trace that stopped where the reference reads tensor values (an `.item()`, a `tolist()`, an op
     whose output size depends on them)."""
     return any(t.__name__ in DATA_DEPENDENT_ERRORS for t in type(exc).__mro__) or "tolist()" in str(exc)
@@ -360,7 +360,7 @@ def _trace_fake(run, inputs: list[Any]) -> torch.fx.GraphModule:
             return make_fx(torch.func.functionalize(whole_attention), tracing_mode="fake",
                            decomposition_table=decompositions())(*inputs)
         except Exception as exc:  # noqa: BLE001 - e.g. autograd in the reference, which functionalize refuses
-            if _reads_data(exc) or type(exc).__name__ == "GuardOnDataDependentSymNode":
+            if reads_data(exc) or type(exc).__name__ == "GuardOnDataDependentSymNode":
                 raise
             # Trace as written first: autograd runs and leaves its backward as plain aten ops, which a
             # second, functionalizing trace of that graph then accepts.

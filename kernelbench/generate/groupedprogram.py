@@ -40,7 +40,7 @@ from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
 from kernelbench.generate.frontend import TL, Unsupported, Value, compute_type, rounded_as_eager, tensor_meta
 from kernelbench.generate.gemmprogram import DOT_DTYPES, PERMUTES, GemmLowering, _is_cast, _permutation
-from kernelbench.generate.graph import Capture, CaptureError, example_capture, workload_scalar
+from kernelbench.generate.graph import Capture, CaptureError, example_capture, fake_trace, reads_data, workload_scalar
 
 aten = torch.ops.aten
 
@@ -67,6 +67,15 @@ def grouped_capture(problem: Problem, workload, module) -> GroupedCapture:
     scalar_specs = {n: s for n, s in problem.definition.inputs.items() if s.is_scalar}
     values = {n: workload_scalar(problem, workload, n) for n in scalar_specs}
     as_tensors = {n: torch.tensor(v, dtype=torch_dtype(scalar_specs[n].dtype)) for n, v in values.items()}
+    try:   # fake tensors, fast: a reference that reads no offsets into Python is no loop over groups
+        fake_trace(module.run, problem, problem.axes_for(workload), as_tensors)
+        raise CaptureError(f"{problem.name}: the reference reads no tensor values into Python (no group bounds)")
+    except CaptureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any tracing failure but a read of data: not this family's
+        if not reads_data(exc):
+            raise CaptureError(f"{problem.name}: the reference cannot be traced: {type(exc).__name__}: "
+                               f"{str(exc)[:200]}") from None
     failures = []
     for scalars in [as_tensors] + [values] * bool(scalar_specs):
         try:
@@ -303,7 +312,9 @@ class GroupedLowering(GemmLowering):
                            "dot_dtype": str(dot_types.pop()).replace("torch.", ""), "body": self.body,
                            "stores": stores,
                            "parameters": strided + [f"p{i}" for i in range(len(self.kernel_scalars))] + written},
-                "groups": len(self.groups), "m": rows, "n": n, "k": k, "guards": len(self.capture.guards)}
+                "groups": len(self.groups), "m": rows, "n": n, "k": k, "guards": len(self.capture.guards),
+                "rows_input": list(self.parameters).index(first["x"]),
+                "weight_input": list(self.parameters).index(first["w"]), "transposed": first["transposed"]}
 
 
 def _condition(guard: sympy.Basic) -> tuple | None:

@@ -94,13 +94,15 @@ DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 64, "group_m": 8, "num_warp
 
 
 def dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
-    """groups, m (all rows), n, k of the program traced at these axes' input shapes (else of the one nearest in
-    input size)."""
+    """groups, m (all rows), n, k of the program traced at these axes' input shapes; at other shapes, read from
+    the rows' and the weights' shapes as a program traced elsewhere reads them (every weight a group)."""
     shapes = [[axes[a] if isinstance(a, str) else int(a) for a in shape] for shape in plan["shapes"].values()]
-    def distance(program):
-        return abs(math.log(sum(map(math.prod, program["shapes"])) + 1) - math.log(sum(map(math.prod, shapes)) + 1))
-    program = min(plan["programs"], key=lambda p: (p["shapes"] != shapes, distance(p)))
-    return {d: program[d] for d in ("groups", "m", "n", "k")}
+    program = next((p for p in plan["programs"] if p["shapes"] == shapes), None)
+    if program is not None:
+        return {d: program[d] for d in ("groups", "m", "n", "k")}
+    program = plan["programs"][0]
+    (m, k), weight = shapes[program["rows_input"]], shapes[program["weight_input"]]
+    return {"groups": weight[0], "m": m, "n": weight[1] if program["transposed"] else weight[2], "k": k}
 
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
