@@ -29,6 +29,7 @@ groups at once leaves other guards, which are refused). Any other guard is refus
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import sympy
@@ -38,15 +39,18 @@ import torch.fx
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.errors import KernelBenchError
 from kernelbench.core.problem import Problem
-from kernelbench.generate.frontend import TL, Unsupported, Value, compute_type, rounded_as_eager, tensor_meta
+from kernelbench.generate.frontend import RULES, TL, Unsupported, Value, compute_type, rounded_as_eager, tensor_meta
 from kernelbench.generate.gemmprogram import DOT_DTYPES, PERMUTES, GemmLowering, _is_cast, _permutation
 from kernelbench.generate.graph import Capture, CaptureError, example_capture, fake_trace, reads_data, workload_scalar
 
 aten = torch.ops.aten
 
-BASES = {aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default}
-PASSING = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.expand.default,
-           aten.alias.default, aten.clone.default}   # a group's product on its way to the copy: same elements
+BASES = {aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default, aten.empty_permuted.default}
+# views in a group's work that keep its rows (a routing weight's [rows] -> [rows, 1] -> [rows, n]; a product's
+# [rows, n] viewed as itself before its copy)
+ROW_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.expand.default,
+             aten.alias.default, aten.clone.default, aten.unsqueeze.default}
+SPLITS = {aten.split_with_sizes.default, aten.split.Tensor}
 
 
 class GroupedCapture(Capture):
@@ -160,16 +164,18 @@ class GroupedLowering(GemmLowering):
 
     def find_product(self) -> torch.fx.Node:
         products = [n for n in self.nodes if n.op == "call_function" and n.target is aten.mm.default]
-        if not products:
-            raise Unsupported("no matrix product")
-        self.groups = [self.group(mm) for mm in products]
-        self.groups.sort(key=lambda g: g["expert"])
+        firsts = [mm for mm in products if _row_slice(_through_casts(mm.args[0], [], [])) is not None]
+        if not firsts:
+            raise Unsupported("no matrix product whose rows are a slice of an input by offsets")
+        self.groups = sorted((self.group(mm) for mm in firsts), key=lambda g: g["expert"])
+        if sum(len(g["stages"]) for g in self.groups) != len(products):
+            raise Unsupported("matrix products outside the groups")
         first = self.groups[0]
         for e, group in enumerate(self.groups):
             if group["expert"] != e or group["bounds"] != [(first["offsets"], e), (first["offsets"], e + 1)]:
                 raise Unsupported(f"the product reading weight {group['expert']} takes rows between offsets "
                                   f"{[i for _, i in group['bounds']]} (group e must take off[e]:off[e+1])")
-            for key in ("x", "w", "a_casts", "b_casts", "out_casts", "transposed", "offsets"):
+            for key in ("x", "a_casts", "offsets", "signature"):
                 if group[key] != first[key]:
                     raise Unsupported(f"groups differ in their {key}")
             if group["previous"] is not (self.groups[e - 1]["scatter"] if e else first["previous"]):
@@ -179,27 +185,44 @@ class GroupedLowering(GemmLowering):
         self.grouped = self.group_nodes()
         if self.base.target not in BASES or not set(self.base.users) <= self.grouped:
             raise Unsupported("the groups write into a tensor that is not a fresh `empty` used for them alone")
-        x_shape, w_shape = tensor_meta(first["x"]).shape, tensor_meta(first["w"]).shape
-        product = self.groups[-1]["scatter"]
-        rows, columns = tensor_meta(product).shape if tensor_meta(product).dim() == 2 else (None, None)
-        k, n = (w_shape[2], w_shape[1]) if first["transposed"] else (w_shape[1], w_shape[2])
-        if len(x_shape) != 2 or len(w_shape) != 3 or rows != x_shape[0] or columns != n or x_shape[1] != k:
-            raise Unsupported(f"rows of a {list(x_shape)} input times experts {list(w_shape)} written into "
-                              f"{list(tensor_meta(product).shape)}")
+        product, x_shape = self.groups[-1]["scatter"], tensor_meta(first["x"]).shape
+        if len(x_shape) != 2 or tensor_meta(product).dim() != 2 or tensor_meta(product).shape[0] != x_shape[0]:
+            raise Unsupported(f"rows of a {list(x_shape)} input written into {list(tensor_meta(product).shape)}")
         return product
 
     def group(self, mm: torch.fx.Node) -> dict:
-        """One product read as a group: its rows, its expert's weight, where its result goes."""
+        """One group: its rows of the input, then one stage per product (the expert's weight, the elementwise
+        work on the product up to the next product or the copy into the output), the scatter at the end."""
         a_casts, a_chain = [], []
         node = _through_casts(mm.args[0], a_casts, a_chain)
-        sliced = _row_slice(node)
-        if sliced is None:
-            raise Unsupported("a matrix product whose rows are not a slice of an input by offsets")
+        x, start, end = _row_slice(node)
         a_chain.append(node)
-        x = _through_casts(sliced[0], a_casts, a_chain)
-        bounds = [_bound(sliced[1]), _bound(sliced[2])]
+        x = _through_casts(x, a_casts, a_chain)
+        bounds = [_bound(start), _bound(end)]
         if None in bounds:
             raise Unsupported("a row slice whose bounds are not read from an offsets input")
+        stages, nodes, expert = [], {mm, *a_chain}, None
+        while True:
+            stage = self.stage(mm, start, end)
+            if expert not in (None, stage["expert"]):
+                raise Unsupported("one group's products read different experts' weights")
+            expert = stage["expert"]
+            stages.append(stage)
+            nodes |= stage["nodes"]
+            following = stage["next"]
+            if following.target is aten.copy.default:
+                break
+            mm = following
+        previous, scatter, path = self.written(following, start, end)
+        signature = [_signature(stage, x, a_chain) for stage in stages]
+        return {"expert": expert, "x": _placeholder(x), "bounds": bounds, "offsets": bounds[0][0],
+                "a_casts": a_casts[::-1], "stages": stages, "nodes": nodes | set(path), "previous": previous,
+                "scatter": scatter, "signature": signature}
+
+    def stage(self, mm: torch.fx.Node, start: Any, end: Any) -> dict:
+        """A product by select(w, 0, e) (maybe transposed, cast) and the nodes after it up to the next product
+        or the copy: elementwise ops on it (or on equal column pieces of it: a gate | up split) and on inputs'
+        rows start:end."""
         b_casts, b_chain, transposed = [], [], False
         node = _through_casts(mm.args[1], b_casts, b_chain)
         if isinstance(node, torch.fx.Node) and node.target in PERMUTES:
@@ -210,32 +233,56 @@ class GroupedLowering(GemmLowering):
                 and isinstance(node.args[2], int)):
             raise Unsupported("a matrix product whose weight is not one expert's select(w, 0, e)")
         b_chain.append(node)
-        w = _through_casts(node.args[0], b_casts, b_chain)
-        written = self.written(mm, sliced[1], sliced[2])
-        return {"expert": node.args[2], "x": _placeholder(x), "w": _placeholder(w), "bounds": bounds,
-                "offsets": bounds[0][0], "a_casts": a_casts[::-1], "b_casts": b_casts[::-1], "transposed": transposed,
-                "mm": mm, "nodes": {mm, *a_chain, *b_chain, *written[2]}, "path": written[2],
-                "out_casts": [tensor_meta(n).dtype for n in written[2] if _is_cast(n)],
-                "previous": written[0],
-                "scatter": written[1]}
+        w = _placeholder(_through_casts(node.args[0], b_casts, b_chain))
+        inside, region, following = {mm}, [], None
+        for later in self.nodes[self.nodes.index(mm) + 1:]:
+            if not any(a in inside for a in later.all_input_nodes):
+                continue
+            if later.target in (aten.mm.default, aten.copy.default):
+                following = later
+                break
+            region.append(later)
+            inside.add(later)
+        sink = following and following.args[0 if following.target is aten.mm.default else 1]
+        if following is None or sink not in inside or any(a in inside for a in following.args if a is not sink):
+            raise Unsupported("a group's product that feeds neither one next product nor one copy into the output")
+        if any(not set(n.users) <= inside | {following} for n in inside):
+            raise Unsupported("a group's intermediate value is read outside its group")
+        operands = [a for n in region for a in n.all_input_nodes if a not in inside]
+        outside = set().union(*(self.row_operand_chain(a, start, end) for a in operands)) if operands else set()
+        width = tensor_meta(mm).shape[1]
+        pieces = _pieces(mm, width)
+        w_shape = tensor_meta(w).shape
+        k, n = (w_shape[2], w_shape[1]) if transposed else (w_shape[1], w_shape[2])
+        if len(w_shape) != 3 or n != width:
+            raise Unsupported(f"a product by experts {list(w_shape)} of width {width}")
+        return {"mm": mm, "w": w, "b_casts": b_casts[::-1], "transposed": transposed, "expert": node.args[2],
+                "region": region, "sink": sink, "next": following, "pieces": pieces, "k": k, "n": n,
+                "nodes": {mm, *b_chain, *region, *outside}}
+
+    def row_operand_chain(self, arg: torch.fx.Node, start: Any, end: Any) -> set:
+        """The nodes from an input to an operand read at the group's rows (`w[lo:hi, None]`, casts), or none for
+        a scalar input or a size; Unsupported otherwise."""
+        if arg.op == "placeholder" and arg in self.scalars or not isinstance(arg.meta.get("val"), torch.Tensor):
+            return set()
+        chain, node = [], arg
+        while isinstance(node, torch.fx.Node) and (node.target in ROW_VIEWS or _is_cast(node)):
+            chain.append(node)
+            node = node.args[0]
+        sliced = _row_slice(node)
+        if sliced is None or sliced[1:] != (start, end) or sliced[0].op != "placeholder":
+            raise Unsupported(f"{arg.name}, an operand of a group's elementwise work, is no input's rows of the group")
+        return {*chain, node}
 
     @staticmethod
-    def written(mm: torch.fx.Node, start: Any, end: Any) -> tuple[torch.fx.Node, torch.fx.Node, list]:
-        """(the tensor written into, the scatter that writes the product into its rows start:end, the nodes
-        on the way, in order)."""
-        nodes, node = [], mm
-        while len(node.users) == 1 and (next(iter(node.users)).target in PASSING or _is_cast(next(iter(node.users)))):
-            node = next(iter(node.users))
-            nodes.append(node)
-        copy = next(iter(node.users)) if len(node.users) == 1 else None
-        if copy is None or copy.target is not aten.copy.default or copy.args[1] is not node or len(copy.users) != 1:
-            raise Unsupported("a group's product that is not copied into rows of one tensor")
+    def written(copy: torch.fx.Node, start: Any, end: Any) -> tuple[torch.fx.Node, torch.fx.Node, list]:
+        """(the tensor written into, the scatter that writes the copy into its rows start:end, the nodes)."""
         scatter, destination = next(iter(copy.users)), _row_slice(copy.args[0])
-        if (scatter.target is not aten.slice_scatter.default or destination is None
+        if (len(copy.users) != 1 or scatter.target is not aten.slice_scatter.default or destination is None
                 or tuple(scatter.args[1:5]) != (copy, 0, start, end) or scatter.args[0] is not destination[0]
                 or destination[1:] != (start, end)):
-            raise Unsupported("a group's product written elsewhere than the rows it was computed from")
-        return scatter.args[0], scatter, nodes + [copy, copy.args[0], scatter]
+            raise Unsupported("a group's result written elsewhere than the rows it was computed from")
+        return scatter.args[0], scatter, [copy, copy.args[0], scatter]
 
     # -------------------------------------------------------------- guards: each only skips an empty group
 
@@ -279,42 +326,145 @@ class GroupedLowering(GemmLowering):
 
     # -------------------------------------------------------------- the program
 
-    def product_value(self):
-        """The group's product as eager rounds it, then as the copy into the written tensor rounds it."""
-        expression, dtype = "acc", None
-        for node in [self.groups[0]["mm"], *filter(_is_cast, self.groups[0]["path"]), self.product]:
-            if tensor_meta(node).dtype != dtype:
-                expression, dtype = rounded_as_eager(expression, node), tensor_meta(node).dtype
-        self.body.append(f"v0 = {expression}")
+    def stage_value(self, stage: dict) -> Value:
+        """The stage's elementwise work as kernel lines (self.body): the product's pieces (acc, or acc0 .. for a
+        split into column pieces), rounded as eager rounds the product, then each node by the front end's rules;
+        the value flowing on (into the next product or the output)."""
+        mm, width = stage["mm"], stage["n"] // stage["pieces"]
+        accumulators = [f"acc{i}" for i in range(stage["pieces"])] if stage["pieces"] > 1 else ["acc"]
+        pieces = []
+        for accumulator in accumulators:
+            pieces.append(Value(f"g{len(self.body)}", compute_type(tensor_meta(mm).dtype)))
+            self.body.append(f"{pieces[-1].text} = {rounded_as_eager(accumulator, mm)}")
+        values: dict[torch.fx.Node, Any] = {mm: pieces[0]} if stage["pieces"] == 1 else {}
+        for node in stage["region"]:
+            meta, source = tensor_meta(node), node.args[0] if node.args else None
+            if node.target in SPLITS and source is mm:
+                continue
+            if node.target is operator.getitem and getattr(source, "target", None) in SPLITS:
+                values[node] = pieces[node.args[1]]
+            elif node.target is aten.slice.Tensor and source is mm and node.args[1] in (1, -1):
+                values[node] = pieces[node.args[2] // width]
+            elif node.target in ROW_VIEWS and source in values and meta is not None and meta.shape[-1] == width:
+                values[node] = values[source]
+            elif node.target in RULES and meta is not None and meta.dim() == 2 and meta.shape[-1] == width:
+                arguments = [self.stage_operand(a, values, stage) for a in node.args]
+                keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}
+                expression = rounded_as_eager(RULES[node.target](arguments, keywords, compute_type(meta.dtype)), node)
+                values[node] = Value(f"g{len(self.body)}", compute_type(meta.dtype))
+                self.body.append(f"{values[node].text} = {expression}")
+            else:
+                raise Unsupported(f"{node.target} in a group's work on its product")
+        return values[stage["sink"]]
+
+    def stage_operand(self, arg: Any, values: dict, stage: dict) -> Value:
+        if not isinstance(arg, torch.fx.Node):
+            return self.operand(arg, {}, {}, None)
+        if arg in values:
+            return values[arg]
+        if arg in self.scalars:
+            return self.operand(arg, {}, {}, None)
+        if arg not in self.loads:   # an input's rows of the group: the whole input, read at the global rows
+            chain, node = [], arg
+            while node.target in ROW_VIEWS or _is_cast(node):
+                chain.append(node)
+                node = node.args[0]
+            source = node.args[0]
+            text, casts = self.parameters[source], [tensor_meta(n).dtype for n in chain[::-1] if _is_cast(n)]
+            for view in chain[::-1]:
+                if view.target is aten.unsqueeze.default:
+                    text = f"{text}.unsqueeze({view.args[1]})"
+                elif not _is_cast(view) and view.target not in (aten.expand.default, aten.alias.default):
+                    raise Unsupported(f"{view.target} of an input's rows in a group's work")
+            rows = tensor_meta(self.groups[0]["x"]).shape[0]
+            self.loads[arg] = self.load_named(f"{text}.expand({rows}, {stage['n'] // stage['pieces']})",
+                                              tensor_meta(source).dtype, casts)
+        return self.loads[arg]
+
+    def product_value(self) -> Value:
+        """The last stage's value, rounded as the copy into the written tensor rounds it."""
+        stage = self.groups[0]["stages"][-1]
+        value = self.stage_value(stage)
+        if tensor_meta(stage["sink"]).dtype != self.product_meta.dtype:
+            value = Value(rounded_as_eager(value.text, self.product), value.ctype)
+        self.body.append(f"v0 = {value.to(compute_type(self.product_meta.dtype))}")
         return Value("v0", compute_type(self.product_meta.dtype))
 
     def lower(self) -> dict:
         first = self.groups[0]
         guarded = self.guarded()
-        dot_types = {tensor_meta(first["mm"].args[0]).dtype, tensor_meta(first["mm"].args[1]).dtype}
-        if len(dot_types) != 1 or not dot_types <= set(DOT_DTYPES):
-            raise Unsupported(f"matrix operands of dtypes {sorted(map(str, dot_types))}")
-        weight = self.parameters[first["w"]]
-        self.lines += [f"A = {self.parameters[first['x']]}",
-                       f"B = {weight}.transpose(1, 2)" if first["transposed"] else f"B = {weight}",
-                       f"OFFSETS = {self.parameters[first['offsets']]}"]
-        stores = self.epilogue()
-        rows, n = self.product_meta.shape
-        k = tensor_meta(first["x"]).shape[1]
-        operands, stores = [o.upper() for o in self.operands], [{**s, "name": s["name"].upper()} for s in stores]
-        strided = [f"{t}{suffix}" for t in operands for suffix in ("", "_sb", "_sm", "_sn")]
-        written = [f"{s['name']}{suffix}" for s in stores for suffix in ("", "_sb", "_sm", "_sn")]
-        return {"lines": self.lines,
-                "arguments": f"A, B, OFFSETS, {len(self.groups)}, {guarded}, {_tuple(self.operands)}, "
-                             f"{_tuple(self.kernel_scalars)}, {_tuple([s['name'].lower() for s in stores])}",
-                "kernel": {"a_casts": [f"a = a.to({TL[d]})" for d in first["a_casts"]],
-                           "b_casts": [f"b = b.to({TL[d]})" for d in first["b_casts"]],
-                           "dot_dtype": str(dot_types.pop()).replace("torch.", ""), "body": self.body,
-                           "stores": stores,
-                           "parameters": strided + [f"p{i}" for i in range(len(self.kernel_scalars))] + written},
-                "groups": len(self.groups), "m": rows, "n": n, "k": k, "guards": len(self.capture.guards),
+        x = self.parameters[first["x"]]
+        rows = tensor_meta(first["x"]).shape[0]
+        self.lines.append(f"OFFSETS = {self.parameters[first['offsets']]}")
+        a_text, k, launches = x, tensor_meta(first["x"]).shape[1], []
+        for index, stage in enumerate(first["stages"]):
+            self.body, self.loads = [], {}
+            operands, scalars = len(self.operands), len(self.kernel_scalars)
+            if stage["k"] != k:
+                raise Unsupported(f"a product of width {k} times experts of {stage['k']} rows")
+            if index + 1 < len(first["stages"]):   # into an intermediate tensor of the group's rows
+                value, dtype = self.stage_value(stage), tensor_meta(stage["sink"]).dtype
+                width = stage["n"] // stage["pieces"]
+                self.lines.append(f"t{index} = torch.empty(({rows}, {width}), dtype={dtype}, device={x}.device)")
+                stores = [{"name": f"t{index}", "value": f"{value.to(compute_type(dtype))}.to({TL[dtype]})"}]
+            else:
+                stores = self.epilogue()
+            a_type, b_type = (tensor_meta(stage["mm"].args[i]).dtype for i in (0, 1))
+            if a_type != b_type or a_type not in DOT_DTYPES:
+                raise Unsupported(f"matrix operands of dtypes {a_type} and {b_type}")
+            weight = self.parameters[stage["w"]]
+            self.lines.append(f"b{index} = {weight}.transpose(1, 2)" if stage["transposed"] else f"b{index} = {weight}")
+            names = [o.upper() for o in self.operands[operands:]]
+            stored = [{**s, "name": s["name"].upper()} for s in stores]
+            pieces = stage["pieces"]
+            kernel = {"a_casts": [f"a = a.to({TL[d]})" for d in first["a_casts"]] if index == 0 else [],
+                      "b_casts": [f"b = b.to({TL[d]})" for d in stage["b_casts"]],
+                      "dot_dtype": str(a_type).replace("torch.", ""), "body": self.body, "stores": stored,
+                      "accumulators": [f"acc{i}" for i in range(pieces)] if pieces > 1 else ["acc"],
+                      "parameters": [f"{t}{suffix}" for t in names for suffix in ("", "_sb", "_sm", "_sn")]
+                      + [f"p{i}" for i in range(scalars, len(self.kernel_scalars))]
+                      + [f"{s['name']}{suffix}" for s in stored for suffix in ("", "_sb", "_sm", "_sn")]}
+            launches.append({"kernel": kernel, "arguments": (
+                f"{a_text}, b{index}, OFFSETS, {len(self.groups)}, {guarded}, {_tuple(self.operands[operands:])}, "
+                f"{_tuple(self.kernel_scalars[scalars:])}, {_tuple([s['name'].lower() for s in stored])}")})
+            a_text, k = f"t{index}", stage["n"] // pieces
+        return {"lines": self.lines, "launches": launches, "groups": len(self.groups), "m": rows,
+                "n": first["stages"][-1]["n"], "k": tensor_meta(first["x"]).shape[1],
+                "stages": len(first["stages"]), "guards": len(self.capture.guards),
                 "rows_input": list(self.parameters).index(first["x"]),
-                "weight_input": list(self.parameters).index(first["w"]), "transposed": first["transposed"]}
+                "weight_input": list(self.parameters).index(first["stages"][0]["w"]),
+                "transposed": first["stages"][0]["transposed"]}
+
+
+def _pieces(mm: torch.fx.Node, width: int) -> int:
+    """Into how many equal column pieces the product is split (`chunk(2, -1)` of a gate | up product), else 1."""
+    users = list(mm.users)
+    if len(users) == 1 and users[0].target is aten.split_with_sizes.default and users[0].args[2:] in ([1], [-1], (1,), (-1,)):
+        sizes = users[0].args[1]
+        return len(sizes) if len(set(sizes)) == 1 else 0
+    if len(users) == 1 and users[0].target is aten.split.Tensor and tuple(users[0].args[2:]) in ((1,), (-1,)) \
+            and width % users[0].args[1] == 0:
+        return width // users[0].args[1]
+    cuts = [(u.args[2], u.args[3]) for u in users if u.target is aten.slice.Tensor and u.args[1] in (1, -1)]
+    if users and len(cuts) == len(users):
+        size = cuts[0][1] - cuts[0][0]
+        if size > 0 and width % size == 0 and all(b - a == size and a % size == 0 for a, b in cuts):
+            return width // size
+    return 1
+
+
+def _signature(stage: dict, x: torch.fx.Node, a_chain: list) -> tuple:
+    """What must agree across groups for one kernel to serve them: the stage's ops, weights and casts."""
+    region = {n: i for i, n in enumerate(stage["region"])}
+
+    def argument(a):
+        if isinstance(a, torch.fx.Node):
+            return ("region", region[a]) if a in region else ("product",) if a is stage["mm"] else (
+                "input", a.name) if a.op == "placeholder" else ("outside", str(a.target))
+        return repr(a) if not isinstance(a, (list, tuple)) else tuple(argument(v) for v in a)
+    return (stage["w"].name, tuple(stage["b_casts"]), stage["transposed"], stage["pieces"],
+            tuple((str(n.target), tuple(argument(a) for a in n.args if not isinstance(a, torch.SymInt)))
+                  for n in stage["region"]))
 
 
 def _condition(guard: sympy.Basic) -> tuple | None:
@@ -375,6 +525,6 @@ def _tuple(items: list[str]) -> str:
 
 
 def grouped_program(capture: Capture) -> dict:
-    """The program for one captured shape: host lines, the kernel-side pieces (operand casts, epilogue body,
-    stores), the group count and the product's sizes. Raises Unsupported."""
+    """The program for one captured shape: host lines, one launch per stage (its kernel-side pieces: operand
+    casts, epilogue body, stores; its arguments), the group count and the product's sizes. Raises Unsupported."""
     return GroupedLowering(capture).lower()

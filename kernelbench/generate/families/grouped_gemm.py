@@ -116,12 +116,14 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
         return None, traced.rejection(problem)
     kernels, names = [], {}
     for program in traced.programs:
-        text = json.dumps(program.pop("kernel"), sort_keys=True)
-        if text not in names:
-            names[text] = f"_g{len(kernels)}"
-            kernels.append({"name": names[text], **json.loads(text)})
-        program.update(kernel=names[text], summary=f"{program['groups']} groups of {program['m']} rows x "
-                                                   f"{program['n']}x{program['k']}")
+        for launch in program["launches"]:
+            text = json.dumps(launch.pop("kernel"), sort_keys=True)
+            if text not in names:
+                names[text] = f"_g{len(kernels)}"
+                kernels.append({"name": names[text], **json.loads(text)})
+            launch["kernel"] = names[text]
+        program.update(summary=f"{program['groups']} groups of {program['m']} rows x {program['n']}x{program['k']}"
+                               + (f", {program['stages']} products a group" if program["stages"] > 1 else ""))
     return {"programs": traced.programs, "kernels": kernels, "skipped": traced.skipped, **parameters(problem),
             "outputs": [f"o{i}" for i in range(len(problem.definition.outputs))]}, ""
 
