@@ -91,6 +91,46 @@ def test_a_routing_scale_after_the_loop_is_the_epilogue(tmp_path):
         assert check(problem, solution, problem.workloads[0], seed=seed, run=run).status == PASSED
 
 
+EXPERT_MLP = '''
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def run(x, w, offsets, scale, w2):
+    out = torch.empty_like(x)
+    bounds = offsets.tolist()
+    for e in range(w.shape[0]):
+        lo, hi = bounds[e], bounds[e + 1]
+        if hi == lo:
+            continue
+        gate, up = F.linear(x[lo:hi], w[e]).chunk(2, dim=-1)
+        y = F.linear(F.silu(gate) * up, w2[e])
+        out[lo:hi] = (y.float() * scale[lo:hi, None]).to(out.dtype)
+    return out
+'''
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_an_expert_mlp_is_two_grouped_launches(tmp_path, dtype):
+    # gate | up product, SwiGLU of its two column halves, down product, a routing scale of the group's rows:
+    # one launch per product (the first with paired accumulators), the intermediate at the rows' own positions
+    problem = grouped(tmp_path, f"mlp_{dtype}", run_source=EXPERT_MLP, dtype=dtype, down=True)
+    match = matched(problem)
+    assert all(len(p["launches"]) == 2 for p in match.plan["programs"])
+    assert sorted(len(k["accumulators"]) for k in match.plan["kernels"]) == [1, 2]
+    solution, run = entry(problem)
+    for seed in (1, 2):
+        for workload in problem.workloads:
+            comparison = check(problem, solution, workload, seed=seed, run=run)
+            assert comparison.status == PASSED, (workload.axes, seed, comparison.message)
+    # offsets out of order: overlapping groups through both launches, each row the last group's
+    x, w, offsets, scale, w2 = generate_inputs(problem, problem.workloads[0], seed=3,
+                                               reference_module=compile_reference(problem.definition))
+    shuffled = torch.tensor([0, 9, 4, 13], dtype=torch.int32)   # group 1 empty (9:4), group 2 overwrites 4..8
+    expected, got = reference_and_ours(problem, run, [x, w, shuffled, scale, w2])
+    assert torch.allclose(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
+
+
 def test_the_offsets_decide_the_result(tmp_path):
     # attack-style: a kernel that ignored the offsets (or cached a routing) fails here. The routing is changed at
     # run time (all rows in one expert, all in another, shuffled so groups overlap and some are skipped) and
