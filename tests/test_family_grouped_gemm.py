@@ -118,6 +118,8 @@ def test_an_expert_mlp_is_two_grouped_launches(tmp_path, dtype):
     match = matched(problem)
     assert all(len(p["launches"]) == 2 for p in match.plan["programs"])
     assert sorted(len(k["accumulators"]) for k in match.plan["kernels"]) == [1, 2]
+    axes = problem.axes_for(problem.workloads[0])   # 13 rows: gate | up 20 x 24, then down 24 x 10
+    assert FAMILIES["grouped_gemm"].traffic(match, axes).flops == 2.0 * 13 * (20 * 24 + 24 * 10)
     solution, run = entry(problem)
     for seed in (1, 2):
         for workload in problem.workloads:

@@ -432,8 +432,7 @@ class GroupedLowering(GemmLowering):
                 "n": first["stages"][-1]["n"], "k": tensor_meta(first["x"]).shape[1],
                 "stages": len(first["stages"]), "guards": len(self.capture.guards),
                 "rows_input": list(self.parameters).index(first["x"]),
-                "weight_input": list(self.parameters).index(first["stages"][0]["w"]),
-                "transposed": first["stages"][0]["transposed"]}
+                "weights": [[list(self.parameters).index(st["w"]), st["transposed"]] for st in first["stages"]]}
 
 
 def _pieces(mm: torch.fx.Node, width: int) -> int:

@@ -68,14 +68,14 @@ class GroupedGemm(Family):
 
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
         """Every input read once and every output written once (every expert's weight read: the worst case over
-        routings); 2 M N K FLOPs over all the groups' rows."""
+        routings); 2 M N K FLOPs for each product of all the groups' rows."""
         plan = match.plan
         d = dimensions(plan, axes)
         def size(name, shape):
             return plan["sizes"][name] * math.prod(axes[a] if isinstance(a, str) else int(a) for a in shape)
         return Traffic(bytes_read=sum(size(n, s) for n, s in plan["shapes"].items()),
                        bytes_written=sum(size(n, s) for n, s in plan["output_shapes"].items()),
-                       flops=2.0 * d["m"] * d["n"] * d["k"])
+                       flops=d["flops"])
 
     def render(self, match: Match, config: Config) -> Solution:
         plan = match.plan
@@ -94,15 +94,16 @@ DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 64, "group_m": 8, "num_warp
 
 
 def dimensions(plan: dict, axes: dict[str, int]) -> dict[str, int]:
-    """groups, m (all rows), n, k of the program traced at these axes' input shapes; at other shapes, read from
-    the rows' and the weights' shapes as a program traced elsewhere reads them (every weight a group)."""
+    """groups, m (all rows), n and k of the first product, and the FLOPs of all the products of every row; from
+    the rows' and the weights' shapes at these axes (every weight a group where no program was traced here)."""
     shapes = [[axes[a] if isinstance(a, str) else int(a) for a in shape] for shape in plan["shapes"].values()]
-    program = next((p for p in plan["programs"] if p["shapes"] == shapes), None)
-    if program is not None:
-        return {d: program[d] for d in ("groups", "m", "n", "k")}
-    program = plan["programs"][0]
-    (m, k), weight = shapes[program["rows_input"]], shapes[program["weight_input"]]
-    return {"groups": weight[0], "m": m, "n": weight[1] if program["transposed"] else weight[2], "k": k}
+    program = next((p for p in plan["programs"] if p["shapes"] == shapes), plan["programs"][0])
+    m = shapes[program["rows_input"]][0]
+    products = [(shape[1], shape[2]) if transposed else (shape[2], shape[1])
+                for shape, transposed in ((shapes[i], t) for i, t in program["weights"])]   # (n, k) each
+    groups = program["groups"] if program["shapes"] == shapes else shapes[program["weights"][0][0]][0]
+    return {"groups": groups, "m": m, "n": products[0][0], "k": products[0][1],
+            "flops": 2.0 * m * sum(n * k for n, k in products)}
 
 
 def programs_of(problem: Problem) -> tuple[dict | None, str]:
