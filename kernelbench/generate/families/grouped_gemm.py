@@ -37,7 +37,7 @@ from kernelbench.generate.traced import (
 )
 from templates import render as render_template
 
-TRACE_BUDGET_S = 180.0   # each group is a few ops to trace twice: 128 experts take ~35 s a shape (six shapes of L1/012: ~140 s)
+TRACE_BUDGET_S = 180.0   # each group is a few ops to trace twice: 128 experts take ~35 s a shape (six shapes of up to 128: ~140 s)
 
 
 @register_family
