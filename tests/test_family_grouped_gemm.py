@@ -110,7 +110,7 @@ def run(x, w, offsets, scale, w2):
 '''
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])   # bf16: ~30 s
 def test_an_expert_mlp_is_two_grouped_launches(tmp_path, dtype):
     # gate | up product, SwiGLU of its two column halves, down product, a routing scale of the group's rows:
     # one launch per product (the first with paired accumulators), the intermediate at the rows' own positions
