@@ -7,6 +7,11 @@ reference's answer without falling back to it, and a skipped branch that does wo
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +195,15 @@ def run(x, w, offsets, scale):
     family = FAMILIES["grouped_gemm"]
     assert family.match(grouped(tmp_path, "plain", run_source=plain, shapes=((9, 3),))) is None
     assert "reads no tensor values" in family.last_rejection
+
+
+@pytest.mark.slow
+def test_benchmark_dry_run(tmp_path):
+    """benchmarks/family_grouped_gemm.py's CPU side: its shapes run through the interpreter and checked."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "family_grouped_gemm.py"), str(tmp_path),
+                             "--dry-run", "--configs", "2"], capture_output=True, text=True, timeout=1200,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = json.loads((tmp_path / "family_grouped_gemm.json").read_text())["shapes"]
+    assert len(rows) == 2 and all(len(r["ours"]) == 2 and not r["errors"] for r in rows)
