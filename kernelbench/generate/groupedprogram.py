@@ -10,9 +10,13 @@ The pattern, found in the traced aten graph whatever the reference's spelling:
     ...elementwise work on out...          # a routing-weight scale, a cast: the gemm family's epilogue
 
 the operands maybe through casts, `prev` a fresh `empty` for e = 0 and the previous group's scatter after it.
-The last scatter stands for the product in GemmLowering's epilogue reading (at global (row, column)
-coordinates), so everything the gemm family fuses after a product is fused here. Rows no group covers keep
-the uninitialized `empty`'s values in the reference, so the program leaves them alone too.
+A group may be a chain of such products (stages), elementwise work on a stage's product (or on its equal
+column pieces: `gate, up = h.chunk(2, -1)`) and on inputs' rows s:t (`w[s:t, None]`) feeding the next one:
+an expert MLP. Each stage is one launch over all the groups; a piece is one more accumulator of the same
+tile; an intermediate sits at its rows' own positions, so a row's chain stays in its row. The last scatter
+stands for the product in GemmLowering's epilogue reading (at global (row, column) coordinates), so
+everything the gemm family fuses after a product is fused here. Rows no group covers keep the uninitialized
+`empty`'s values in the reference, so the program leaves them alone too.
 
 Tracing (`grouped_capture`). The reference reads the offsets into Python, so it is traced along examples
 (kernelbench.generate.branch_guards), chosen: every 1-D integer input (an offsets candidate) is replaced by
@@ -30,6 +34,7 @@ groups at once leaves other guards, which are refused). Any other guard is refus
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import sympy
@@ -53,12 +58,11 @@ ROW_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default,
 SPLITS = {aten.split_with_sizes.default, aten.split.Tensor}
 
 
+@dataclass(frozen=True)
 class GroupedCapture(Capture):
-    """A full trace, with the empty trace beside it (None when the full one has no guards to drop)."""
-
-    def __init__(self, full: Capture, empty: torch.fx.GraphModule | None):
-        super().__init__(**{f: getattr(full, f) for f in full.__dataclass_fields__})
-        object.__setattr__(self, "empty", empty)
+    """The full trace, with the empty trace and its guards beside it (None: the full one has no guards to drop)."""
+    empty: torch.fx.GraphModule | None = None
+    empty_guards: tuple = ()
 
 
 def grouped_capture(problem: Problem, workload, module) -> GroupedCapture:
@@ -85,18 +89,14 @@ def grouped_capture(problem: Problem, workload, module) -> GroupedCapture:
         try:
             full, guards = example_capture(problem, workload, module, scalars, chosen={
                 n: lambda t: torch.arange(t.numel(), dtype=t.dtype) for n in offsets})
-            empty = None
-            if guards:
-                empty, empty_guards = example_capture(problem, workload, module, scalars, chosen={
-                    n: torch.zeros_like for n in offsets})
-                empty.meta["guards"] = empty_guards
+            empty, empty_guards = example_capture(problem, workload, module, scalars, chosen={
+                n: torch.zeros_like for n in offsets}) if guards else (None, ())
         except Exception as exc:  # noqa: BLE001 - any tracing failure: the next way, then refused
             failures.append(exc)
             continue
-        names = tuple(problem.definition.inputs)
-        capture = Capture(full, names, frozenset(scalar_specs), {}, problem.axes_for(workload),
-                          specialized=scalars is values and bool(values), guards=guards)
-        return GroupedCapture(capture, empty)
+        return GroupedCapture(full, tuple(problem.definition.inputs), frozenset(scalar_specs), {},
+                              problem.axes_for(workload), specialized=scalars is values and bool(values),
+                              guards=guards, empty=empty, empty_guards=empty_guards)
     if any(isinstance(e, KernelBenchError) for e in failures):
         raise next(e for e in failures if isinstance(e, KernelBenchError))
     raise CaptureError(f"{problem.name}: the reference cannot be traced along chosen offsets: "
@@ -302,7 +302,7 @@ class GroupedLowering(GemmLowering):
         if empty is None:
             raise Unsupported("no trace along empty groups to prove the skipped branch a no-op")
         same_offsets = next(n for n in empty.graph.nodes if n.op == "placeholder" and n.target == offsets.target)
-        if _conditions([sympy.Not(g) for g in empty.meta["guards"]]) != \
+        if _conditions([sympy.Not(g) for g in self.capture.empty_guards]) != \
                 _group_conditions(list(empty.graph.nodes), same_offsets, len(self.groups), kinds[0]):
             raise Unsupported("the trace along empty groups took other branches than skipping each group")
         empty.graph.eliminate_dead_code()   # as the full graph was (the reads a guard kept are not work)
