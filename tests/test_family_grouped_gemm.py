@@ -138,6 +138,17 @@ def test_an_expert_mlp_is_two_grouped_launches(tmp_path, dtype):
     assert torch.allclose(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
 
 
+def test_column_slices_of_a_product_are_its_pieces(tmp_path):
+    # gate and up as column slices (`h[:, :n]`, `h[:, n:]`) instead of a chunk
+    sliced = EXPERT_MLP.replace("gate, up = F.linear(x[lo:hi], w[e]).chunk(2, dim=-1)",
+                                "h = F.linear(x[lo:hi], w[e])\n        gate, up = h[:, :h.shape[1] // 2], h[:, h.shape[1] // 2:]")
+    assert sliced != EXPERT_MLP
+    problem = grouped(tmp_path, "sliced", run_source=sliced, dtype="float32", down=True, shapes=((11, 3),))
+    assert sorted(len(k["accumulators"]) for k in matched(problem).plan["kernels"]) == [1, 2]
+    solution, run = entry(problem)
+    assert check(problem, solution, problem.workloads[0], seed=4, run=run).status == PASSED
+
+
 def test_the_offsets_decide_the_result(tmp_path):
     # attack-style: a kernel that ignored the offsets (or cached a routing) fails here. The routing is changed at
     # run time (all rows in one expert, all in another, shuffled so groups overlap and some are skipped) and

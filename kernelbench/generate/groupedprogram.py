@@ -214,7 +214,7 @@ class GroupedLowering(GemmLowering):
                 break
             mm = following
         previous, scatter, path = self.written(following, start, end)
-        signature = [_signature(stage, x, a_chain) for stage in stages]
+        signature = [_signature(stage) for stage in stages]
         return {"expert": expert, "x": _placeholder(x), "bounds": bounds, "offsets": bounds[0][0],
                 "a_casts": a_casts[::-1], "stages": stages, "nodes": nodes | set(path), "previous": previous,
                 "scatter": scatter, "signature": signature}
@@ -252,6 +252,8 @@ class GroupedLowering(GemmLowering):
         outside = set().union(*(self.row_operand_chain(a, start, end) for a in operands)) if operands else set()
         width = tensor_meta(mm).shape[1]
         pieces = _pieces(mm, width)
+        if not pieces:
+            raise Unsupported("a product split into unequal column pieces")
         w_shape = tensor_meta(w).shape
         k, n = (w_shape[2], w_shape[1]) if transposed else (w_shape[1], w_shape[2])
         if len(w_shape) != 3 or n != width:
@@ -343,8 +345,8 @@ class GroupedLowering(GemmLowering):
                 continue
             if node.target is operator.getitem and getattr(source, "target", None) in SPLITS:
                 values[node] = pieces[node.args[1]]
-            elif node.target is aten.slice.Tensor and source is mm and node.args[1] in (1, -1):
-                values[node] = pieces[node.args[2] // width]
+            elif node.target is aten.slice.Tensor and source is mm and stage["pieces"] > 1:
+                values[node] = pieces[_column_cut(node, stage["n"])[0] // width]
             elif node.target in ROW_VIEWS and source in values and meta is not None and meta.shape[-1] == width:
                 values[node] = values[source]
             elif node.target in RULES and meta is not None and meta.dim() == 2 and meta.shape[-1] == width:
@@ -436,7 +438,8 @@ class GroupedLowering(GemmLowering):
 
 
 def _pieces(mm: torch.fx.Node, width: int) -> int:
-    """Into how many equal column pieces the product is split (`chunk(2, -1)` of a gate | up product), else 1."""
+    """Into how many equal column pieces the product is split (`chunk(2, -1)` of a gate | up product, or column
+    slices that tile it), 1 if it is not split, 0 if it is split otherwise."""
     users = list(mm.users)
     if len(users) == 1 and users[0].target is aten.split_with_sizes.default and users[0].args[2:] in ([1], [-1], (1,), (-1,)):
         sizes = users[0].args[1]
@@ -444,15 +447,24 @@ def _pieces(mm: torch.fx.Node, width: int) -> int:
     if len(users) == 1 and users[0].target is aten.split.Tensor and tuple(users[0].args[2:]) in ((1,), (-1,)) \
             and width % users[0].args[1] == 0:
         return width // users[0].args[1]
-    cuts = [(u.args[2], u.args[3]) for u in users if u.target is aten.slice.Tensor and u.args[1] in (1, -1)]
-    if users and len(cuts) == len(users):
+    cuts = [_column_cut(u, width) for u in users if u.target is aten.slice.Tensor]
+    if users and len(cuts) == len(users) and None not in cuts:
         size = cuts[0][1] - cuts[0][0]
         if size > 0 and width % size == 0 and all(b - a == size and a % size == 0 for a, b in cuts):
             return width // size
-    return 1
+        return 0
+    return 0 if any(u.target in SPLITS or u.target is aten.slice.Tensor for u in users) else 1
 
 
-def _signature(stage: dict, x: torch.fx.Node, a_chain: list) -> tuple:
+def _column_cut(node: torch.fx.Node, width: int) -> tuple[int, int] | None:
+    """(start, end) of a slice of columns (step 1) of a product `width` wide, else None."""
+    _, dim, start, end, step = list(node.args) + [None] * (5 - len(node.args))
+    if dim not in (1, -1) or (step or 1) != 1 or not isinstance(start or 0, int) or not isinstance(end or 0, int):
+        return None
+    return start or 0, width if end is None else min(end, width)
+
+
+def _signature(stage: dict) -> tuple:
     """What must agree across groups for one kernel to serve them: the stage's ops, weights and casts."""
     region = {n: i for i, n in enumerate(stage["region"])}
 
