@@ -441,7 +441,8 @@ def _pieces(mm: torch.fx.Node, width: int) -> int:
     """Into how many equal column pieces the product is split (`chunk(2, -1)` of a gate | up product, or column
     slices that tile it), 1 if it is not split, 0 if it is split otherwise."""
     users = list(mm.users)
-    if len(users) == 1 and users[0].target is aten.split_with_sizes.default and users[0].args[2:] in ([1], [-1], (1,), (-1,)):
+    if len(users) == 1 and users[0].target is aten.split_with_sizes.default and \
+            tuple(users[0].args[2:]) in ((1,), (-1,)):
         sizes = users[0].args[1]
         return len(sizes) if len(set(sizes)) == 1 else 0
     if len(users) == 1 and users[0].target is aten.split.Tensor and tuple(users[0].args[2:]) in ((1,), (-1,)) \

@@ -37,7 +37,7 @@ from kernelbench.generate.traced import (
 )
 from templates import render as render_template
 
-TRACE_BUDGET_S = 180.0   # each group is a few ops to trace twice: 128 experts take ~35 s a shape (six shapes of up to 128: ~140 s)
+TRACE_BUDGET_S = 180.0   # each group is a few ops to trace twice: 128 experts take ~35 s a shape
 
 
 @register_family
@@ -133,7 +133,8 @@ def summarize(plan: dict) -> str:
     programs = plan["programs"]
     epilogue = max(len(k["body"]) - 1 for k in plan["kernels"])
     return (f"{len(programs)} traced shape(s), {len(plan['kernels'])} kernel set(s), grouped product of up to "
-            f"{max(p['groups'] for p in programs)} groups" + (f" with up to {epilogue} epilogue op(s)" if epilogue else "")
+            f"{max(p['groups'] for p in programs)} groups"
+            + (f" with up to {epilogue} epilogue op(s)" if epilogue else "")
             + (f", {len(plan['skipped'])} shape(s) left to the reference" if plan["skipped"] else ""))
 
 
