@@ -12,7 +12,8 @@ is timed through the rendered solution's launcher with that shape's tensors, and
 For each: ours (the first `--configs` configurations of the family's space, best kept), the loop, and
 torch.compile of the loop (skipped once `--budget-s` has passed), each timed by triton.testing.do_bench.
 Reported: TFLOP/s and % of the roofline bound max(FLOPs / peak, bytes / DRAM bandwidth) (roofline.DATASHEETS),
-bytes counting only the weights of experts with rows. Writes OUT_DIR/family_grouped_gemm.{md,json}.
+bytes counting only the weights of experts with rows. Writes OUT_DIR/family_grouped_gemm.{md,json}
+(benchmarks/report.py: the JSON after every shape).
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before triton is imported
 
 import torch
-import triton
-import triton.testing
 
 import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.generate.family import FAMILIES
+from report import Report, bench_ms, number
 from roofline import DATASHEETS
 
 N, K = 1536, 2048
@@ -84,11 +84,7 @@ def routing(rows: int, experts: int, device: str) -> torch.Tensor:
     return offsets.to(device)
 
 
-def bench_ms(fn, dry_run: bool) -> float | None:
-    return None if dry_run else triton.testing.do_bench(fn, warmup=25, rep=100)
-
-
-def measure(args) -> list[dict]:
+def measure(args, report: Report) -> None:
     n, k, shapes = (DRY["n"], DRY["k"], DRY["shapes"]) if args.dry_run else (N, K, SHAPES)
     device = "cpu" if args.dry_run else "cuda"
     hardware = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"]
@@ -101,7 +97,7 @@ def measure(args) -> list[dict]:
         raise SystemExit(f"the grouped_gemm family refused the loop: {family.last_rejection}")
     loop = {}
     exec(compile(LOOP, "loop", "exec"), loop)   # the reference, as eager runs it
-    started, rows = time.monotonic(), []
+    started = time.monotonic()
     for regime, m, experts in shapes:
         torch.manual_seed(0)
         x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
@@ -143,14 +139,7 @@ def measure(args) -> list[dict]:
             row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
                        ours_bound=bound_ms / timed[best])
         row["bound_ms"] = bound_ms
-        rows.append(row)
-        print(json.dumps(row)[:400], flush=True)
-        write(args, rows)   # after every shape: a run cut short by its time limit still reports
-    return rows
-
-
-def number(value, form: str) -> str:
-    return format(value, form) if value is not None else "-"
+        report.add(row)
 
 
 def markdown(header: str, rows: list[dict]) -> str:
@@ -175,17 +164,10 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    measure(args)
+    report = Report(args.out, "family_grouped_gemm", "grouped_gemm family", args.dry_run)
+    measure(args, report)
+    report.finish(markdown(report.heading, report.rows))
     return 0
-
-
-def write(args, rows: list[dict]) -> None:
-    gpu = "CPU (dry run: checked, not timed)" if args.dry_run else torch.cuda.get_device_name()
-    header = (f"# grouped_gemm family, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}, "
-              f"triton {triton.__version__}")
-    (args.out / "family_grouped_gemm.json").write_text(json.dumps({"header": header, "shapes": rows}, indent=1))
-    (args.out / "family_grouped_gemm.md").write_text(markdown(header, rows))
 
 
 if __name__ == "__main__":

@@ -217,5 +217,5 @@ def test_benchmark_dry_run(tmp_path):
                              "--dry-run", "--configs", "2"], capture_output=True, text=True, timeout=1200,
                             env={**os.environ, "PYTHONPATH": str(root)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = json.loads((tmp_path / "family_grouped_gemm.json").read_text())["shapes"]
+    rows = json.loads((tmp_path / "family_grouped_gemm.json").read_text())["rows"]
     assert len(rows) == 2 and all(len(r["ours"]) == 2 and not r["errors"] for r in rows)
