@@ -26,6 +26,8 @@ from kernelbench.generate.family import (
     Traffic,
     register_family,
 )
+from kernelbench.generate.frontend import Unsupported
+from kernelbench.generate.graph import CaptureError
 from kernelbench.generate.groupedprogram import grouped_capture, grouped_program
 from kernelbench.generate.traced import (
     io_sizes,
@@ -111,8 +113,27 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
     programs whose kernels read the same share them."""
     if any(spec.shape is None for spec in problem.definition.outputs.values()):
         return None, f"{problem.name}: a scalar output (the grouped_gemm family writes tensors)"
-    traced = trace_programs(problem, lambda capture, index: grouped_program(capture), capture=grouped_capture,
-                            budget_s=TRACE_BUDGET_S)
+    lowered, refusals = [], []
+
+    def capture(problem, workload, module):
+        # a problem refused at its smallest shape is refused at every shape (the pattern does not depend on
+        # sizes): the two traces along examples are not repeated for each (minutes on references that read data)
+        if refusals and not lowered:
+            raise CaptureError(f"refused at a smaller shape: {refusals[0][:200]}")
+        try:
+            return grouped_capture(problem, workload, module)
+        except CaptureError as exc:
+            refusals.append(str(exc))
+            raise
+
+    def lower(capture, index):
+        try:
+            lowered.append(grouped_program(capture))
+        except Unsupported as exc:
+            refusals.append(str(exc))
+            raise
+        return lowered[-1]
+    traced = trace_programs(problem, lower, capture=capture, budget_s=TRACE_BUDGET_S)
     if not traced.programs:
         return None, traced.rejection(problem)
     kernels, names = [], {}
