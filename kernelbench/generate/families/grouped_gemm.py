@@ -152,7 +152,7 @@ def programs_of(problem: Problem) -> tuple[dict | None, str]:
 
 def summarize(plan: dict) -> str:
     programs = plan["programs"]
-    epilogue = max(len(k["body"]) - 1 for k in plan["kernels"])
+    epilogue = max(len(k["body"]) - len(k["accumulators"]) - 1 for k in plan["kernels"])   # less the products' lines
     return (f"{len(programs)} traced shape(s), {len(plan['kernels'])} kernel set(s), grouped product of up to "
             f"{max(p['groups'] for p in programs)} groups"
             + (f" with up to {epilogue} epilogue op(s)" if epilogue else "")
