@@ -237,24 +237,30 @@ class GemmLowering:
         key = (arg, tuple(shape), self.layout_key(chain))
         if key not in self.loads:
             text, casts = self.host_tensor(arg)
-            name = f"e{len(self.operands)}"
-            self.lines.append(f"{name} = {self.to_product(f'{text}.expand({_text(list(shape))})', chain, view=False)}")
-            self.operands.append(name)
-            loaded_type = tensor_meta(self.source_chain(arg)[0]).dtype
-            if loaded_type not in TL:
-                raise Unsupported(f"an epilogue operand of dtype {loaded_type}")
-            ctype = compute_type(loaded_type)
-            var = f"x{len(self.loads)}"
-            expression = f"tl.load({name.upper()} + batch * {name.upper()}_sb + rows * {name.upper()}_sm + " \
-                         f"cols * {name.upper()}_sn, mask=mask, other=0).to({TL[ctype]})"
-            for dtype in casts:   # each cast as eager does it: a half type rounds, and the kernel widens it back
-                if dtype != ctype:
-                    expression = f"{expression}.to({TL[dtype]})" + (".to(tl.float32)" if dtype != compute_type(dtype)
-                                                                    else "")
-                ctype = compute_type(dtype)
-            self.body.append(f"{var} = {expression}")
-            self.loads[key] = Value(var, ctype)
+            self.loads[key] = self.load_named(self.to_product(f"{text}.expand({_text(list(shape))})", chain,
+                                                              view=False),
+                                              tensor_meta(self.source_chain(arg)[0]).dtype, casts)
         return self.loads[key]
+
+    def load_named(self, host: str, loaded_type: torch.dtype, casts: list[torch.dtype]) -> Value:
+        """An operand (host code `host`, a tensor of the product's shape) loaded at the tile's coordinates and
+        cast as the graph casts it."""
+        name = f"e{len(self.operands)}"
+        self.lines.append(f"{name} = {host}")
+        self.operands.append(name)
+        if loaded_type not in TL:
+            raise Unsupported(f"an epilogue operand of dtype {loaded_type}")
+        ctype = compute_type(loaded_type)
+        var = f"x{len(self.loads)}"
+        expression = f"tl.load({name.upper()} + batch * {name.upper()}_sb + rows * {name.upper()}_sm + " \
+                     f"cols * {name.upper()}_sn, mask=mask, other=0).to({TL[ctype]})"
+        for dtype in casts:   # each cast as eager does it: a half type rounds, and the kernel widens it back
+            if dtype != ctype:
+                expression = f"{expression}.to({TL[dtype]})" + (".to(tl.float32)" if dtype != compute_type(dtype)
+                                                                else "")
+            ctype = compute_type(dtype)
+        self.body.append(f"{var} = {expression}")
+        return Value(var, ctype)
 
     def operand(self, arg: Any, layout: dict, values: dict, consumer: torch.fx.Node) -> Value:
         if isinstance(arg, torch.fx.Node):

@@ -256,14 +256,14 @@ def capture_at(problem: Problem, workload, module=None) -> Capture:
         [(f"along the example's branches{label}: ", "example", s) for label, s in scalar_ways]
     failures: list[tuple[str, Exception]] = []
     for label, way, scalars in attempts:
-        if way == "symbols" and not any(_reads_data(e) for _, e in failures):
+        if way == "symbols" and not any(reads_data(e) for _, e in failures):
             break
         if way == "example" and not any(isinstance(e, CaptureError) for _, e in failures):
             break
         try:
             positive, guards = frozenset(), ()
             if way == "fake":
-                graph = _fake_trace(module.run, problem, axes, scalars)
+                graph = fake_trace(module.run, problem, axes, scalars)
             elif way == "symbols":
                 graph, positive = _data_dependent_trace(problem, axes, scalars)
             else:
@@ -288,7 +288,7 @@ def workload_scalar(problem: Problem, workload, name: str) -> Any:
     return value if isinstance(value, (bool, int, float)) else _scalar_value(problem, name)
 
 
-def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
+def fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, Any]) -> torch.fx.GraphModule:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     return _trace_fake(run, _fake_inputs(problem, axes, scalars, FakeTensorMode(allow_non_fake_inputs=True)))
@@ -297,7 +297,7 @@ def _fake_trace(run, problem: Problem, axes: dict[str, int], scalars: dict[str, 
 DATA_DEPENDENT_ERRORS = ("DataDependentOutputException", "DynamicOutputShapeException")
 
 
-def _reads_data(exc: Exception) -> bool:
+def reads_data(exc: Exception) -> bool:
     """A fake trace that stopped where the reference reads tensor values (an `.item()`, a `tolist()`, an op
     whose output size depends on them)."""
     return any(t.__name__ in DATA_DEPENDENT_ERRORS for t in type(exc).__mro__) or "tolist()" in str(exc)
@@ -337,11 +337,15 @@ def _data_dependent_trace(problem: Problem, axes: dict[str, int],
     raise CaptureError(f"more than {MAX_SIZE_ASSUMPTIONS} data-dependent sizes would have to be assumed positive")
 
 
-def example_capture(problem: Problem, workload, module, scalars: dict[str, Any], seed: int = 0, device: str = "cpu"):
+def example_capture(problem: Problem, workload, module, scalars: dict[str, Any], seed: int = 0, device: str = "cpu",
+                    chosen: dict[str, Any] | None = None):
     """The reference traced along the branches one real example of the workload's inputs (round `seed`)
-    takes, with the guards that keep the graph to them (kernelbench.generate.branch_guards)."""
+    takes, with the guards that keep the graph to them (kernelbench.generate.branch_guards). `chosen`:
+    input name -> a function of the example's tensor giving the value to trace with instead (an example
+    picked to take given branches)."""
     example = dict(zip((a.name for a in problem.arguments(workload)),
                        generate_inputs(problem, workload, device=device, seed=seed, reference_module=module)))
+    example.update({name: choose(example[name]) for name, choose in (chosen or {}).items()})
     inputs = [scalars[name] if spec.is_scalar else example[name] for name, spec in problem.definition.inputs.items()]
     reading = reference_reading_symbols(problem.definition.reference, problem.name)
 
@@ -368,7 +372,7 @@ def _trace_fake(run, inputs: list[Any]) -> torch.fx.GraphModule:
             return make_fx(torch.func.functionalize(whole_attention), tracing_mode="fake",
                            decomposition_table=decompositions())(*inputs)
         except Exception as exc:  # noqa: BLE001 - e.g. autograd in the reference, which functionalize refuses
-            if _reads_data(exc) or type(exc).__name__ == "GuardOnDataDependentSymNode":
+            if reads_data(exc) or type(exc).__name__ == "GuardOnDataDependentSymNode":
                 raise
             # Trace as written first: autograd runs and leaves its backward as plain aten ops, which a
             # second, functionalizing trace of that graph then accepts (broadcast_in_dim, which a

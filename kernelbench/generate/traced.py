@@ -44,9 +44,11 @@ class Traced:
         return f"{problem.name}: " + ("; ".join(self.reasons[:2]) or "no workloads")
 
 
-def trace_programs(problem: Problem, lower: Callable[[Capture, int], dict]) -> Traced:
+def trace_programs(problem: Problem, lower: Callable[[Capture, int], dict],
+                   capture: Callable[..., Capture] = capture_at, budget_s: float = TRACE_BUDGET_S) -> Traced:
     """One program per distinct input shape (and scalar values, for a specialized capture), each with its
-    key, `specialized`, `function` (`_shape<i>`) and `shapes`."""
+    key, `specialized`, `function` (`_shape<i>`) and `shapes`. `capture(problem, workload, module)` traces
+    one shape (a family may trace along examples of its own choosing)."""
     module = compile_reference(problem.definition)
     scalars = [n for n, spec in problem.definition.inputs.items() if spec.is_scalar]
     traced, general, seen = Traced(), set(), set()
@@ -57,22 +59,22 @@ def trace_programs(problem: Problem, lower: Callable[[Capture, int], dict]) -> T
         if shapes in general or (shapes, numbers) in seen:
             continue
         seen.add((shapes, numbers))
-        if len(traced.programs) >= MAX_SHAPES or time.monotonic() - started > TRACE_BUDGET_S:
+        if len(traced.programs) >= MAX_SHAPES or time.monotonic() - started > budget_s:
             traced.skipped.append(str(shapes))
             continue
         try:
-            capture = capture_at(problem, workload, module)
-            program = lower(capture, len(traced.programs))
-            if program.get("guards", 0) != len(capture.guards):   # a lowering that ignores them is wrong off the branch
-                raise Unsupported(f"{len(capture.guards)} branches on data the program does not check")
+            captured = capture(problem, workload, module)
+            program = lower(captured, len(traced.programs))
+            if program.get("guards", 0) != len(captured.guards):   # a lowering that ignores them is wrong off the branch
+                raise Unsupported(f"{len(captured.guards)} branches on data the program does not check")
         except (Unsupported, KernelBenchError) as exc:   # CaptureError is a KernelBenchError
             traced.reasons.append(f"{shapes}: {exc}")
             traced.skipped.append(str(shapes))
             continue
         key = tuple(tuple(shape) for shape in shapes)
-        program.update(key=repr(key + numbers if capture.specialized else key), specialized=capture.specialized,
+        program.update(key=repr(key + numbers if captured.specialized else key), specialized=captured.specialized,
                        function=f"_shape{len(traced.programs)}", shapes=[list(shape) for shape in shapes])
-        if not capture.specialized:
+        if not captured.specialized:
             general.add(shapes)
         traced.programs.append(program)
     return traced
