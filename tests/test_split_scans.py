@@ -14,9 +14,20 @@ from test_frontend_scans import lines, scanned
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate import scans
 
-# 3 rows of 40,000: one row block, so the rows are split (40 chunks of 1024, one pass each)
-LONG = {"n": {"type": "var"}, "h": {"type": "const", "value": 40000}}
 ROWS = [{"n": 3}]
+# (width, constants patched into scans): 3 rows of 3,000 in 6 chunks of 512, each 4 passes of 128 (fast); 3 rows
+# of 40,000 at the real constants: 40 chunks of 1024, one pass each (slow on the interpreter)
+SIZES = [pytest.param(3000, {"TILE": 128, "SPLIT_WIDTH": 1024, "SPLIT_PROGRAMS": 8}, id="3000"),
+         pytest.param(40000, {}, id="40000", marks=pytest.mark.slow)]
+
+
+def long_rows(width: int) -> dict:
+    return {"n": {"type": "var"}, "h": {"type": "const", "value": width}}
+
+
+def split(monkeypatch, constants: dict) -> None:
+    for name, value in constants.items():
+        monkeypatch.setattr(scans, name, value)
 
 
 def kernels(match) -> list[str]:
@@ -31,52 +42,59 @@ def test_the_split_is_decided_from_rows_and_width():
     assert chunk > 1024 and 16 * ((1 << 20) // chunk) == scans.SPLIT_PROGRAMS
 
 
+@pytest.mark.parametrize("width, constants", SIZES)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_sums_products_and_logcumsumexp_of_split_rows(tmp_path, dtype):
-    # cumprod of values near 1 stays finite over 40,000 columns; the bool mask's count is int64, exact
+def test_sums_products_and_logcumsumexp_of_split_rows(tmp_path, monkeypatch, dtype, width, constants):
+    # cumprod of values near 1 stays finite over the row; the bool mask's count and an int32 sum are int64, exact
+    split(monkeypatch, constants)
     reference = ("import torch\n\ndef run(x):\n"
                  "    return (torch.cumsum(x, -1), torch.cumprod(1.0 + x * 1e-3, -1), torch.logcumsumexp(x, -1), "
                  "torch.cumsum(x > 0, -1), torch.cumsum(x.int(), dim=-1))\n")
     outputs = {"s": (["n", "h"], dtype), "p": (["n", "h"], dtype), "l": (["n", "h"], dtype),
                "c": (["n", "h"], "int64"), "i": (["n", "h"], "int64")}
-    match = scanned(tmp_path, f"split_{dtype}", reference, {"x": (["n", "h"], dtype)}, outputs, axes=LONG,
-                    workloads=ROWS)
-    assert lines(match).count("_total = torch.empty((120,)") == 5   # each scan split in 40 chunks of 1024
+    match = scanned(tmp_path, f"split_{dtype}", reference, {"x": (["n", "h"], dtype)}, outputs,
+                    axes=long_rows(width), workloads=ROWS)
+    chunks = scans.chunk_width(3, width)
+    assert lines(match).count(f"_total = torch.empty(({3 * -(-width // chunks)},)") == 5   # every scan split
 
 
-def test_cummax_and_cummin_of_split_rows_are_exact_with_ties_across_chunks(tmp_path, monkeypatch):
-    # 8 chunks of 8192 swept in 8 passes each; coarse values tie within and across chunks (the later index
-    # wins); NaNs stick with the latest NaN's index; int32 values keep their type
-    monkeypatch.setattr(scans, "SPLIT_PROGRAMS", 8)
+@pytest.mark.parametrize("width, constants", SIZES)
+def test_cummax_and_cummin_of_split_rows_are_exact_with_ties_across_chunks(tmp_path, monkeypatch, width, constants):
+    # coarse values tie within and across chunks (the later index wins); NaNs stick with the latest NaN's index;
+    # int32 and bf16 values keep their type
+    split(monkeypatch, constants)
     reference = ("import torch\n\ndef run(x):\n"
                  "    y = (x * 2).int().float()\n"
                  "    v, i = torch.cummax(y, dim=-1)\n"
                  "    w, j = torch.cummin(y.to(torch.int32), dim=1)\n"
-                 "    k = torch.cummax(torch.where(x > 3.5, float('nan'), y), dim=-1)[1]\n"
-                 "    return v, i, w, j, k\n")
+                 "    k = torch.cummax(torch.where(x > 2.5, float('nan'), y), dim=-1)[1]\n"
+                 "    b = torch.cummin(y.bfloat16(), dim=-1)[0]\n"
+                 "    return v, i, w, j, k, b\n")
     match = scanned(tmp_path, "split_cummax", reference, {"x": (["n", "h"], "float32")},
                     {"v": (["n", "h"], "float32"), "i": (["n", "h"], "int64"), "w": (["n", "h"], "int32"),
-                     "j": (["n", "h"], "int64"), "k": (["n", "h"], "int64")}, axes=LONG, workloads=ROWS,
+                     "j": (["n", "h"], "int64"), "k": (["n", "h"], "int64"), "b": (["n", "h"], "bfloat16")},
+                    axes=long_rows(width), workloads=ROWS,
                     tolerance=0.0)
-    assert any("for step in range(0, 8192, BLOCK_D)" in body for body in kernels(match))
+    assert any(line.startswith("carry_j = tl.load(total_j") for body in kernels(match) for line in body.split("\n"))
 
 
-def test_a_split_scan_over_a_leading_dimension(tmp_path):
-    # columns of 20,000 read by stride 2: 2 rows, each split
+def test_a_split_scan_over_a_leading_dimension(tmp_path, monkeypatch):
+    # columns of 3,000 read by stride 2: 2 rows, each split in 6 chunks
+    split(monkeypatch, SIZES[0].values[1])
     reference = "import torch\n\ndef run(x):\n    return torch.cumsum(x, 0), torch.cummin(x, 0)[1]\n"
-    axes = {"n": {"type": "var"}, "h": {"type": "const", "value": 20000}}
     match = scanned(tmp_path, "split_columns", reference, {"x": (["h", "n"], "float32")},
-                    {"s": (["h", "n"], "float32"), "i": (["h", "n"], "int64")}, axes=axes, workloads=[{"n": 2}],
-                    tolerance=1e-3, expected=6)
-    assert "_total = torch.empty((40,)" in lines(match)
+                    {"s": (["h", "n"], "float32"), "i": (["h", "n"], "int64")}, axes=long_rows(3000),
+                    workloads=[{"n": 2}], tolerance=1e-3, expected=6)
+    assert "_total = torch.empty((12,)" in lines(match)
 
 
-def test_chunks_that_ignore_the_totals_before_them_fail(tmp_path):
+def test_chunks_that_ignore_the_totals_before_them_fail(tmp_path, monkeypatch):
     """The attack: the last phase started from nothing instead of the chunks before it (a missing prefix) must
     not pass; the plan as generated does."""
+    split(monkeypatch, SIZES[0].values[1])
     reference = "import torch\n\ndef run(x):\n    return torch.cumsum(x, -1) / 100.0\n"
     problem = make(tmp_path, "split_seed", reference, {"x": (["n", "h"], "float32")},
-                   {"y": (["n", "h"], "float32")}, ROWS, axes=LONG)
+                   {"y": (["n", "h"], "float32")}, ROWS, axes=long_rows(3000))
     match = fused(problem)
     assert check(problem, render(problem, match), problem.workloads[0]).status == PASSED
     broken = copy.deepcopy(match)
