@@ -12,7 +12,7 @@ from test_family_fused import check, fused, make, render
 from test_frontend_scans import lines, scanned
 
 from kernelbench.core.statuses import PASSED
-from kernelbench.generate import scans
+from kernelbench.generate import rowfusion, scans
 
 ROWS = [{"n": 3}]
 # (width, constants patched into scans): 3 rows of 3,000 in 6 chunks of 512, each 4 passes of 128 (fast); 3 rows
@@ -26,8 +26,10 @@ def long_rows(width: int) -> dict:
 
 
 def split(monkeypatch, constants: dict) -> None:
+    """Patch the constants; the row kernels leave rows past SPLIT_WIDTH (equal at the real ones) to the scans."""
     for name, value in constants.items():
         monkeypatch.setattr(scans, name, value)
+    monkeypatch.setattr(rowfusion, "MAX_ROW_BLOCK", scans.SPLIT_WIDTH)
 
 
 def kernels(match) -> list[str]:
@@ -35,6 +37,7 @@ def kernels(match) -> list[str]:
 
 
 def test_the_split_is_decided_from_rows_and_width():
+    assert scans.SPLIT_WIDTH == rowfusion.MAX_ROW_BLOCK   # rows the row kernels leave to the scans are split
     assert scans.chunk_width(3, 40000) == 1024 and scans.chunk_width(1, 1 << 20) == 1024
     assert scans.chunk_width(4096, 1 << 20) is None            # rows enough to fill the GPU: a sweep per row
     assert scans.chunk_width(1, scans.SPLIT_WIDTH) is None      # short rows: one sweep

@@ -78,7 +78,7 @@ def row_shape(node: torch.fx.Node) -> tuple[int, int] | None:
     along the innermost dimension (kernelbench.generate.scans), else None."""
     if node.op == "call_function" and node.target in scans.ROW_SCANS:
         shape = scans.row_shape(node)
-        return None if shape is None or scans.chunk_width(*shape) else shape   # split rows: scans' own kernels
+        return None if shape is None or shape[1] > MAX_ROW_BLOCK and shape[0] < MIN_LOOPED_ROWS else shape
     kind = REDUCTIONS.get(node.target) if node.op == "call_function" else None
     source = node.args[0] if kind else None
     if not kind or not _static(source) or not _static(node):

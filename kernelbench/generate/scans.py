@@ -23,10 +23,11 @@ combine and writes the chunk's total (the chunk's last prefix, taken as above); 
 of each row in place (the same sweep, the chunk's index carried beside cummax/cummin totals); each program scans
 its chunk again, seeded with the total of the chunks before it, and stores. Types and rounding are those of one
 sweep (fp32 totals for half types, each output rounded once); sums, products and logcumsumexp are added in another
-order, cummax/cummin and their indices are exact (the later chunk wins ties, as the later element does). A scan
-that splits is this standalone sequence, never fused in a row kernel (kernelbench.generate.rowfusion asks
-`chunk_width`); the chunk grows with the data (SPLIT_PROGRAMS programs), so a row has at most about SPLIT_PROGRAMS
-chunks and their scan is one short sweep, never recursive.
+order, cummax/cummin and their indices are exact (the later chunk wins ties, as the later element does). The
+split is this standalone sequence, never in a row kernel: rowfusion keeps a row scan fused (one program per row)
+from MIN_LOOPED_ROWS long rows up, where the reductions it is fused with would be as short of programs, and leaves
+fewer long rows to these kernels, which always split them. The chunk grows with the data (about SPLIT_PROGRAMS
+programs), so a row has at most about SPLIT_PROGRAMS chunks and their scan is one short sweep, never recursive.
 
 torch's dtype rules (checked on CPU, torch 2.11): cumsum and cumprod of bool and integers give int64 (or the
 `dtype=` asked, the input converted to it first); half inputs are accumulated in fp32 and each prefix rounded
