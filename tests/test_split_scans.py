@@ -101,7 +101,8 @@ def test_chunks_that_ignore_the_totals_before_them_fail(tmp_path, monkeypatch):
     match = fused(problem)
     assert check(problem, render(problem, match), problem.workloads[0]).status == PASSED
     broken = copy.deepcopy(match)
-    seeded = [k for p in broken.plan["programs"] for k in p["kernels"] if any(line.startswith("earlier") for line in k["body"])]
+    seeded = [k for p in broken.plan["programs"] for k in p["kernels"]
+              if any(line.startswith("earlier") for line in k["body"])]
     assert len(seeded) == 1
     seeded[0]["body"] = [line.replace("mask=earlier", "mask=earlier & (row < 0)") for line in seeded[0]["body"]]
     assert check(problem, render(problem, broken), problem.workloads[0]).status != PASSED
