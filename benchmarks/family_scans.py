@@ -4,10 +4,11 @@ logcumsumexp / cummax over rows short and long, and tasks235 problems that scan 
     PYTHONPATH=. python3 benchmarks/family_scans.py OUT_DIR [--configs 2] [--budget-s 240]
     PYTHONPATH=. python3 benchmarks/family_scans.py OUT_DIR --dry-run      # CPU, Triton interpreter
 
-Cases: synthetic problems (built here, one op each, fp32 / bf16 / bool rows of 128 to 131072 columns: one tile,
-or swept in passes) and tasks235 L1/076 (mamba2 chunk cumsum), L1/077 (MoE capacity cumsum), L1/078 (top-p
-filter), L1/091 (chunk cumsum backward), every workload (or --sizes N first ones). For each: the fused family's
-render (the front end with the scan kernels) over the first --configs configurations of its space, best kept;
+Cases: synthetic problems (built here, one op each, fp32 / bf16 / bool rows of 128 to 1048576 columns: one tile,
+swept in passes, or split into chunks over many programs: 1 x 1048576) and tasks235 L1/076 (mamba2 chunk
+cumsum), L1/077 (MoE capacity cumsum), L1/078 (top-p filter), L1/091 (chunk cumsum backward), every
+workload (or --sizes N first ones). For each: the fused family's render (the front end with the scan
+kernels) over the first --configs configurations of its space, best kept;
 torch.compile(mode="max-autotune-no-cudagraphs", dynamic=False) of the reference; the reference as written
 (eager). Timing, checks, GB/s and % SOL as benchmarks/family_selection.py does them (compulsory bytes, 3.35 TB/s).
 Writes OUT_DIR/family_scans.json and OUT_DIR/family_scans.md.

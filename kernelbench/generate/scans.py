@@ -16,6 +16,19 @@ BLOCK_D columns, each pass's tile scanned with `tl.associative_scan` (tl.cumsum 
 products) and combined with the running total the previous passes left (`carry`: the tile's last prefix, read
 back with a masked sum so it is exactly the value stored there).
 
+Too few rows to fill the GPU (fewer than FEW_PROGRAMS row blocks, rows longer than SPLIT_WIDTH: a 1 x 1M cumsum
+swept by one program is ~80x slower than the library's) split each row into chunks over many programs, in three
+launches (`chunk_width` decides from the traced rows and width): each program reduces its chunk with the op's
+combine and writes the chunk's total (the chunk's last prefix, taken as above); one small kernel scans the totals
+of each row in place (the same sweep, the chunk's index carried beside cummax/cummin totals); each program scans
+its chunk again, seeded with the total of the chunks before it, and stores. Types and rounding are those of one
+sweep (fp32 totals for half types, each output rounded once); sums, products and logcumsumexp are added in another
+order, cummax/cummin and their indices are exact (the later chunk wins ties, as the later element does). The
+split is this standalone sequence, never in a row kernel: rowfusion keeps a row scan fused (one program per row)
+from MIN_LOOPED_ROWS long rows up, where the reductions it is fused with would be as short of programs, and leaves
+fewer long rows to these kernels, which always split them. The chunk grows with the data (about SPLIT_PROGRAMS
+programs), so a row has at most about SPLIT_PROGRAMS chunks and their scan is one short sweep, never recursive.
+
 torch's dtype rules (checked on CPU, torch 2.11): cumsum and cumprod of bool and integers give int64 (or the
 `dtype=` asked, the input converted to it first); half inputs are accumulated in fp32 and each prefix rounded
 once to the output type (CPU: acc_type<Half> is float, so cumsum(ones(5000, fp16)) is 5000, where an fp16
@@ -48,6 +61,9 @@ aten = torch.ops.aten
 
 TILE = 1024              # columns of one pass (a power of two); a longer row is swept in passes
 TILE_ELEMENTS = 4096     # elements one program holds: short rows go several to a program
+SPLIT_WIDTH = 16384      # a longer row in too few programs is split into chunks (a shorter one is one sweep)
+FEW_PROGRAMS = 264       # row blocks below 2 per SM of an H100/H200 (132 SMs) leave SMs idle: split
+SPLIT_PROGRAMS = 1024    # the programs (row blocks x chunks) a split scan aims at
 KINDS = {aten.cumsum.default: "sum", aten.cumprod.default: "prod", aten.logcumsumexp.default: "logsumexp",
          aten.cummax.default: "max", aten.cummin.default: "min"}
 PAIRED = ("max", "min")  # values and indices
@@ -74,6 +90,23 @@ def _scan_min(v1, i1, v2, i2):
     later = (v2 != v2) | ((v1 == v1) & (v2 <= v1))
     return tl.where(later, v2, v1), tl.where(later, i2, i1)''',
 }
+
+
+def blocks(rows: int, width: int) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_D): the rows one program scans and the columns of one pass."""
+    block_d = min(1 << (width - 1).bit_length(), TILE)
+    return max(1, min(1 << (rows - 1).bit_length(), TILE_ELEMENTS // block_d)), block_d
+
+
+def chunk_width(rows: int, width: int) -> int | None:
+    """The columns of one chunk when rows of `width` are split over many programs (a multiple of the pass), or
+    None: each row is swept by one program (rows short, or enough of them to fill the GPU)."""
+    block_r, block_d = blocks(rows, width)
+    row_blocks = -(-rows // block_r)
+    if width <= SPLIT_WIDTH or row_blocks >= FEW_PROGRAMS:
+        return None
+    chunk = max(block_d, 1 << (-(-row_blocks * width // SPLIT_PROGRAMS) - 1).bit_length())
+    return chunk if chunk < width else None
 
 
 ROW_SCANS = {aten.cumsum.default: "sum", aten.cumprod.default: "prod", aten.logcumsumexp.default: "logsumexp"}
@@ -163,8 +196,9 @@ class Scan:
         self.rows = self.outer * self.inner
         if self.rows * self.width >= 2 ** 31:
             raise Unsupported("a scan of 2^31 elements or more")
-        self.block_d = min(1 << (self.width - 1).bit_length(), TILE)
-        self.block_r = max(1, min(1 << (self.rows - 1).bit_length(), TILE_ELEMENTS // self.block_d))
+        self.block_r, self.block_d = blocks(self.rows, self.width)
+        self.chunk = chunk_width(self.rows, self.width)
+        self.chunks = -(-self.width // self.chunk) if self.chunk else 1
 
     def results(self) -> list[torch.fx.Node]:
         """The nodes holding the results: the node itself, or the getitem users of cummax/cummin."""
@@ -177,8 +211,9 @@ class Scan:
 
     # ------------------------------------------------------------------ kernel text
 
-    def scan_lines(self) -> list[str]:
-        """`y` (and `j`, the indices) from `x` [BLOCK_R, BLOCK_D] combined with the running `carry`."""
+    def scan_lines(self, index: str = "col + tl.zeros_like(row)") -> list[str]:
+        """`y` (and `j`, the indices: `index` holds each element's) from `x` [BLOCK_R, BLOCK_D] combined with the
+        running `carry`."""
         if self.kind == "sum":
             return ["y = carry + tl.cumsum(x, 1)"]
         if self.kind == "prod":
@@ -187,38 +222,85 @@ class Scan:
             return ["y = _scan_logaddexp(carry, tl.associative_scan(x, 1, _scan_logaddexp))"]
         combine = "_scan_max" if self.kind == "max" else "_scan_min"
         # carry_j < 0: no earlier pass, whose carry must lose to every element (a NaN included)
-        return [f"y, j = tl.associative_scan((x, col + tl.zeros_like(row)), 1, {combine})",
+        return [f"y, j = tl.associative_scan((x, {index}), 1, {combine})",
                 f"y2, j2 = {combine}(carry, carry_j, y, j)",
                 "y = tl.where(carry_j < 0, y, y2)",
                 "j = tl.where(carry_j < 0, j, j2)"]
 
-    def kernel_body(self) -> list[str]:
+    def start_lines(self) -> list[str]:
+        """The running value before the first pass: nothing yet (the identity; for cummax/cummin index -1)."""
+        if self.kind in PAIRED:
+            return [f"carry = tl.zeros([BLOCK_R, 1], {TL[self.acc]})",
+                    "carry_j = tl.full([BLOCK_R, 1], -1, tl.int64)"]
+        return [f"carry = tl.full([BLOCK_R, 1], {IDENTITY[self.kind]}, {TL[self.acc]})"]
+
+    def carry_lines(self) -> list[str]:
+        """After a pass: the running value is the pass's last prefix (read back exactly by a masked sum)."""
+        lines = ["last = col == start + BLOCK_D - 1",
+                 "carry = tl.sum(tl.where(last, y, 0), 1)[:, None]"]
+        if self.kind in PAIRED:
+            lines.append("carry_j = tl.sum(tl.where(last, j, 0), 1)[:, None]")
+        return lines
+
+    def kernel_body(self, phase: str = "whole") -> list[str]:
+        """A sweep over the source's rows: "whole" rows, storing the scan; or, for split rows, one chunk per
+        program: "reduce" stores the chunk's total, "finish" starts from the totals before it and stores."""
         acc = TL[self.acc]
         converted = "x" if self.source_dtype == self.out_dtype else f"x.to({TL[self.out_dtype]})"
-        body = ["row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
+        split = phase != "whole"
+        block = f"tl.program_id(0) // {self.chunks}" if split else "tl.program_id(0)"
+        body = [f"row = ({block}).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
                 f"live = row < {self.rows}",
-                f"base = (row // {self.inner}) * s0 + (row % {self.inner}) * s2",
-                f"at = (row // {self.inner}) * {self.width * self.inner} + row % {self.inner}"]
-        if self.kind in PAIRED:   # the winner so far and its index (-1: none yet)
-            body += [f"carry = tl.zeros([BLOCK_R, 1], {acc})",
-                     "carry_j = tl.full([BLOCK_R, 1], -1, tl.int64)"]
+                f"base = (row // {self.inner}) * s0 + (row % {self.inner}) * s2"]
+        if phase != "reduce":
+            body.append(f"at = (row // {self.inner}) * {self.width * self.inner} + row % {self.inner}")
+        if split:
+            body += [f"chunk = tl.program_id(0) % {self.chunks}",
+                     f"total_at = row * {self.chunks} + chunk"]
+        if phase == "finish":   # the inclusive total of the chunks before this one (none before the first)
+            body += ["earlier = live & (chunk + tl.zeros_like(row) > 0)",   # a tile: the interpreter masks with arrays
+                     f"carry = tl.load(total + total_at - 1, mask=earlier, other={IDENTITY[self.kind]})"]
+            if self.kind in PAIRED:
+                body.append("carry_j = tl.load(total_j + total_at - 1, mask=earlier, other=-1)")
         else:
-            body.append(f"carry = tl.full([BLOCK_R, 1], {IDENTITY[self.kind]}, {acc})")
-        body += [f"for start in range(0, {self.width}, BLOCK_D):",
-                 "    col = start + tl.arange(0, BLOCK_D)[None, :]",
+            body += self.start_lines()
+        if split:
+            body += [f"for step in range(0, {self.chunk}, BLOCK_D):",
+                     f"    start = chunk * {self.chunk} + step"]
+        else:
+            body.append(f"for start in range(0, {self.width}, BLOCK_D):")
+        body += ["    col = start + tl.arange(0, BLOCK_D)[None, :]",
                  f"    mask = live & (col < {self.width})",
                  f"    x = tl.load(in0 + base + col * s1, mask=mask, other={IDENTITY[self.kind]})",
                  f"    x = {converted}.to({acc})"]
-        body += ["    " + line for line in self.scan_lines()]
-        body += ["    last = col == start + BLOCK_D - 1"]
-        if self.kind in PAIRED:
-            body += ["    carry = tl.sum(tl.where(last, y, 0), 1)[:, None]",
-                     "    carry_j = tl.sum(tl.where(last, j, 0), 1)[:, None]",
-                     f"    tl.store(out0 + at + col * {self.inner}, y.to({TL[self.out_dtype]}), mask=mask)",
-                     f"    tl.store(out1 + at + col * {self.inner}, j, mask=mask)"]
+        body += ["    " + line for line in self.scan_lines() + self.carry_lines()]
+        if phase == "reduce":
+            body.append("tl.store(total + total_at, carry, mask=live)")
+            if self.kind in PAIRED:
+                body.append("tl.store(total_j + total_at, carry_j, mask=live)")
         else:
-            body += ["    carry = tl.sum(tl.where(last, y, 0), 1)[:, None]",
-                     f"    tl.store(out0 + at + col * {self.inner}, y.to({TL[self.out_dtype]}), mask=mask)"]
+            body.append(f"    tl.store(out0 + at + col * {self.inner}, y.to({TL[self.out_dtype]}), mask=mask)")
+            if self.kind in PAIRED:
+                body.append(f"    tl.store(out1 + at + col * {self.inner}, j, mask=mask)")
+        return body
+
+    def totals_body(self) -> list[str]:
+        """The inclusive scan, in place, of each row's chunk totals [rows, chunks] (accumulation type; cummax and
+        cummin keep each total's index beside it)."""
+        body = ["row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
+                f"live = row < {self.rows}"]
+        body += self.start_lines()
+        body += [f"for start in range(0, {self.chunks}, BLOCK_D):",
+                 "    col = start + tl.arange(0, BLOCK_D)[None, :]",
+                 f"    mask = live & (col < {self.chunks})",
+                 f"    at = row * {self.chunks} + col",
+                 f"    x = tl.load(total + at, mask=mask, other={IDENTITY[self.kind]})"]
+        if self.kind in PAIRED:
+            body.append("    x_j = tl.load(total_j + at, mask=mask, other=0)")
+        body += ["    " + line for line in self.scan_lines("x_j") + self.carry_lines()]
+        body.append("    tl.store(total + at, y, mask=mask)")
+        if self.kind in PAIRED:
+            body.append("    tl.store(total_j + at, j, mask=mask)")
         return body
 
     # ------------------------------------------------------------------ host code
@@ -238,13 +320,37 @@ class Scan:
                                       f"dtype={dtype}, device={lowering.device})")
         outputs = [slots[p] for p in positions]
         lowering.lines.append(f"{name}_x = {source}.reshape({self.outer}, {self.width}, {self.inner})")
+        strides = f"{name}_x.stride(0), {name}_x.stride(1), {name}_x.stride(2)"
+        paired = self.kind in PAIRED
+        row_blocks = -(-self.rows // self.block_r)
+        if not self.chunk:
+            self.launch("whole", ["in0", *[f"out{p}" for p in positions], "s0", "s1", "s2"], row_blocks,
+                        [f"{name}_x", *outputs, strides], self.block_r, self.block_d)
+            return
+        totals = [f"{name}_total", *([f"{name}_total_j"] if paired else [])]
+        total_parameters = ["total", *(["total_j"] if paired else [])]
+        lowering.lines.append(f"{totals[0]} = torch.empty(({self.rows * self.chunks},), dtype={self.acc}, "
+                              f"device={lowering.device})")
+        if paired:
+            lowering.lines.append(f"{totals[1]} = torch.empty(({self.rows * self.chunks},), dtype=torch.int64, "
+                                  f"device={lowering.device})")
+        self.launch("reduce", ["in0", *total_parameters, "s0", "s1", "s2"], row_blocks * self.chunks,
+                    [f"{name}_x", *totals, strides], self.block_r, self.block_d)
+        block_r, block_d = blocks(self.rows, self.chunks)
+        self.launch("totals", total_parameters, -(-self.rows // block_r), totals, block_r, block_d)
+        self.launch("finish", ["in0", *total_parameters, *[f"out{p}" for p in positions], "s0", "s1", "s2"],
+                    row_blocks * self.chunks, [f"{name}_x", *totals, *outputs, strides], self.block_r, self.block_d)
+
+    def launch(self, phase: str, parameters: list[str], programs: int, arguments: list[str], block_r: int,
+               block_d: int) -> None:
+        """One kernel of the scan and its launch."""
+        lowering = self.lowering
         kernel = f"{lowering.prefix}_k{len(lowering.kernels)}"
-        parameters = ["in0", *[f"out{p}" for p in positions], "s0", "s1", "s2",
-                      "BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr"]
-        lowering.kernels.append({"name": kernel, "parameters": parameters, "body": self.kernel_body(),
-                                 "unspecialized": [], "uses_tanh": False})
-        warps = min(8, max(1, self.block_r * self.block_d // 512))
-        lowering.lines.append(f"{kernel}[(triton.cdiv({self.rows}, {self.block_r}),)]({name}_x, {', '.join(outputs)}, "
-                              f"{name}_x.stride(0), {name}_x.stride(1), {name}_x.stride(2), BLOCK_R={self.block_r}, "
-                              f"BLOCK_D={self.block_d}, num_warps={warps})")
+        body = self.totals_body() if phase == "totals" else self.kernel_body(phase)
+        lowering.kernels.append({"name": kernel, "parameters": [*parameters, "BLOCK_R: tl.constexpr",
+                                                                "BLOCK_D: tl.constexpr"],
+                                 "body": body, "unspecialized": [], "uses_tanh": False})
+        warps = min(8, max(1, block_r * block_d // 512))
+        lowering.lines.append(f"{kernel}[({programs},)]({', '.join(arguments)}, BLOCK_R={block_r}, "
+                              f"BLOCK_D={block_d}, num_warps={warps})")
         lowering.launches += 1
