@@ -13,6 +13,7 @@
 #                                           # FAMILY_S seconds (FAMILIES="gemm attention" picks), results under
 #                                           # $OUT/<family>/ (carry .shared_sample): each script rewrites its JSON after
 #                                           # every row (benchmarks/report.py), so one cut off keeps what it measured
+#   bash benchmarks/gpu_checks.sh pack      # the folders under $OUT as one $OUT/results.tgz (a machine returning few files)
 #   bash benchmarks/gpu_checks.sh sweep 1/2 # every tasks235 and sample workload: eager, compile, CUDA graphs vs T_SOL
 #                                           # (datasheet and calibrated); then sweep 2/2
 # The sample problems come from $KB_SAMPLE_ROOT (../shared does not travel: carry an ignored copy).
@@ -80,5 +81,10 @@ case "${1:-}" in
     # one part per device call (${2:-1/1}); carry .shared_sample and .kbcache (roofline counts made here)
     run python3 benchmarks/tasks235_sweep.py --out "$OUT" --part "${2:-1/1}" --roots tasks235 .shared_sample \
         --cache-dir .kbcache 2>&1 | tee "$OUT/sweep_part${2%%/*}.log" ;;
-  *) echo "usage: $0 timers|samples|batch|fused|membatch|gemm|families|sweep"; exit 2 ;;
+  pack)
+    # every folder under $OUT into $OUT/results.tgz, generated kernels and build trees left out (a device machine
+    # that returns a few files from $OUT takes one archive)
+    (cd "$OUT" && folders=$(find . -mindepth 1 -maxdepth 1 -type d) && [ -n "$folders" ] &&
+     tar czf results.tgz --exclude=kernels --exclude=cpp_extensions $folders && rm -rf $folders && ls -l results.tgz) ;;
+  *) echo "usage: $0 timers|samples|batch|fused|membatch|gemm|families|sweep|pack"; exit 2 ;;
 esac
