@@ -97,6 +97,17 @@ def io_sizes(problem: Problem) -> dict:
             "output_shapes": {n: list(s.shape) for n, s in definition.outputs.items()}}
 
 
+def product_match(family: str, planner: Callable[[Problem], tuple[dict | None, str]],
+                  summarize: Callable[[dict], str], problem: Problem, time_limit_s: float) -> tuple[Match | None, str]:
+    """(the match, "") or (None, why not) of a product family (gemm, conv, grouped_gemm): its registered `planner`
+    run through plan_in_child, the plan given the problem's element sizes and output shapes (io_sizes)."""
+    plan, why_not = plan_in_child(f"{planner.__module__}:{planner.__name__}", problem, time_limit_s, planner)
+    if not plan:
+        return None, why_not
+    plan.update(io_sizes(problem))
+    return Match(family, summarize(plan), plan), why_not
+
+
 # The planning functions of the families built on traced graphs ("module:function", registered as each family's module
 # is imported). The first family asked about a problem plans it for all of them in one child: one interpreter start
 # and import of torch instead of one per family, which was most of a small problem's matching time.

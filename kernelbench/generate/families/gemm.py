@@ -28,9 +28,8 @@ from kernelbench.generate.family import (
 from kernelbench.generate.gemmprogram import gemm_program
 from kernelbench.generate.graph import Capture
 from kernelbench.generate.traced import (
-    io_sizes,
     parameters,
-    plan_in_child,
+    product_match,
     register_planner,
     trace_programs,
     traced_solution,
@@ -46,11 +45,8 @@ class Gemm(Family):
     version = "1"
 
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
-        plan, self.last_rejection = plan_in_child(f"{__name__}:programs_of", problem, time_limit_s, programs_of)
-        if not plan:
-            return None
-        plan.update(io_sizes(problem))
-        return Match(self.name, summarize(plan), plan)
+        match, self.last_rejection = product_match(self.name, programs_of, summarize, problem, time_limit_s)
+        return match
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
         return configurations(**dimensions(match.plan, axes))
