@@ -20,7 +20,6 @@ Writes OUT_DIR/family_attention.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -35,7 +34,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kernelbench.generate.families.attention import TILES, kernel_source
-from report import Report, bench_ms, number
+from report import Report, arguments, bench_ms, number, ours_cell
 from roofline import DATASHEETS
 
 # (regime, batch, q heads, kv heads, q_len, kv_len, head_dim, causal: False, True or a window size (causal band))
@@ -211,8 +210,7 @@ def markdown(header: str, rows: list[dict]) -> str:
              "config) | best config |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["sdpa_ms"] / r["ours_ms"] if r.get("ours_ms") and r.get("sdpa_ms") else None
-        ours = number(r["ours_ms"], ".4f") if r.get("ours_ms") else \
-            "failed: " + "; ".join(r["errors"].values())[:60] if r["errors"] else "checked, not timed"
+        ours = ours_cell(r)
         lines.append(f"| {r['regime']} | {r['shape']} | {r['causal']} | {ours} | {number(r.get('ours_tflops'), '.1f')} | "
                      f"{number(r.get('ours_peak'), '.1%')} | {number(r.get('ours_bound'), '.1%')} | "
                      f"{number(r.get('sdpa_tflops'), '.1f')} ({r.get('sdpa_backend', '-')}) | "
@@ -222,12 +220,7 @@ def markdown(header: str, rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--configs", type=int, default=4)
-    parser.add_argument("--budget-s", type=float, default=300.0, help="no torch.compile starts after this long")
-    parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--dry-run", action="store_true")
+    parser = arguments(__doc__, configs=4, budget_s=300.0)
     args = parser.parse_args()
     report = Report(args.out, "family_attention", "attention family", args.dry_run)
     scratch = args.out / "kernels"

@@ -15,7 +15,6 @@ bandwidth) (roofline.DATASHEETS), GB/s for the memory-bound depthwise case. Writ
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -34,7 +33,7 @@ import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.generate.family import FAMILIES
-from report import Report, bench_ms, number
+from report import Report, arguments, bench_ms, number, ours_cell
 from roofline import DATASHEETS
 
 HEADER = "import torch\nimport torch.nn.functional as F\n\n\n"
@@ -141,8 +140,7 @@ def markdown(header: str, rows: list[dict]) -> str:
             lines.append(f"| {r['case']} | {r['dtype']} | refused: {r['refused'][:80]} |||||||||")
             continue
         ratio = r["cudnn_ms"] / r["ours_ms"] if r.get("ours_ms") and r.get("cudnn_ms") else None
-        ours = "failed: " + "; ".join(r["errors"].values())[:60] if r["errors"] and not r["ours"] else \
-            number(r.get("ours_ms"), ".4f") if r.get("ours_ms") else "checked, not timed"
+        ours = ours_cell(r)
         lines.append(f"| {r['case']} | {r['dtype']} | {ours} | {number(r.get('ours_tflops'), '.1f')} | "
                      f"{number(r.get('ours_peak'), '.1%')} | {number(r.get('ours_bound'), '.1%')} | "
                      f"{number(r.get('ours_gbs'), '.0f')} | {number(r.get('cudnn_tflops'), '.1f')} | "
@@ -151,12 +149,7 @@ def markdown(header: str, rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--configs", type=int, default=3)
-    parser.add_argument("--budget-s", type=float, default=300.0, help="no torch.compile starts after this long")
-    parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--dry-run", action="store_true")
+    parser = arguments(__doc__, configs=3, budget_s=300.0)
     args = parser.parse_args()
     report = Report(args.out, "family_conv", "conv family", args.dry_run)
     measure(args, report)

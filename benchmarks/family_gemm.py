@@ -16,7 +16,6 @@ TFLOP/s, % of the datasheet dense bf16 peak and % of the roofline bound max(FLOP
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,7 +37,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
-from report import Report, bench_ms, number
+from report import Report, arguments, bench_ms, number, ours_cell
 from roofline import DATASHEETS
 
 # (regime, M, N, K): Llama-3-8B o_proj / gate_up / down_proj, Llama-3-70B shards, Mistral
@@ -157,8 +156,7 @@ def markdown(header: str, results: list[dict]) -> str:
                   "| compile TFLOP/s | ours / cuBLAS | best config |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             ratio = r["cublas_ms"] / r["ours_ms"] if r.get("ours_ms") and r.get("cublas_ms") else None
-            ours = "failed: " + "; ".join(r["errors"].values())[:60] if r["errors"] else \
-                number(r["ours_ms"], ".4f") if r.get("ours_ms") else "checked, not timed"
+            ours = ours_cell(r)
             lines.append(f"| {r['regime']} | {r['m']} x {r['n']} x {r['k']} | {ours} | "
                          f"{number(r.get('ours_tflops'), '.1f')} | {number(r.get('ours_peak'), '.1%')} | "
                          f"{number(r.get('ours_bound'), '.1%')} | {number(r.get('cublas_tflops'), '.1f')} | "
@@ -178,13 +176,8 @@ def markdown(header: str, results: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path)
+    parser = arguments(__doc__, configs=3, budget_s=200.0)
     parser.add_argument("--tasks", nargs="+", type=Path, default=[])
-    parser.add_argument("--configs", type=int, default=3)
-    parser.add_argument("--budget-s", type=float, default=200.0, help="no torch.compile starts after this long")
-    parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     report = Report(args.out, "family_gemm", "gemm family", args.dry_run)
     (measure_tasks if args.tasks else measure_shapes)(args, report)

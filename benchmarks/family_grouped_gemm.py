@@ -18,7 +18,6 @@ bytes counting only the weights of experts with rows. Writes OUT_DIR/family_grou
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -36,7 +35,7 @@ import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.generate.family import FAMILIES
-from report import Report, bench_ms, number
+from report import Report, arguments, bench_ms, number, ours_cell
 from roofline import DATASHEETS
 
 N, K = 1536, 2048
@@ -147,8 +146,7 @@ def markdown(header: str, rows: list[dict]) -> str:
              "| loop (ms) | compile (ms) | loop / ours | best config |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["loop_ms"] / r["ours_ms"] if r.get("ours_ms") and r.get("loop_ms") else None
-        ours = "failed: " + "; ".join(r["errors"].values())[:60] if r["errors"] else \
-            number(r["ours_ms"], ".4f") if r.get("ours_ms") else "checked, not timed"
+        ours = ours_cell(r)
         lines.append(f"| {r['regime']} | {r['rows']} / {r['experts']} ({r['experts_used']}) | {r['n']} x {r['k']} | "
                      f"{ours} | {number(r.get('ours_tflops'), '.1f')} | {number(r.get('ours_bound'), '.1%')} | "
                      f"{number(r.get('loop_ms'), '.4f')} | {number(r.get('compile_ms'), '.4f')} | "
@@ -157,12 +155,7 @@ def markdown(header: str, rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--configs", type=int, default=3)
-    parser.add_argument("--budget-s", type=float, default=40.0, help="no torch.compile starts after this long")
-    parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--dry-run", action="store_true")
+    parser = arguments(__doc__, configs=3, budget_s=40.0)
     args = parser.parse_args()
     report = Report(args.out, "family_grouped_gemm", "grouped_gemm family", args.dry_run)
     measure(args, report)

@@ -19,7 +19,6 @@ Writes OUT_DIR/family_scaled_gemm.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -43,7 +42,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
-from report import Report, bench_ms, number
+from report import Report, arguments, bench_ms, number, ours_cell
 from roofline import DATASHEETS
 
 SHAPES = [("decode", 16, 7168, 2048), ("prefill", 2048, 7680, 7680), ("training", 8192, 8192, 8192)]
@@ -228,8 +227,7 @@ def markdown(header: str, rows: list[dict]) -> str:
                          "| reference TFLOP/s | compile TFLOP/s | best config |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         compiled = "; ".join(v for v in r["ours"].values() if isinstance(v, str))   # --cross-compile's findings
-        ours = "failed: " + "; ".join(r["errors"].values())[:60] if r["errors"] else \
-            number(r["ours_ms"], ".4f") if r.get("ours_ms") else compiled[:200] or "checked, not timed"
+        ours = ours_cell(r, untimed=compiled[:200] or "checked, not timed")
         peer = number(r.get("scaled_mm_tflops"), ".1f") if r.get("scaled_mm_tflops") else \
             (f"n/a ({r['scaled_mm_note'][:50]})" if r.get("scaled_mm_note") else "-")
         lines.append(f"| {r['kind']} | {r['regime']} | {r['m']} x {r['n']} x {r['k']} | {ours} | "
@@ -240,11 +238,7 @@ def markdown(header: str, rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--configs", type=int, default=2)
-    parser.add_argument("--budget-s", type=float, default=45.0, help="no torch.compile starts after this long")
-    parser.add_argument("--dry-run", action="store_true")
+    parser = arguments(__doc__, configs=2, budget_s=45.0, no_compile=False)
     parser.add_argument("--cross-compile", action="store_true")
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     parser.add_argument("--tasks", nargs="+", type=Path, default=[], help="instead: the family on these tasks")

@@ -13,6 +13,7 @@ benchmarks/ first on sys.path. Import it after setting TRITON_INTERPRET, as it i
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -26,6 +27,29 @@ import triton.testing
 def number(value, form: str) -> str:
     """A table cell: the value in `form`, or "-" when it was not measured."""
     return format(value, form) if value is not None else "-"
+
+
+def ours_cell(row: dict, untimed: str = "checked, not timed") -> str:
+    """A table's "ours (ms)": the best configuration's time; else why there is none: the failing configurations'
+    errors, or `untimed` (a dry run)."""
+    if row.get("ours_ms"):
+        return number(row["ours_ms"], ".4f")
+    if row.get("errors"):
+        return "failed: " + "; ".join(row["errors"].values())[:60]
+    return untimed
+
+
+def arguments(doc: str, configs: int, budget_s: float, no_compile: bool = True) -> argparse.ArgumentParser:
+    """The options the product families' scripts share: OUT, --configs (of the space, per shape), --budget-s,
+    --no-compile, --dry-run (CPU: every render checked through the interpreter, nothing timed)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--configs", type=int, default=configs)
+    parser.add_argument("--budget-s", type=float, default=budget_s, help="no torch.compile starts after this long")
+    if no_compile:
+        parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--dry-run", action="store_true")
+    return parser
 
 
 def bench_ms(fn, dry_run: bool) -> float | None:

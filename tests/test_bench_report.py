@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from report import Report, bench_ms, number  # noqa: E402
+from report import Report, arguments, bench_ms, number, ours_cell  # noqa: E402
 
 
 def saved(path: Path) -> dict:
@@ -40,3 +40,17 @@ def test_number_and_dry_bench():
     assert number(None, ".2f") == "-" and number(0.0, ".2f") == "0.00" and number(0.123, ".1%") == "12.3%"
     calls = []
     assert bench_ms(lambda: calls.append(1), dry_run=True) is None and not calls   # nothing timed in a dry run
+
+
+def test_the_ours_cell_says_the_time_else_why_none():
+    assert ours_cell({"ours_ms": 0.12345, "errors": {"a": "max error 3"}}) == "0.1235"   # some configuration timed
+    assert ours_cell({"ours_ms": None, "errors": {"a": "max error 3"}}) == "failed: max error 3"
+    assert ours_cell({"errors": {}}) == "checked, not timed"
+    assert ours_cell({"errors": {}}, untimed="compiled") == "compiled"
+
+
+def test_the_shared_options():
+    args = arguments("Title.\n\nMore.", configs=5, budget_s=40.0).parse_args(["out", "--dry-run"])
+    assert (args.out, args.configs, args.budget_s, args.no_compile, args.dry_run) == (Path("out"), 5, 40.0, False, True)
+    assert not hasattr(arguments("T", 1, 1.0, no_compile=False).parse_args(["o"]), "no_compile")
+
