@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import Solution, Source
 from kernelbench.generate.dispatch import shape_key
-from kernelbench.generate.family import Match
+from kernelbench.generate.family import Match, Traffic
 from kernelbench.generate.frontend import Unsupported
 from kernelbench.generate.graph import Capture, capture_at, workload_scalar
 from kernelbench.generate.isolation import call_in_child
+from templates import render as render_template
 
 MAX_SHAPES = 24          # distinct input shapes traced; the others run the reference
 TRACE_BUDGET_S = 60.0    # tracing stops starting new shapes after this long
@@ -97,6 +99,15 @@ def io_sizes(problem: Problem) -> dict:
             "output_shapes": {n: list(s.shape) for n, s in definition.outputs.items()}}
 
 
+def io_traffic(plan: dict, axes: dict[str, int], flops: float) -> Traffic:
+    """Every input read once and every output written once (the ideal a tiled product approaches), from a plan
+    that io_sizes filled, at these axes."""
+    def size(name, shape):
+        return plan["sizes"][name] * math.prod(axes[a] if a in axes else int(a) for a in shape)
+    return Traffic(bytes_read=sum(size(n, s) for n, s in plan["shapes"].items()),
+                   bytes_written=sum(size(n, s) for n, s in plan["output_shapes"].items()), flops=flops)
+
+
 def product_match(family: str, planner: Callable[[Problem], tuple[dict | None, str]],
                   summarize: Callable[[dict], str], problem: Problem, time_limit_s: float) -> tuple[Match | None, str]:
     """(the match, "") or (None, why not) of a product family (gemm, conv, grouped_gemm): its registered `planner`
@@ -160,6 +171,20 @@ def plans_of_all(problem: Problem) -> tuple[dict, str]:
         except Exception as exc:  # noqa: BLE001 - one family's failure must not cost the others their plans
             plans[function] = (None, f"{problem.name}: {function} failed: {type(exc).__name__}: {exc}"[:2000])
     return plans, ""
+
+
+def render_product(template: str, family: str, version: str, match: Match, config: dict) -> Solution:
+    """A product family's template (gemm, conv, grouped_gemm) over its plan's kernels and programs, the results
+    stored straight into the destinations."""
+    plan = match.plan
+    source = render_template(
+        template, family=family, version=version, problem=plan["problem"], summary=match.summary,
+        config_text=json.dumps(config, sort_keys=True), config=config, kernels=plan["kernels"],
+        programs=plan["programs"], helpers=["tanh"] if any("_tanh(" in line for k in plan["kernels"]
+                                                            for line in k["body"]) else [],
+        inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
+        scalars=plan["scalar_parameters"])
+    return traced_solution(family, match, config, source, destination=True)
 
 
 def traced_solution(family: str, match: Match, config: dict, source: str, destination: bool) -> Solution:

@@ -27,13 +27,13 @@ from kernelbench.generate.family import (
     register_family,
 )
 from kernelbench.generate.traced import (
+    io_traffic,
     parameters,
     product_match,
     register_planner,
+    render_product,
     trace_programs,
-    traced_solution,
 )
-from templates import render as render_template
 
 
 @register_family
@@ -57,24 +57,10 @@ class Conv(Family):
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
         """Every input read once and every output written once (the ideal an implicit GEMM approaches);
         2 FLOPs per multiply-add the convolution defines (a transposed one's skipped zeros excluded)."""
-        plan = match.plan
-        def size(name, shape):
-            return plan["sizes"][name] * math.prod(axes[a] if a in axes else int(a) for a in shape)
-        return Traffic(bytes_read=sum(size(n, s) for n, s in plan["shapes"].items()),
-                       bytes_written=sum(size(n, s) for n, s in plan["output_shapes"].items()),
-                       flops=float(dimensions(plan, axes)["flops"]))
+        return io_traffic(match.plan, axes, float(dimensions(match.plan, axes)["flops"]))
 
     def render(self, match: Match, config: Config) -> Solution:
-        plan = match.plan
-        config = {**DEFAULTS, **config}
-        source = render_template(
-            "conv.py.j2", version=self.version, problem=plan["problem"], summary=match.summary,
-            config_text=json.dumps(config, sort_keys=True), config=config, kernels=plan["kernels"],
-            programs=plan["programs"], helpers=["tanh"] if any("_tanh(" in line for k in plan["kernels"]
-                                                                for line in k["body"]) else [],
-            inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
-            scalars=plan["scalar_parameters"])
-        return traced_solution(self.name, match, config, source, destination=True)
+        return render_product("conv.py.j2", self.name, self.version, match, {**DEFAULTS, **config})
 
 
 DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 32, "group_m": 8, "block_p": 256, "num_warps": 4,

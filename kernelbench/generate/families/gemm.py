@@ -28,13 +28,13 @@ from kernelbench.generate.family import (
 from kernelbench.generate.gemmprogram import gemm_program
 from kernelbench.generate.graph import Capture
 from kernelbench.generate.traced import (
+    io_traffic,
     parameters,
     product_match,
     register_planner,
+    render_product,
     trace_programs,
-    traced_solution,
 )
-from templates import render as render_template
 
 SMS = 132                # streaming multiprocessors of the target (H100 SXM): split-K fills them for skinny shapes
 
@@ -60,25 +60,11 @@ class Gemm(Family):
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
         """Every input read once and every output written once (the ideal a tiled product approaches);
         2 M N K FLOPs per batch."""
-        plan = match.plan
-        d = dimensions(plan, axes)
-        def size(name, shape):
-            return plan["sizes"][name] * math.prod(axes[a] if a in axes else int(a) for a in shape)
-        return Traffic(bytes_read=sum(size(n, s) for n, s in plan["shapes"].items()),
-                       bytes_written=sum(size(n, s) for n, s in plan["output_shapes"].items()),
-                       flops=2.0 * d["batch"] * d["m"] * d["n"] * d["k"])
+        d = dimensions(match.plan, axes)
+        return io_traffic(match.plan, axes, 2.0 * d["batch"] * d["m"] * d["n"] * d["k"])
 
     def render(self, match: Match, config: Config) -> Solution:
-        plan = match.plan
-        config = {**DEFAULTS, **config}
-        source = render_template(
-            "gemm.py.j2", family=self.name, version=self.version, problem=plan["problem"], summary=match.summary,
-            config_text=json.dumps(config, sort_keys=True), config=config, kernels=plan["kernels"],
-            programs=plan["programs"], helpers=["tanh"] if any("_tanh(" in line for k in plan["kernels"]
-                                                                for line in k["body"]) else [],
-            inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
-            scalars=plan["scalar_parameters"])
-        return traced_solution(self.name, match, config, source, destination=True)
+        return render_product("gemm.py.j2", self.name, self.version, match, {**DEFAULTS, **config})
 
 
 DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 64, "group_m": 8, "split_k": 1, "num_warps": 4, "num_stages": 3}

@@ -30,13 +30,13 @@ from kernelbench.generate.frontend import Unsupported
 from kernelbench.generate.graph import CaptureError
 from kernelbench.generate.groupedprogram import grouped_capture, grouped_program
 from kernelbench.generate.traced import (
+    io_traffic,
     parameters,
     product_match,
     register_planner,
+    render_product,
     trace_programs,
-    traced_solution,
 )
-from templates import render as render_template
 
 TRACE_BUDGET_S = 180.0   # each group is a few ops to trace twice: 128 experts take ~35 s a shape
 
@@ -67,25 +67,10 @@ class GroupedGemm(Family):
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
         """Every input read once and every output written once (every expert's weight read: the worst case over
         routings); 2 M N K FLOPs for each product of all the groups' rows."""
-        plan = match.plan
-        d = dimensions(plan, axes)
-        def size(name, shape):
-            return plan["sizes"][name] * math.prod(axes[a] if isinstance(a, str) else int(a) for a in shape)
-        return Traffic(bytes_read=sum(size(n, s) for n, s in plan["shapes"].items()),
-                       bytes_written=sum(size(n, s) for n, s in plan["output_shapes"].items()),
-                       flops=d["flops"])
+        return io_traffic(match.plan, axes, dimensions(match.plan, axes)["flops"])
 
     def render(self, match: Match, config: Config) -> Solution:
-        plan = match.plan
-        config = {**DEFAULTS, **config}
-        source = render_template(
-            "grouped_gemm.py.j2", version=self.version, problem=plan["problem"], summary=match.summary,
-            config_text=json.dumps(config, sort_keys=True), config=config, kernels=plan["kernels"],
-            programs=plan["programs"], helpers=["tanh"] if any("_tanh(" in line for k in plan["kernels"]
-                                                                for line in k["body"]) else [],
-            inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
-            scalars=plan["scalar_parameters"])
-        return traced_solution(self.name, match, config, source, destination=True)
+        return render_product("grouped_gemm.py.j2", self.name, self.version, match, {**DEFAULTS, **config})
 
 
 DEFAULTS = {"block_m": 64, "block_n": 64, "block_k": 64, "group_m": 8, "num_warps": 4, "num_stages": 3}
