@@ -39,7 +39,7 @@ def planners(monkeypatch, tmp_path):
         return getattr(importlib.import_module(module), name)(problem)
     monkeypatch.setattr(traced, "PLANNERS", [f"{__name__}:{f}" for f in ("good", "refusing", "broken")])
     monkeypatch.setattr(traced, "call_in_child", in_process)
-    monkeypatch.setattr(traced, "_LATEST", {})
+    monkeypatch.setattr(traced, "_PLANS", {})
     CALLS.clear()
     directory = write_rmsnorm_problem(tmp_path)
     return children, load_problem(directory)
@@ -64,3 +64,21 @@ def test_a_returned_plan_is_a_copy_and_a_new_problem_is_planned_again(planners, 
     other = load_problem(write_rmsnorm_problem(tmp_path / "other", name="002_other", hidden=32))
     traced.plan_in_child(f"{__name__}:good", other, 10, direct=None)
     assert len(children) == 2
+
+
+def test_problems_planned_ahead_are_not_planned_again_and_the_oldest_go_first(planners, tmp_path, monkeypatch):
+    children, problem = planners
+    monkeypatch.setattr(traced, "PLANS_KEPT", 2)
+    others = [load_problem(write_rmsnorm_problem(tmp_path / f"p{i}", name=f"00{i}_other", hidden=32 * i))
+              for i in (2, 3)]
+    traced.plan_ahead(problem, 10)
+    traced.plan_ahead(others[0], 10)
+    assert len(children) == 2
+    for planned in (problem, others[0]):             # both kept: asking the families costs no child
+        traced.plan_in_child(f"{__name__}:good", planned, 10, direct=None)
+    assert len(children) == 2
+    traced.plan_ahead(others[1], 10)                  # a third: the oldest (problem) is dropped
+    traced.plan_in_child(f"{__name__}:good", others[0], 10, direct=None)
+    assert len(children) == 3
+    traced.plan_in_child(f"{__name__}:good", problem, 10, direct=None)
+    assert len(children) == 4

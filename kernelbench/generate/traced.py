@@ -123,7 +123,8 @@ def product_match(family: str, planner: Callable[[Problem], tuple[dict | None, s
 # is imported). The first family asked about a problem plans it for all of them in one child: one interpreter start
 # and import of torch instead of one per family, which was most of a small problem's matching time.
 PLANNERS: list[str] = []
-_LATEST: dict = {}   # the latest problem's plans in this process: {"key": ..., "plans": {function: (plan, why)}}
+_PLANS: dict = {}    # this process's plans by problem key: {function: (plan, why)}; the newest PLANS_KEPT problems
+PLANS_KEPT = 512     # a whole batch planned ahead (kernelbench.jobs.prepare) stays here until its tasks are optimized
 
 
 def register_planner(function: str) -> None:
@@ -148,13 +149,21 @@ def plan_in_child(function: str, problem: Problem, time_limit_s: float,
     return plan, why_not
 
 
+def plan_ahead(problem: Problem, time_limit_s: float) -> None:
+    """Every registered planner's plan of `problem`, kept in this process for the families' later questions
+    (thread-safe: each call plans in its own child, so a pool of threads plans many problems at once)."""
+    _shared_plans(problem, time_limit_s)
+
+
 def _shared_plans(problem: Problem, time_limit_s: float) -> dict[str, tuple]:
     key = (str(problem.directory), problem.definition.reference, tuple(w.uuid for w in problem.workloads),
            tuple(PLANNERS))
-    if _LATEST.get("key") != key:
+    if key not in _PLANS:
         plans, why_not = call_in_child(f"{__name__}:plans_of_all", problem, time_limit_s * len(PLANNERS))
-        _LATEST.update(key=key, plans=plans or {f: (None, why_not) for f in PLANNERS})
-    return _LATEST["plans"]
+        while len(_PLANS) >= PLANS_KEPT:
+            _PLANS.pop(next(iter(_PLANS)), None)
+        _PLANS[key] = plans or {f: (None, why_not) for f in PLANNERS}
+    return _PLANS[key]
 
 
 def plans_of_all(problem: Problem) -> tuple[dict, str]:

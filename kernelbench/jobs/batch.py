@@ -1,6 +1,7 @@
 """`kb batch`: optimize every task under a root, one worker per GPU, resumable, failure-isolated.
 
-Each worker thread owns one device and its own store connection and pulls tasks from a shared
+First every task's untimed work (the families' plans, torch.compile of the baseline) is done ahead, in
+parallel, while nothing is timed (kernelbench.jobs.prepare). Then each worker thread owns one device and its own store connection and pulls tasks from a shared
 queue; the evaluation itself happens in child processes, so threads only wait. Every finished
 task is committed at once, so Ctrl-C or kill -9 loses only tasks in progress, and `--resume`
 skips tasks that already have a result for the same environment.
@@ -30,6 +31,7 @@ from kernelbench.core.settings import Settings
 from kernelbench.eval import sandbox
 from kernelbench.eval.evaluator import EvalConfig
 from kernelbench.jobs.optimize import DEFAULT_BUDGET_S, optimize
+from kernelbench.jobs.prepare import prepare
 from kernelbench.jobs.session import Session
 
 
@@ -39,6 +41,7 @@ class BatchReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # task -> reason (could not be optimized at all)
     scores: dict[str, float] = field(default_factory=dict)
+    prepare_s: float = 0.0
 
 
 def devices_for(device: str, gpus: str | None) -> list[str]:
@@ -60,9 +63,10 @@ def select_tasks(root: Path, only: tuple[str, ...] = ()) -> list[Path]:
 
 def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, resume: bool, config: EvalConfig,
               out_dir: Path | None, budget_s: float = DEFAULT_BUDGET_S, console=None, only: tuple[str, ...] = (),
-              executor=None, **optimize_options) -> BatchReport:
+              executor=None, prepare_workers: int = 0, **optimize_options) -> BatchReport:
     """`executor` runs the tasks elsewhere with the same resume and store guarantees
-    (kernelbench.jobs.fleet.RayExecutor: a Ray cluster); default: one thread per local device."""
+    (kernelbench.jobs.fleet.RayExecutor: a Ray cluster); default: one thread per local device, after
+    `prepare_workers` parallel children did the tasks' untimed work (0: none ahead)."""
     directories = select_tasks(root, only)
     if executor is not None:
         return executor.run(directories, settings=settings, device=device, resume=resume, config=config,
@@ -78,8 +82,18 @@ def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, 
         else:
             todo.put(directory)
     lock = threading.Lock()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False) as progress:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    if prepare_workers > 0 and not todo.empty():
+        with Progress(*columns, console=console, transient=True) as progress:
+            bar = progress.add_task(f"preparing ({prepare_workers} at a time)", total=todo.qsize())
+            prepared = prepare(list(todo.queue), replace(config, device=devices[0]), prepare_workers,
+                               on_done=lambda name: progress.advance(bar))
+        report.prepare_s = prepared.seconds
+        if console is not None:
+            console.print(f"prepared {todo.qsize()} tasks in {prepared.seconds:.0f} s "
+                          f"({len(prepared.failed)} left to their own run)", highlight=False)
+    with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("batch", total=todo.qsize())
 
         def work(session: Session) -> None:
@@ -97,7 +111,7 @@ def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, 
                     summary = result.chosen.summary
                     line = (f"{problem.subset}/{problem.name}: S {summary['sol_score']:.3f} "
                             f"({summary['workloads_passed']}/{summary['workloads']} workloads passed, "
-                            f"{result.chosen.solution.name})")
+                            f"{result.chosen.solution.name}) in {result.describe_seconds()}")
                     with lock:
                         report.done.append(problem.name)
                         report.scores[problem.name] = summary["sol_score"] if result.best else 0.0

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,10 @@ class OptimizeResult:
     search: SearchOutcome | None = None
     proposed: list[Candidate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)   # phase -> wall seconds (baseline, propose, ...)
+
+    def describe_seconds(self) -> str:
+        return f"{sum(self.seconds.values()):.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items()) + ")"
 
     def to_json(self) -> dict:
         screened = {}
@@ -84,6 +89,7 @@ class OptimizeResult:
             "winner": {"solution": self.chosen.solution.name, "provenance": self.chosen.provenance,
                        "ranked": self.best is not None, "summary": self.chosen.summary},
             "notes": self.notes,
+            "seconds": self.seconds,
         }
 
 
@@ -91,12 +97,21 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
              out_dir: Path | None = None, on_event: Callable[[Event], None] | None = None,
              variants: list[str] | None = None, llm: LLMConfig | None = None) -> OptimizeResult:
     emit = on_event or (lambda event: None)
+    seconds: dict[str, float] = {}
+    clock = [time.monotonic()]
+
+    def phase(name: str) -> None:   # the wall time since the previous phase ended, under `name`
+        now = time.monotonic()
+        seconds[name] = seconds.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     run_id = f"optimize-{uuidlib.uuid4().hex[:12]}"
     session.store.record_problem(problem.name, problem.subset, str(problem.directory), definition_hash(problem),
                                  len(problem.workloads))
     baseline = measure_baseline(session, problem, config, run_id, variants)
     emit(Event("baseline", f"T_b from {', '.join(baseline.variants)}"))
     evaluated = [_baseline_result(session, problem, baseline, variant, run_id) for variant in baseline.variants]
+    phase("baseline")
 
     gpu = canonical_gpu(session)
     versions = {name: family.version for name, family in FAMILIES.items()}
@@ -105,6 +120,7 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
                        time_limit_s=min(config.workload_timeout_s, MATCH_TIME_LIMIT_S))
     proposed = [c for source in SOURCES.values() if source.searched for c in source.propose(task)]
     emit(Event("proposed", f"{len(proposed)} candidates from {len(task.seeds)} knowledge-base seeds and the families"))
+    phase("propose")
     workloads = select_workloads(problem, config.max_workloads)
     search = None
     if proposed and budget_s > 0:
@@ -119,6 +135,7 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
         winners, fallback = search.winners, search.fallback
     else:
         winners, fallback = _first_guesses(proposed, task, workloads)
+    phase("search")
     if fallback is not None:
         finalists = list({c.key: c for c in (assemble(problem, winners, fallback), fallback)}.values())
         for candidate in finalists:
@@ -127,16 +144,18 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
             emit(Event("evaluated", evaluated=result))
         if search is not None and search.winners:
             knowledge.remember(session.store, problem, gpu, _knowledge_entries(problem, task, search, gpu))
+        phase("finalists")
     if llm is not None:   # the LLM research loop: its proposals are judged and ranked like the finalists above
         evaluated += research(task, llm, evaluated=evaluated, choose=choose_best, store=session.store, run_id=run_id,
                               evaluate=lambda c: _evaluate(session, problem, c, config, baseline, run_id),
                               config=config, hardware=session.hardware, on_note=lambda t: emit(Event("note", t)))
+        phase("llm")
     best = choose_best(evaluated)
     chosen = best or max(evaluated, key=lambda r: r.summary["sol_score"])
     record(session, problem, chosen, run_id)
     if best is not None and out_dir is not None:
         write_outputs(best, Path(out_dir) / problem.name)
-    return OptimizeResult(problem, run_id, baseline, best, chosen, evaluated, search, proposed, task.notes)
+    return OptimizeResult(problem, run_id, baseline, best, chosen, evaluated, search, proposed, task.notes, seconds)
 
 
 def canonical_gpu(session: Session) -> str:
