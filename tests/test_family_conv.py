@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import materialize
@@ -19,6 +18,7 @@ from kernelbench.core.statuses import PASSED
 from kernelbench.eval.evaluator import EvalConfig, evaluate
 from kernelbench.generate.family import FAMILIES
 
+from family_checks import family_match, family_passes_everywhere
 from test_family_fused import check, make
 
 AXES = {"n": {"type": "var"}}
@@ -37,20 +37,11 @@ def conv_problem(tmp_path, name, body, inputs, output, dtype="float32", shapes=S
 
 
 def matched(problem):
-    family = FAMILIES["conv"]
-    match = family.match(problem)
-    assert match is not None, family.last_rejection
-    return match
+    return family_match("conv", problem)
 
 
 def assert_all_pass(problem, config=None):
-    family = FAMILIES["conv"]
-    match = matched(problem)
-    solution = family.render(match, config or family.space(match, problem.axes_for(problem.smallest_workload()))[0])
-    for workload in problem.workloads:
-        comparison = check(problem, solution, workload)
-        assert comparison.status == PASSED, (workload.axes, comparison.message)
-    return match, solution
+    return family_passes_everywhere("conv", problem, config)
 
 
 # ---------------------------------------------------------------------------------------------- what it takes

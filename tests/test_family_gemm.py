@@ -18,6 +18,7 @@ from kernelbench.core.statuses import PASSED
 from kernelbench.eval.evaluator import EvalConfig, evaluate
 from kernelbench.generate.family import FAMILIES
 
+from family_checks import family_match, family_passes_everywhere
 from test_family_fused import check, make
 
 AXES = {"m": {"type": "var"}, "n": {"type": "const", "value": 40}, "k": {"type": "const", "value": 70},
@@ -27,20 +28,11 @@ SMALL_TILES = {"block_m": 16, "block_n": 32, "block_k": 16, "split_k": 1, "num_w
 
 
 def matched(problem):
-    family = FAMILIES["gemm"]
-    match = family.match(problem)
-    assert match is not None, family.last_rejection
-    return match
+    return family_match("gemm", problem)
 
 
 def assert_all_pass(problem, config=None):
-    family = FAMILIES["gemm"]
-    match = matched(problem)
-    solution = family.render(match, config or family.space(match, problem.axes_for(problem.smallest_workload()))[0])
-    for workload in problem.workloads:
-        comparison = check(problem, solution, workload)
-        assert comparison.status == PASSED, (workload.axes, comparison.message)
-    return match, solution
+    return family_passes_everywhere("gemm", problem, config)
 
 
 def linear_problem(tmp_path, name, reference, dtype, extra=None, out_dtype=None):

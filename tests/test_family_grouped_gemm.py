@@ -23,6 +23,7 @@ from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
 
+from family_checks import family_match
 from test_family_fused import check
 from tiny_problems import write_grouped_problem
 
@@ -49,10 +50,7 @@ def grouped(tmp_path, name, **kwargs):
 
 
 def matched(problem):
-    family = FAMILIES["grouped_gemm"]
-    match = family.match(problem)
-    assert match is not None, family.last_rejection
-    return match
+    return family_match("grouped_gemm", problem)
 
 
 def entry(problem, config=None):

@@ -19,6 +19,7 @@ from kernelbench.generate.family import FAMILIES
 from kernelbench.generate.graph import capture_at
 from kernelbench.generate.scaled_operands import SCALED_MM, rewrite_scaled_products
 
+from family_checks import family_match, family_passes_everywhere
 from test_family_fused import check, make
 
 AXES = {"m": {"type": "var"}, "n": {"type": "const", "value": 40}, "k": {"type": "const", "value": 96},
@@ -54,20 +55,11 @@ BLOCK_INPUTS = {"x8": (["m", "k"], "float8_e4m3fn"), "xs": (["m", "kb"], "float3
 
 
 def matched(problem):
-    family = FAMILIES["scaled_gemm"]
-    match = family.match(problem)
-    assert match is not None, family.last_rejection
-    return match
+    return family_match("scaled_gemm", problem)
 
 
 def assert_all_pass(problem, config=None):
-    family = FAMILIES["scaled_gemm"]
-    match = matched(problem)
-    solution = family.render(match, config or family.space(match, problem.axes_for(problem.smallest_workload()))[0])
-    for workload in problem.workloads:
-        comparison = check(problem, solution, workload)
-        assert comparison.status == PASSED, (workload.axes, comparison.message)
-    return match, solution
+    return family_passes_everywhere("scaled_gemm", problem, config)
 
 
 def test_per_tensor_scales_with_bias_and_a_bf16_cast(tmp_path):
