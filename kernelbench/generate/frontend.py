@@ -14,7 +14,10 @@ lowered to Triton kernels for the regions and aten calls for the rest.
      read outside the region stored once, contiguous;
   3. emits the rest as calls of the same aten ops, in an order that respects the regions.
 Between 1 and 2, kernelbench.generate.rowfusion grows row regions: a reduction over the innermost dimensions
-with the regions around it, one kernel with one program per block of rows.
+with the regions around it, one kernel with one program per block of rows; then
+kernelbench.generate.remap grows the flat regions through the ops that only move elements (cat, slice,
+expand, permute, views) and arange: a member of another shape, read inside only, is computed at the
+coordinates its reader needs, so only values of the kernel's element count are stored.
 In a data-dependent graph (unbacked symbols: sizes read from tensor values), Python arithmetic on those
 symbols becomes host statements and every size is written as an expression of the variables that hold
 them (kernelbench.generate.host_sizes); a region of such a size takes its element count and the sizes

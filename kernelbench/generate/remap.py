@@ -82,6 +82,8 @@ def is_remap(node: torch.fx.Node) -> bool:
     if target is aten.slice.Tensor:
         return all(isinstance(a, int) or a is None for a in node.args[1:]) and \
             (len(node.args) < 5 or node.args[4] >= 1) and _static(node.args[0])
+    if target is aten.select.int:
+        return isinstance(node.args[2], int) and _static(node.args[0])
     if target in MOVES or target in SPLITS:
         return isinstance(node.args[0], torch.fx.Node) and _static(node.args[0])
     return is_piece(node) and _static(node.args[0])
