@@ -164,7 +164,7 @@ def test_a_row_reduction_and_the_work_around_it_are_one_kernel(tmp_path):
 
 def test_casts_move_through_views_and_concatenation_so_nothing_converted_is_written_out(tmp_path):
     # rotate-half RoPE as references write it: the fp32 copy of x and the fp32 concatenation never exist;
-    # one kernel computes both halves in bf16, and the concatenation writes straight into the destination
+    # one kernel computes both halves in bf16 and stores the concatenation straight into the destination
     reference = ("import torch\n\ndef run(x, cos, sin):\n"
                  "    x1, x2 = x.float().chunk(2, dim=-1)\n"
                  "    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)\n")
@@ -174,8 +174,8 @@ def test_casts_move_through_views_and_concatenation_so_nothing_converted_is_writ
                          "half": {"type": "const", "value": 4}})
     match = fused(problem)
     program = match.plan["programs"][0]
-    assert len(program["kernels"]) == 1 and program["launches"] == 2, program["lines"]
-    assert any(line.startswith("torch.ops.aten.cat.out(") for line in program["lines"])
+    assert len(program["kernels"]) == 1 and program["launches"] == 1, program["lines"]
+    assert not any("aten.cat" in line for line in program["lines"])
     assert_all_pass(problem, match)
 
 

@@ -14,7 +14,10 @@ lowered to Triton kernels for the regions and aten calls for the rest.
      read outside the region stored once, contiguous;
   3. emits the rest as calls of the same aten ops, in an order that respects the regions.
 Between 1 and 2, kernelbench.generate.rowfusion grows row regions: a reduction over the innermost dimensions
-with the regions around it, one kernel with one program per block of rows.
+with the regions around it, one kernel with one program per block of rows; then
+kernelbench.generate.remap grows the flat regions through the ops that only move elements (cat, slice,
+expand, permute, views) and arange: a member of another shape, read inside only, is computed at the
+coordinates its reader needs, so only values of the kernel's element count are stored.
 In a data-dependent graph (unbacked symbols: sizes read from tensor values), Python arithmetic on those
 symbols becomes host statements and every size is written as an expression of the variables that hold
 them (kernelbench.generate.host_sizes); a region of such a size takes its element count and the sizes
@@ -888,7 +891,7 @@ class Lowering:
         self.attention_kernels = attention_kernels   # attention calls run generated kernels (family attention)
         module = capture.module
         module.graph.eliminate_dead_code(lambda n: n.is_impure() or keeps_read(n, capture.guards))
-        from kernelbench.generate import gathers, rowfusion  # built on this module
+        from kernelbench.generate import gathers, remap, rowfusion  # built on this module
         gathers.rewrite_bags(module.graph)
         gathers.rewrite_scatters(module.graph)
         sink_casts_below_views(module.graph)
@@ -898,6 +901,7 @@ class Lowering:
         self.prefix = prefix
         self.partition = Partition(module.graph)
         rowfusion.fuse_rows(self.partition)
+        remap.fuse(self.partition)
         self.partition.split_cycles()
         self.copied_views = self.views_to_copy()
         self.names: dict[torch.fx.Node, str] = {}
@@ -1100,34 +1104,30 @@ class Lowering:
     # ------------------------------------------------------------------ kernels
 
     def region(self, region: Region) -> None:
-        from kernelbench.generate import gathers  # built on this module
+        from kernelbench.generate import gathers, remap  # built on this module
         k = len(self.kernels)
         kernel = f"{self.prefix}_k{k}"
         members = set(region.nodes)
-        numel = tensor_meta(region.nodes[-1]).numel()
         inputs: dict[torch.fx.Node, KernelInput] = {}
         scalars: dict[str, str] = {}     # host expression -> kernel parameter
         outputs = [n for n in region.nodes if n.users.keys() - members - self.partition.inline
                    and n.target is not gathers.scatter_add_into]   # a sink's values go into its accumulator
-        values: dict[torch.fx.Node, Value] = {}
+        # flat: every member has one element count and is computed at the kernel's index; else the kernel's
+        # domain is the element count of the values it stores (kernelbench.generate.remap)
+        numel = tensor_meta(region.nodes[-1]).numel() if tensor_meta(region.nodes[-1]) is not None else None
+        flat = numel is not None and not remap.has_remaps(region.nodes) and all(
+            tensor_meta(n) is not None and same_size(tensor_meta(n).numel(), numel) for n in region.nodes)
+        if not flat:
+            if not outputs or any(tensor_meta(n) is None for n in outputs):
+                raise Unsupported("a region that stores no tensor")
+            numel = tensor_meta(outputs[0]).numel()
+            if any(not same_size(tensor_meta(n).numel(), numel) for n in outputs):
+                raise Unsupported("stored values of different element counts")
         body: list[str] = []
-        loads: dict[tuple, Value] = {}
-        coordinates: dict[tuple[int, ...], str] = {}
 
         def size(value) -> str:
             """A size in the kernel: a literal, or a parameter where it is known at run time only."""
             return str(value) if isinstance(value, int) else scalar(self.size_text(value), torch.int64).text
-
-        def coordinate(shape: tuple[int, ...], dim: int) -> str:
-            key = tuple(str(s) for s in shape)
-            if key not in coordinates:
-                coordinates[key] = f"c{len(coordinates)}"
-                tag = coordinates[key]
-                for d in range(len(shape)):
-                    inner = math.prod(shape[d + 1:])
-                    text = "offs" if is_one(inner) else f"offs // {size(inner)}"
-                    body.append(f"{tag}_{d} = ({text}) % {size(shape[d])}" if d > 0 else f"{tag}_{d} = {text}")
-            return f"{coordinates[key]}_{dim}"
 
         def register(arg: torch.fx.Node) -> KernelInput:
             if arg not in inputs:
@@ -1135,33 +1135,14 @@ class Lowering:
                 inputs[arg] = KernelInput(arg, f"in{len(inputs)}", tuple(meta.shape), meta.dtype)
             return inputs[arg]
 
-        def load(arg: torch.fx.Node, consumer_shape: tuple[int, ...]) -> Value:
-            meta = tensor_meta(arg)
-            key = (arg, tuple(str(s) for s in consumer_shape))
-            if key in loads:
-                return loads[key]
-            entry = register(arg)
-            ctype = compute_type(meta.dtype)
-            var = f"x{len(loads)}"
-            if is_one(meta.numel()):
-                body.append(f"{var} = tl.load({entry.name}).to({TL[ctype]})")
-            else:
-                body.extend(strided_load(entry, tuple(meta.shape), tuple(consumer_shape),
-                                         lambda dim: coordinate(consumer_shape, dim), "offs", "mask", var, ctype, size))
-            loads[key] = Value(var, ctype)
-            return loads[key]
-
-        def operand(arg: Any, consumer: torch.fx.Node) -> Value:
+        def other(arg: Any) -> Value:
+            """An operand that is not a tensor read or computed by the kernel."""
             if isinstance(arg, torch.fx.Node):
-                if arg in members:
-                    return values[arg]
                 if arg in self.partition.inline:
                     meta = tensor_meta(arg)
                     return literal(constant_value(arg), compute_type(meta.dtype))
                 if arg in self.scalar_names:
                     return scalar(self.scalar_names[arg], compute_type(tensor_meta(arg).dtype))
-                if tensor_meta(arg) is not None:
-                    return load(arg, tuple(tensor_meta(consumer).shape))
                 value = arg.meta.get("val")
                 return scalar(self.names[arg], literal_type(value) if isinstance(value, (int, float, bool, *SYMBOLIC))
                               else torch.float32)
@@ -1171,45 +1152,25 @@ class Lowering:
                 return Value(str(arg), torch.float32)
             return literal(arg, literal_type(arg))
 
-        def member(arg: torch.fx.Node) -> Value | None:
-            if arg in self.partition.inline:
-                raise Unsupported("a constant index tensor")   # its gather falls back to the aten call
-            return values.get(arg)
-
         def scalar(host: str, kind: torch.dtype) -> Value:
             """A Python number known only at run time: a kernel parameter (never specialized)."""
             parameter = scalars.setdefault(host, f"p{len(scalars)}")
             return Value(parameter, torch.float32 if kind.is_floating_point else
                          torch.bool if kind == torch.bool else torch.int64)
 
-        for node in region.nodes:
-            meta = tensor_meta(node)
-            ctype = compute_type(meta.dtype)
-            if node.target in ORDER_KEEPING_VIEWS:
-                values[node] = values[node.args[0]]
-                continue
-            if node.target in gathers.GATHERS:   # the table read at coordinates computed from the index values
-                shape = tuple(meta.shape)
-                site = gathers.Site(body, register, lambda dim, s=shape: coordinate(s, dim), member, size)
-                values[node] = Value(gathers.emit_gather(node, site), ctype)
-                continue
-            if node.target is gathers.scatter_add_into:
-                added = operand(node.args[4], node)
-                site = gathers.Site(body, register, lambda dim, s=tuple(meta.shape): coordinate(s, dim), member, size)
-                gathers.emit_scatter(node, site, added)
-                values[node] = added
-                continue
-            arguments = [operand(a, node) for a in node.args]
-            keywords = {k: v for k, v in node.kwargs.items() if not isinstance(v, torch.fx.Node)}
-            expression = rounded_as_eager(RULES[node.target](arguments, keywords, ctype), node)
-            var = f"v{self.partition.index[node]}"
-            body.append(f"{var} = {expression}")
-            values[node] = Value(var, ctype)
+        emitter = remap.Emitter(self.partition, members, body, register, other, size, len(self.partition.nodes),
+                                 self.scalar_names)
+        # every member at the kernel's own index, in order (a sink stores as it is computed); with remapping,
+        # what the stored values need, where they need it
+        for node in region.nodes if flat else outputs:
+            emitter.value(node, remap.identity(node), "mask")
         for i, node in enumerate(outputs):
-            body.append(f"tl.store(out{i} + offs, {values[node].to(compute_type(tensor_meta(node).dtype))}"
+            value = emitter.value(node, remap.identity(node), "mask")
+            body.append(f"tl.store(out{i} + offs, {value.to(compute_type(tensor_meta(node).dtype))}"
                         f".to({TL[tensor_meta(node).dtype]}), mask=mask)")
 
-        index_type = "tl.int64" if not isinstance(numel, int) or numel >= 2 ** 31 else "tl.int32"
+        largest = [tensor_meta(n).numel() for n in list(members) + list(inputs) if tensor_meta(n) is not None]
+        index_type = "tl.int64" if any(not isinstance(n, int) or n >= 2 ** 31 for n in largest) else "tl.int32"
         bound = size(numel)
         tensor_inputs = list(inputs.values())
         parameters = [e.name for e in tensor_inputs] + list(scalars.values()) + [f"out{i}" for i in range(len(outputs))]
