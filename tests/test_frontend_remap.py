@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from test_family_fused import assert_all_pass, fused, make
 
+from kernelbench.generate import remap
+
 TWO_SHAPES = [{"n": 3}, {"n": 5}]
 AXES = {"n": {"type": "var"}, "h": {"type": "const", "value": 8}, "half": {"type": "const", "value": 4},
         "r": {"type": "const", "value": 4}}
@@ -51,6 +53,32 @@ def test_partial_rotary_from_positions_and_arange(tmp_path):
                {"y": (["n", "heads", "s", "h"], "float16")},
                axes={"n": {"type": "var"}, "heads": {"type": "const", "value": 2}, "s": {"type": "const", "value": 3},
                      "h": {"type": "const", "value": 8}})
+
+
+def test_costly_math_of_a_small_producer_is_stored_once_where_the_domain_is_large(tmp_path, monkeypatch):
+    # the partial rotary above, with the threshold lowered so the test's shapes count as large: cos/sin (and the
+    # float64 inv_freq) are computed once per position by their own kernels and read at every head, not
+    # recomputed per element; the results do not change
+    monkeypatch.setattr(remap, "RECOMPUTE_FREE_ELEMENTS", 64)
+    reference = ("import torch\n\ndef run(x, pos):\n"
+                 "    r = 4\n"
+                 "    inv = (1.0 / (10000.0 ** (torch.arange(0, r, 2, dtype=torch.float64) / r))).to(torch.float32)\n"
+                 "    angle = pos.to(torch.float32).unsqueeze(-1) * inv\n"
+                 "    emb = torch.cat((angle, angle), dim=-1).unsqueeze(1)\n"
+                 "    x_rot = x[..., :r].to(torch.float32)\n"
+                 "    out = x_rot * emb.cos() + torch.cat((-x_rot[..., 2:], x_rot[..., :2]), dim=-1) * emb.sin()\n"
+                 "    return torch.cat((out.to(x.dtype), x[..., r:]), dim=-1)\n")
+    problem = make(tmp_path, "rotary_large", reference,
+                   {"x": (["n", "heads", "s", "h"], "float16"), "pos": (["n", "s"], "int64")},
+                   {"y": (["n", "heads", "s", "h"], "float16")}, [{"n": 1}, {"n": 2}],
+                   axes={"n": {"type": "var"}, "heads": {"type": "const", "value": 4},
+                         "s": {"type": "const", "value": 8}, "h": {"type": "const", "value": 8}})
+    match = fused(problem)
+    for program in match.plan["programs"]:      # 256 and 512 elements: above the lowered threshold
+        assert 2 <= len(program["kernels"]) <= 3, program["lines"]
+        main = program["kernels"][-1]["body"]
+        assert not any("tl.float64" in line or "tl.cos" in line or "tl.sin" in line for line in main)
+    assert_all_pass(problem, match)
 
 
 @pytest.mark.parametrize("join", ["stack", "cat"])

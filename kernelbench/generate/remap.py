@@ -53,6 +53,16 @@ MOVES = {aten.slice.Tensor, aten.select.int, aten.expand.default, aten.permute.d
 SPLITS = {aten.split.Tensor, aten.split_with_sizes.default}
 ARANGES = {aten.arange.default, aten.arange.start, aten.arange.start_step}
 MAX_BODY_LINES = 4000   # a kernel past this recomputes too much (nested concatenations): aten calls instead
+# Recomputing a small producer at every element of a larger domain (cos/sin of [seq, dim] at every head) is free
+# while the kernel is launch-bound, and costs more than storing it once beyond that: past this many elements a
+# producer with costly math (transcendentals, float64) BROADCAST_RATIO or more times smaller than the domain is
+# stored by its own kernel and read back, one launch more.
+RECOMPUTE_FREE_ELEMENTS = 1 << 18
+BROADCAST_RATIO = 4
+COSTLY = {aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar, aten.exp.default, aten.exp2.default,
+          aten.expm1.default, aten.log.default, aten.log2.default, aten.log1p.default, aten.sin.default,
+          aten.cos.default, aten.tan.default, aten.tanh.default, aten.sigmoid.default, aten.erf.default,
+          aten.atan.default, aten.atan2.default, aten.asin.default, aten.acos.default}
 
 
 # ----------------------------------------------------------------------------- which nodes
@@ -150,10 +160,17 @@ def _valid(partition: Partition, union: list) -> bool:
             stored.append(tensor_meta(node).numel())
     if not stored or any(s != stored[0] for s in stored):
         return False
+    if stored[0] > RECOMPUTE_FREE_ELEMENTS and any(_costly(n) and BROADCAST_RATIO * tensor_meta(n).numel() <= stored[0]
+                                                   for n in union if n in partition.elementwise):
+        return False
     region = Region()
     for node in union:
         region.add(node, partition.index[node])
     return partition.convex(region)
+
+
+def _costly(node: torch.fx.Node) -> bool:
+    return node.target in COSTLY or tensor_meta(node).dtype == torch.float64
 
 
 def has_remaps(nodes: list) -> bool:
