@@ -81,6 +81,22 @@ def test_costly_math_of_a_small_producer_is_stored_once_where_the_domain_is_larg
     assert_all_pass(problem, match)
 
 
+def test_rows_of_an_input_taken_one_by_one_share_kernels(tmp_path):
+    # a loop over rows selects each row of an input: the selection stays a view read through its strides, so the
+    # rows share kernel texts (a few compiles), not one kernel per row index
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    out = torch.empty_like(x)\n"
+                 "    for i in range(x.shape[0]):\n"
+                 "        out[i] = torch.sigmoid(x[i]) * 2\n"
+                 "    return out\n")
+    problem = make(tmp_path, "row_loop", reference, {"x": (["n", "h"], "float32")}, {"y": (["n", "h"], "float32")},
+                   [{"n": 6}])
+    match = fused(problem)
+    program = match.plan["programs"][0]
+    assert len(program["kernels"]) <= 3 and program["launches"] >= 6, program["lines"]   # 6 rows, 3 texts
+    assert_all_pass(problem, match)
+
+
 @pytest.mark.parametrize("join", ["stack", "cat"])
 def test_interleaved_rotary(tmp_path, join):
     pairs = ("torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)" if join == "stack" else

@@ -112,7 +112,7 @@ def fuse(partition: Partition) -> None:
     def item(node: torch.fx.Node) -> Any:
         owner = partition.region_of.get(node)
         if owner is None:
-            return node if is_remap(node) else None
+            return node if is_remap(node) and not _view_of_input(node) else None
         return owner if type(owner) is Region and not any(_is_gather(n) for n in owner.nodes) else None
 
     def nodes(it: Any) -> list:
@@ -140,6 +140,14 @@ def fuse(partition: Partition) -> None:
                     changed = True
                     break
     partition.regions = list({id(r): r for r in partition.region_of.values()}.values())
+
+
+def _view_of_input(node: torch.fx.Node) -> bool:
+    """A view of an input (through views only): a kernel reads it through its strides at no cost, and keeping its
+    offsets out of the kernel's text lets views at different offsets share one kernel (a loop over rows)."""
+    while is_view(node):
+        node = node.args[0]
+    return node.op == "placeholder"
 
 
 def _is_gather(node: torch.fx.Node) -> bool:
