@@ -11,7 +11,6 @@ from rich.table import Table
 from kernelbench.core.store import Store
 from kernelbench.jobs import leaderboard, report
 from kernelbench.jobs.batch import run_batch
-from kernelbench.jobs.prepare import default_workers
 from kernelbench.jobs.fleet import RayExecutor
 from kernelbench.jobs.optimize import CPU_BUDGET_S, DEFAULT_BUDGET_S, optimize
 
@@ -109,10 +108,9 @@ class SearchDisplay:
                    f"{CPU_BUDGET_S:g} on CPU).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help='Spread the tasks over a Ray cluster ("local": start one here, "auto", "ray://host:port").')
-@click.option("--prepare", "prepare_workers", type=click.IntRange(min=0), default=None,
-              help="Children doing every task's untimed work ahead, in parallel (plans; on a GPU torch.compile "
-                   "of the baseline) before the first task is timed; 0: none (default: half the cores, "
-                   "at most 8 on a GPU).")
+@click.option("--prepare", "prepare_workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Children doing every task's untimed work ahead, in parallel (plans; on a GPU one untimed run of "
+                   "the torch.compile baseline variants) before the first task is timed; 0: none.")
 @eval_options
 @llm_options
 @click.pass_obj
@@ -122,7 +120,7 @@ def batch_command(settings, root, gpus, resume, only, out_dir, budget_s, ray_add
                        resume=resume, config=run.config, out_dir=out_dir,
                        budget_s=search_budget(budget_s, run.device), console=console,
                        only=only, llm=llm, executor=RayExecutor(ray_address) if ray_address else None,
-                       prepare_workers=default_workers(run.device) if prepare_workers is None else prepare_workers)
+                       prepare_workers=prepare_workers)
     console.print(f"{len(report.done)} optimized, {len(report.skipped)} skipped (--resume), "
                   f"{len(report.failed)} could not be optimized")
     for name, reason in report.failed.items():

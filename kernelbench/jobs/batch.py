@@ -1,8 +1,8 @@
 """`kb batch`: optimize every task under a root, one worker per GPU, resumable, failure-isolated.
 
-First every task's untimed work (the families' plans, torch.compile of the baseline) is done ahead, in
-parallel, while nothing is timed (kernelbench.jobs.prepare). Then each worker thread owns one device and its own store connection and pulls tasks from a shared
-queue; the evaluation itself happens in child processes, so threads only wait. Every finished
+Each worker thread owns one device and its own store connection and pulls tasks from a shared queue; the
+evaluation itself happens in child processes, so threads only wait (with `prepare_workers`, every task's untimed
+work is first done in parallel while nothing is timed: kernelbench.jobs.prepare). Every finished
 task is committed at once, so Ctrl-C or kill -9 loses only tasks in progress, and `--resume`
 skips tasks that already have a result for the same environment.
 """

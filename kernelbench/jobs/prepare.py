@@ -8,11 +8,18 @@ the plans wait in this process (kernelbench.generate.traced), the compiled kerne
 Triton's disk caches, which the baseline's own child then hits. What is timed does not change: the
 baseline variants are still measured by the full evaluator in a fresh process; only their compilation
 is found done.
+
+Measured once (H100, 2026-12-07, benchmarks/results/memory_bound_batch/): 6 tasks prepared in 77 s by 8
+children; the tasks' baseline phase afterwards still took 44-49 s each and whole tasks 91-114 s, as tasks took
+without preparation in the run before (85-116 s, other tasks), so `kb batch` leaves it off (`--prepare 0`) until a
+run with and without it on the same tasks says otherwise. Most of a baseline phase is three fresh processes starting torch and CUDA and tracing with Dynamo,
+which no disk cache keeps.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,17 +42,10 @@ class Prepared:
     failed: dict[str, str] = field(default_factory=dict)   # task -> what could not be done ahead (done later)
 
 
-def default_workers(device: str) -> int:
-    """Half the cores, at most 8: each child compiles on one core, and 8 tasks' inputs fit any GPU we time on."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2)) if device.startswith("cuda") else max(1, (os.cpu_count() or 2) // 2)
-
-
 def prepare(directories: list[Path], config: EvalConfig, workers: int,
             on_done: Callable[[str], None] = lambda name: None) -> Prepared:
     """Plan every task and, on a GPU, warm its compiled baseline variants, `workers` tasks at a time. A
     failure here costs nothing but time later: the task's own run does the same work again and reports it."""
-    import time
-
     started = time.monotonic()
     prepared = Prepared()
     warm_config = replace(config, rounds=1, timing=None, shape_probe=False)   # run each compiled variant once
