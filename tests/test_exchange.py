@@ -71,6 +71,12 @@ def filled_store(tmp_path_factory) -> Path:
     traces = evaluate(problem, wrong, config(), environment=session.trace_environment(), baseline_ms=t_b)
     session.store.record_traces(traces, wrong.content_hash, session.environment_id, "wrong-run")
     record(session, problem, Evaluated(wrong, traces, summarize(problem, wrong, traces, t_b, session)), "wrong-run")
+    # a candidate the search screened and dropped: its solution has no trace, only its candidate row
+    screened_out = Solution("screened_out", "001_good", "main.py::run", (Source("main.py", WRONG),),
+                            destination_passing_style=False)
+    run_id = next(r["run_id"] for r in session.store.results() if r["definition"] == "001_good")
+    session.store.record_candidate("001_good", screened_out, {"source": "template", "family": "fused"}, run_id,
+                                   "INCORRECT_NUMERICAL", {"rung": 0})
     return db
 
 
@@ -224,7 +230,9 @@ def test_another_store_merges_into_one_leaderboard(filled_store, tmp_path):
     before, after = tables(filled_store), tables(fresh)
     pd.testing.assert_frame_equal(before[0], after[0])
     pd.testing.assert_frame_equal(before[1], after[1])
-    count = "SELECT COUNT(*) FROM baselines"
-    assert Store(fresh).db.execute(count).fetchone() == Store(filled_store, read_only=True).db.execute(count).fetchone()
+    for table in ("baselines", "candidates", "solutions"):   # a screened-out candidate comes with its solution
+        count = f"SELECT COUNT(*) FROM {table}"
+        assert Store(fresh).db.execute(count).fetchone() == \
+            Store(filled_store, read_only=True).db.execute(count).fetchone(), table
     result = CliRunner().invoke(main, ["--db", str(fresh), "import", str(filled_store)])
     assert result.exit_code == 0 and "0 imported, 3 already in the store" in result.output, result.output

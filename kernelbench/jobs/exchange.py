@@ -487,8 +487,9 @@ def import_store(store: Store, path: Path) -> ImportReport:
 
 
 def _rows_of(store: Store, result: dict) -> dict[str, list[dict]]:
-    """The rows behind one result: its run's traces and candidates, their solutions, the task's
-    problem records, baselines in the result's environment, knowledge-base entries and the run's LLM log."""
+    """The rows behind one result: its run's traces and candidates, their solutions (a candidate screened out
+    has no trace, only its row), the task's problem records, baselines in the result's environment,
+    knowledge-base entries and the run's LLM log."""
     def rows(query: str, *args) -> list[dict]:
         return [dict(row) for row in store.db.execute(query, args)]
 
@@ -497,7 +498,8 @@ def _rows_of(store: Store, result: dict) -> dict[str, list[dict]]:
         "environments": rows("SELECT * FROM environments WHERE id = ?", result["environment_id"]),
         "problems": rows("SELECT * FROM problems WHERE name = ?", result["definition"]),
         "solutions": rows("SELECT * FROM solutions WHERE hash = ? OR hash IN (SELECT solution_hash FROM traces "
-                          "WHERE definition = ? AND run_id = ?)", result["solution_hash"], *run),
+                          "WHERE definition = ? AND run_id = ?) OR hash IN (SELECT solution_hash FROM candidates "
+                          "WHERE definition = ? AND run_id = ?)", result["solution_hash"], *run, *run),
         "traces": rows("SELECT * FROM traces WHERE definition = ? AND run_id = ? ORDER BY id", *run),
         "baselines": rows("SELECT * FROM baselines WHERE definition = ? AND environment_id = ?",
                           result["definition"], result["environment_id"]),
