@@ -97,6 +97,15 @@ def test_rows_of_an_input_taken_one_by_one_share_kernels(tmp_path):
     assert_all_pass(problem, match)
 
 
+@pytest.mark.parametrize("values", ["torch.arange(1, device=x.device)",
+                                    "torch.arange(2, device=x.device).view(1, 2)[:, :1]"])
+def test_an_arange_read_at_a_fixed_coordinate_is_a_literal(tmp_path, values):
+    # a size-1 arange (or a one-element slice of one) is read at coordinate 0, not at a kernel index
+    reference = f"import torch\n\ndef run(x):\n    return x * ({values}).float() + 1\n"
+    one_kernel(tmp_path, "arange_literal", reference, {"x": (["n", 1], "float32")}, {"y": (["n", 1], "float32")},
+               tolerance=1e-6)
+
+
 @pytest.mark.parametrize("join", ["stack", "cat"])
 def test_interleaved_rotary(tmp_path, join):
     pairs = ("torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)" if join == "stack" else

@@ -341,7 +341,10 @@ class Emitter:
         if target in ARANGES:
             start, _, step = _arange(node)
             index = self.dims(at)[0]
-            expression = f"{literal(start, ctype).text} + {index}.to({TL[ctype]}) * {literal(step, ctype).text}"
+            if index.isdigit():   # a coordinate fixed by a size-1 view or slice: the value is a literal
+                expression = literal(start + int(index) * step, ctype).text
+            else:
+                expression = f"{literal(start, ctype).text} + {index}.to({TL[ctype]}) * {literal(step, ctype).text}"
             return self.variable(node, rounded_as_eager(expression, node), ctype)
         source = node.args[0].args[0] if is_piece(node) else node.args[0]
         return self.source(source, self.moved(node, at), mask)
