@@ -74,25 +74,28 @@ def run_batch(root: Path, *, settings: Settings, device: str, gpus: str | None, 
     report = BatchReport()
     devices = devices_for(device, gpus)
     sessions = [Session.open(settings, d) for d in devices]
-    todo: queue.Queue[Path] = queue.Queue()
+    pending = []
     for directory in directories:
         name = _definition_name(directory)
         if resume and name in sessions[0].store.finished_definitions(sessions[0].environment_id):
             report.skipped.append(name)
         else:
-            todo.put(directory)
+            pending.append(directory)
     lock = threading.Lock()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
-    if prepare_workers > 0 and not todo.empty():
+    if prepare_workers > 0 and pending:
         with Progress(*columns, console=console, transient=True) as progress:
-            bar = progress.add_task(f"preparing ({prepare_workers} at a time)", total=todo.qsize())
-            prepared = prepare(list(todo.queue), replace(config, device=devices[0]), prepare_workers,
+            bar = progress.add_task(f"preparing ({prepare_workers} at a time)", total=len(pending))
+            prepared = prepare(pending, replace(config, device=devices[0]), prepare_workers,
                                on_done=lambda name: progress.advance(bar))
         report.prepare_s = prepared.seconds
         if console is not None:
-            console.print(f"prepared {todo.qsize()} tasks in {prepared.seconds:.0f} s "
+            console.print(f"prepared {len(pending)} tasks in {prepared.seconds:.0f} s "
                           f"({len(prepared.failed)} left to their own run)", highlight=False)
+    todo: queue.Queue[Path] = queue.Queue()
+    for directory in pending:
+        todo.put(directory)
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("batch", total=todo.qsize())
 

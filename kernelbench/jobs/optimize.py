@@ -98,12 +98,12 @@ def optimize(session: Session, problem: Problem, config: EvalConfig, *, budget_s
              variants: list[str] | None = None, llm: LLMConfig | None = None) -> OptimizeResult:
     emit = on_event or (lambda event: None)
     seconds: dict[str, float] = {}
-    clock = [time.monotonic()]
+    phase_started = time.monotonic()
 
     def phase(name: str) -> None:   # the wall time since the previous phase ended, under `name`
+        nonlocal phase_started
         now = time.monotonic()
-        seconds[name] = seconds.get(name, 0.0) + now - clock[0]
-        clock[0] = now
+        seconds[name], phase_started = now - phase_started, now
 
     run_id = f"optimize-{uuidlib.uuid4().hex[:12]}"
     session.store.record_problem(problem.name, problem.subset, str(problem.directory), definition_hash(problem),

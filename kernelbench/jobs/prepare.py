@@ -2,8 +2,8 @@
 
 Optimizing one task is mostly waiting on work no clock sees: tracing the reference for the families'
 plans (a child per task, seconds each) and, on a GPU, torch.compile of the baseline variants (Dynamo,
-Inductor and Triton: tens of seconds per task, every shape). `kb batch` runs that work for all its tasks
-at once in `workers` parallel children while nothing is timed, then times the tasks one after another:
+Inductor and Triton: tens of seconds per task, every shape). `kb batch --prepare N` runs that work for all its
+tasks at once in N parallel children while nothing is timed, then times the tasks one after another:
 the plans wait in this process (kernelbench.generate.traced), the compiled kernels in Inductor's and
 Triton's disk caches, which the baseline's own child then hits. What is timed does not change: the
 baseline variants are still measured by the full evaluator in a fresh process; only their compilation
@@ -11,9 +11,9 @@ is found done.
 
 Measured once (H100, 2026-12-07, benchmarks/results/memory_bound_batch/): 6 tasks prepared in 77 s by 8
 children; the tasks' baseline phase afterwards still took 44-49 s each and whole tasks 91-114 s, as tasks took
-without preparation in the run before (85-116 s, other tasks), so `kb batch` leaves it off (`--prepare 0`) until a
-run with and without it on the same tasks says otherwise. Most of a baseline phase is three fresh processes starting torch and CUDA and tracing with Dynamo,
-which no disk cache keeps.
+without preparation in the run before (85-116 s, other tasks), so `kb batch` leaves it off (`--prepare 0`) until
+a run with and without it on the same tasks says otherwise. Most of a baseline phase is three fresh processes
+starting torch and CUDA and tracing with Dynamo, which no disk cache keeps.
 """
 
 from __future__ import annotations
