@@ -6,7 +6,8 @@ decision to skip work) come from that state. So:
 
 - a module-level container (dict/list/OrderedDict/lru_cache...) indexed with an input's address
   (`data_ptr()`, `id()`, storage, the tensor object itself) or a fingerprint of its values
-  (`item()`, `sum()`, `tobytes()`, `hash`) is flagged wherever it is used;
+  (`item()`, `sum()`, `tobytes()`, `hash`) is flagged wherever it is used; an address's alignment
+  class (`x.data_ptr() % 16`, as a compiled kernel is specialized on) counts as a shape;
 - a container or global read whose value flows to a `return` (or into an output buffer via
   `copy_`/slice assignment) is flagged, named by the key or test that guards it (shape -> cache-by-shape,
   nothing input-derived -> cache-by-call-count); calling a cached object (a kernel) is not a flow;
@@ -33,6 +34,7 @@ SHAPE_ATTRS = {"shape", "size", "numel", "stride"}
 PASS_METHODS = {"clone", "to", "view", "reshape", "contiguous", "detach", "float", "half", "bfloat16", "type",
                 "view_as", "expand", "expand_as", "squeeze", "unsqueeze", "permute", "transpose", "t", "flatten",
                 "narrow", "cuda", "cpu", "copy", "__getitem__", "get", "setdefault", "pop", "values"}
+MAX_ALIGNMENT = 256   # bytes: `x.data_ptr() % A` for a power of two A up to this is an alignment class, not an address
 RANK = ("pointer", "value", "shape", "count")
 RULE_OF = {"pointer": "cache-by-pointer", "value": "cache-by-value", "shape": "cache-by-shape",
            "count": "cache-by-call-count"}
@@ -217,8 +219,13 @@ class ModuleState:
             seen.add(id(expr))
             if bare_params_are_pointers and _is_bare_param(expr, facts.params):
                 kinds.add("pointer")
+            alignments = _alignment_tests(expr)
+            if alignments:
+                kinds.add("shape")
             for sub in ast.walk(expr):
                 name = leaf(sub.func) if isinstance(sub, ast.Call) else None
+                if id(sub) in alignments:
+                    continue
                 if isinstance(sub, ast.Attribute) and sub.attr in POINTER_ATTRS or name == "id":
                     kinds.add("pointer")
                 elif isinstance(sub, ast.Attribute) and sub.attr in VALUE_ATTRS or name in ("hash", "sha256", "md5", "crc32"):
@@ -394,6 +401,20 @@ class ModuleState:
                 if any(ref_of(sub) == counter for sub in ast.walk(value)):
                     return True
         return False
+
+
+def _alignment_tests(expr: ast.AST) -> set[int]:
+    """ids of the `.data_ptr` attributes read only as `x.data_ptr() % A` with A a power of two up to
+    MAX_ALIGNMENT: an alignment class (what Triton specializes a pointer on), a layout fact like a stride,
+    not an address that tells one input buffer from another."""
+    found = set()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.right, ast.Constant) \
+                and isinstance(node.right.value, int) and 0 < node.right.value <= MAX_ALIGNMENT \
+                and node.right.value & (node.right.value - 1) == 0 and isinstance(node.left, ast.Call) \
+                and not node.left.args and isinstance(node.left.func, ast.Attribute) and node.left.func.attr == "data_ptr":
+            found.add(id(node.left.func))
+    return found
 
 
 def _explain(key: ast.AST, facts: FunctionFacts) -> str:

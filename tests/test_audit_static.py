@@ -229,6 +229,24 @@ def test_honest_code_gets_no_finding(name):
     assert scan_solution(solution(HONEST[name], dps=dps)) == []
 
 
+def test_the_lean_launch_module_beside_a_kernel_is_honest():
+    """templates/lean_launch.py keys compiled kernels by each pointer's 16-byte alignment class."""
+    from templates import LEAN_LAUNCH_FILE, lean_launch_source
+    kernel = HONEST["triton kernel"].replace("_scale[", "_lean(_scale)[").replace(
+        "import torch\n", "import torch\nfrom lean_launch import lean as _lean\n", 1)
+    assert scan_solution(solution(kernel, extra={LEAN_LAUNCH_FILE: lean_launch_source()})) == []
+
+
+@pytest.mark.parametrize("key, rule", [("x.data_ptr() % 16", "cache-by-shape"),            # outputs by alignment
+                                       ("(x.data_ptr() % 16, x.data_ptr())", "cache-by-pointer"),
+                                       ("x.data_ptr() % 4096", "cache-by-pointer"),      # page offset: near an address
+                                       ("x.data_ptr() % 24", "cache-by-pointer")])
+def test_an_alignment_key_is_a_shape_key_and_still_caught_when_it_returns_outputs(key, rule):
+    attack = f"import torch\n_c = {{}}\ndef run(x):\n    k = {key}\n    if k not in _c:\n        _c[k] = x * 2\n" \
+             "    return _c[k]\n"
+    assert rule in rules(attack)
+
+
 def test_shape_rules_use_the_problem_var_axes():
     if not SAMPLE.is_dir():
         pytest.skip("sample problems absent")

@@ -148,7 +148,7 @@ def assert_all_pass(problem, family, match):
     lines = "\n".join(line for p in match.plan["programs"] for line in p["lines"])
     for config in family.space(match, problem.axes_for(problem.smallest_workload()))[:2]:
         solution = family.render(match, config)
-        assert "_attn_fwd[" in solution.sources[0].content
+        assert "_lean(_attn_fwd)[" in solution.sources[0].content
         for workload in problem.workloads:
             comparison = check(problem, solution, workload)
             assert comparison.status == PASSED, (config, workload.axes, comparison.message)

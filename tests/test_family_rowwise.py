@@ -249,6 +249,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 path, signatures = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, str(__import__("pathlib").Path(path).parent))   # the modules shipped beside kernel.py
 spec = importlib.util.spec_from_file_location("kernel", path)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -308,8 +309,9 @@ def test_renders_compile_for_the_gpu(tmp_path, task, config):
     pytest.importorskip("triton.backends.nvidia")
     problem, match = matched(task)
     solution, variants = kernel_signatures(problem, match, config)
+    for source in solution.sources:   # kernel.py and the lean launch module beside it
+        (tmp_path / source.path).write_text(source.content)
     path = tmp_path / "kernel.py"
-    path.write_text(solution.sources[0].content)
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(path), json.dumps(variants)],
                             capture_output=True, text=True, env=environment, timeout=600)

@@ -49,7 +49,8 @@ def assert_matches_reference(problem, solution, inputs_for) -> set:
 def kernels_and_lines(match, program: int = 0) -> tuple[int, str]:
     """The kernels a program launches (its own and those deduplicated into an earlier program's), its lines."""
     lines = match.plan["programs"][program]["lines"]
-    return len({line.split("[")[0].strip() for line in lines if re.match(r"\s*_s\d+_k\d+\[", line)}), "\n".join(lines)
+    launched = {m.group(1) for line in lines if (m := re.match(r"\s*_lean\((_s\d+_k\w+)\)\[", line))}
+    return len(launched), "\n".join(lines)
 
 
 def test_segments_sliced_by_offsets_read_with_item_int_and_tolist(tmp_path):

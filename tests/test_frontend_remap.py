@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from test_family_fused import assert_all_pass, fused, make
 
-from kernelbench.generate import remap
+from kernelbench.generate import horizontal, remap
 
 TWO_SHAPES = [{"n": 3}, {"n": 5}]
 AXES = {"n": {"type": "var"}, "h": {"type": "const", "value": 8}, "half": {"type": "const", "value": 4},
@@ -81,9 +81,11 @@ def test_costly_math_of_a_small_producer_is_stored_once_where_the_domain_is_larg
     assert_all_pass(problem, match)
 
 
-def test_rows_of_an_input_taken_one_by_one_share_kernels(tmp_path):
+def test_rows_of_an_input_taken_one_by_one_share_kernels(tmp_path, monkeypatch):
     # a loop over rows selects each row of an input: the selection stays a view read through its strides, so the
-    # rows share kernel texts (a few compiles), not one kernel per row index
+    # rows share kernel texts (a few compiles), not one kernel per row index (horizontal fusion off: it would
+    # join neighbouring rows' kernels into new texts)
+    monkeypatch.setattr(horizontal, "MAX_PARTS", 1)
     reference = ("import torch\n\ndef run(x):\n"
                  "    out = torch.empty_like(x)\n"
                  "    for i in range(x.shape[0]):\n"
@@ -159,3 +161,43 @@ def test_a_cat_never_reads_an_outside_input_out_of_bounds(tmp_path):
     body = "\n".join(match.plan["programs"][0]["kernels"][0]["body"])
     branch = next(line.split(" = ", 1) for line in body.splitlines() if ">= 8)" in line)
     assert branch[1].startswith("mask & ") and f"mask={branch[0].strip()})" in body, body
+
+
+def test_a_cheap_producer_read_by_outputs_of_different_sizes_is_recomputed_in_each(tmp_path):
+    # q and k of different head counts rotated by one cos/sin (the Mistral rope): the float32 casts of cos and sin
+    # are copied per reader, so no kernel stores them; q's and k's kernels then share one launch (horizontal.py)
+    reference = ("import torch\n\ndef run(q, k, cos, sin):\n"
+                 "    c, s = cos.unsqueeze(1).to(torch.float32), sin.unsqueeze(1).to(torch.float32)\n"
+                 "    def rot(x):\n"
+                 "        x = x.to(torch.float32)\n"
+                 "        return (x * c + torch.cat((-x[..., 4:], x[..., :4]), dim=-1) * s).to(torch.bfloat16)\n"
+                 "    return rot(q), rot(k)\n")
+    problem = make(tmp_path, "rope_q_k", reference,
+                   {"q": (["n", "hq", "s", "h"], "bfloat16"), "k": (["n", "hk", "s", "h"], "bfloat16"),
+                    "cos": (["n", "s", "h"], "bfloat16"), "sin": (["n", "s", "h"], "bfloat16")},
+                   {"q_out": (["n", "hq", "s", "h"], "bfloat16"), "k_out": (["n", "hk", "s", "h"], "bfloat16")},
+                   TWO_SHAPES, axes={"n": {"type": "var"}, "hq": {"type": "const", "value": 4},
+                                     "hk": {"type": "const", "value": 2}, "s": {"type": "const", "value": 3},
+                                     "h": {"type": "const", "value": 8}})
+    match = fused(problem)
+    for program in match.plan["programs"]:
+        assert len(program["kernels"]) == 1 and program["launches"] == 1, program["lines"]
+        assert not any(line.startswith("v") and "torch.empty" in line for line in program["lines"]), program["lines"]
+    assert_all_pass(problem, match)
+
+
+def test_a_costly_shared_producer_is_not_copied(tmp_path):
+    # exp(x) read by two outputs of different sizes: computed once and stored, not recomputed per reader
+    reference = ("import torch\n\ndef run(x, y, z):\n"
+                 "    e = torch.exp(x.unsqueeze(1))\n"
+                 "    return y * e, z + e\n")
+    problem = make(tmp_path, "shared_exp", reference,
+                   {"x": (["n", "h"], "float32"), "y": (["n", "hq", "h"], "float32"),
+                    "z": (["n", "hk", "h"], "float32")},
+                   {"a": (["n", "hq", "h"], "float32"), "b": (["n", "hk", "h"], "float32")}, TWO_SHAPES,
+                   axes={"n": {"type": "var"}, "hq": {"type": "const", "value": 4}, "hk": {"type": "const", "value": 2},
+                         "h": {"type": "const", "value": 8}}, tolerance=1e-5)
+    match = fused(problem)
+    for program in match.plan["programs"]:
+        assert sum("tl.exp(" in line for kernel in program["kernels"] for line in kernel["body"]) == 1, program
+    assert_all_pass(problem, match)

@@ -45,6 +45,7 @@ from typing import Any, Callable
 import torch
 import torch.fx
 
+from kernelbench.generate import horizontal
 from kernelbench.generate.branch_guards import keeps_read
 from kernelbench.generate.graph import Capture
 from kernelbench.generate.host_sizes import (
@@ -364,6 +365,13 @@ NO_LAUNCH = ORDER_KEEPING_VIEWS | {
     aten.split_with_sizes.default, aten.unbind.int, aten.detach.default, aten.alias.default, aten.sym_size.int,
     aten.sym_stride.int, aten.sym_numel.default, aten.size.default, aten.stride.default, aten.numel.default,
     aten.chunk.default, aten.narrow.default}
+# Views written as Tensor methods: the same op through the method binding costs a few us less host time a call
+# than through its OpOverload (benchmarks/launch_overhead.py), which launch-bound programs pay in full.
+METHOD_VIEWS = {aten.view.default: "view", aten._unsafe_view.default: "view", aten.reshape.default: "reshape",
+                aten.unsqueeze.default: "unsqueeze", aten.squeeze.dim: "squeeze", aten.permute.default: "permute",
+                aten.t.default: "t", aten.transpose.int: "transpose", aten.expand.default: "expand",
+                aten.select.int: "select", aten.split.Tensor: "split", aten.unbind.int: "unbind",
+                aten.detach.default: "detach"}
 CONSTANTS = {aten.full.default, aten.scalar_tensor.default, aten.zeros.default, aten.ones.default,
              aten.full_like.default, aten.zeros_like.default, aten.ones_like.default}
 PYTHON_OPS = {operator.add: "operator.add", operator.sub: "operator.sub", operator.mul: "operator.mul",
@@ -515,6 +523,9 @@ def hoist_casts_above_concatenation(graph: torch.fx.Graph) -> None:
         cast.replace_all_uses_with(moved)
         graph.erase_node(cast)
         graph.erase_node(joined)
+
+
+COPY_OF = "kernelbench_copy_of"   # node.meta key: the node a producer copied per reader copies (remap.py)
 
 
 def merge_duplicates(graph: torch.fx.Graph) -> None:
@@ -710,6 +721,10 @@ class Partition:
         def numel(region: Region) -> int:
             return tensor_meta(region.nodes[-1]).numel()
 
+        def copies_of_one(a: Region, b: Region) -> bool:   # copies made for different readers stay apart
+            copied = {n.meta[COPY_OF] for n in a.nodes if COPY_OF in n.meta}
+            return any(n.meta.get(COPY_OF) in copied for n in b.nodes)
+
         def external_inputs(region: Region) -> set[torch.fx.Node]:
             return {a for n in region.nodes for a in n.all_input_nodes
                     if a not in self.region_of or self.region_of[a] is not region} - self.inline
@@ -725,7 +740,7 @@ class Partition:
                     continue
                 for j in range(i + 1, len(live)):
                     other = live[j]
-                    if other is None or not same_size(numel(other), numel(base)):
+                    if other is None or not same_size(numel(other), numel(base)) or copies_of_one(base, other):
                         continue
                     merged = Region()
                     for member in sorted(base.nodes + other.nodes, key=self.index.__getitem__):
@@ -897,6 +912,7 @@ class Lowering:
         sink_casts_below_views(module.graph)
         hoist_casts_above_concatenation(module.graph)
         merge_duplicates(module.graph)
+        remap.duplicate_shared_producers(module.graph)
         self.module = module
         self.prefix = prefix
         self.partition = Partition(module.graph)
@@ -908,6 +924,7 @@ class Lowering:
         self.lines: list[str] = []
         self.kernels: list[dict] = []
         self.launches = 0
+        self.flat_launches: dict[int, horizontal.FlatLaunch] = {}   # line index -> a flat kernel's launch there
         self.constants: list[dict] = []
         self.scalar_names = {}
         self.sizes = HostSizes()   # symbols of a data-dependent graph -> the variables that hold them
@@ -1085,6 +1102,8 @@ class Lowering:
             if node in self.copied_views:
                 target = aten.reshape.default   # the same values, copied: the strides do not allow a view
             call = op_path(target)
+            if target in METHOD_VIEWS and not node.kwargs:
+                call = f"{arguments.pop(0)}.{METHOD_VIEWS[target]}"
             if target not in NO_LAUNCH:
                 self.launches += 1
         elif target in PYTHON_OPS:
@@ -1200,9 +1219,14 @@ class Lowering:
         arguments = [self.names[e.node] for e in tensor_inputs] + list(scalars) + \
             [self.names[n] for n in outputs]
         arguments += [f"*{self.names[e.node]}.stride()" for e in tensor_inputs if len(e.shape)]
-        arguments += [f"C_{e.name}={self.names[e.node]}.is_contiguous()" for e in tensor_inputs]
-        self.lines.append(f"{launch}{kernel}[(triton.cdiv({self.size_text(numel)}, _BLOCK),)]({', '.join(arguments)}, "
-                          f"BLOCK=_BLOCK, num_warps=_WARPS)")
+        keywords = [f"C_{e.name}={self.names[e.node]}.is_contiguous()" for e in tensor_inputs]
+        # a candidate for horizontal fusion with its neighbours, unless it also writes into a tensor it reads (a
+        # scatter sink's accumulator), which no other kernel may read in the same launch
+        if isinstance(numel, int) and not any(n.target is gathers.scatter_add_into for n in region.nodes):
+            self.flat_launches[len(self.lines)] = horizontal.FlatLaunch(
+                self.kernels[-1], str(numel), arguments, keywords, [self.names[n] for n in outputs])
+        self.lines.append(f"{launch}_lean({kernel})[(triton.cdiv({self.size_text(numel)}, _BLOCK),)]"
+                          f"({', '.join(arguments + keywords)}, BLOCK=_BLOCK, num_warps=_WARPS)")
         self.launches += 1
 
     # ------------------------------------------------------------------ whole program
@@ -1258,6 +1282,8 @@ class Lowering:
                     self.fall_back_unless(self.sizes.condition(guard))
         if guards:
             raise Unsupported(f"the guard {guards[0]} is on values the program never reads")
+        self.lines, saved = horizontal.merge(self.lines, self.flat_launches, self.kernels)
+        self.launches -= saved
         attention = self.attention_kernels and any(n.target in TEMPLATE_CALLS for n in self.module.graph.nodes)
         if not self.kernels and not attention:
             raise Unsupported("no elementwise work to fuse (the whole graph is library calls)")
@@ -1294,7 +1320,7 @@ def dedupe_kernels(programs: list[dict]) -> None:
                 survivors[text] = kernel["name"]
                 kept.append(kernel)
         program["kernels"] = kept
-        program["lines"] = [re.sub(r"^(\s*)(\w+)\[", lambda m, r=renamed: f"{m.group(1)}{r.get(m.group(2), m.group(2))}[",
+        program["lines"] = [re.sub(r"^(\s*_lean\()(\w+)\)", lambda m, r=renamed: f"{m.group(1)}{r.get(m.group(2), m.group(2))})",
                                    line) for line in program["lines"]]
 
 

@@ -30,6 +30,7 @@ import torch.fx
 
 from kernelbench.generate import gathers
 from kernelbench.generate.frontend import (
+    COPY_OF,
     ORDER_KEEPING_VIEWS,
     RULES,
     TL,
@@ -145,6 +146,47 @@ def fuse(partition: Partition) -> None:
                     changed = True
                     break
     partition.regions = list({id(r): r for r in partition.region_of.values()}.values())
+
+
+def duplicate_shared_producers(graph: torch.fx.Graph) -> None:
+    """A cheap elementwise or remapping node broadcast to elementwise readers of different, larger element counts
+    (a cast of cos read by the rotations of q and of k) gets one copy per reader, in place: those readers are
+    different kernels, and each recomputes its copy at its own coordinates instead of reading a stored one (a
+    kernel and a round trip through memory saved). Applied bottom-up, so a chain of such producers (a node read
+    by copies of one node) is copied whole."""
+    copies: dict[torch.fx.Node, torch.fx.Node] = {}   # copy -> the node it copies
+    for node in reversed(list(graph.nodes)):
+        readers = list(node.users)
+        if len(readers) < 2 or not _recomputable(node) or not all(_recomputable(r) or _is_elementwise(r)
+                                                                  for r in readers):
+            continue
+        sizes = {tensor_meta(r).numel() for r in readers}
+        originals = [copies.get(r, r) for r in readers]
+        # readers of one size can share one kernel, and with it this node; a reader of the node's own size may
+        # be its kernel already (a chain of such readers would recompute the whole chain at every step)
+        broadcast = len(sizes) > 1 and min(sizes) > tensor_meta(node).numel()
+        if not broadcast and len(set(originals)) == len(originals):
+            continue
+        root = copies.get(node, node)
+        node.meta[COPY_OF] = root
+        for reader in readers[1:]:
+            with graph.inserting_after(node):
+                copy = graph.node_copy(node)
+            copies[copy] = copy.meta[COPY_OF] = root
+            reader.replace_input_with(node, copy)
+
+
+def _recomputable(node: torch.fx.Node) -> bool:
+    return (_is_elementwise(node) or _is_one_tensor(node) and is_remap(node) and not _view_of_input(node)) \
+        and not _costly(node)
+
+
+def _is_elementwise(node: torch.fx.Node) -> bool:
+    return node.op == "call_function" and node.target in RULES and not _is_gather(node) and _is_one_tensor(node)
+
+
+def _is_one_tensor(node: torch.fx.Node) -> bool:
+    return _static(node) and tensor_meta(node) is not None
 
 
 def _view_of_input(node: torch.fx.Node) -> bool:

@@ -351,6 +351,6 @@ class Scan:
                                                                 "BLOCK_D: tl.constexpr"],
                                  "body": body, "unspecialized": [], "uses_tanh": False})
         warps = min(8, max(1, block_r * block_d // 512))
-        lowering.lines.append(f"{kernel}[({programs},)]({', '.join(arguments)}, BLOCK_R={block_r}, "
+        lowering.lines.append(f"_lean({kernel})[({programs},)]({', '.join(arguments)}, BLOCK_R={block_r}, "
                               f"BLOCK_D={block_d}, num_warps={warps})")
         lowering.launches += 1

@@ -270,19 +270,19 @@ class Selection:
         rank = self.kernel(parameters, body)
         grid = f"(triton.cdiv({self.rows}, {self.block_r}), {self.splits})"
         if self.splits == 1:
-            lowering.lines.append(f"{rank}[{grid}]({name}_x, {', '.join(outputs)}, {strides}, "
+            lowering.lines.append(f"_lean({rank})[{grid}]({name}_x, {', '.join(outputs)}, {strides}, "
                                   f"BLOCK_R={self.block_r}, BLOCK_D={self.block_d}, INTERPRETED=_INTERPRETED, num_warps={warps})")
             lowering.launches += 1
             return
         candidates = self.splits * self.kp
         lowering.lines += [f"{name}_part = torch.empty(({self.rows * candidates},), dtype=torch.int64, "
                            f"device={lowering.device})",
-                           f"{rank}[{grid}]({name}_x, {name}_part, {strides}, BLOCK_R=1, BLOCK_D={self.block_d}, "
+                           f"_lean({rank})[{grid}]({name}_x, {name}_part, {strides}, BLOCK_R=1, BLOCK_D={self.block_d}, "
                            f"INTERPRETED=_INTERPRETED, num_warps={warps})"]
         parameters, body = self.merge_kernel()
         merge = self.kernel(parameters, body)
         block_c = 1 << (candidates - 1).bit_length()
-        lowering.lines.append(f"{merge}[({self.rows},)]({name}_part, {', '.join(outputs)}, BLOCK_R=1, BLOCK_D={block_c}, "
+        lowering.lines.append(f"_lean({merge})[({self.rows},)]({name}_part, {', '.join(outputs)}, BLOCK_R=1, BLOCK_D={block_c}, "
                               f"INTERPRETED=_INTERPRETED, num_warps={min(8, max(1, block_c // 256))})")
         lowering.launches += 2
 

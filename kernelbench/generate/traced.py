@@ -29,6 +29,7 @@ from kernelbench.generate.family import Match, Traffic
 from kernelbench.generate.frontend import Unsupported
 from kernelbench.generate.graph import Capture, capture_at, workload_scalar
 from kernelbench.generate.isolation import call_in_child
+from templates import LEAN_LAUNCH_FILE, lean_launch_source
 from templates import render as render_template
 
 MAX_SHAPES = 24          # distinct input shapes traced; the others run the reference
@@ -202,7 +203,8 @@ def traced_solution(family: str, match: Match, config: dict, source: str, destin
     digest = hashlib.sha256(source.encode()).hexdigest()[:10]
     return Solution(name=f"{plan['problem']}__{family}_{digest}", definition=plan["problem"],
                     entry_point="kernel.py::run",
-                    sources=(Source("kernel.py", source), Source(FALLBACK_FILE, plan["reference"])),
+                    sources=(Source("kernel.py", source), Source(FALLBACK_FILE, plan["reference"]),
+                             Source(LEAN_LAUNCH_FILE, lean_launch_source())),
                     languages=("triton",), author="kernelbench-generator",
                     description=f"{family} {json.dumps(config, sort_keys=True)}: {match.summary}",
                     destination_passing_style=destination)

@@ -4,6 +4,11 @@ import torch
 import triton
 import triton.language as tl
 
+try:   # inside a shape-keyed dispatch package
+    from .lean_launch import lean as _lean
+except ImportError:
+    from lean_launch import lean as _lean
+
 # Persistent kernels size their grid by the SM count (read once, at import).
 _SMS = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count if torch.cuda.is_available() else 4
 
@@ -178,14 +183,14 @@ def run(logits, labels, loss):
         grid0 = tiles0
         width0 = 0 * n_cols0 + 2
         ws0 = torch.empty((grid0, width0), device=loss.device, dtype=torch.float32)
-        _rows0_split[(tiles0, split0)](logits, labels, ws0, width0, stats0, split0, chunk0, size0_0, n_cols0, n_rows0,
+        _lean(_rows0_split)[(tiles0, split0)](logits, labels, ws0, width0, stats0, split0, chunk0, size0_0, n_cols0, n_rows0,
             PHASE=0, BLOCK_M=1, BLOCK_N=4096, num_warps=8, num_stages=1)
-        _rows0_split[(tiles0, 1)](logits, labels, ws0, width0, stats0, split0, chunk0, size0_0, n_cols0, n_rows0,
+        _lean(_rows0_split)[(tiles0, 1)](logits, labels, ws0, width0, stats0, split0, chunk0, size0_0, n_cols0, n_rows0,
             PHASE=1, BLOCK_M=1, BLOCK_N=4096, num_warps=8, num_stages=1)
     else:
         grid0 = max(1, min(tiles0, _SMS * 2))
         width0 = 0 * n_cols0 + 2
         ws0 = torch.empty((grid0, width0), device=loss.device, dtype=torch.float32)
-        _rows0[(grid0,)](logits, labels, ws0, width0, size0_0, n_cols0, n_rows0,
+        _lean(_rows0)[(grid0,)](logits, labels, ws0, width0, size0_0, n_cols0, n_rows0,
             SINGLE=n_cols0 <= 4096, BLOCK_M=1, BLOCK_N=4096, num_warps=8, num_stages=1)
-    _rows0_final[(1,)](ws0, grid0, width0, logits, labels, loss, n_cols0, n_rows0, BLOCK_F=256, num_warps=4)
+    _lean(_rows0_final)[(1,)](ws0, grid0, width0, logits, labels, loss, n_cols0, n_rows0, BLOCK_F=256, num_warps=4)

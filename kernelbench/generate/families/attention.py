@@ -28,6 +28,7 @@ from kernelbench.generate.family import (
 from kernelbench.generate.graph import Capture
 from kernelbench.generate.handwritten_attention import recognize_attention
 from kernelbench.generate.traced import plan_in_child, register_planner
+from templates import lean_launch_source
 from templates import render as render_template
 
 # (block_m, block_n, num_warps, num_stages, split): prefill tiles first (FlashAttention-2's forward on sm_90 runs
@@ -78,8 +79,8 @@ def prepare(capture: Capture) -> None:
 
 def kernel_source(attention_config: dict) -> str:
     """The flash-attention kernels and launchers (`_flash_attention`, `_attention`) as a module of their own
-    (tests and benchmarks)."""
-    return ("import math\nimport os\n\nimport torch\nimport triton\nimport triton.language as tl\n\n\n"
+    (tests and benchmarks), the lean launch path inlined."""
+    return (lean_launch_source() + "\n_lean = lean\nimport math  # noqa: E402\n\nimport triton.language as tl  # noqa: E402\n\n\n"
             + render_template("attention.py.j2", attention_config=attention_config))
 
 

@@ -39,6 +39,7 @@ from kernelbench.generate.graph import capture
 from kernelbench.generate.isolation import call_in_child
 from kernelbench.generate.rowcode import GroupCode, KernelConfig, identifier
 from kernelbench.generate.rowprogram import Unsupported, analyse, evaluate
+from templates import LEAN_LAUNCH_FILE, lean_launch_source
 from templates import render as render_template
 
 VERIFY_INPUT_BYTES = 1 << 30   # a verification workload whose inputs exceed this is skipped
@@ -95,7 +96,9 @@ class Rowwise(Family):
                                  device_of=identifier(plan["outputs"][0]["name"]))
         digest = hashlib.sha256(source.encode()).hexdigest()[:10]
         return Solution(name=f"{match.plan['problem']}__rowwise_{digest}", definition=match.plan["problem"],
-                        entry_point="kernel.py::run", sources=(Source("kernel.py", source),), languages=("triton",),
+                        entry_point="kernel.py::run",
+                        sources=(Source("kernel.py", source), Source(LEAN_LAUNCH_FILE, lean_launch_source())),
+                        languages=("triton",),
                         author="kernelbench-generator", description=f"rowwise {json.dumps(config, sort_keys=True)}",
                         destination_passing_style=True)
 
