@@ -236,7 +236,8 @@ TASK_COLUMNS = ["task", "subset", "hardware", "workloads", "workloads_passed", "
                 "geomean_t_sol_ms", "sol_score", "fraction_of_sol", "speedup_vs_baseline", "solution_hash",
                 "language", "audit_status", "status", "clock", "roofline_profile", "timestamp"]
 WORKLOAD_COLUMNS = ["task", "subset", "hardware", "uuid", "axes", "status", "t_k_ms", "t_b_ms", "t_sol_ms", "score",
-                    "fraction_of_sol", "speedup_vs_baseline", "solution_hash", "language", "audit_status", "timestamp"]
+                    "fraction_of_sol", "speedup_vs_baseline", "solution_hash", "language", "audit_status", "timestamp",
+                    "host_ms"]
 
 
 def test_leaderboard_csv_keeps_its_columns(store_path, tmp_path):

@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from kernelbench.eval import gpu_state
+from kernelbench.eval import gpu_state, timing
 from kernelbench.eval.gpu_state import capture_gpu_state, decode_throttle_reasons, environment_info, fingerprint_hash
 from kernelbench.eval.timing import FreshInputPool, TimingConfig, percentile, summarize, time_callable, time_cpu
 
@@ -239,3 +239,16 @@ def test_zero_argument_callable_is_timed_as_is():
     calls = []
     result = time_callable(lambda: calls.append(1), config=TimingConfig(warmup=2, iterations=5))
     assert len(calls) == 7 and result.iterations == 5 and result.clock == "cpu"
+
+
+def test_host_time_per_call_counts_the_calls_host_work(monkeypatch):
+    monkeypatch.setattr(timing, "_cuda_synchronize", lambda: None)   # the back-to-back loop, without a GPU
+    calls = []
+
+    def slow(x):   # 2 ms of host work a call
+        calls.append(x)
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.002:
+            pass
+    host_ms = timing._host_ms_per_call(slow, [7], calls=5)
+    assert calls == [7] * 5 and 2.0 <= host_ms < 20.0

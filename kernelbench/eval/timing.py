@@ -36,6 +36,7 @@ DEFAULT_POOL_BYTES = 2 * 1024**3  # the pool's copies together stay under ~2 GiB
 FALLBACK_L2_BYTES = 128 * 1024**2  # if the driver does not report L2: bigger than any current GPU's
 CALIBRATION_SLEEP_CYCLES = 100_000  # ~50 us at Hopper clocks: long enough that the host waits in synchronize
 CALIBRATION_TRIALS = 25
+HOST_CALLS = 10   # back-to-back calls after the timed ones: the host's time a call (details["host_ms_per_call"])
 
 
 @dataclass
@@ -185,6 +186,18 @@ def _l2_flush_buffer(index: int) -> torch.Tensor:
     return _FLUSH_BUFFERS[index]
 
 
+def _host_ms_per_call(fn: Callable[..., Any], args: Sequence[Any], calls: int = HOST_CALLS) -> float:
+    """Host (CPU clock) ms per call of back-to-back calls with no sync between them: the Python and launch work
+    of a call. Where it exceeds the GPU time, the call is launch-bound and the host's time is what it costs."""
+    _cuda_synchronize()
+    started = perf_counter()
+    for _ in range(calls):
+        fn(*args)
+    elapsed = perf_counter() - started
+    _cuda_synchronize()
+    return elapsed / calls * 1e3
+
+
 def _calibrate_tail(stream: torch.cuda.Stream, trials: int = CALIBRATION_TRIALS) -> float:
     """Median ms from an `end` event to an `after` event recorded once the device is idle,
     when nothing runs after `end`: the cost of synchronize's return plus one event launch."""
@@ -274,6 +287,7 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
                 observe(len(samples) - 1, out)
             del out, args
         state_after = capture_gpu_state(index)
+        host_ms = _host_ms_per_call(fn, make_args(calls))
 
     details = {
         "tail_constant_ms": tail_constant,
@@ -282,6 +296,7 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
         "tail_max_ms": max(tails),
         "pool_copies": getattr(make_args, "copies", None),
         "flush_bytes": flush.numel() if flush is not None else 0,
+        "host_ms_per_call": host_ms,
     }
     return TimingResult(clock="cuda_event", device=str(torch.device("cuda", index)), samples_ms=samples,
                         warmup=config.warmup, l2_flushed=flush is not None,

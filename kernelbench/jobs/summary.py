@@ -23,6 +23,12 @@ def ranked(summary: dict) -> bool:
     return summary["status"] == statuses.PASSED and summary["audit_status"] == AUDIT_CLEAN
 
 
+def _host_ms(evaluation) -> float | None:
+    """The call's host time (the timer's back-to-back calls; GPU timings only)."""
+    timing = evaluation.performance.timing if evaluation.performance else None
+    return timing.details.get("host_ms_per_call") if timing else None
+
+
 def summarize(problem: Problem, solution: Solution, traces: list[Trace], t_b: dict[str, float | None],
               session: Session) -> dict:
     sols = session.sol(problem)
@@ -38,7 +44,8 @@ def summarize(problem: Problem, solution: Solution, traces: list[Trace], t_b: di
                      "binding": sol.binding if sol else None, "t_sol_reason": sol.reason if sol else None,
                      "score": sol_score(t_k, base, t_sol) if scored else None,
                      "fraction_of_sol": fraction_of_sol(t_k, t_sol) if scored and t_sol else None,
-                     "speedup_vs_baseline": base / t_k if scored else None})
+                     "speedup_vs_baseline": base / t_k if scored else None,
+                     "host_ms": _host_ms(evaluation)})
     all_passed = bool(rows) and all(r["status"] == statuses.PASSED for r in rows)
     hacks = sorted({f.rule for t in traces for f in t.evaluation.audit})
     g_k, g_b, g_sol = (geomean(r[k] for r in rows) for k in ("t_k_ms", "t_b_ms", "t_sol_ms"))
