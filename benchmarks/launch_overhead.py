@@ -7,9 +7,9 @@ the statements a generated program is made of: a Triton launch through `kernel[g
 templates/lean_launch.py (small and many-argument kernels), torch.empty, an aten view through torch.ops and
 as a method, stride() and is_contiguous(), one aten kernel, one CUDA-graph replay; and the GPU time of the
 small kernel (kernelbench.eval.timing: fresh inputs, L2 flushed), the floor a launch-bound call pays anyway.
-Part 2, per task: the fused family's first configuration at the smallest workload, run with Triton's launch
-path and with the lean one (same run): host us per call, the evaluator's timer, and the ten functions with
-the most own time under cProfile. Writes OUT_DIR/launch_overhead.{json,md}.
+Part 2, per task: the fused family's first configuration at the smallest workload, as plain launches and as
+a CUDA-graph replay, each run with Triton's launch path and with the lean one (same run): host us per call,
+the evaluator's timer, and the ten functions with the most own time under cProfile. Writes OUT_DIR/launch_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def profile_task(directory: Path, calls: int) -> dict:
                              reference_module=compile_reference(problem.definition))
     outputs = allocate_outputs(problem, workload, torch.device("cuda"))
     row = {"task": directory.name, "axes": axes, "configs": {}}
-    for config in family.space(match, axes)[:2]:
+    first = family.space(match, axes)[0]
+    # the first configuration as plain launches and as one CUDA-graph replay (inputs copied in, results out)
+    for config in [{**first, "graph": False}, {**first, "graph": True}]:
         solution = family.render(match, config)
         run = load_entry_point(solution, materialize(solution))
         module = sys.modules[run.__module__]
