@@ -35,8 +35,8 @@ class _Site:
     def launch(self, grid, args, options):
         device = driver.active.get_current_device()
         try:
-            key = (device, tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a
-                                 for a in args), tuple(options.items()))
+            key = (device, len(args), *[(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a
+                                        for a in args], *options.items())
             found = self.compiled.get(key)
         except TypeError:   # an unhashable argument
             self.kernel[grid](*args, **options)
@@ -64,6 +64,17 @@ def _hooked() -> bool:
 
 
 _SITES = {}
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division on the host. triton.cdiv is a constexpr function whose every call unwraps its arguments:
+    a few microseconds of host time per grid (benchmarks/launch_overhead.py), where this is a tenth of one."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """triton.next_power_of_2 in plain Python (the same reason): the least power of two >= n, 0 for 0."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
 
 
 def lean(kernel) -> _Site:

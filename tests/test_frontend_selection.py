@@ -47,7 +47,7 @@ def test_a_bare_argmax_over_a_long_row_is_split_and_merged(tmp_path, monkeypatch
                  "    return torch.argmax(torch.where(x > 3.5, float('nan'), x.int().float()), dim=-1)\n")
     match = selected(tmp_path, "argmax_long", reference, {"x": (["n", "h"], "float32")}, {"i": (["n"], "int64")},
                      LONG, expected=3)   # the where/cast region, the split, the merge
-    assert "(triton.cdiv(1, 1), 24)](" in lines(match)   # one row: tiles halved until 16 programs run (24 of 128)
+    assert "(_cdiv(1, 1), 24)](" in lines(match)   # one row: tiles halved until 16 programs run (24 of 128)
 
 
 def test_argmin_and_min_over_rows_in_one_tile(tmp_path):

@@ -167,10 +167,14 @@ def environment_info(device: Any = "cpu") -> dict[str, Any]:
         info["l2_cache_bytes"] = getattr(props, "L2_cache_size", None)
         state = capture_gpu_state(index)
         info["driver"] = state.get("driver")
+        # the host's CPU too: a launch-bound call's time is mostly host time (Python and launch work), so a
+        # baseline measured beside another CPU model is not this one's
+        info["host_cpu"] = _cpu_model()
     else:
         info["hardware"] = _cpu_model()
 
-    info["fingerprint"] = {k: info.get(k) for k in ("hardware", "device", "torch", "triton", "cuda", "driver")}
+    info["fingerprint"] = {k: info.get(k) for k in ("hardware", "device", "torch", "triton", "cuda", "driver",
+                                                    *(("host_cpu",) if device.type == "cuda" else ()))}
     info["libs"] = {k: info[k] for k in ("torch", "triton", "cuda", "driver") if info.get(k)}
     return info
 

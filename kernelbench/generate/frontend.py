@@ -1225,7 +1225,7 @@ class Lowering:
         if isinstance(numel, int) and not any(n.target is gathers.scatter_add_into for n in region.nodes):
             self.flat_launches[len(self.lines)] = horizontal.FlatLaunch(
                 self.kernels[-1], str(numel), arguments, keywords, [self.names[n] for n in outputs])
-        self.lines.append(f"{launch}_lean({kernel})[(triton.cdiv({self.size_text(numel)}, _BLOCK),)]"
+        self.lines.append(f"{launch}_lean({kernel})[(_cdiv({self.size_text(numel)}, _BLOCK),)]"
                           f"({', '.join(arguments + keywords)}, BLOCK=_BLOCK, num_warps=_WARPS)")
         self.launches += 1
 

@@ -523,7 +523,7 @@ def emit_bag(lowering, node: torch.fx.Node) -> None:
     if weights is not None:
         arguments.append(f"{names[weights]}.stride(0)")
     arguments.append(f"*{names[node]}.stride()")
-    grid = f"({launch['bags']}, triton.cdiv({out.shape[1]}, {launch['block_d']}))"
+    grid = f"({launch['bags']}, _cdiv({out.shape[1]}, {launch['block_d']}))"
     lowering.lines.append(f"_lean({name})[{grid}]({', '.join(arguments)}, BLOCK_T={launch['block_t']}, "
                           f"BLOCK_D={launch['block_d']}, num_warps={launch['warps']})")
     lowering.launches += 1

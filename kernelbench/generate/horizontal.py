@@ -95,7 +95,7 @@ def _merged(run: list[FlatLaunch], kernels: list[dict]) -> str:
     kernels[:] = [k for k in kernels if all(k is not part.kernel for part in run)]
     kernels.append({"name": name, "parameters": parameters, "body": body, "unspecialized": unspecialized,
                     "uses_tanh": any(part.kernel["uses_tanh"] for part in run)})
-    blocks = [f"triton.cdiv({part.numel}, _BLOCK)" for part in run]
+    blocks = [f"_cdiv({part.numel}, _BLOCK)" for part in run]
     starts = [" + ".join(blocks[:i]) for i in range(1, len(run))]
     keywords += [f"H_START{i + 1}={start}" for i, start in enumerate(starts)]
     return (f"_lean({name})[({' + '.join(blocks)},)]({', '.join(positional)}, {', '.join(keywords)}, "

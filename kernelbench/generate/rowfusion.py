@@ -682,7 +682,7 @@ def emit_row_region(lowering, region: RowRegion) -> None:
     arguments = [lowering.names[e.node] for e in tensors] + list(emitter.scalars) + [lowering.names[n] for n in outputs]
     arguments += [f"*{lowering.names[e.node]}.stride()" for e in tensors if len(e.shape)]
     arguments += [f"C_{e.name}={lowering.names[e.node]}.is_contiguous()" for e in tensors]
-    lowering.lines.append(f"_lean({name})[(triton.cdiv({region.rows}, {rows}),)]({', '.join(arguments)}, "
+    lowering.lines.append(f"_lean({name})[(_cdiv({region.rows}, {rows}),)]({', '.join(arguments)}, "
                           f"BLOCK_R={rows}, BLOCK_D={block_d}, num_warps={warps})")
     lowering.launches += 1
 

@@ -268,7 +268,7 @@ class Selection:
         warps = min(8, max(1, self.block_r * self.block_d // 512))
         parameters, body = self.rank_kernel()
         rank = self.kernel(parameters, body)
-        grid = f"(triton.cdiv({self.rows}, {self.block_r}), {self.splits})"
+        grid = f"(_cdiv({self.rows}, {self.block_r}), {self.splits})"
         if self.splits == 1:
             lowering.lines.append(f"_lean({rank})[{grid}]({name}_x, {', '.join(outputs)}, {strides}, "
                                   f"BLOCK_R={self.block_r}, BLOCK_D={self.block_d}, INTERPRETED=_INTERPRETED, num_warps={warps})")

@@ -13,9 +13,9 @@ try:   # inside a shape-keyed dispatch package
 except ImportError:
     from reference_fallback import run as _reference
 try:   # inside a shape-keyed dispatch package
-    from .lean_launch import lean as _lean
+    from .lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 except ImportError:
-    from lean_launch import lean as _lean
+    from lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 
 # Triton's CPU interpreter runs each program of a grid in Python: there, few large blocks keep an evaluation
 # practical (a block size changes the speed, never the results); the GPU takes the configured one. Row kernels
@@ -62,14 +62,14 @@ def _shape0(a0, a1, a2, o0):
     """2 launches (1 generated kernel(s), 1 fused op(s)) at ((3, 8), (8, 8), (8,))."""
     v3 = a1.permute([1, 0])
     v4 = torch.ops.aten.addmm.default(a2, a0, v3)
-    _lean(_s0_k0)[(triton.cdiv(24, _BLOCK),)](v4, o0, *v4.stride(), C_in0=v4.is_contiguous(), BLOCK=_BLOCK, num_warps=_WARPS)
+    _lean(_s0_k0)[(_cdiv(24, _BLOCK),)](v4, o0, *v4.stride(), C_in0=v4.is_contiguous(), BLOCK=_BLOCK, num_warps=_WARPS)
 
 
 def _shape1(a0, a1, a2, o0):
     """2 launches (1 generated kernel(s), 1 fused op(s)) at ((5, 8), (8, 8), (8,))."""
     v3 = a1.permute([1, 0])
     v4 = torch.ops.aten.addmm.default(a2, a0, v3)
-    _lean(_s1_k0)[(triton.cdiv(40, _BLOCK),)](v4, o0, *v4.stride(), C_in0=v4.is_contiguous(), BLOCK=_BLOCK, num_warps=_WARPS)
+    _lean(_s1_k0)[(_cdiv(40, _BLOCK),)](v4, o0, *v4.stride(), C_in0=v4.is_contiguous(), BLOCK=_BLOCK, num_warps=_WARPS)
 
 
 # Input shapes -> the program traced at them; any other shape runs the reference.

@@ -5,9 +5,9 @@ import triton
 import triton.language as tl
 
 try:   # inside a shape-keyed dispatch package
-    from .lean_launch import lean as _lean
+    from .lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 except ImportError:
-    from lean_launch import lean as _lean
+    from lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 
 # Persistent kernels size their grid by the SM count (read once, at import).
 _SMS = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count if torch.cuda.is_available() else 4
@@ -68,7 +68,7 @@ def run(hidden_states, weight, eps, output):
     n_cols0 = hidden_states.shape[2]
     size0_0 = hidden_states.shape[0] * hidden_states.shape[1]
     n_rows0 = size0_0
-    tiles0 = triton.cdiv(n_rows0, 1)
+    tiles0 = _cdiv(n_rows0, 1)
     grid0 = max(1, tiles0)
     _lean(_rows0)[(grid0,)](hidden_states, weight, eps, output, size0_0, n_cols0, n_rows0,
         SINGLE=n_cols0 <= 4096, BLOCK_M=1, BLOCK_N=4096, num_warps=8, num_stages=1)

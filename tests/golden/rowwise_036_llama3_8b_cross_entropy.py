@@ -5,9 +5,9 @@ import triton
 import triton.language as tl
 
 try:   # inside a shape-keyed dispatch package
-    from .lean_launch import lean as _lean
+    from .lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 except ImportError:
-    from lean_launch import lean as _lean
+    from lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 
 # Persistent kernels size their grid by the SM count (read once, at import).
 _SMS = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count if torch.cuda.is_available() else 4
@@ -174,11 +174,11 @@ def run(logits, labels, loss):
     n_cols0 = logits.shape[1]
     size0_0 = logits.shape[0]
     n_rows0 = size0_0
-    tiles0 = triton.cdiv(n_rows0, 1)
-    split0 = min(triton.cdiv(n_cols0, 4096), _SMS * 2 // max(tiles0, 1))
+    tiles0 = _cdiv(n_rows0, 1)
+    split0 = min(_cdiv(n_cols0, 4096), _SMS * 2 // max(tiles0, 1))
     if split0 > 1:
-        chunk0 = triton.cdiv(triton.cdiv(n_cols0, split0), 4096) * 4096
-        split0 = triton.cdiv(n_cols0, chunk0)
+        chunk0 = _cdiv(_cdiv(n_cols0, split0), 4096) * 4096
+        split0 = _cdiv(n_cols0, chunk0)
         stats0 = torch.empty((n_rows0 * split0 * 2,), device=loss.device, dtype=torch.float32)
         grid0 = tiles0
         width0 = 0 * n_cols0 + 2

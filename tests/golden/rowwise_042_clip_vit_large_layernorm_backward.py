@@ -5,9 +5,9 @@ import triton
 import triton.language as tl
 
 try:   # inside a shape-keyed dispatch package
-    from .lean_launch import lean as _lean
+    from .lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 except ImportError:
-    from lean_launch import lean as _lean
+    from lean_launch import cdiv as _cdiv, lean as _lean, next_power_of_2 as _next_power_of_2
 
 # Persistent kernels size their grid by the SM count (read once, at import).
 _SMS = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count if torch.cuda.is_available() else 4
@@ -168,10 +168,10 @@ def run(grad_output, hidden_states, ln_weight, eps, grad_input, grad_weight, gra
     n_cols0 = grad_output.shape[2]
     size0_0 = grad_output.shape[0] * grad_output.shape[1]
     n_rows0 = size0_0
-    tiles0 = triton.cdiv(n_rows0, 2)
+    tiles0 = _cdiv(n_rows0, 2)
     grid0 = max(1, min(tiles0, _SMS * 2))
     width0 = 2 * n_cols0 + 0
     ws0 = torch.empty((grid0, width0), device=grad_input.device, dtype=torch.float32)
     _lean(_rows0)[(grid0,)](grad_output, hidden_states, ln_weight, eps, grad_input, ws0, width0, size0_0, n_cols0, n_rows0,
         SINGLE=n_cols0 <= 1024, BLOCK_M=2, BLOCK_N=1024, num_warps=4, num_stages=1)
-    _lean(_rows0_final)[(triton.cdiv(n_cols0, 256),)](ws0, grid0, width0, grad_output, hidden_states, ln_weight, eps, grad_weight, grad_bias, n_cols0, n_rows0, BLOCK_F=256, num_warps=4)
+    _lean(_rows0_final)[(_cdiv(n_cols0, 256),)](ws0, grid0, width0, grad_output, hidden_states, ln_weight, eps, grad_weight, grad_bias, n_cols0, n_rows0, BLOCK_F=256, num_warps=4)

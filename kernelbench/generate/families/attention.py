@@ -80,7 +80,7 @@ def prepare(capture: Capture) -> None:
 def kernel_source(attention_config: dict) -> str:
     """The flash-attention kernels and launchers (`_flash_attention`, `_attention`) as a module of their own
     (tests and benchmarks), the lean launch path inlined."""
-    return (lean_launch_source() + "\n_lean = lean\nimport math  # noqa: E402\n\nimport triton.language as tl  # noqa: E402\n\n\n"
+    return (lean_launch_source() + "\n_lean, _cdiv, _next_power_of_2 = lean, cdiv, next_power_of_2\nimport math  # noqa: E402\n\nimport triton.language as tl  # noqa: E402\n\n\n"
             + render_template("attention.py.j2", attention_config=attention_config))
 
 
