@@ -4,7 +4,7 @@
 
 Part 1, primitives: host microseconds per call of back-to-back calls (no sync between them; the CPU clock) for
 the statements a generated program is made of: a Triton launch through `kernel[grid]` and through
-templates/lean_launch.py (small and many-argument kernels), torch.empty, an aten view through torch.ops and
+templates/lean_launch.py (small and many-argument kernels), a grid's ceiling division, torch.empty, an aten view through torch.ops and
 as a method, stride() and is_contiguous(), one aten kernel, one CUDA-graph replay; and the GPU time of the
 small kernel (kernelbench.eval.timing: fresh inputs, L2 flushed), the floor a launch-bound call pays anyway.
 Part 2, per task: the fused family's first configuration at the smallest workload, as plain launches and as
@@ -30,7 +30,7 @@ import triton.language as tl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "templates")]
 
-from lean_launch import lean  # noqa: E402  (templates/, as a solution imports it)
+from lean_launch import cdiv, lean  # noqa: E402  (templates/, as a solution imports it)
 
 CALLS = 2000
 
@@ -73,6 +73,8 @@ def primitives() -> dict[str, float]:
         _copy[(1,)](x, graph_out, 128, BLOCK=128)
     return {
         "python call of an empty function": host_us(lambda: None),
+        "triton.cdiv(4096, 256)": host_us(lambda: triton.cdiv(4096, 256)),
+        "lean_launch.cdiv(4096, 256)": host_us(lambda: cdiv(4096, 256)),
         "torch.empty((1, 1, 1, 128), bf16)": host_us(lambda: torch.empty((1, 1, 1, 128), dtype=torch.bfloat16,
                                                                             device=x.device)),
         "torch.ops.aten.unsqueeze.default(x, 0)": host_us(lambda: torch.ops.aten.unsqueeze.default(x, 0)),
