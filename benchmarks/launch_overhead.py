@@ -8,8 +8,9 @@ templates/lean_launch.py (small and many-argument kernels), a grid's ceiling div
 as a method, stride() and is_contiguous(), one aten kernel, one CUDA-graph replay; and the GPU time of the
 small kernel (kernelbench.eval.timing: fresh inputs, L2 flushed), the floor a launch-bound call pays anyway.
 Part 2, per task: the fused family's first configuration at the smallest workload, as plain launches and as
-a CUDA-graph replay, each run with Triton's launch path and with the lean one (same run): host us per call,
-the evaluator's timer, and the ten functions with the most own time under cProfile. Writes OUT_DIR/launch_overhead.{json,md}.
+a CUDA-graph replay: through the evaluator (its child, runtime guard armed, fresh inputs), then in this
+process with Triton's launch path and with the lean one: host us per call, the evaluator's timer, and the
+ten functions with the most own time under cProfile. Writes OUT_DIR/launch_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def profile_task(directory: Path, calls: int) -> dict:
     from kernelbench.core.reference import compile_reference
     from kernelbench.core.solution import load_entry_point, materialize
     from kernelbench.eval.buffers import allocate_outputs
+    from kernelbench.eval.evaluator import EvalConfig, evaluate
     from kernelbench.eval.timing import TimingConfig, time_callable
     from kernelbench.generate.family import FAMILIES
 
@@ -125,6 +127,13 @@ def profile_task(directory: Path, calls: int) -> dict:
     # the first configuration as plain launches and as one CUDA-graph replay (inputs copied in, results out)
     for config in [{**first, "graph": False}, {**first, "graph": True}]:
         solution = family.render(match, config)
+        # the same solution through the evaluator (a child with the runtime guard armed, fresh inputs every call)
+        trace = evaluate(problem, solution, EvalConfig(device="cuda", rounds=1, max_workloads=1, shape_probe=False,
+                                                       timing={"warmup": 10, "iterations": 100}))[0]
+        performance = trace.evaluation.performance
+        row["configs"][f"{json.dumps(config, sort_keys=True)} evaluator"] = {
+            "status": str(trace.evaluation.status), "timer_us": performance.latency_ms * 1e3 if performance else None,
+            "host_us": performance.timing.details.get("host_ms_per_call", 0) * 1e3 if performance else None}
         run = load_entry_point(solution, materialize(solution))
         module = sys.modules[run.__module__]
         for path in ("triton", "lean"):
@@ -180,7 +189,7 @@ def markdown(result: dict) -> str:
               "| task | configuration, launch path | host us/call | timer us |", "|---|---|---|---|"]
     for row in result["tasks"]:
         for name, entry in row.get("configs", {}).items():
-            lines.append(f"| {row['task']} | {name} | {entry['host_us']:.1f} | {entry['timer_us']:.1f} |")
+            lines.append(f"| {row['task']} | {name} | {entry['host_us'] or 0:.1f} | {entry['timer_us'] or 0:.1f} |")
         if "configs" not in row:
             lines.append(f"| {row['task']} | {row.get('skipped') or row.get('error')} | | |")
     return "\n".join(lines) + "\n"
