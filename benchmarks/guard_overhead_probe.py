@@ -1,0 +1,68 @@
+"""Which audit events a generated solution's call raises, and its host time, with the runtime guard armed.
+
+    python3 benchmarks/guard_overhead_probe.py TASK_DIR
+
+The fused family's first configuration (plain launches) at the smallest workload: host us per call back to
+back, unguarded then with a RuntimeGuard installed and armed around each call, and the audit events counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import kernelbench.generate.families  # noqa: F401 - registers the families
+from audit.runtime import RuntimeGuard
+from kernelbench.core.inputs import generate_inputs
+from kernelbench.core.problem import load_problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.core.solution import load_entry_point, materialize
+from kernelbench.eval.buffers import allocate_outputs
+from kernelbench.generate.family import FAMILIES
+
+CALLS = 200
+
+
+def host_us(call) -> float:
+    for _ in range(10):
+        call()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(CALLS):
+        call()
+    elapsed = time.perf_counter() - started
+    torch.cuda.synchronize()
+    return elapsed / CALLS * 1e6
+
+
+def main() -> int:
+    problem = load_problem(Path(sys.argv[1]))
+    family = FAMILIES["fused"]
+    match = family.match(problem)
+    workload = min(problem.workloads, key=problem.workload_size)
+    config = {**family.space(match, problem.axes_for(workload))[0], "graph": False}
+    solution = family.render(match, config)
+    run = load_entry_point(solution, materialize(solution))
+    inputs = generate_inputs(problem, workload, seed=1, device="cuda",
+                             reference_module=compile_reference(problem.definition))
+    outputs = allocate_outputs(problem, workload, torch.device("cuda"))
+    print("unguarded host us/call:", round(host_us(lambda: run(*inputs, *outputs)), 1))
+    guard = RuntimeGuard("cuda")
+    guard.install()
+    events = collections.Counter()
+    sys.addaudithook(lambda event, args: events.update([event]) if guard._armed_depth else None)
+
+    def armed():
+        with guard.armed():
+            run(*inputs, *outputs)
+    print("guarded host us/call:", round(host_us(armed), 1))
+    print("audit events while armed, per call:", {e: n / (CALLS + 10) for e, n in events.most_common(12)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
