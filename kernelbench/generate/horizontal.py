@@ -50,7 +50,7 @@ def merge(lines: list[str], launches: dict[int, FlatLaunch], kernels: list[dict]
             written = {name for part in run for name in part.outputs}
             if j in launches:
                 read = set().union(*(part.reads() for part in run))
-                if launches[j].reads() & written or set(launches[j].outputs) & read:
+                if launches[j].reads() & written or set(launches[j].outputs) & (read | written):
                     break
                 run.append(launches[j])
                 hoisted += lines[last + 1:j]
