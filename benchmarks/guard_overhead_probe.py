@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,20 +22,9 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.eval.buffers import allocate_outputs
 from kernelbench.generate.family import FAMILIES
+from launch_overhead import host_us
 
 CALLS = 200
-
-
-def host_us(call) -> float:
-    for _ in range(10):
-        call()
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(CALLS):
-        call()
-    elapsed = time.perf_counter() - started
-    torch.cuda.synchronize()
-    return elapsed / CALLS * 1e6
 
 
 def main() -> int:
@@ -50,7 +38,7 @@ def main() -> int:
     inputs = generate_inputs(problem, workload, seed=1, device="cuda",
                              reference_module=compile_reference(problem.definition))
     outputs = allocate_outputs(problem, workload, torch.device("cuda"))
-    print("unguarded host us/call:", round(host_us(lambda: run(*inputs, *outputs)), 1))
+    print("unguarded host us/call:", round(host_us(lambda: run(*inputs, *outputs), CALLS), 1))
     guard = RuntimeGuard("cuda")
     guard.install()
     events = collections.Counter()
@@ -59,8 +47,8 @@ def main() -> int:
     def armed():
         with guard.armed():
             run(*inputs, *outputs)
-    print("guarded host us/call:", round(host_us(armed), 1))
-    print("audit events while armed, per call:", {e: n / (CALLS + 10) for e, n in events.most_common(12)})
+    print("guarded host us/call:", round(host_us(armed, CALLS), 1))
+    print("audit events while armed, per call:", {e: n / (CALLS + 20) for e, n in events.most_common(12)})
     return 0
 
 
