@@ -38,7 +38,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.eval.buffers import allocate_outputs
-from kernelbench.eval.timing import TimingConfig, time_callable
+from kernelbench.eval.timing import TimingConfig, host_ms_per_call, time_callable
 from kernelbench.generate.family import FAMILIES
 from memory_bound import memory_bound_tasks, part
 from report import Report
@@ -54,17 +54,6 @@ def checked(problem: Problem, workload: Workload, outputs, expected) -> str:
                          [e.cpu() if isinstance(e, torch.Tensor) else e for e in expected])
     return "" if comparison.status == PASSED else comparison.message[:200]
 
-
-def host_ms(fn, inputs) -> float:
-    """CPU time per call of back-to-back calls (no sync between them): the launch path's cost."""
-    fn(*inputs)
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(HOST_CALLS):
-        fn(*inputs)
-    elapsed = time.perf_counter() - started
-    torch.cuda.synchronize()
-    return elapsed / HOST_CALLS * 1e3
 
 
 def matched(directory: Path):
@@ -100,7 +89,7 @@ def measure(directory: Path, problem: Problem, match, args) -> dict:
                 row["errors"][name] = error
             elif not args.dry_run:
                 row["ours"][name] = time_ms(run, inputs, args.iterations)
-                row.setdefault("host_ms", host_ms(run, inputs))
+                row.setdefault("host_ms", host_ms_per_call(run, inputs, HOST_CALLS, warmup=1))
         if not args.dry_run:
             row["eager_ms"] = time_ms(module.run, inputs, args.iterations)
             compiled = torch.compile(module.run, dynamic=False)

@@ -33,6 +33,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "templates")]
 
 from lean_launch import cdiv, lean  # noqa: E402  (templates/, as a solution imports it)
 
+from kernelbench.eval.timing import host_ms_per_call  # noqa: E402
+
 CALLS = 2000
 
 
@@ -52,15 +54,7 @@ def _many(x, y, z, w, o, s0, s1, s2, s3, t0, t1, t2, t3, u0, u1, u2, u3, n, C_X:
 
 
 def host_us(fn, calls: int = CALLS) -> float:
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    elapsed = time.perf_counter() - started
-    torch.cuda.synchronize()
-    return elapsed / calls * 1e6
+    return host_ms_per_call(fn, (), calls, warmup=20) * 1e3
 
 
 def primitives() -> dict[str, float]:

@@ -186,9 +186,12 @@ def _l2_flush_buffer(index: int) -> torch.Tensor:
     return _FLUSH_BUFFERS[index]
 
 
-def _host_ms_per_call(fn: Callable[..., Any], args: Sequence[Any], calls: int = HOST_CALLS) -> float:
-    """Host (CPU clock) ms per call of back-to-back calls with no sync between them: the Python and launch work
-    of a call. Where it exceeds the GPU time, the call is launch-bound and the host's time is what it costs."""
+def host_ms_per_call(fn: Callable[..., Any], args: Sequence[Any], calls: int = HOST_CALLS, warmup: int = 0) -> float:
+    """Host (CPU clock) ms per call of back-to-back calls with no sync between them, after `warmup` untimed
+    calls: the Python and launch work of a call. Where it exceeds the GPU time, the call is launch-bound and the
+    host's time is what it costs."""
+    for _ in range(warmup):
+        fn(*args)
     _cuda_synchronize()
     started = perf_counter()
     for _ in range(calls):
@@ -287,7 +290,7 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
                 observe(len(samples) - 1, out)
             del out, args
         state_after = capture_gpu_state(index)
-        host_ms = _host_ms_per_call(fn, make_args(calls))
+        host_ms = host_ms_per_call(fn, make_args(calls))
 
     details = {
         "tail_constant_ms": tail_constant,
