@@ -905,8 +905,9 @@ class Lowering:
         self.capture = capture
         self.attention_kernels = attention_kernels   # attention calls run generated kernels (family attention)
         module = capture.module
+        from kernelbench.generate import constant_folding, gathers, remap, rowfusion  # built on this module
+        constant_folding.fold_input_free(module)
         module.graph.eliminate_dead_code(lambda n: n.is_impure() or keeps_read(n, capture.guards))
-        from kernelbench.generate import gathers, remap, rowfusion  # built on this module
         gathers.rewrite_bags(module.graph)
         gathers.rewrite_scatters(module.graph)
         sink_casts_below_views(module.graph)

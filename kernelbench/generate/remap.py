@@ -104,7 +104,7 @@ def is_view(node: torch.fx.Node) -> bool:
     return node.target in MOVES or node.target in SPLITS or is_piece(node)
 
 
-def _moved_from(node: torch.fx.Node) -> torch.fx.Node:
+def moved_from(node: torch.fx.Node) -> torch.fx.Node:
     """The tensor a move reads its elements from (a split's piece: the split's source)."""
     return node.args[0].args[0] if is_piece(node) else node.args[0]
 
@@ -393,11 +393,11 @@ class Emitter:
             else:
                 expression = f"{literal(start, ctype).text} + {index}.to({TL[ctype]}) * {literal(step, ctype).text}"
             return self.variable(node, rounded_as_eager(expression, node), ctype)
-        return self.source(_moved_from(node), self.moved(node, at), mask)
+        return self.source(moved_from(node), self.moved(node, at), mask)
 
     def moved(self, node: torch.fx.Node, at: At) -> At:
         """The coordinates in the source of a view that `node` reads at `at`."""
-        shape = tuple(tensor_meta(_moved_from(node)).shape)
+        shape = tuple(tensor_meta(moved_from(node)).shape)
         target, rank = node.target, len(shape)
         if target in ORDER_KEEPING_VIEWS:
             if at.flat is None and [s for s in shape if s != 1] == [s for s in at.shape if s != 1]:

@@ -79,9 +79,8 @@ def render_programs(family: str, version: str, match: Match, config: Config, att
     flash-attention kernels (templates/attention.py.j2) behind the programs' attention calls; `scaled_mm`: the
     programs' scaled fp8 products call `_scaled_mm` of a module beside (family scaled_gemm adds it)."""
     plan = match.plan
-    programs = plan["programs"]
+    programs, constants = shared_constants(plan["programs"])
     kernels = [k for p in programs for k in p["kernels"]]
-    constants = [c for p in programs for c in p["constants"]]
     source = render_template(
         "fused.py.j2", family=family, version=version, attention_config=attention_config, problem=plan["problem"],
         summary=match.summary,
@@ -94,6 +93,26 @@ def render_programs(family: str, version: str, match: Match, config: Config, att
         inputs=plan["inputs"], outputs=plan["outputs"], tensors=plan["tensor_parameters"],
         scalars=plan["scalar_parameters"])
     return traced_solution(family, match, config, source, destination=plan["destination"])
+
+
+def shared_constants(programs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the programs with their `_constant(i, ...)` renumbered, the one list of constants they index): each program
+    numbers its own constants from 0 (they may differ by shape); equal constants are stored once."""
+    constants: list[dict] = []
+    index: dict[str, int] = {}
+    renumbered = []
+    for program in programs:
+        position = []
+        for constant in program["constants"]:
+            key = json.dumps(constant, sort_keys=True)
+            if key not in index:
+                index[key] = len(constants)
+                constants.append(constant)
+            position.append(index[key])
+        lines = [re.sub(r"_constant\((\d+), ", lambda m: f"_constant({position[int(m.group(1))]}, ", line)
+                 for line in program["lines"]]
+        renumbered.append({**program, "lines": lines})
+    return renumbered, constants
 
 
 def programs_of(problem: Problem, prepare: Callable[[Capture], None] | None = None,
