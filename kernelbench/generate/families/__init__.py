@@ -7,6 +7,7 @@ from kernelbench.generate.families import (  # noqa: F401  (registers the famili
     fused,
     gemm,
     grouped_gemm,
+    paged_attention,
     rowwise,
     scaled_gemm,
 )
@@ -15,6 +16,7 @@ from kernelbench.generate.family import FAMILIES
 # The registry's order is a preference: without a search (budget 0) a workload's first guess comes from the first
 # family proposing for it (kernelbench.generate.template_source). scaled_gemm and grouped_gemm take only a proven
 # scaled fp8 product or a proven loop of per-expert products, which the fused family would run as library calls
-# (an fp32 matmul of dequantized copies; one matmul per expert behind data guards): they go first.
-PREFERRED = ("scaled_gemm", "grouped_gemm")
+# (an fp32 matmul of dequantized copies; one matmul per expert behind data guards): they go first. So does
+# paged_attention, which takes only a proven paged decode (the fused family's program of it syncs and gathers).
+PREFERRED = ("scaled_gemm", "grouped_gemm", "paged_attention")
 FAMILIES.update({name: FAMILIES.pop(name) for name in [n for n in FAMILIES if n not in PREFERRED]})

@@ -1,0 +1,349 @@
+"""Decode attention over a paged KV cache, recognised by its signature and proven by running the reference.
+
+A paged decode reference reaches its cache through a page table: a host sync for the longest sequence, or a Python
+loop over the sequences (FlashInfer's references). No trace follows that, so this family reads the problem's
+signature instead and lets the reference decide:
+
+- roles: a query `q` [B, Hq, D] (float); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
+  [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv; integer vectors: the page table's offsets (CSR,
+  B + 1), its page ids, and optionally each sequence's tokens in its last page (B); optionally one float scalar,
+  the softmax scale (else 1/sqrt(D)); outputs: the attention output [B, Hq, Dv] and optionally the LSE [B, Hq].
+- every reading the signature allows (which integer vector plays which role, which cache is the key, the layout,
+  the LSE's base: natural or 2) is run against the reference on small valid inputs made here, on the CPU; the
+  first reading whose outputs agree is the match, and none agreeing is no match (with what was tried).
+
+render: templates/paged_attention.py.j2, `_paged_decode` of templates/attention.py.j2: the flash kernel with each
+sequence's tokens read through the page table in the kernel (no host sync, no gathered copy), a GQA group's query
+heads as one program's rows, and the keys split across programs when the batch alone leaves the GPU idle.
+space: key tile, warps, pipeline stages, split (0: chosen at run time from the SM count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+
+from kernelbench.core.dtypes import torch_dtype
+from kernelbench.core.problem import Problem
+from kernelbench.core.reference import compile_reference
+from kernelbench.core.solution import Solution, Source
+from kernelbench.generate.family import (
+    MATCH_TIME_LIMIT_S,
+    Config,
+    Family,
+    Match,
+    Traffic,
+    register_family,
+)
+from templates import LEAN_LAUNCH_FILE, lean_launch_source
+from templates import render as render_template
+
+# (block_n, num_warps, num_stages, split): 64-key tiles split over the GPU first; no split last (large batches).
+TILES = [(64, 4, 3, 0), (128, 4, 2, 0), (32, 4, 4, 0), (64, 8, 3, 0), (64, 4, 3, 1)]
+TOLERANCE = 2e-2   # bf16 inputs, fp32 math on both sides: readings that disagree are off by O(1)
+LN2 = math.log(2.0)
+# The small valid case each reading is checked on: tokens per sequence (a page table over a shuffled pool).
+CHECK_BATCH, CHECK_PAGES_PER_SEQUENCE, CHECK_POOL = 3, (2, 1, 3), 11
+
+
+@register_family
+class PagedAttention(Family):
+    name = "paged_attention"
+    version = "1"
+
+    def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
+        plan, self.last_rejection = plan_of(problem)
+        if plan is None:
+            return None
+        roles = plan["roles"]
+        details = [f"{plan['layout']} cache", "CSR page table" if "offsets" in roles else "block table"]
+        details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"))
+                    if role in roles]
+        details += [f"{'base-2' if plan['lse_factor'] == 1.0 else 'natural'} LSE"] if plan["lse"] else []
+        summary = f"paged decode attention ({', '.join(details)})"
+        return Match(self.name, summary, plan)
+
+    def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
+        group = _group(match.plan, axes)
+        block_m = min(128, max(16, 1 << (group - 1).bit_length()))   # a whole GQA group a program where it fits
+        return [{"block_m": block_m, "block_n": n, "num_warps": w, "num_stages": s, "split": split}
+                for n, w, s, split in TILES]
+
+    def shape_class(self, match: Match, axes: dict[str, int]) -> str:
+        tokens = _size(match.plan["roles"]["table"]["shape"], axes) * _page_size(match.plan, axes)
+        batch = _size(match.plan["roles"]["q"]["shape"][:1], axes)
+        return f"batch~4^{round(math.log(max(batch, 1), 4))},tokens~4^{round(math.log(max(tokens, 1), 4))}"
+
+    def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
+        """The query, the referenced pages of both caches (every token of every referenced page, the upper bound
+        of what is read), the page table and the outputs; 4 Hq D FLOPs per key token."""
+        plan = match.plan
+        roles = plan["roles"]
+        cache = roles["k_cache"]
+        per_page = math.prod(_size(cache["shape"][1:], axes, whole=True)) * cache["bytes"]
+        pages = _size(roles["table"]["shape"], axes)   # CSR: the referenced pages; block table: its entries
+        read = (_size(roles["q"]["shape"], axes) * roles["q"]["bytes"] + 2 * pages * per_page
+                + sum(_size(r["shape"], axes) * r["bytes"] for k, r in roles.items() if k in ("offsets", "table", "seq_lens")))
+        written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
+        heads_by_dim = _size(roles["q"]["shape"][1:], axes)   # each sequence's Hq x D query against its own tokens
+        tokens = pages * _page_size(plan, axes)
+        return Traffic(bytes_read=read, bytes_written=written, flops=4.0 * heads_by_dim * tokens)
+
+    def render(self, match: Match, config: Config) -> Solution:
+        plan = match.plan
+        source = render_template("paged_attention.py.j2", family=self.name, version=self.version, problem=plan["problem"],
+                                 summary=match.summary, config_text=json.dumps(config, sort_keys=True),
+                                 attention_config=config, plan=plan, call=_call_arguments(plan))
+        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+        return Solution(name=f"{plan['problem']}__{self.name}_{digest}", definition=plan["problem"],
+                        entry_point="kernel.py::run",
+                        sources=(Source("kernel.py", source), Source(LEAN_LAUNCH_FILE, lean_launch_source())),
+                        languages=("triton",), author="kernelbench-generator",
+                        description=f"{self.name} {json.dumps(config, sort_keys=True)}: {match.summary}",
+                        destination_passing_style=True)
+
+
+# ----------------------------------------------------------------------------- the signature
+
+def plan_of(problem: Problem) -> tuple[dict | None, str]:
+    """The reading of the problem the reference agrees with, or (None, why not)."""
+    definition = problem.definition
+    order = [a.name for a in problem.arguments(problem.smallest_workload())]
+    inputs, outputs = definition.inputs, definition.outputs
+    if not all(name.isidentifier() for name in [*order, *outputs]):
+        return None, f"{problem.name}: argument names that are not identifiers"
+    floats = [n for n in order if inputs[n].shape is not None and torch_dtype(inputs[n].dtype).is_floating_point]
+    integers = [n for n in order if inputs[n].shape is not None and not torch_dtype(inputs[n].dtype).is_floating_point]
+    scalars = [n for n in order if inputs[n].shape is None and torch_dtype(inputs[n].dtype).is_floating_point]
+    windows = [n for n in order if inputs[n].shape is None and not torch_dtype(inputs[n].dtype).is_floating_point]
+    queries = [n for n in floats if len(inputs[n].shape) == 3]
+    caches = [n for n in floats if len(inputs[n].shape) == 4]
+    sinks = [n for n in floats if len(inputs[n].shape) == 1]
+    tables = _tables(integers, inputs)
+    if len(queries) != 1 or len(caches) != 2 or len(floats) != 3 + len(sinks) or len(sinks) > 1 or not tables \
+            or len(scalars) > 2 or len(windows) > 1:
+        return None, (f"{problem.name}: not a paged decode signature (one [B, H, D] query, two 4-d caches, a CSR page "
+                      "table or a block table with lengths; at most a float scale and soft cap, an integer window, "
+                      "per-head sinks)")
+    out_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == 3]
+    lse_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == 2]
+    if len(out_names) != 1 or len(lse_names) > 1 or len(outputs) != len(out_names) + len(lse_names):
+        return None, f"{problem.name}: outputs other than an attention output [B, H, D] and an LSE [B, H]"
+    consts = {n: a.value for n, a in definition.axes.items() if a.kind == "const"}
+    module = compile_reference(definition)
+    tried = []
+    extra = {**({"window": windows[0]} if windows else {}), **({"sinks": sinks[0]} if sinks else {})}
+    for roles, layout, window_offset in _readings(queries[0], caches, tables, scalars, extra):
+        case = _check_case(problem, roles, layout, window_offset, consts)
+        if case is None:
+            tried.append(f"{layout}: sizes the definition's constants do not allow")
+            continue
+        agreed, why = _agrees(module, order, case, out_names[0], lse_names[0] if lse_names else None)
+        if agreed is not None:
+            return _plan(problem, order, case, out_names[0], lse_names, agreed), ""
+        tried.append(f"{json.dumps(roles)} {layout}: {why}")
+    return None, f"{problem.name}: no paged decode reading agrees with the reference ({'; '.join(tried[:4])})"
+
+
+def _tables(integers: list[str], inputs: dict) -> list[dict]:
+    """The ways the integer inputs can be a page table: CSR (offsets, page ids, optional last-page lengths: three
+    vectors) or a block table [B, pages] with each sequence's length."""
+    vectors = [n for n in integers if len(inputs[n].shape) == 1]
+    matrices = [n for n in integers if len(inputs[n].shape) == 2]
+    if len(integers) == 2 and len(matrices) == 1 and len(vectors) == 1:
+        return [{"table": matrices[0], "seq_lens": vectors[0]}]
+    if matrices or len(vectors) not in (2, 3):
+        return []
+    words = {"offsets": ("indptr", "offset", "ptr"), "table": ("indices", "index", "ids", "table"), "seq_lens": ("last",)}
+    csr = [dict(zip(("offsets", "table", "seq_lens"), chosen)) for chosen in itertools.permutations(vectors)]
+    return sorted(csr, key=lambda roles: -sum(any(w in name.lower() for w in words[role]) for role, name in roles.items()))
+
+
+def _readings(query: str, caches: list[str], tables: list[dict], scalars: list[str], extra: dict):
+    """(roles, layout, window offset) in the order worth trying: names that say their role first. The window
+    offset: a window input w shows the last w + offset tokens (j > n - 1 - w, or j >= n - 1 - w)."""
+    key_first = sorted(itertools.permutations(caches), key=lambda kv: not kv[0].lower().startswith("k"))
+    scalar_roles = [dict(zip(("scale", "softcap"), chosen)) for chosen in itertools.permutations(scalars)]
+    scalar_roles.sort(key=lambda roles: "cap" not in roles.get("softcap", "cap"))
+    offsets = (0, 1) if "window" in extra else (0,)
+    for table, (key, value), named, layout, offset in itertools.product(tables, key_first, scalar_roles,
+                                                                         ("NHD", "HND"), offsets):
+        yield {"q": query, "k_cache": key, "v_cache": value, **table, **named, **extra}, layout, offset
+
+
+@dataclass
+class Case:
+    """A reading of the signature and the inputs it is checked on (by argument name)."""
+    roles: dict
+    layout: str
+    window_offset: int
+    values: dict
+
+    def value(self, role: str):
+        return self.values[self.roles[role]] if role in self.roles else None
+
+
+def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, consts: dict) -> Case | None:
+    """Small valid inputs for this reading: the definition's constants where its shapes name them, else small sizes;
+    None when the constants contradict the reading (a batch fixed to another size, a group that does not divide)."""
+    inputs = problem.definition.inputs
+
+    def sized(name: str, position: int, default: int) -> int:
+        axis = inputs[name].shape[position]
+        return int(axis) if str(axis).isdigit() else consts.get(axis, default)
+
+    batch, heads, head_dim = (sized(roles["q"], i, d) for i, d in enumerate((CHECK_BATCH, 8, 32)))
+    page_dim, head_dim_kv = (1, 2) if layout == "NHD" else (2, 1)
+    page_size = sized(roles["k_cache"], page_dim, 4)
+    kv_heads = sized(roles["k_cache"], head_dim_kv, 2)
+    value_dim = sized(roles["v_cache"], 3, head_dim)
+    if batch != CHECK_BATCH or kv_heads < 1 or heads % kv_heads or sized(roles["k_cache"], 3, head_dim) != head_dim:
+        return None
+    generator = torch.Generator().manual_seed(7)
+    pages_per_sequence = torch.tensor(CHECK_PAGES_PER_SEQUENCE)
+    total = int(pages_per_sequence.sum())
+    shape = (CHECK_POOL, page_size, kv_heads) if layout == "NHD" else (CHECK_POOL, kv_heads, page_size)
+    pages = torch.randperm(CHECK_POOL, generator=generator)[:total]
+    last = torch.randint(1, page_size + 1, (batch,), generator=generator)
+
+    def typed(role, values):
+        return values.to(torch_dtype(inputs[roles[role]].dtype))
+
+    values = {roles["q"]: typed("q", torch.randn(batch, heads, head_dim, generator=generator)),
+              roles["k_cache"]: typed("k_cache", torch.randn(*shape, head_dim, generator=generator)),
+              roles["v_cache"]: typed("v_cache", torch.randn(*shape, value_dim, generator=generator))}
+    if "offsets" in roles:
+        offsets = torch.zeros(batch + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(pages_per_sequence, 0)
+        values[roles["offsets"]], values[roles["table"]] = typed("offsets", offsets), typed("table", pages)
+        if "seq_lens" in roles:
+            values[roles["seq_lens"]] = typed("seq_lens", last)
+    else:   # a block table as wide as the longest sequence's pages, unused entries 0
+        table = torch.zeros(batch, max(CHECK_PAGES_PER_SEQUENCE), dtype=torch.int64)
+        for b, (start, count) in enumerate(zip(torch.cumsum(pages_per_sequence, 0) - pages_per_sequence,
+                                               CHECK_PAGES_PER_SEQUENCE)):
+            table[b, :count] = pages[start:start + count]
+        values[roles["table"]] = typed("table", table)
+        values[roles["seq_lens"]] = typed("seq_lens", (pages_per_sequence - 1) * page_size + last)
+    if "scale" in roles:
+        values[roles["scale"]] = 0.37   # not 1/sqrt(D): a reading that ignores the scale disagrees
+    if "softcap" in roles:
+        values[roles["softcap"]] = 1.5   # low enough to change the scores
+    if "window" in roles:   # a whole page: shorter than the longest sequence, and a page-granular reference covers it
+        values[roles["window"]] = page_size
+    if "sinks" in roles:
+        values[roles["sinks"]] = typed("sinks", torch.randn(heads, generator=generator))
+    return Case(roles, layout, window_offset, values)
+
+
+def _agrees(module, order: list[str], case: Case, out_name: str, lse_name: str | None) -> tuple[float | None, str]:
+    """(the LSE factor: ln 2 for a natural-log LSE, 1 for base 2; 1 when there is none) if the reference's outputs
+    agree with this reading's, else (None, why not)."""
+    values = case.values
+    try:
+        returned = module.run(*[values[n].clone() if isinstance(values[n], torch.Tensor) else values[n] for n in order])
+    except Exception as exc:   # this reading fed the reference something it rejects
+        return None, f"the reference raised {type(exc).__name__}"
+    returned = returned if isinstance(returned, (tuple, list)) else (returned,)
+    if len(returned) != 1 + (lse_name is not None):
+        return None, "the reference returned another number of outputs"
+    out, lse = paged_decode_reference(case)
+    positions = {n: i for i, n in enumerate([out_name, lse_name] if lse_name else [out_name])}
+    if not _close(returned[positions[out_name]], out):
+        return None, "the attention outputs differ"
+    if lse_name is None:
+        return 1.0, ""
+    for factor in (LN2, 1.0):   # lse_natural * factor / LN2 is the LSE in the base the factor stands for
+        if _close(returned[positions[lse_name]], lse * (factor / LN2)):
+            return factor, ""
+    return None, "the LSE is neither natural nor base 2"
+
+
+def _close(got, want: torch.Tensor) -> bool:
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+        return False
+    return bool(torch.allclose(got.float(), want.float(), atol=TOLERANCE, rtol=TOLERANCE))
+
+
+def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the kernel computes for this reading, in fp32 torch: (output in q's dtype, natural-log LSE in fp32)."""
+    q, k_cache, v_cache = case.value("q"), case.value("k_cache"), case.value("v_cache")
+    batch, heads, head_dim = q.shape
+    if case.layout == "HND":
+        k_cache, v_cache = k_cache.transpose(1, 2), v_cache.transpose(1, 2)
+    page_size, kv_heads, value_dim = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
+    scale = case.value("scale") if "scale" in case.roles else head_dim ** -0.5
+    table, lengths = case.value("table").long(), case.value("seq_lens")
+    out = torch.zeros(batch, heads, value_dim, dtype=q.dtype)
+    lse = torch.full((batch, heads), float("-inf"))
+    for b in range(batch):
+        if "offsets" in case.roles:
+            offsets = case.value("offsets")
+            pages = table[int(offsets[b]):int(offsets[b + 1])]
+            length = (pages.numel() - 1) * page_size + (int(lengths[b]) if lengths is not None else page_size)
+        else:
+            length = int(lengths[b])
+            pages = table[b, :-(-length // page_size)]
+        first = max(0, length - case.value("window") - case.window_offset) if "window" in case.roles else 0
+        if length <= 0:
+            continue
+        k = k_cache[pages].reshape(-1, kv_heads, head_dim)[first:length].float()
+        v = v_cache[pages].reshape(-1, kv_heads, value_dim)[first:length].float()
+        group = heads // kv_heads   # query head h reads key / value head h // group
+        scores = torch.einsum("hd,thd->ht", q[b].float(), k.repeat_interleave(group, dim=1)) * scale
+        if "softcap" in case.roles:
+            scores = case.value("softcap") * torch.tanh(scores / case.value("softcap"))
+        if "sinks" in case.roles:   # one more logit per head in the denominator, its probability dropped
+            scores = torch.cat([scores, case.value("sinks").float().view(heads, 1)], -1)
+        lse[b] = torch.logsumexp(scores, -1)
+        weights = scores.softmax(-1)[:, :-1] if "sinks" in case.roles else scores.softmax(-1)
+        out[b] = torch.einsum("ht,thd->hd", weights, v.repeat_interleave(group, dim=1)).to(q.dtype)
+    return out, lse
+
+
+def _plan(problem: Problem, order: list[str], case: Case, out_name: str, lse_names: list[str],
+          lse_factor: float) -> dict:
+    definition = problem.definition
+
+    def described(name):
+        spec = definition.inputs.get(name) or definition.outputs[name]
+        return {"name": name, "shape": None if spec.shape is None else list(spec.shape),
+                "bytes": torch_dtype(spec.dtype).itemsize}
+    return {"problem": problem.name, "layout": case.layout, "window_offset": case.window_offset,
+            "lse_factor": lse_factor, "lse": bool(lse_names),
+            "parameters": [*order, *definition.outputs], "out": out_name, "lse_name": lse_names[0] if lse_names else None,
+            "roles": {role: described(name) for role, name in case.roles.items()},
+            "outputs": {n: described(n) for n in definition.outputs}}
+
+
+def _call_arguments(plan: dict) -> dict[str, str]:
+    """The text of each `_paged_decode` argument that depends on the reading (an absent role: its default)."""
+    roles = plan["roles"]
+
+    def name(role, default):
+        return roles[role]["name"] if role in roles else default
+    window = name("window", "None")
+    return {"offsets": name("offsets", "None"), "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
+            "scale": name("scale", f"1.0 / math.sqrt({roles['q']['name']}.shape[-1])"), "sinks": name("sinks", "None"),
+            "window": f"{window} + 1" if plan["window_offset"] and "window" in roles else window}
+
+
+def _size(shape: list, axes: dict[str, int], whole: bool = False):
+    sizes = [axes[a] if a in axes else int(a) for a in shape]
+    return sizes if whole else math.prod(sizes)
+
+
+def _page_size(plan: dict, axes: dict[str, int]) -> int:
+    shape = plan["roles"]["k_cache"]["shape"]
+    return _size([shape[1 if plan["layout"] == "NHD" else 2]], axes)
+
+
+def _group(plan: dict, axes: dict[str, int]) -> int:
+    shape = plan["roles"]["k_cache"]["shape"]
+    kv_heads = _size([shape[2 if plan["layout"] == "NHD" else 1]], axes)
+    return max(1, _size([plan["roles"]["q"]["shape"][1]], axes) // max(kv_heads, 1))

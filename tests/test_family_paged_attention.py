@@ -1,0 +1,259 @@
+"""The paged_attention family: decode attention over a paged KV cache, recognised by its signature and proven by
+running the reference (kernelbench.generate.families.paged_attention), on references written three ways: vectorized
+over a CSR page table (natural LSE), a FlashInfer-style loop over sequences and heads (base-2 LSE, page size 1),
+and a vLLM block table with a soft cap; each solution matches eager through Triton's interpreter. What is not
+paged decode under the same signature is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+
+import pytest
+import torch
+from conftest import write_problem
+from test_family_fused import check
+
+import kernelbench.generate.families  # noqa: F401 - registers the families
+from kernelbench.core.problem import load_problem
+from kernelbench.core.statuses import PASSED
+from kernelbench.generate.families.attention import kernel_source
+from kernelbench.generate.family import FAMILIES
+
+CSR_INPUTS = '''import math
+import torch
+
+
+def get_inputs(axes, device):
+    b, ps, pool, used = axes["batch_size"], axes["page_size"], axes["num_pages"], axes["num_kv_indices"]
+    pages = 1 + torch.bincount(torch.randint(0, b, (used - b,)), minlength=b)
+    indptr = torch.zeros(b + 1, dtype=torch.int32)
+    indptr[1:] = torch.cumsum(pages, 0)
+    return {"q": torch.randn(b, 8, 32, dtype=torch.bfloat16),
+            "k_cache": torch.randn(pool, ps, 2, 32, dtype=torch.bfloat16),
+            "v_cache": torch.randn(pool, ps, 2, 32, dtype=torch.bfloat16),
+            "kv_indptr": indptr, "kv_indices": torch.randperm(pool)[:int(indptr[-1])].to(torch.int32),
+            "kv_last_page_len": torch.randint(1, ps + 1, (b,), dtype=torch.int32), "sm_scale": 0.2}
+'''
+
+VECTORIZED = CSR_INPUTS + '''
+
+def run(q, k_cache, v_cache, kv_indptr, kv_indices, kv_last_page_len, sm_scale):
+    b, hq, d = q.shape
+    _, ps, hkv, _ = k_cache.shape
+    pages = (kv_indptr[1:] - kv_indptr[:-1]).long()
+    width = int(pages.max())
+    j = torch.arange(width)
+    slot = kv_indptr[:-1].long().unsqueeze(1) + j
+    table = torch.where(j < pages.unsqueeze(1), kv_indices[slot.clamp(max=kv_indices.numel() - 1)].long(), 0)
+    k = k_cache[table].reshape(b, width * ps, hkv, d).float()
+    v = v_cache[table].reshape(b, width * ps, hkv, d).float()
+    valid = torch.arange(width * ps) < ((pages - 1) * ps + kv_last_page_len.long()).unsqueeze(1)
+    scores = torch.einsum("bhgd,bthd->bhgt", q.float().reshape(b, hkv, hq // hkv, d), k) * sm_scale
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    out = torch.einsum("bhgt,bthd->bhgd", torch.softmax(scores, -1), v)
+    return out.reshape(b, hq, d).to(q.dtype), torch.logsumexp(scores, -1).reshape(b, hq)
+'''
+
+LOOPED = '''import math
+import torch
+
+
+def get_inputs(axes, device):
+    b, pool = axes["batch_size"], axes["num_pages"]
+    counts = torch.tensor([0, 5, 2, 7][:b])   # a sequence with no tokens too
+    indptr = torch.zeros(b + 1, dtype=torch.int32)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return {"q": torch.randn(b, 8, 32, dtype=torch.bfloat16),
+            "k_cache": torch.randn(pool, 1, 4, 32, dtype=torch.bfloat16),
+            "v_cache": torch.randn(pool, 1, 4, 32, dtype=torch.bfloat16),
+            "kv_indptr": indptr, "kv_indices": torch.randperm(pool)[:int(indptr[-1])].to(torch.int32),
+            "sm_scale": 1 / math.sqrt(32)}
+
+
+@torch.no_grad()
+def run(q, k_cache, v_cache, kv_indptr, kv_indices, sm_scale):
+    batch, heads, _ = q.shape
+    output = torch.zeros_like(q)
+    lse = torch.full((batch, heads), -float("inf"))
+    k_flat, v_flat = k_cache.squeeze(1).float(), v_cache.squeeze(1).float()
+    for b in range(batch):
+        start, end = int(kv_indptr[b].item()), int(kv_indptr[b + 1].item())
+        if start >= end:
+            continue
+        tokens = kv_indices[start:end].long()
+        for h in range(heads):
+            logits = (q[b, h].float() @ k_flat[tokens, h // 2].T) * sm_scale
+            lse[b, h] = torch.logsumexp(logits, -1) / math.log(2.0)
+            output[b, h] = (torch.softmax(logits, -1) @ v_flat[tokens, h // 2]).to(torch.bfloat16)
+    return output, lse
+'''
+
+BLOCK_TABLE = '''import torch
+
+
+def get_inputs(axes, device):
+    b, ps, pool, width = axes["batch_size"], axes["block_size"], axes["num_blocks"], axes["max_blocks"]
+    lengths = torch.randint(1, width * ps + 1, (b,), dtype=torch.int32)
+    tables = torch.stack([torch.randperm(pool)[:width] for _ in range(b)]).to(torch.int32)
+    return {"q": torch.randn(b, 4, 32, dtype=torch.bfloat16),
+            "key_cache": torch.randn(pool, ps, 4, 32, dtype=torch.bfloat16),
+            "value_cache": torch.randn(pool, ps, 4, 32, dtype=torch.bfloat16),
+            "block_tables": tables, "seq_lens": lengths, "sm_scale": 0.15, "logits_soft_cap": 4.0}
+
+
+def run(q, key_cache, value_cache, block_tables, seq_lens, sm_scale, logits_soft_cap):
+    b, h, d = q.shape
+    ps = key_cache.shape[1]
+    k = key_cache[block_tables.long()].reshape(b, -1, h, d).float()
+    v = value_cache[block_tables.long()].reshape(b, -1, h, d).float()
+    scores = torch.einsum("bhd,bthd->bht", q.float(), k) * sm_scale
+    scores = logits_soft_cap * torch.tanh(scores / logits_soft_cap)
+    scores = scores.masked_fill(torch.arange(k.shape[1]) >= seq_lens.long()[:, None, None], float("-inf"))
+    return torch.einsum("bht,bthd->bhd", torch.softmax(scores, -1), v).to(q.dtype)
+'''
+
+
+def spec(shape, dtype):
+    return {"shape": shape, "dtype": dtype}
+
+
+def problem_of(tmp_path, name, reference, inputs, outputs, axes, workloads, allow_negative_inf=False):
+    definition = {"name": name, "op_type": "attention", "axes": axes, "inputs": inputs, "outputs": outputs,
+                  "reference": reference, "custom_inputs_entrypoint": "get_inputs"}
+    lines = [{"uuid": f"{name}-{i}", "axes": w, "inputs": {n: {"type": "custom"} for n in inputs},
+              "tolerance": {"max_atol": 1e-2, "max_rtol": 2e-2, "allow_negative_inf": allow_negative_inf}}
+             for i, w in enumerate(workloads)]
+    return dataclasses.replace(load_problem(write_problem(tmp_path, definition, lines, name=name)), directory=None)
+
+
+CSR_AXES = {"batch_size": {"type": "var"}, "num_pages": {"type": "var"}, "num_kv_indices": {"type": "var"},
+            "len_indptr": {"type": "expr", "expression": "batch_size + 1"}, "page_size": {"type": "const", "value": 4},
+            "num_qo_heads": {"type": "const", "value": 8}, "num_kv_heads": {"type": "const", "value": 2},
+            "head_dim": {"type": "const", "value": 32}}
+CSR_INPUT_SPECS = {"q": spec(["batch_size", "num_qo_heads", "head_dim"], "bfloat16"),
+                   "k_cache": spec(["num_pages", "page_size", "num_kv_heads", "head_dim"], "bfloat16"),
+                   "v_cache": spec(["num_pages", "page_size", "num_kv_heads", "head_dim"], "bfloat16"),
+                   "kv_indptr": spec(["len_indptr"], "int32"), "kv_indices": spec(["num_kv_indices"], "int32"),
+                   "kv_last_page_len": spec(["batch_size"], "int32"), "sm_scale": spec(None, "float32")}
+ATTENTION_OUT = {"output": spec(["batch_size", "num_qo_heads", "head_dim"], "bfloat16"),
+                 "lse": spec(["batch_size", "num_qo_heads"], "float32")}
+
+
+def csr_problem(tmp_path, reference=VECTORIZED, name="paged_csr"):
+    return problem_of(tmp_path, name, reference, CSR_INPUT_SPECS, ATTENTION_OUT, CSR_AXES,
+                      [{"batch_size": 3, "num_pages": 12, "num_kv_indices": 9}])
+
+
+def assert_passes(problem, config_changes=None):
+    family = FAMILIES["paged_attention"]
+    match = family.match(problem)
+    assert match is not None, family.last_rejection
+    workload = problem.workloads[0]
+    config = {**family.space(match, problem.axes_for(workload))[0], **(config_changes or {})}
+    solution = family.render(match, config)
+    for seed in (1, 2):
+        comparison = check(problem, solution, workload, seed=seed)
+        assert comparison.status == PASSED, comparison.message
+    return match, solution
+
+
+def test_a_vectorized_csr_reference_runs_on_the_paged_kernel(tmp_path):
+    match, solution = assert_passes(csr_problem(tmp_path))
+    assert "CSR page table" in match.summary and "natural LSE" in match.summary
+    call = " ".join(solution.sources[0].content.split())   # the launcher's call, whitespace aside
+    assert "_paged_decode(q, k_cache, v_cache, kv_indices, kv_indptr, kv_last_page_len, sm_scale, output, lse, " \
+        "softcap=0.0, window=None, sinks=None, lse_factor=0.6931471805599453" in call
+
+
+def test_split_keys_merge_to_the_same_result(tmp_path):
+    # three programs per sequence over the keys, merged by the second kernel
+    assert_passes(csr_problem(tmp_path), {"split": 3, "block_n": 16})
+
+
+def test_a_looped_reference_with_a_base_2_lse_and_an_empty_sequence(tmp_path):
+    axes = {**CSR_AXES, "page_size": {"type": "const", "value": 1}, "num_kv_heads": {"type": "const", "value": 4}}
+    inputs = {n: s for n, s in CSR_INPUT_SPECS.items() if n != "kv_last_page_len"}
+    problem = problem_of(tmp_path, "paged_loop", LOOPED, inputs, ATTENTION_OUT, axes,
+                         [{"batch_size": 4, "num_pages": 20, "num_kv_indices": 14}], allow_negative_inf=True)
+    match, _ = assert_passes(problem)
+    assert "base-2 LSE" in match.summary
+
+
+def test_a_block_table_with_a_soft_cap(tmp_path):
+    axes = {"batch_size": {"type": "var"}, "num_blocks": {"type": "var"}, "max_blocks": {"type": "var"},
+            "block_size": {"type": "const", "value": 8}, "num_heads": {"type": "const", "value": 4},
+            "head_dim": {"type": "const", "value": 32}}
+    inputs = {"q": spec(["batch_size", "num_heads", "head_dim"], "bfloat16"),
+              "key_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
+              "value_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
+              "block_tables": spec(["batch_size", "max_blocks"], "int32"), "seq_lens": spec(["batch_size"], "int32"),
+              "sm_scale": spec(None, "float32"), "logits_soft_cap": spec(None, "float32")}
+    problem = problem_of(tmp_path, "paged_table", BLOCK_TABLE, inputs,
+                         {"out": spec(["batch_size", "num_heads", "head_dim"], "bfloat16")}, axes,
+                         [{"batch_size": 3, "num_blocks": 16, "max_blocks": 5}])
+    match, _ = assert_passes(problem)
+    assert "block table" in match.summary and "soft cap" in match.summary
+
+
+WINDOWED = CSR_INPUTS.replace('"sm_scale": 0.2}', '"sm_scale": 0.2, "sinks": torch.randn(8, dtype=torch.bfloat16), '
+                                                 '"window_size": 6}') + '''
+
+def run(q, k_cache, v_cache, kv_indptr, kv_indices, kv_last_page_len, sm_scale, sinks, window_size):
+    # the new token at position n - 1 sees keys j >= n - 1 - window_size (window_size + 1 of them) and a sink per head
+    b, hq, d = q.shape
+    _, ps, hkv, _ = k_cache.shape
+    outs = []
+    for i in range(b):
+        pages = kv_indices[int(kv_indptr[i]):int(kv_indptr[i + 1])].long()
+        n = (pages.numel() - 1) * ps + int(kv_last_page_len[i])
+        k = k_cache[pages].reshape(-1, hkv, d)[:n].float().repeat_interleave(hq // hkv, 1)
+        v = v_cache[pages].reshape(-1, hkv, d)[:n].float().repeat_interleave(hq // hkv, 1)
+        keep = torch.arange(n) >= n - 1 - window_size
+        scores = torch.einsum("hd,thd->ht", q[i].float(), k) * sm_scale
+        scores = torch.cat([scores.masked_fill(~keep, float("-inf")), sinks.float()[:, None]], -1)
+        outs.append(torch.einsum("ht,thd->hd", scores.softmax(-1)[:, :-1], v))
+    return torch.stack(outs).to(q.dtype)
+'''
+
+
+def test_a_sliding_window_one_token_wider_than_its_number_and_sinks(tmp_path):
+    inputs = {**CSR_INPUT_SPECS, "sinks": spec(["num_qo_heads"], "bfloat16"), "window_size": spec(None, "int32")}
+    problem = problem_of(tmp_path, "paged_window", WINDOWED, inputs, {"output": ATTENTION_OUT["output"]}, CSR_AXES,
+                         [{"batch_size": 3, "num_pages": 12, "num_kv_indices": 9}])
+    match, solution = assert_passes(problem)
+    assert "sliding window" in match.summary and "sinks" in match.summary
+    assert "window=window_size + 1, sinks=sinks" in " ".join(solution.sources[0].content.split())
+
+
+@pytest.mark.parametrize("change, why", [
+    ("scores = scores.masked_fill(~valid[:, None, None, :], float(\"-inf\"))", "the attention outputs differ"),
+    ("torch.logsumexp(scores, -1)", "the LSE is neither natural nor base 2"),
+])
+def test_the_same_signature_computing_something_else_is_refused(tmp_path, change, why):
+    # no length mask (padding tokens attend) / an LSE of other scores: the reference disagrees with every reading
+    wrong = VECTORIZED.replace(change, "pass" if "masked_fill" in change else "torch.logsumexp(scores * 2, -1)")
+    family = FAMILIES["paged_attention"]
+    assert family.match(csr_problem(tmp_path, wrong, name="not_paged")) is None
+    assert why in family.last_rejection
+
+
+def test_a_sequence_without_tokens_gives_zeros_and_minus_infinity(tmp_path):
+    path = tmp_path / "paged_kernels.py"
+    path.write_text(kernel_source({"block_m": 16, "block_n": 16, "num_warps": 4, "num_stages": 2, "split": 2}))
+    spec_ = importlib.util.spec_from_file_location("paged_kernels", path)
+    module = importlib.util.module_from_spec(spec_)
+    sys.modules["paged_kernels"] = module
+    spec_.loader.exec_module(module)
+    q = torch.randn(2, 4, 32)
+    k, v = torch.randn(6, 4, 2, 32), torch.randn(6, 4, 2, 32)
+    out, lse = torch.full_like(q, float("nan")), torch.full((2, 4), float("nan"))
+    module._paged_decode(q, k, v, torch.tensor([3, 1, 4], dtype=torch.int32), torch.tensor([0, 0, 3], dtype=torch.int32),
+                         torch.tensor([1, 2], dtype=torch.int32), 0.25, out, lse)
+    assert torch.equal(out[0], torch.zeros(4, 32)) and torch.isinf(lse[0]).all() and (lse[0] < 0).all()
+    tokens = torch.cat([k[3], k[1], k[4, :2]]).repeat_interleave(2, 1)        # 2 full pages and 2 of the last
+    values = torch.cat([v[3], v[1], v[4, :2]]).repeat_interleave(2, 1)
+    scores = torch.einsum("hd,thd->ht", q[1], tokens) * 0.25
+    assert torch.allclose(out[1], torch.einsum("ht,thd->hd", scores.softmax(-1), values), atol=1e-4)
+    assert torch.allclose(lse[1], torch.logsumexp(scores, -1), atol=1e-4)
