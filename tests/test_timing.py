@@ -65,6 +65,31 @@ def test_pool_with_fresh_values_gives_new_values_at_a_fresh_address_every_call()
         FreshInputPool([torch.zeros(2)], fresh_values=fresh_values)
 
 
+def test_pool_prepares_every_calls_fresh_values_before_timing_when_they_fit():
+    made = []
+
+    def fresh_values(i):
+        made.append(i)
+        return [torch.full((32,), float(i)), 0.5 * i]
+
+    pool = FreshInputPool(fresh_values=fresh_values, calls=4)
+    assert made == [0, 1, 2, 3]                      # all made up front: nothing is generated between calls
+    addresses = set()
+    for i in range(4):
+        x, scalar = pool(i)
+        assert torch.equal(x, torch.full((32,), float(i))) and scalar == 0.5 * i
+        addresses.add(x.data_ptr())
+        x.mul_(-1)
+    assert len(addresses) == 4                       # every call its own tensors
+    x, scalar = pool(4)                              # past the prepared calls: new values through the slots
+    assert torch.equal(x, torch.full((32,), 4.0)) and made == [0, 1, 2, 3, 4]
+    # too large to keep every call's values: rotation through the slots, values generated per call
+    made.clear()
+    rotating = FreshInputPool(fresh_values=fresh_values, calls=4, prepared_bytes=64)
+    assert made == [0] and not rotating.prepared
+    assert [float(rotating(i)[0][0]) for i in range(3)] == [0.0, 1.0, 2.0] and made == [0, 1, 2]
+
+
 def test_pool_keeps_strides_and_dtype():
     x = torch.randn(4, 6).t()  # non-contiguous but dense
     (arg,) = FreshInputPool([x])(0)

@@ -120,7 +120,7 @@ def capture_gpu_state(device_index: int = 0) -> dict[str, Any]:
             pass
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -169,9 +169,9 @@ def environment_info(device: Any = "cpu") -> dict[str, Any]:
         info["driver"] = state.get("driver")
         # the host's CPU too: a launch-bound call's time is mostly host time (Python and launch work), so a
         # baseline measured beside another CPU model is not this one's
-        info["host_cpu"] = _cpu_model()
+        info["host_cpu"] = cpu_model()
     else:
-        info["hardware"] = _cpu_model()
+        info["hardware"] = cpu_model()
 
     info["fingerprint"] = {k: info.get(k) for k in ("hardware", "device", "torch", "triton", "cuda", "driver",
                                                     *(("host_cpu",) if device.type == "cuda" else ()))}

@@ -33,10 +33,12 @@ _cuda_synchronize = torch.cuda.synchronize
 
 DEFAULT_POOL_COPIES = 3
 DEFAULT_POOL_BYTES = 2 * 1024**3  # the pool's copies together stay under ~2 GiB (but never fewer than 2)
+PREPARED_BYTES = 256 * 1024**2    # fresh values of every call made before timing while they fit in this together
 FALLBACK_L2_BYTES = 128 * 1024**2  # if the driver does not report L2: bigger than any current GPU's
 CALIBRATION_SLEEP_CYCLES = 100_000  # ~50 us at Hopper clocks: long enough that the host waits in synchronize
 CALIBRATION_TRIALS = 25
 HOST_CALLS = 10   # back-to-back calls after the timed ones: the host's time a call (details["host_ms_per_call"])
+HOST_WARMUP = 3   # untimed calls first: the first call after a sync is slower than the steady state (a cold host)
 
 
 @dataclass
@@ -126,10 +128,18 @@ class FreshInputPool:
     checksum, a few elements) never hits while timed. Non-tensors (Python scalars) pass through.
     The copies are bounded by ``max_bytes`` together, but there are always at least 2.
     The copy runs on the current stream and is not synchronized: the timer does that.
+
+    With fresh values and ``calls`` (how many calls the timer will make), the values of every call are made
+    here, before timing, while they fit in ``prepared_bytes`` together: each call then gets its own tensors (a
+    distinct address for every call) and no input generation runs between the timed calls. Generating inputs
+    right before a call evicts the host's caches, and the first call after it took 12-35 us longer to launch
+    on an H200 (benchmarks/results/launch_overhead/): time a launch-bound call would have been charged for the
+    harness's own work.
     """
 
     def __init__(self, inputs: Sequence[Any] | None = None, copies: int = DEFAULT_POOL_COPIES,
-                 max_bytes: int = DEFAULT_POOL_BYTES, fresh_values: Callable[[int], Sequence[Any]] | None = None):
+                 max_bytes: int = DEFAULT_POOL_BYTES, fresh_values: Callable[[int], Sequence[Any]] | None = None,
+                 calls: int = 0, prepared_bytes: int = PREPARED_BYTES):
         if (inputs is None) == (fresh_values is None):
             raise ValueError("give either the inputs or fresh_values")
         self.fresh_values = fresh_values
@@ -141,7 +151,12 @@ class FreshInputPool:
         nbytes = sum(v.numel() * v.element_size() for v in template if isinstance(v, torch.Tensor))
         fit = max_bytes // nbytes if nbytes else copies
         self.copies = max(2, min(copies, fit))
-        self.slots = [[self._empty_like(v) for v in template] for _ in range(self.copies)]
+        self.prepared: list[list[Any]] = []
+        if fresh_values is not None and calls and nbytes * calls <= prepared_bytes:
+            self.prepared = [self._first] + [list(fresh_values(i)) for i in range(1, calls)]
+            self._first = None
+        self.template = template
+        self.slots: list[list[Any]] = []   # made at the first call past the prepared ones
         self._calls = 0
 
     @staticmethod
@@ -155,6 +170,11 @@ class FreshInputPool:
         return slot
 
     def __call__(self, i: int | None = None) -> list[Any]:
+        if self._calls < len(self.prepared):
+            self._calls += 1
+            return list(self.prepared[self._calls - 1])
+        if not self.slots:
+            self.slots = [[self._empty_like(v) for v in self.template] for _ in range(self.copies)]
         # Rotation and values follow the pool's own counter, not i, so consecutive calls always differ.
         index = self._calls % self.copies
         if self.pristine is not None:
@@ -290,7 +310,7 @@ def time_gpu(fn: Callable[..., Any], make_args: Callable[[int], Sequence[Any]],
                 observe(len(samples) - 1, out)
             del out, args
         state_after = capture_gpu_state(index)
-        host_ms = host_ms_per_call(fn, make_args(calls))
+        host_ms = host_ms_per_call(fn, make_args(calls), warmup=HOST_WARMUP)
 
     details = {
         "tail_constant_ms": tail_constant,
@@ -357,8 +377,9 @@ def time_callable(fn: Callable[..., Any], inputs: Sequence[Any] | None = None, d
     device = torch.device(device)
     if inputs is None and fresh_values is None:
         pool = _no_arguments
-    else:
-        pool = FreshInputPool(inputs, fresh_values=fresh_values)
+    else:   # warm-up, timed calls and the host clock's one argument list
+        config = config or TimingConfig()
+        pool = FreshInputPool(inputs, fresh_values=fresh_values, calls=config.warmup + config.iterations + 1)
     if device.type == "cuda":
         return time_gpu(fn, pool, config, device, observe)
     return time_cpu(fn, pool, config, observe)
