@@ -1,8 +1,8 @@
 """The paged_attention family: decode attention over a paged KV cache, recognised by its signature and proven by
-running the reference (kernelbench.generate.families.paged_attention), on references written three ways: vectorized
-over a CSR page table (natural LSE), a FlashInfer-style loop over sequences and heads (base-2 LSE, page size 1),
-and a vLLM block table with a soft cap; each solution matches eager through Triton's interpreter. What is not
-paged decode under the same signature is refused."""
+running the reference (kernelbench.generate.families.paged_attention), on references written several ways:
+vectorized over a CSR page table (natural LSE), a FlashInfer-style loop over sequences and heads (base-2 LSE, page
+size 1), a vLLM block table with a soft cap or with ALiBi slopes, a sliding window with sinks; each solution
+matches eager through Triton's interpreter. What is not paged decode under the same signature is refused."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_a_vectorized_csr_reference_runs_on_the_paged_kernel(tmp_path):
     assert "CSR page table" in match.summary and "natural LSE" in match.summary
     call = " ".join(solution.sources[0].content.split())   # the launcher's call, whitespace aside
     assert "_paged_decode(q, k_cache, v_cache, kv_indices, kv_indptr, kv_last_page_len, sm_scale, output, lse, " \
-        "softcap=0.0, window=None, sinks=None, lse_factor=0.6931471805599453" in call
+        "softcap=0.0, window=None, sinks=None, alibi=None, lse_factor=0.6931471805599453" in call
 
 
 def test_split_keys_merge_to_the_same_result(tmp_path):
@@ -225,6 +225,34 @@ def test_a_sliding_window_one_token_wider_than_its_number_and_sinks(tmp_path):
     match, solution = assert_passes(problem)
     assert "sliding window" in match.summary and "sinks" in match.summary
     assert "window=window_size + 1, sinks=sinks" in " ".join(solution.sources[0].content.split())
+
+
+ALIBI = BLOCK_TABLE.replace('"logits_soft_cap": 4.0}', '"slopes": torch.rand(4) * 0.5}').replace(
+    """def run(q, key_cache, value_cache, block_tables, seq_lens, sm_scale, logits_soft_cap):""",
+    """def run(q, key_cache, value_cache, block_tables, seq_lens, slopes, sm_scale):""").replace(
+    """    scores = logits_soft_cap * torch.tanh(scores / logits_soft_cap)""",
+    """    scores = scores + slopes.view(1, h, 1) * (torch.arange(k.shape[1]) - seq_lens.long()[:, None, None] + 1)""").replace(
+    """    return torch.einsum("bht,bthd->bhd", torch.softmax(scores, -1), v).to(q.dtype)""",
+    """    return torch.einsum("bht,bthd->bhd", torch.softmax(scores, -1), v).to(q.dtype), torch.logsumexp(scores, -1)""")
+
+
+def test_alibi_slopes_over_a_block_table(tmp_path):
+    # a per-head vector is tried as sinks and as ALiBi slopes: the reference says which; the LSE pins the bias to
+    # slope * (j - (n - 1)) exactly (the output alone is blind to a constant per row)
+    axes = {"batch_size": {"type": "var"}, "num_blocks": {"type": "var"}, "max_blocks": {"type": "var"},
+            "block_size": {"type": "const", "value": 8}, "num_heads": {"type": "const", "value": 4},
+            "head_dim": {"type": "const", "value": 32}}
+    inputs = {"q": spec(["batch_size", "num_heads", "head_dim"], "bfloat16"),
+              "key_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
+              "value_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
+              "block_tables": spec(["batch_size", "max_blocks"], "int32"), "seq_lens": spec(["batch_size"], "int32"),
+              "slopes": spec(["num_heads"], "float32"), "sm_scale": spec(None, "float32")}
+    problem = problem_of(tmp_path, "paged_alibi", ALIBI, inputs,
+                         {"out": spec(["batch_size", "num_heads", "head_dim"], "bfloat16"),
+                          "lse": spec(["batch_size", "num_heads"], "float32")}, axes,
+                         [{"batch_size": 3, "num_blocks": 16, "max_blocks": 5}])
+    match, _ = assert_passes(problem)
+    assert "ALiBi" in match.summary
 
 
 @pytest.mark.parametrize("change, why", [

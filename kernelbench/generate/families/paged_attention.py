@@ -5,12 +5,14 @@ loop over the sequences (FlashInfer's references). No trace follows that, so thi
 signature instead and lets the reference decide:
 
 - roles: a query `q` [B, Hq, D] (float); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
-  [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv; integer vectors: the page table's offsets (CSR,
-  B + 1), its page ids, and optionally each sequence's tokens in its last page (B); optionally one float scalar,
-  the softmax scale (else 1/sqrt(D)); outputs: the attention output [B, Hq, Dv] and optionally the LSE [B, Hq].
-- every reading the signature allows (which integer vector plays which role, which cache is the key, the layout,
-  the LSE's base: natural or 2) is run against the reference on small valid inputs made here, on the CPU; the
-  first reading whose outputs agree is the match, and none agreeing is no match (with what was tried).
+  [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv; a page table: CSR (offsets B + 1, page ids, and
+  optionally each sequence's tokens in its last page) or a block table [B, pages] with each sequence's length;
+  optional float scalars (the softmax scale, else 1/sqrt(D); a soft cap), an integer sliding window, and a
+  per-head vector (gpt-oss's sinks or BLOOM's ALiBi slopes); outputs: the attention output [B, Hq, Dv] and
+  optionally the LSE [B, Hq].
+- every reading the signature allows (which input plays which role, the layout, the window counting its own token
+  or not, the LSE's base: natural or 2) is run against the reference on small valid inputs made here, on the
+  CPU; the first reading whose outputs agree is the match, and none agreeing is no match (with what was tried).
 
 render: templates/paged_attention.py.j2, `_paged_decode` of templates/attention.py.j2: the flash kernel with each
 sequence's tokens read through the page table in the kernel (no host sync, no gathered copy), a GQA group's query
@@ -62,8 +64,8 @@ class PagedAttention(Family):
             return None
         roles = plan["roles"]
         details = [f"{plan['layout']} cache", "CSR page table" if "offsets" in roles else "block table"]
-        details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"))
-                    if role in roles]
+        details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"),
+                                            ("alibi", "ALiBi")) if role in roles]
         details += [f"{'base-2' if plan['lse_factor'] == 1.0 else 'natural'} LSE"] if plan["lse"] else []
         summary = f"paged decode attention ({', '.join(details)})"
         return Match(self.name, summary, plan)
@@ -123,13 +125,13 @@ def plan_of(problem: Problem) -> tuple[dict | None, str]:
     windows = [n for n in order if inputs[n].shape is None and not torch_dtype(inputs[n].dtype).is_floating_point]
     queries = [n for n in floats if len(inputs[n].shape) == 3]
     caches = [n for n in floats if len(inputs[n].shape) == 4]
-    sinks = [n for n in floats if len(inputs[n].shape) == 1]
+    per_head = [n for n in floats if len(inputs[n].shape) == 1]   # sinks or ALiBi slopes
     tables = _tables(integers, inputs)
-    if len(queries) != 1 or len(caches) != 2 or len(floats) != 3 + len(sinks) or len(sinks) > 1 or not tables \
+    if len(queries) != 1 or len(caches) != 2 or len(floats) != 3 + len(per_head) or len(per_head) > 1 or not tables \
             or len(scalars) > 2 or len(windows) > 1:
         return None, (f"{problem.name}: not a paged decode signature (one [B, H, D] query, two 4-d caches, a CSR page "
                       "table or a block table with lengths; at most a float scale and soft cap, an integer window, "
-                      "per-head sinks)")
+                      "per-head sinks or ALiBi slopes)")
     out_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == 3]
     lse_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == 2]
     if len(out_names) != 1 or len(lse_names) > 1 or len(outputs) != len(out_names) + len(lse_names):
@@ -137,8 +139,9 @@ def plan_of(problem: Problem) -> tuple[dict | None, str]:
     consts = {n: a.value for n, a in definition.axes.items() if a.kind == "const"}
     module = compile_reference(definition)
     tried = []
-    extra = {**({"window": windows[0]} if windows else {}), **({"sinks": sinks[0]} if sinks else {})}
-    for roles, layout, window_offset in _readings(queries[0], caches, tables, scalars, extra):
+    window = {"window": windows[0]} if windows else {}
+    extras = [{**window, role: per_head[0]} for role in ("sinks", "alibi")] if per_head else [window]
+    for roles, layout, window_offset in _readings(queries[0], caches, tables, scalars, extras):
         case = _check_case(problem, roles, layout, window_offset, consts)
         if case is None:
             tried.append(f"{layout}: sizes the definition's constants do not allow")
@@ -164,15 +167,17 @@ def _tables(integers: list[str], inputs: dict) -> list[dict]:
     return sorted(csr, key=lambda roles: -sum(any(w in name.lower() for w in words[role]) for role, name in roles.items()))
 
 
-def _readings(query: str, caches: list[str], tables: list[dict], scalars: list[str], extra: dict):
-    """(roles, layout, window offset) in the order worth trying: names that say their role first. The window
-    offset: a window input w shows the last w + offset tokens (j > n - 1 - w, or j >= n - 1 - w)."""
+def _readings(query: str, caches: list[str], tables: list[dict], scalars: list[str], extras: list[dict]):
+    """(roles, layout, window offset) in the order worth trying: names that say their role first. `extras`: the
+    roles the window and a per-head vector may play. The window offset: a window input w shows the last w + offset
+    tokens (j > n - 1 - w, or j >= n - 1 - w)."""
     key_first = sorted(itertools.permutations(caches), key=lambda kv: not kv[0].lower().startswith("k"))
     scalar_roles = [dict(zip(("scale", "softcap"), chosen)) for chosen in itertools.permutations(scalars)]
     scalar_roles.sort(key=lambda roles: "cap" not in roles.get("softcap", "cap"))
-    offsets = (0, 1) if "window" in extra else (0,)
-    for table, (key, value), named, layout, offset in itertools.product(tables, key_first, scalar_roles,
-                                                                         ("NHD", "HND"), offsets):
+    extras = sorted(extras, key=lambda roles: not any(role in name.lower() for role, name in roles.items()))
+    offsets = (0, 1) if "window" in extras[0] else (0,)
+    for table, extra, (key, value), named, layout, offset in itertools.product(tables, extras, key_first, scalar_roles,
+                                                                                ("NHD", "HND"), offsets):
         yield {"q": query, "k_cache": key, "v_cache": value, **table, **named, **extra}, layout, offset
 
 
@@ -236,8 +241,9 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
         values[roles["softcap"]] = 1.5   # low enough to change the scores
     if "window" in roles:   # a whole page: shorter than the longest sequence, and a page-granular reference covers it
         values[roles["window"]] = page_size
-    if "sinks" in roles:
-        values[roles["sinks"]] = typed("sinks", torch.randn(heads, generator=generator))
+    for role in ("sinks", "alibi"):
+        if role in roles:
+            values[roles[role]] = typed(role, torch.rand(heads, generator=generator) * (0.5 if role == "alibi" else 2))
     return Case(roles, layout, window_offset, values)
 
 
@@ -298,6 +304,8 @@ def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
         scores = torch.einsum("hd,thd->ht", q[b].float(), k.repeat_interleave(group, dim=1)) * scale
         if "softcap" in case.roles:
             scores = case.value("softcap") * torch.tanh(scores / case.value("softcap"))
+        if "alibi" in case.roles:   # slope * (j - (n - 1)) at key position j
+            scores = scores + case.value("alibi").float().view(heads, 1) * (torch.arange(first, length) - length + 1)
         if "sinks" in case.roles:   # one more logit per head in the denominator, its probability dropped
             scores = torch.cat([scores, case.value("sinks").float().view(heads, 1)], -1)
         lse[b] = torch.logsumexp(scores, -1)
@@ -330,6 +338,7 @@ def _call_arguments(plan: dict) -> dict[str, str]:
     window = name("window", "None")
     return {"offsets": name("offsets", "None"), "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
             "scale": name("scale", f"1.0 / math.sqrt({roles['q']['name']}.shape[-1])"), "sinks": name("sinks", "None"),
+            "alibi": name("alibi", "None"),
             "window": f"{window} + 1" if plan["window_offset"] and "window" in roles else window}
 
 
