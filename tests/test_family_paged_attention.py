@@ -181,18 +181,20 @@ def test_a_looped_reference_with_a_base_2_lse_and_an_empty_sequence(tmp_path):
     assert "base-2 LSE" in match.summary
 
 
+TABLE_AXES = {"batch_size": {"type": "var"}, "num_blocks": {"type": "var"}, "max_blocks": {"type": "var"},
+              "block_size": {"type": "const", "value": 8}, "num_heads": {"type": "const", "value": 4},
+              "head_dim": {"type": "const", "value": 32}}
+TABLE_INPUTS = {"q": spec(["batch_size", "num_heads", "head_dim"], "bfloat16"),
+                "key_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
+                "value_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
+                "block_tables": spec(["batch_size", "max_blocks"], "int32"), "seq_lens": spec(["batch_size"], "int32")}
+TABLE_OUT = {"out": spec(["batch_size", "num_heads", "head_dim"], "bfloat16")}
+TABLE_WORKLOADS = [{"batch_size": 3, "num_blocks": 16, "max_blocks": 5}]
+
+
 def test_a_block_table_with_a_soft_cap(tmp_path):
-    axes = {"batch_size": {"type": "var"}, "num_blocks": {"type": "var"}, "max_blocks": {"type": "var"},
-            "block_size": {"type": "const", "value": 8}, "num_heads": {"type": "const", "value": 4},
-            "head_dim": {"type": "const", "value": 32}}
-    inputs = {"q": spec(["batch_size", "num_heads", "head_dim"], "bfloat16"),
-              "key_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
-              "value_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
-              "block_tables": spec(["batch_size", "max_blocks"], "int32"), "seq_lens": spec(["batch_size"], "int32"),
-              "sm_scale": spec(None, "float32"), "logits_soft_cap": spec(None, "float32")}
-    problem = problem_of(tmp_path, "paged_table", BLOCK_TABLE, inputs,
-                         {"out": spec(["batch_size", "num_heads", "head_dim"], "bfloat16")}, axes,
-                         [{"batch_size": 3, "num_blocks": 16, "max_blocks": 5}])
+    inputs = {**TABLE_INPUTS, "sm_scale": spec(None, "float32"), "logits_soft_cap": spec(None, "float32")}
+    problem = problem_of(tmp_path, "paged_table", BLOCK_TABLE, inputs, TABLE_OUT, TABLE_AXES, TABLE_WORKLOADS)
     match, _ = assert_passes(problem)
     assert "block table" in match.summary and "soft cap" in match.summary
 
@@ -239,18 +241,9 @@ ALIBI = BLOCK_TABLE.replace('"logits_soft_cap": 4.0}', '"slopes": torch.rand(4) 
 def test_alibi_slopes_over_a_block_table(tmp_path):
     # a per-head vector is tried as sinks and as ALiBi slopes: the reference says which; the LSE pins the bias to
     # slope * (j - (n - 1)) exactly (the output alone is blind to a constant per row)
-    axes = {"batch_size": {"type": "var"}, "num_blocks": {"type": "var"}, "max_blocks": {"type": "var"},
-            "block_size": {"type": "const", "value": 8}, "num_heads": {"type": "const", "value": 4},
-            "head_dim": {"type": "const", "value": 32}}
-    inputs = {"q": spec(["batch_size", "num_heads", "head_dim"], "bfloat16"),
-              "key_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
-              "value_cache": spec(["num_blocks", "block_size", "num_heads", "head_dim"], "bfloat16"),
-              "block_tables": spec(["batch_size", "max_blocks"], "int32"), "seq_lens": spec(["batch_size"], "int32"),
-              "slopes": spec(["num_heads"], "float32"), "sm_scale": spec(None, "float32")}
+    inputs = {**TABLE_INPUTS, "slopes": spec(["num_heads"], "float32"), "sm_scale": spec(None, "float32")}
     problem = problem_of(tmp_path, "paged_alibi", ALIBI, inputs,
-                         {"out": spec(["batch_size", "num_heads", "head_dim"], "bfloat16"),
-                          "lse": spec(["batch_size", "num_heads"], "float32")}, axes,
-                         [{"batch_size": 3, "num_blocks": 16, "max_blocks": 5}])
+                         {**TABLE_OUT, "lse": spec(["batch_size", "num_heads"], "float32")}, TABLE_AXES, TABLE_WORKLOADS)
     match, _ = assert_passes(problem)
     assert "ALiBi" in match.summary
 
