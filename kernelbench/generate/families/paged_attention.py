@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -49,8 +50,9 @@ from templates import render as render_template
 TILES = [(64, 4, 3, 0), (128, 4, 2, 0), (32, 4, 4, 0), (64, 8, 3, 0), (64, 4, 3, 1)]
 TOLERANCE = 2e-2   # bf16 inputs, fp32 math on both sides: readings that disagree are off by O(1)
 LN2 = math.log(2.0)
-# The small valid case each reading is checked on: tokens per sequence (a page table over a shuffled pool).
-CHECK_BATCH, CHECK_PAGES_PER_SEQUENCE, CHECK_POOL = 3, (2, 1, 3), 11
+# The small valid case each reading is checked on: pages per sequence (a batch of 3 unless the definition fixes it),
+# taken from a shuffled pool of at least CHECK_POOL pages.
+CHECK_PAGES_PER_SEQUENCE, CHECK_POOL = (2, 1, 3), 11
 
 
 @register_family
@@ -59,7 +61,7 @@ class PagedAttention(Family):
     version = "1"
 
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
-        plan, self.last_rejection = plan_of(problem)
+        plan, self.last_rejection = plan_of(problem, time_limit_s)
         if plan is None:
             return None
         roles = plan["roles"]
@@ -112,8 +114,9 @@ class PagedAttention(Family):
 
 # ----------------------------------------------------------------------------- the signature
 
-def plan_of(problem: Problem) -> tuple[dict | None, str]:
-    """The reading of the problem the reference agrees with, or (None, why not)."""
+def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple[dict | None, str]:
+    """The reading of the problem the reference agrees with, or (None, why not); readings stop being tried after
+    `time_limit_s`."""
     definition = problem.definition
     order = [a.name for a in problem.arguments(problem.smallest_workload())]
     inputs, outputs = definition.inputs, definition.outputs
@@ -138,15 +141,19 @@ def plan_of(problem: Problem) -> tuple[dict | None, str]:
         return None, f"{problem.name}: outputs other than an attention output [B, H, D] and an LSE [B, H]"
     consts = {n: a.value for n, a in definition.axes.items() if a.kind == "const"}
     module = compile_reference(definition)
+    deadline = time.monotonic() + time_limit_s
     tried = []
     window = {"window": windows[0]} if windows else {}
     extras = [{**window, role: per_head[0]} for role in ("sinks", "alibi")] if per_head else [window]
     for roles, layout, window_offset in _readings(queries[0], caches, tables, scalars, extras):
+        if time.monotonic() > deadline:
+            tried.append(f"out of time after {len(tried)} readings")
+            break
         case = _check_case(problem, roles, layout, window_offset, consts)
         if case is None:
             tried.append(f"{layout}: sizes the definition's constants do not allow")
             continue
-        agreed, why = _agrees(module, order, case, out_names[0], lse_names[0] if lse_names else None)
+        agreed, why = _agrees(module, order, case, list(outputs), out_names[0], lse_names[0] if lse_names else None)
         if agreed is not None:
             return _plan(problem, order, case, out_names[0], lse_names, agreed), ""
         tried.append(f"{json.dumps(roles)} {layout}: {why}")
@@ -202,18 +209,20 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
         axis = inputs[name].shape[position]
         return int(axis) if str(axis).isdigit() else consts.get(axis, default)
 
-    batch, heads, head_dim = (sized(roles["q"], i, d) for i, d in enumerate((CHECK_BATCH, 8, 32)))
+    batch, heads, head_dim = (sized(roles["q"], i, d) for i, d in enumerate((len(CHECK_PAGES_PER_SEQUENCE), 8, 32)))
     page_dim, head_dim_kv = (1, 2) if layout == "NHD" else (2, 1)
     page_size = sized(roles["k_cache"], page_dim, 4)
     kv_heads = sized(roles["k_cache"], head_dim_kv, 2)
     value_dim = sized(roles["v_cache"], 3, head_dim)
-    if batch != CHECK_BATCH or kv_heads < 1 or heads % kv_heads or sized(roles["k_cache"], 3, head_dim) != head_dim:
+    if batch < 1 or kv_heads < 1 or heads % kv_heads or sized(roles["k_cache"], 3, head_dim) != head_dim:
         return None
     generator = torch.Generator().manual_seed(7)
-    pages_per_sequence = torch.tensor(CHECK_PAGES_PER_SEQUENCE)
+    counts = [CHECK_PAGES_PER_SEQUENCE[b % len(CHECK_PAGES_PER_SEQUENCE)] for b in range(batch)]   # a fixed batch too
+    pages_per_sequence = torch.tensor(counts)
     total = int(pages_per_sequence.sum())
-    shape = (CHECK_POOL, page_size, kv_heads) if layout == "NHD" else (CHECK_POOL, kv_heads, page_size)
-    pages = torch.randperm(CHECK_POOL, generator=generator)[:total]
+    pool = max(CHECK_POOL, total)
+    shape = (pool, page_size, kv_heads) if layout == "NHD" else (pool, kv_heads, page_size)
+    pages = torch.randperm(pool, generator=generator)[:total]
     last = torch.randint(1, page_size + 1, (batch,), generator=generator)
 
     def typed(role, values):
@@ -229,9 +238,8 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
         if "seq_lens" in roles:
             values[roles["seq_lens"]] = typed("seq_lens", last)
     else:   # a block table as wide as the longest sequence's pages, unused entries 0
-        table = torch.zeros(batch, max(CHECK_PAGES_PER_SEQUENCE), dtype=torch.int64)
-        for b, (start, count) in enumerate(zip(torch.cumsum(pages_per_sequence, 0) - pages_per_sequence,
-                                               CHECK_PAGES_PER_SEQUENCE)):
+        table = torch.zeros(batch, max(counts), dtype=torch.int64)
+        for b, (start, count) in enumerate(zip(torch.cumsum(pages_per_sequence, 0) - pages_per_sequence, counts)):
             table[b, :count] = pages[start:start + count]
         values[roles["table"]] = typed("table", table)
         values[roles["seq_lens"]] = typed("seq_lens", (pages_per_sequence - 1) * page_size + last)
@@ -247,19 +255,20 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     return Case(roles, layout, window_offset, values)
 
 
-def _agrees(module, order: list[str], case: Case, out_name: str, lse_name: str | None) -> tuple[float | None, str]:
+def _agrees(module, order: list[str], case: Case, output_order: list[str], out_name: str,
+            lse_name: str | None) -> tuple[float | None, str]:
     """(the LSE factor: ln 2 for a natural-log LSE, 1 for base 2; 1 when there is none) if the reference's outputs
-    agree with this reading's, else (None, why not)."""
+    (in `output_order`) agree with this reading's, else (None, why not)."""
     values = case.values
     try:
         returned = module.run(*[values[n].clone() if isinstance(values[n], torch.Tensor) else values[n] for n in order])
     except Exception as exc:   # this reading fed the reference something it rejects
         return None, f"the reference raised {type(exc).__name__}"
     returned = returned if isinstance(returned, (tuple, list)) else (returned,)
-    if len(returned) != 1 + (lse_name is not None):
+    if len(returned) != len(output_order):
         return None, "the reference returned another number of outputs"
     out, lse = paged_decode_reference(case)
-    positions = {n: i for i, n in enumerate([out_name, lse_name] if lse_name else [out_name])}
+    positions = {n: i for i, n in enumerate(output_order)}
     if not _close(returned[positions[out_name]], out):
         return None, "the attention outputs differ"
     if lse_name is None:
@@ -295,9 +304,9 @@ def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
         else:
             length = int(lengths[b])
             pages = table[b, :-(-length // page_size)]
-        first = max(0, length - case.value("window") - case.window_offset) if "window" in case.roles else 0
         if length <= 0:
             continue
+        first = max(0, length - case.value("window") - case.window_offset) if "window" in case.roles else 0
         k = k_cache[pages].reshape(-1, kv_heads, head_dim)[first:length].float()
         v = v_cache[pages].reshape(-1, kv_heads, value_dim)[first:length].float()
         group = heads // kv_heads   # query head h reads key / value head h // group
