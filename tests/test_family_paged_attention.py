@@ -1,7 +1,8 @@
 """The paged_attention family: decode attention over a paged KV cache, recognised by its signature and proven by
 running the reference (kernelbench.generate.families.paged_attention), on references written several ways:
 vectorized over a CSR page table (natural LSE), a FlashInfer-style loop over sequences and heads (base-2 LSE, page
-size 1), a vLLM block table with a soft cap or with ALiBi slopes, a sliding window with sinks; each solution
+size 1), a vLLM block table with a soft cap or with ALiBi slopes, a sliding window with sinks, a paged prefill of
+ragged queries (causal or not); each solution
 matches eager through Triton's interpreter. What is not paged decode under the same signature is refused."""
 
 from __future__ import annotations
@@ -246,6 +247,62 @@ def test_alibi_slopes_over_a_block_table(tmp_path):
                          {**TABLE_OUT, "lse": spec(["batch_size", "num_heads"], "float32")}, TABLE_AXES, TABLE_WORKLOADS)
     match, _ = assert_passes(problem)
     assert "ALiBi" in match.summary
+
+
+PREFILL = '''import math
+import torch
+
+
+def get_inputs(axes, device):
+    b, ps, pool = axes["batch_size"], axes["page_size"], axes["num_pages"]
+    q_lens, pages = torch.tensor([3, 1, 6][:b]), torch.tensor([2, 1, 3][:b])
+    last = torch.randint(1, ps + 1, (b,), dtype=torch.int32)
+    q_lens = torch.minimum(q_lens, (pages - 1) * ps + last)   # never more queries than tokens
+    qo, kv = torch.zeros(b + 1, dtype=torch.int32), torch.zeros(b + 1, dtype=torch.int32)
+    qo[1:], kv[1:] = torch.cumsum(q_lens, 0), torch.cumsum(pages, 0)
+    return {"q": torch.randn(int(qo[-1]), 8, 32, dtype=torch.bfloat16),
+            "k_cache": torch.randn(pool, ps, 2, 32, dtype=torch.bfloat16),
+            "v_cache": torch.randn(pool, ps, 2, 32, dtype=torch.bfloat16), "qo_indptr": qo, "kv_indptr": kv,
+            "kv_indices": torch.randperm(pool)[:int(kv[-1])].to(torch.int32), "kv_last_page_len": last,
+            "sm_scale": 0.25}
+
+
+@torch.no_grad()
+def run(q, k_cache, v_cache, qo_indptr, kv_indptr, kv_indices, kv_last_page_len, sm_scale):
+    ps = k_cache.shape[1]
+    output = torch.zeros_like(q)
+    lse = torch.full(q.shape[:2], -float("inf"))
+    for b in range(qo_indptr.shape[0] - 1):
+        qs, qe = int(qo_indptr[b]), int(qo_indptr[b + 1])
+        pages = kv_indices[int(kv_indptr[b]):int(kv_indptr[b + 1])].long()
+        n = (pages.numel() - 1) * ps + int(kv_last_page_len[b])
+        k = k_cache[pages].reshape(-1, 2, 32)[:n].float().repeat_interleave(4, 1)
+        v = v_cache[pages].reshape(-1, 2, 32)[:n].float().repeat_interleave(4, 1)
+        logits = torch.einsum("qhd,thd->qht", q[qs:qe].float(), k) * sm_scale
+        later = torch.arange(n)[None, :] > (n - (qe - qs) + torch.arange(qe - qs))[:, None]
+        logits = logits.masked_fill(later[:, None, :], float("-inf"))
+        lse[qs:qe] = torch.logsumexp(logits, -1) / math.log(2.0)
+        output[qs:qe] = torch.einsum("qht,thd->qhd", torch.softmax(logits, -1), v).to(q.dtype)
+    return output, lse
+'''
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_ragged_queries_of_a_paged_prefill(tmp_path, causal):
+    reference = PREFILL if causal else PREFILL.replace("masked_fill(later[:, None, :]", "masked_fill(later[:, None, :] & False")
+    axes = {**CSR_AXES, "total_q": {"type": "var"}}
+    inputs = {"q": spec(["total_q", "num_qo_heads", "head_dim"], "bfloat16"),
+              **{n: s for n, s in CSR_INPUT_SPECS.items() if n not in ("q", "sm_scale")},
+              "qo_indptr": spec(["len_indptr"], "int32"), "sm_scale": spec(None, "float32")}
+    inputs = {n: inputs[n] for n in ("q", "k_cache", "v_cache", "qo_indptr", "kv_indptr", "kv_indices",
+                                     "kv_last_page_len", "sm_scale")}
+    outputs = {"output": spec(["total_q", "num_qo_heads", "head_dim"], "bfloat16"),
+               "lse": spec(["total_q", "num_qo_heads"], "float32")}
+    problem = problem_of(tmp_path, "paged_prefill", reference, inputs, outputs, axes,
+                         [{"batch_size": 3, "num_pages": 12, "num_kv_indices": 6, "total_q": 10}])
+    match, solution = assert_passes(problem)
+    assert "paged prefill" in match.summary and ("causal" if causal else "not causal") in match.summary
+    assert "base-2 LSE" in match.summary and "_paged_prefill(" in solution.sources[0].content
 
 
 @pytest.mark.parametrize("change, why", [

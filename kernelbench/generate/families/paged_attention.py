@@ -1,22 +1,26 @@
-"""Decode attention over a paged KV cache, recognised by its signature and proven by running the reference.
+"""Attention over a paged KV cache (decode, and prefill of ragged queries), recognised by its signature and proven
+by running the reference.
 
 A paged decode reference reaches its cache through a page table: a host sync for the longest sequence, or a Python
 loop over the sequences (FlashInfer's references). No trace follows that, so this family reads the problem's
 signature instead and lets the reference decide:
 
-- roles: a query `q` [B, Hq, D] (float); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
+- roles: a query `q` [B, Hq, D] (float; with ragged queries [total_q, Hq, D], sequence b's the rows between its
+  query offsets, the sequence's last tokens); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
   [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv; a page table: CSR (offsets B + 1, page ids, and
   optionally each sequence's tokens in its last page) or a block table [B, pages] with each sequence's length;
   optional float scalars (the softmax scale, else 1/sqrt(D); a soft cap), an integer sliding window, and a
   per-head vector (gpt-oss's sinks or BLOOM's ALiBi slopes); outputs: the attention output [B, Hq, Dv] and
   optionally the LSE [B, Hq].
 - every reading the signature allows (which input plays which role, the layout, the window counting its own token
-  or not, the LSE's base: natural or 2) is run against the reference on small valid inputs made here, on the
+  or not, causal or not for ragged queries, the LSE's base: natural or 2) is run against the reference on small
+  valid inputs made here, on the
   CPU; the first reading whose outputs agree is the match, and none agreeing is no match (with what was tried).
 
-render: templates/paged_attention.py.j2, `_paged_decode` of templates/attention.py.j2: the flash kernel with each
-sequence's tokens read through the page table in the kernel (no host sync, no gathered copy), a GQA group's query
-heads as one program's rows, and the keys split across programs when the batch alone leaves the GPU idle.
+render: templates/paged_attention.py.j2, `_paged_decode` / `_paged_prefill` of templates/attention.py.j2: the flash
+kernel with each sequence's tokens read through the page table in the kernel (no gathered copy). Decode: no host
+sync, a GQA group's query heads as one program's rows, the keys split across programs when the batch alone leaves
+the GPU idle. Prefill: a program per 64 queries of a sequence and head; one host sync sizes the grid.
 space: key tile, warps, pipeline stages, split (0: chosen at run time from the SM count).
 """
 
@@ -51,8 +55,10 @@ TILES = [(64, 4, 3, 0), (128, 4, 2, 0), (32, 4, 4, 0), (64, 8, 3, 0), (64, 4, 3,
 TOLERANCE = 2e-2   # bf16 inputs, fp32 math on both sides: readings that disagree are off by O(1)
 LN2 = math.log(2.0)
 # The small valid case each reading is checked on: pages per sequence (a batch of 3 unless the definition fixes it),
-# taken from a shuffled pool of at least CHECK_POOL pages.
+# taken from a shuffled pool of at least CHECK_POOL pages; with ragged queries, the queries per sequence (never more
+# than the sequence's tokens: 2 pages hold at least 2, 1 page 1, 3 pages 3).
 CHECK_PAGES_PER_SEQUENCE, CHECK_POOL = (2, 1, 3), 11
+CHECK_QUERIES_PER_SEQUENCE = (2, 1, 3)
 
 
 @register_family
@@ -69,12 +75,15 @@ class PagedAttention(Family):
         details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"),
                                             ("alibi", "ALiBi")) if role in roles]
         details += [f"{'base-2' if plan['lse_factor'] == 1.0 else 'natural'} LSE"] if plan["lse"] else []
-        summary = f"paged decode attention ({', '.join(details)})"
+        if plan["ragged"]:
+            details.insert(0, "ragged queries, " + ("causal" if plan["causal"] else "not causal"))
+        summary = f"paged {'prefill' if plan['ragged'] else 'decode'} attention ({', '.join(details)})"
         return Match(self.name, summary, plan)
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
         group = _group(match.plan, axes)
-        block_m = min(128, max(16, 1 << (group - 1).bit_length()))   # a whole GQA group a program where it fits
+        # decode: a whole GQA group a program where it fits; prefill: 64 queries a program
+        block_m = 64 if match.plan["ragged"] else min(128, max(16, 1 << (group - 1).bit_length()))
         return [{"block_m": block_m, "block_n": n, "num_warps": w, "num_stages": s, "split": split}
                 for n, w, s, split in TILES]
 
@@ -92,10 +101,13 @@ class PagedAttention(Family):
         per_page = math.prod(_size(cache["shape"][1:], axes, whole=True)) * cache["bytes"]
         pages = _size(roles["table"]["shape"], axes)   # CSR: the referenced pages; block table: its entries
         read = (_size(roles["q"]["shape"], axes) * roles["q"]["bytes"] + 2 * pages * per_page
-                + sum(_size(r["shape"], axes) * r["bytes"] for k, r in roles.items() if k in ("offsets", "table", "seq_lens")))
+                + sum(_size(r["shape"], axes) * r["bytes"] for k, r in roles.items()
+                      if k in ("offsets", "table", "seq_lens", "qo_offsets")))
         written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
         heads_by_dim = _size(roles["q"]["shape"][1:], axes)   # each sequence's Hq x D query against its own tokens
         tokens = pages * _page_size(plan, axes)
+        if plan["ragged"]:   # the mean queries a sequence, each against (at most) the sequence's tokens
+            tokens *= _size(roles["q"]["shape"][:1], axes) / max(1, _size(roles["qo_offsets"]["shape"], axes) - 1)
         return Traffic(bytes_read=read, bytes_written=written, flops=4.0 * heads_by_dim * tokens)
 
     def render(self, match: Match, config: Config) -> Solution:
@@ -145,11 +157,11 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     tried = []
     window = {"window": windows[0]} if windows else {}
     extras = [{**window, role: per_head[0]} for role in ("sinks", "alibi")] if per_head else [window]
-    for roles, layout, window_offset in _readings(queries[0], caches, tables, scalars, extras):
+    for roles, layout, window_offset, causal in _readings(queries[0], caches, tables, scalars, extras):
         if time.monotonic() > deadline:
             tried.append(f"out of time after {len(tried)} readings")
             break
-        case = _check_case(problem, roles, layout, window_offset, consts)
+        case = _check_case(problem, roles, layout, window_offset, causal, consts)
         if case is None:
             tried.append(f"{layout}: sizes the definition's constants do not allow")
             continue
@@ -162,22 +174,32 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
 
 def _tables(integers: list[str], inputs: dict) -> list[dict]:
     """The ways the integer inputs can be a page table: CSR (offsets, page ids, optional last-page lengths: three
-    vectors) or a block table [B, pages] with each sequence's length."""
+    vectors) or a block table [B, pages] with each sequence's length; with one more vector, the ragged queries'
+    offsets (paged prefill)."""
     vectors = [n for n in integers if len(inputs[n].shape) == 1]
     matrices = [n for n in integers if len(inputs[n].shape) == 2]
-    if len(integers) == 2 and len(matrices) == 1 and len(vectors) == 1:
-        return [{"table": matrices[0], "seq_lens": vectors[0]}]
-    if matrices or len(vectors) not in (2, 3):
+    if len(matrices) > 1 or len(matrices) + len(vectors) != len(integers):
         return []
-    words = {"offsets": ("indptr", "offset", "ptr"), "table": ("indices", "index", "ids", "table"), "seq_lens": ("last",)}
-    csr = [dict(zip(("offsets", "table", "seq_lens"), chosen)) for chosen in itertools.permutations(vectors)]
-    return sorted(csr, key=lambda roles: -sum(any(w in name.lower() for w in words[role]) for role, name in roles.items()))
+    found = []
+    for queries in [None, *vectors]:
+        rest = [n for n in vectors if n != queries]
+        ragged = {"qo_offsets": queries} if queries else {}
+        if matrices and len(rest) == 1:
+            found.append({"table": matrices[0], "seq_lens": rest[0], **ragged})
+        elif not matrices and len(rest) in (2, 3):
+            found += [{**dict(zip(("offsets", "table", "seq_lens"), chosen)), **ragged}
+                      for chosen in itertools.permutations(rest)]
+    words = {"offsets": ("kv_indptr", "indptr", "offset", "ptr"), "table": ("indices", "index", "ids", "table"),
+             "seq_lens": ("last", "len"), "qo_offsets": ("qo", "cu_seqlens_q", "q_indptr")}
+    return sorted(found, key=lambda roles: -sum(any(w in name.lower() for w in words[role])
+                                                for role, name in roles.items()))
 
 
 def _readings(query: str, caches: list[str], tables: list[dict], scalars: list[str], extras: list[dict]):
-    """(roles, layout, window offset) in the order worth trying: names that say their role first. `extras`: the
-    roles the window and a per-head vector may play. The window offset: a window input w shows the last w + offset
-    tokens (j > n - 1 - w, or j >= n - 1 - w)."""
+    """(roles, layout, window offset, causal) in the order worth trying: names that say their role first. `extras`:
+    the roles the window and a per-head vector may play. The window offset: a window input w shows the last w +
+    offset tokens (j > n - 1 - w, or j >= n - 1 - w). causal: ragged queries see only keys up to their own
+    position (decode's one query sees every key either way)."""
     key_first = sorted(itertools.permutations(caches), key=lambda kv: not kv[0].lower().startswith("k"))
     scalar_roles = [dict(zip(("scale", "softcap"), chosen)) for chosen in itertools.permutations(scalars)]
     scalar_roles.sort(key=lambda roles: "cap" not in roles.get("softcap", "cap"))
@@ -185,7 +207,8 @@ def _readings(query: str, caches: list[str], tables: list[dict], scalars: list[s
     offsets = (0, 1) if "window" in extras[0] else (0,)
     for table, extra, (key, value), named, layout, offset in itertools.product(tables, extras, key_first, scalar_roles,
                                                                                 ("NHD", "HND"), offsets):
-        yield {"q": query, "k_cache": key, "v_cache": value, **table, **named, **extra}, layout, offset
+        for causal in ((True, False) if "qo_offsets" in table else (True,)):
+            yield {"q": query, "k_cache": key, "v_cache": value, **table, **named, **extra}, layout, offset, causal
 
 
 @dataclass
@@ -194,13 +217,15 @@ class Case:
     roles: dict
     layout: str
     window_offset: int
+    causal: bool
     values: dict
 
     def value(self, role: str):
         return self.values[self.roles[role]] if role in self.roles else None
 
 
-def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, consts: dict) -> Case | None:
+def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, causal: bool,
+                consts: dict) -> Case | None:
     """Small valid inputs for this reading: the definition's constants where its shapes name them, else small sizes;
     None when the constants contradict the reading (a batch fixed to another size, a group that does not divide)."""
     inputs = problem.definition.inputs
@@ -209,7 +234,10 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
         axis = inputs[name].shape[position]
         return int(axis) if str(axis).isdigit() else consts.get(axis, default)
 
+    ragged = "qo_offsets" in roles
     batch, heads, head_dim = (sized(roles["q"], i, d) for i, d in enumerate((len(CHECK_PAGES_PER_SEQUENCE), 8, 32)))
+    if ragged:   # q's first axis counts queries: the batch is the check's own
+        batch = len(CHECK_PAGES_PER_SEQUENCE)
     page_dim, head_dim_kv = (1, 2) if layout == "NHD" else (2, 1)
     page_size = sized(roles["k_cache"], page_dim, 4)
     kv_heads = sized(roles["k_cache"], head_dim_kv, 2)
@@ -228,7 +256,9 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     def typed(role, values):
         return values.to(torch_dtype(inputs[roles[role]].dtype))
 
-    values = {roles["q"]: typed("q", torch.randn(batch, heads, head_dim, generator=generator)),
+    queries = [CHECK_QUERIES_PER_SEQUENCE[b % len(CHECK_QUERIES_PER_SEQUENCE)] for b in range(batch)] if ragged \
+        else [1] * batch
+    values = {roles["q"]: typed("q", torch.randn(sum(queries), heads, head_dim, generator=generator)),
               roles["k_cache"]: typed("k_cache", torch.randn(*shape, head_dim, generator=generator)),
               roles["v_cache"]: typed("v_cache", torch.randn(*shape, value_dim, generator=generator))}
     if "offsets" in roles:
@@ -243,6 +273,8 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
             table[b, :count] = pages[start:start + count]
         values[roles["table"]] = typed("table", table)
         values[roles["seq_lens"]] = typed("seq_lens", (pages_per_sequence - 1) * page_size + last)
+    if ragged:
+        values[roles["qo_offsets"]] = typed("qo_offsets", torch.tensor([0, *queries]).cumsum(0))
     if "scale" in roles:
         values[roles["scale"]] = 0.37   # not 1/sqrt(D): a reading that ignores the scale disagrees
     if "softcap" in roles:
@@ -252,7 +284,7 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     for role in ("sinks", "alibi"):
         if role in roles:
             values[roles[role]] = typed(role, torch.rand(heads, generator=generator) * (0.5 if role == "alibi" else 2))
-    return Case(roles, layout, window_offset, values)
+    return Case(roles, layout, window_offset, causal, values)
 
 
 def _agrees(module, order: list[str], case: Case, output_order: list[str], out_name: str,
@@ -286,17 +318,20 @@ def _close(got, want: torch.Tensor) -> bool:
 
 
 def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the kernel computes for this reading, in fp32 torch: (output in q's dtype, natural-log LSE in fp32)."""
+    """What the kernel computes for this reading, in fp32 torch: (output in q's dtype, natural-log LSE in fp32), one
+    row per query (decode: one per sequence)."""
     q, k_cache, v_cache = case.value("q"), case.value("k_cache"), case.value("v_cache")
-    batch, heads, head_dim = q.shape
+    rows, heads, head_dim = q.shape
     if case.layout == "HND":
         k_cache, v_cache = k_cache.transpose(1, 2), v_cache.transpose(1, 2)
     page_size, kv_heads, value_dim = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
     scale = case.value("scale") if "scale" in case.roles else head_dim ** -0.5
     table, lengths = case.value("table").long(), case.value("seq_lens")
-    out = torch.zeros(batch, heads, value_dim, dtype=q.dtype)
-    lse = torch.full((batch, heads), float("-inf"))
-    for b in range(batch):
+    query_offsets = case.value("qo_offsets").long() if "qo_offsets" in case.roles else torch.arange(rows + 1)
+    out = torch.zeros(rows, heads, value_dim, dtype=q.dtype)
+    lse = torch.full((rows, heads), float("-inf"))
+    group = heads // kv_heads   # query head h reads key / value head h // group
+    for b in range(query_offsets.numel() - 1):
         if "offsets" in case.roles:
             offsets = case.value("offsets")
             pages = table[int(offsets[b]):int(offsets[b + 1])]
@@ -304,22 +339,28 @@ def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
         else:
             length = int(lengths[b])
             pages = table[b, :-(-length // page_size)]
-        if length <= 0:
+        first_row, last_row = int(query_offsets[b]), int(query_offsets[b + 1])
+        if length <= 0 or last_row == first_row:
             continue
-        first = max(0, length - case.value("window") - case.window_offset) if "window" in case.roles else 0
-        k = k_cache[pages].reshape(-1, kv_heads, head_dim)[first:length].float()
-        v = v_cache[pages].reshape(-1, kv_heads, value_dim)[first:length].float()
-        group = heads // kv_heads   # query head h reads key / value head h // group
-        scores = torch.einsum("hd,thd->ht", q[b].float(), k.repeat_interleave(group, dim=1)) * scale
+        k = k_cache[pages].reshape(-1, kv_heads, head_dim)[:length].float().repeat_interleave(group, dim=1)
+        v = v_cache[pages].reshape(-1, kv_heads, value_dim)[:length].float().repeat_interleave(group, dim=1)
+        positions = length - (last_row - first_row) + torch.arange(last_row - first_row)   # the new tokens are last
+        keys = torch.arange(length)
+        visible = keys[None, :] <= positions[:, None] if case.causal else torch.ones(len(positions), length, dtype=torch.bool)
+        if "window" in case.roles:
+            visible &= keys[None, :] > positions[:, None] - case.value("window") - case.window_offset
+        scores = torch.einsum("qhd,thd->qht", q[first_row:last_row].float(), k) * scale
         if "softcap" in case.roles:
             scores = case.value("softcap") * torch.tanh(scores / case.value("softcap"))
-        if "alibi" in case.roles:   # slope * (j - (n - 1)) at key position j
-            scores = scores + case.value("alibi").float().view(heads, 1) * (torch.arange(first, length) - length + 1)
+        if "alibi" in case.roles:   # slope * (j - i) at key position j for the query at position i
+            scores = scores + case.value("alibi").float().view(1, heads, 1) * (keys[None, :] - positions[:, None])[:, None, :]
+        scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
         if "sinks" in case.roles:   # one more logit per head in the denominator, its probability dropped
-            scores = torch.cat([scores, case.value("sinks").float().view(heads, 1)], -1)
-        lse[b] = torch.logsumexp(scores, -1)
-        weights = scores.softmax(-1)[:, :-1] if "sinks" in case.roles else scores.softmax(-1)
-        out[b] = torch.einsum("ht,thd->hd", weights, v.repeat_interleave(group, dim=1)).to(q.dtype)
+            sink = case.value("sinks").float().view(1, heads, 1).expand(len(positions), heads, 1)
+            scores = torch.cat([scores, sink], -1)
+        lse[first_row:last_row] = torch.logsumexp(scores, -1)
+        weights = scores.softmax(-1)[..., :-1] if "sinks" in case.roles else scores.softmax(-1)
+        out[first_row:last_row] = torch.einsum("qht,thd->qhd", weights, v).to(q.dtype)
     return out, lse
 
 
@@ -332,6 +373,7 @@ def _plan(problem: Problem, order: list[str], case: Case, out_name: str, lse_nam
         return {"name": name, "shape": None if spec.shape is None else list(spec.shape),
                 "bytes": torch_dtype(spec.dtype).itemsize}
     return {"problem": problem.name, "layout": case.layout, "window_offset": case.window_offset,
+            "ragged": "qo_offsets" in case.roles, "causal": case.causal,
             "lse_factor": lse_factor, "lse": bool(lse_names),
             "parameters": [*order, *definition.outputs], "out": out_name, "lse_name": lse_names[0] if lse_names else None,
             "roles": {role: described(name) for role, name in case.roles.items()},
@@ -345,7 +387,7 @@ def _call_arguments(plan: dict) -> dict[str, str]:
     def name(role, default):
         return roles[role]["name"] if role in roles else default
     window = name("window", "None")
-    return {"offsets": name("offsets", "None"), "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
+    return {"qo_offsets": name("qo_offsets", "None"), "offsets": name("offsets", "None"), "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
             "scale": name("scale", f"1.0 / math.sqrt({roles['q']['name']}.shape[-1])"), "sinks": name("sinks", "None"),
             "alibi": name("alibi", "None"),
             "window": f"{window} + 1" if plan["window_offset"] and "window" in roles else window}
