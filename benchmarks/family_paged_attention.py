@@ -1,17 +1,19 @@
-"""The paged_attention family's decode kernel on a GPU, beside gathering the pages then SDPA, and torch.compile of that.
+"""The paged_attention family's kernels on a GPU, beside gathering the pages then SDPA, and torch.compile of that.
 
     PYTHONPATH=. python3 benchmarks/family_paged_attention.py OUT_DIR [--configs 3] [--budget-s 200]
     PYTHONPATH=. python3 benchmarks/family_paged_attention.py OUT_DIR --dry-run     # CPU interpreter, tiny shapes
 
-One query token per sequence against a paged bf16 KV cache (NHD), sequence lengths spread +-50% around the mean,
-pages shuffled in the pool: Llama-3-8B-like GQA (32 / 8 heads, page size 16) at batch 1, 16 and 64, Falcon-7B's
-MQA (71 / 1 heads, head_dim 64, page size 1) and a vLLM block table (40 / 8 heads, page size 64). Ours: the
-kernel (`_paged_decode`, templates/attention.py.j2) at the first `--configs` configurations of the family's space,
-best kept, reading the page table in the kernel. The PyTorch way: gather each sequence's pages into a padded
-[B, T, Hkv, D] copy, then SDPA with a length mask (enable_gqa); and torch.compile of that (skipped once
-`--budget-s` has passed). Each timed by triton.testing.do_bench, checked against fp32 math. Reported: GB/s of the
-bytes decode must move (the query, every valid key and value token, the output), % of the DRAM bandwidth
-(roofline.DATASHEETS), and ours against each baseline. Writes OUT_DIR/family_paged_attention.{md,json}.
+Decode (one query token per sequence) and prefill (the last 512 tokens of each sequence, causal) against a paged
+bf16 KV cache (NHD), sequence lengths spread +-50% around the mean, pages shuffled in the pool: Llama-3-8B-like GQA
+(32 / 8 heads, page size 16) at batch 1, 16 and 64, Falcon-7B's MQA (71 / 1 heads, head_dim 64, page size 1), a
+vLLM block table (40 / 8 heads, page size 64) and a chunked prefill. Ours: the kernel (`_paged_decode` /
+`_paged_prefill`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
+kept, reading the page table in the kernel. The PyTorch way: gather each sequence's pages into a padded
+[B, T, Hkv, D] copy, then SDPA with a length (and causal) mask (enable_gqa); and torch.compile of that (skipped
+once `--budget-s` has passed). Each timed by triton.testing.do_bench, checked against fp32 math. Reported: GB/s of
+the bytes attention must move (the queries, every valid key and value token, the outputs), % of the DRAM bandwidth
+(roofline.DATASHEETS), TFLOP/s (4 * head_dim per visible (query, key) pair and head), and ours against each
+baseline. Writes OUT_DIR/family_paged_attention.{md,json}.
 """
 
 from __future__ import annotations
@@ -33,21 +35,24 @@ from report import Report, arguments, bench_ms, number, ours_cell
 from kernelbench.generate.families.paged_attention import TILES
 from roofline import DATASHEETS
 
-# (label, batch, q heads, kv heads, head_dim, page size, mean tokens per sequence, page table: "csr" or "table")
-SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr"),
-          ("llama3-8b decode, batch 16", 16, 32, 8, 128, 16, 4096, "csr"),
-          ("llama3-8b decode, batch 64", 64, 32, 8, 128, 16, 2048, "csr"),
-          ("falcon-7b MQA, page size 1", 32, 71, 1, 64, 1, 2048, "csr"),
-          ("qwen2-14b block table, page size 64", 32, 40, 8, 128, 64, 4096, "table")]
-DRY_SHAPES = [("csr", 2, 8, 2, 32, 4, 24, "csr"), ("table", 3, 4, 4, 32, 8, 20, "table")]
+# (label, batch, q heads, kv heads, head_dim, page size, mean tokens per sequence, page table: "csr" or "table",
+#  new tokens per sequence: 1 decodes, more prefill the sequence's last ones)
+SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1),
+          ("llama3-8b decode, batch 16", 16, 32, 8, 128, 16, 4096, "csr", 1),
+          ("llama3-8b decode, batch 64", 64, 32, 8, 128, 16, 2048, "csr", 1),
+          ("falcon-7b MQA, page size 1", 32, 71, 1, 64, 1, 2048, "csr", 1),
+          ("qwen2-14b block table, page size 64", 32, 40, 8, 128, 64, 4096, "table", 1),
+          ("llama3-8b chunked prefill, 512 new tokens", 4, 32, 8, 128, 16, 4096, "csr", 512)]
+DRY_SHAPES = [("csr", 2, 8, 2, 32, 4, 24, "csr", 1), ("table", 3, 4, 4, 32, 8, 20, "table", 1),
+              ("prefill", 2, 8, 2, 32, 4, 24, "csr", 5)]
 
 
-def paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens, device):
-    """q, the caches, per-sequence lengths and page lists (a shuffled pool)."""
-    lengths = (mean_tokens * (0.5 + torch.rand(batch))).long().clamp(min=1)
+def paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens, new, device):
+    """q ([batch * new, heads, head_dim]), the caches, per-sequence lengths and page lists (a shuffled pool)."""
+    lengths = (mean_tokens * (0.5 + torch.rand(batch))).long().clamp(min=new)
     pages = [-(-int(n) // page_size) for n in lengths]
     pool = torch.randperm(sum(pages) + 8)
-    q = torch.randn(batch, heads, head_dim, device=device, dtype=torch.bfloat16)
+    q = torch.randn(batch * new, heads, head_dim, device=device, dtype=torch.bfloat16)
     k_cache = torch.randn(len(pool), page_size, kv_heads, head_dim, device=device, dtype=torch.bfloat16)
     v_cache = torch.randn_like(k_cache)
     starts = torch.tensor([0] + pages).cumsum(0)
@@ -56,13 +61,18 @@ def paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens, devic
 
 
 def gathered(q, k_cache, v_cache, table, lengths):
-    """The PyTorch way: each sequence's pages gathered into a padded copy, then SDPA with a length mask."""
-    batch, kv_heads, head_dim = q.shape[0], k_cache.shape[2], k_cache.shape[3]
+    """The PyTorch way: each sequence's pages gathered into a padded copy, then SDPA with a mask of each sequence's
+    length and, for its T new tokens (its last ones), causality."""
+    batch, kv_heads, head_dim = table.shape[0], k_cache.shape[2], k_cache.shape[3]
+    new = q.shape[0] // batch
     k = k_cache[table].reshape(batch, -1, kv_heads, head_dim).transpose(1, 2)
     v = v_cache[table].reshape(batch, -1, kv_heads, head_dim).transpose(1, 2)
-    mask = torch.arange(k.shape[2], device=q.device) < lengths.view(-1, 1)
-    return torch.nn.functional.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask.view(batch, 1, 1, -1),
-                                                            enable_gqa=True).squeeze(2)
+    keys = torch.arange(k.shape[2], device=q.device).view(1, 1, -1)
+    positions = lengths.view(-1, 1, 1) - new + torch.arange(new, device=q.device).view(1, -1, 1)
+    mask = (keys < lengths.view(-1, 1, 1)) & (keys <= positions)
+    queries = q.view(batch, new, q.shape[1], head_dim).transpose(1, 2)
+    out = torch.nn.functional.scaled_dot_product_attention(queries, k, v, attn_mask=mask.unsqueeze(1), enable_gqa=True)
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
 
 
 def measure(args, report: Report) -> None:
@@ -71,10 +81,10 @@ def measure(args, report: Report) -> None:
     bandwidth = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"].dram_bandwidth
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="paged_kernels_"))   # not under OUT: only the report comes back
-    for label, batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind in shapes:
+    for label, batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new in shapes:
         torch.manual_seed(0)
         q, k_cache, v_cache, lengths, lists = paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens,
-                                                           device)
+                                                           new, device)
         width = max(len(p) for p in lists)
         padded = torch.zeros(batch, width, dtype=torch.int32)
         for b, p in enumerate(lists):
@@ -89,19 +99,24 @@ def measure(args, report: Report) -> None:
             paging = (padded, None, lengths.to(torch.int32))
         expected = gathered(q.float(), k_cache.float(), v_cache.float(), padded.long(), lengths)
         moved = (2 * q.numel() * 2 + 2 * int(lengths.sum()) * kv_heads * head_dim * 2)
-        row = {"shape": label, "dims": [batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind],
-               "ours": {}, "errors": {}, "bytes": moved}
+        pairs = sum(int(n) * new - new * (new - 1) // 2 for n in lengths)   # causal: query i sees n - new + i + 1
+        row = {"shape": label, "dims": [batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new],
+               "ours": {}, "errors": {}, "bytes": moved, "flops": 4.0 * heads * head_dim * pairs}
         out = torch.empty_like(q)
-        lse = torch.empty(batch, heads, device=device)
+        lse = torch.empty(q.shape[0], heads, device=device)
         scale = head_dim ** -0.5
+        query_offsets = (torch.arange(batch + 1) * new).to(torch.int32).to(device)
         for tiles in TILES[:args.configs]:
-            config = {"block_m": min(128, max(16, 1 << (heads // kv_heads - 1).bit_length())),
-                      **dict(zip(("block_n", "num_warps", "num_stages", "split"), tiles))}
+            rows = 64 if new > 1 else min(128, max(16, 1 << (heads // kv_heads - 1).bit_length()))
+            config = {"block_m": rows, **dict(zip(("block_n", "num_warps", "num_stages", "split"), tiles))}
             name = json.dumps(config, sort_keys=True)
             module = kernels(config, scratch)
 
             def ours(m=module):
-                m._paged_decode(q, k_cache, v_cache, *paging, scale, out, lse)
+                if new > 1:
+                    m._paged_prefill(q, k_cache, v_cache, query_offsets, *paging, scale, out, lse)
+                else:
+                    m._paged_decode(q, k_cache, v_cache, *paging, scale, out, lse)
             try:
                 ours()
             except Exception as exc:  # noqa: BLE001 - one configuration's failure is recorded, the others go on
@@ -123,7 +138,8 @@ def measure(args, report: Report) -> None:
         if timed:
             best = min(timed, key=timed.get)
             row.update(best_config=best, ours_ms=timed[best], ours_gbs=moved / timed[best] / 1e6,
-                       ours_bandwidth=moved / bandwidth / (timed[best] / 1e3))
+                       ours_bandwidth=moved / bandwidth / (timed[best] / 1e3),
+                       ours_tflops=row["flops"] / timed[best] / 1e9)
         for key in ("gather_sdpa_ms", "compile_ms"):
             if row.get(key) and row.get("ours_ms"):
                 row[key.replace("_ms", "_speedup")] = row[key] / row["ours_ms"]
@@ -131,12 +147,13 @@ def measure(args, report: Report) -> None:
 
 
 def markdown(header: str, rows: list[dict]) -> str:
-    lines = [header, "", "| shape | B, Hq, Hkv, D, page size, mean tokens, table | ours (ms) | ours GB/s | "
-             "% of DRAM bandwidth | gather + SDPA (ms) | compile (ms) | ours vs gather + SDPA | ours vs compile | "
-             "best config |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", "| shape | B, Hq, Hkv, D, page size, mean tokens, table, new tokens | ours (ms) | ours GB/s | "
+             "% of DRAM bandwidth | ours TFLOP/s | gather + SDPA (ms) | compile (ms) | ours vs gather + SDPA | "
+             "ours vs compile | best config |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['dims']} | {ours_cell(r)} | {number(r.get('ours_gbs'), '.0f')} | "
-                     f"{number(r.get('ours_bandwidth'), '.1%')} | {number(r.get('gather_sdpa_ms'), '.4f')} | "
+                     f"{number(r.get('ours_bandwidth'), '.1%')} | {number(r.get('ours_tflops'), '.1f')} | "
+                     f"{number(r.get('gather_sdpa_ms'), '.4f')} | "
                      f"{number(r.get('compile_ms'), '.4f')} | {times(r.get('gather_sdpa_speedup'))} | "
                      f"{times(r.get('compile_speedup'))} | {r.get('best_config', '-')} |")
     return "\n".join(lines) + "\n"

@@ -14,8 +14,8 @@ signature instead and lets the reference decide:
   optionally the LSE [B, Hq].
 - every reading the signature allows (which input plays which role, the layout, the window counting its own token
   or not, causal or not for ragged queries, the LSE's base: natural or 2) is run against the reference on small
-  valid inputs made here, on the
-  CPU; the first reading whose outputs agree is the match, and none agreeing is no match (with what was tried).
+  valid inputs made here, on the CPU; the first reading whose outputs agree is the match, and none agreeing is no
+  match (with what was tried).
 
 render: templates/paged_attention.py.j2, `_paged_decode` / `_paged_prefill` of templates/attention.py.j2: the flash
 kernel with each sequence's tokens read through the page table in the kernel (no gathered copy). Decode: no host
