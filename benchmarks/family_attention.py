@@ -34,7 +34,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kernelbench.generate.families.attention import TILES, kernel_source
-from report import Report, arguments, bench_ms, number, ours_cell
+from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 from roofline import DATASHEETS
 
 # (regime, batch, q heads, kv heads, q_len, kv_len, head_dim, causal: False, True or a window size (causal band))
@@ -196,11 +196,9 @@ def measure(args, directory: Path, report: Report) -> None:
         for key in ("sdpa_ms", "compile_ms"):
             if row.get(key):
                 row[key.replace("_ms", "_tflops")] = flops / row[key] / 1e9
-        timed = {c: t for c, t in row["ours"].items() if t is not None}
-        if timed:
-            best = min(timed, key=timed.get)
-            row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
-                       ours_peak=flops / peak / (timed[best] / 1e3), ours_bound=bound_ms / timed[best])
+        ms = keep_fastest(row)
+        if ms is not None:
+            row.update(ours_tflops=flops / ms / 1e9, ours_peak=flops / peak / (ms / 1e3), ours_bound=bound_ms / ms)
         report.add(row)
 
 

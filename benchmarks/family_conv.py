@@ -33,7 +33,7 @@ import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.generate.family import FAMILIES
-from report import Report, arguments, bench_ms, number, ours_cell
+from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 from roofline import DATASHEETS
 
 HEADER = "import torch\nimport torch.nn.functional as F\n\n\n"
@@ -123,12 +123,10 @@ def measure(args, report: Report) -> None:
         for key in ("cudnn_ms", "compile_ms"):
             if row.get(key):
                 row[key.replace("_ms", "_tflops")] = traffic.flops / row[key] / 1e9
-        timed = {c: t for c, t in row["ours"].items() if t is not None}
-        if timed:
-            best = min(timed, key=timed.get)
-            row.update(best_config=best, ours_ms=timed[best], ours_tflops=traffic.flops / timed[best] / 1e9,
-                       ours_peak=traffic.flops / peak / (timed[best] / 1e3), ours_bound=bound_ms / timed[best],
-                       ours_gbs=traffic.bytes / timed[best] / 1e6)
+        ms = keep_fastest(row)
+        if ms is not None:
+            row.update(ours_tflops=traffic.flops / ms / 1e9, ours_peak=traffic.flops / peak / (ms / 1e3),
+                       ours_bound=bound_ms / ms, ours_gbs=traffic.bytes / ms / 1e6)
         report.add(row)
 
 

@@ -37,7 +37,7 @@ from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
-from report import Report, arguments, bench_ms, number, ours_cell
+from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 from roofline import DATASHEETS
 
 # (regime, M, N, K): Llama-3-8B o_proj / gate_up / down_proj, Llama-3-70B shards, Mistral
@@ -103,11 +103,9 @@ def measure_shapes(args, report: Report) -> None:
         for key in ("cublas_ms", "compile_ms"):
             if row.get(key):
                 row[key.replace("_ms", "_tflops")] = flops / row[key] / 1e9
-        timed = {c: t for c, t in row["ours"].items() if t is not None}
-        if timed:
-            best = min(timed, key=timed.get)
-            row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
-                       ours_peak=flops / peak / (timed[best] / 1e3), ours_bound=bound_ms / timed[best])
+        ms = keep_fastest(row)
+        if ms is not None:
+            row.update(ours_tflops=flops / ms / 1e9, ours_peak=flops / peak / (ms / 1e3), ours_bound=bound_ms / ms)
         row["bound_ms"] = bound_ms
         report.add(row)
 

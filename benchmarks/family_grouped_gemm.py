@@ -35,7 +35,7 @@ import kernelbench.generate.families  # noqa: F401  (registers the families)
 from kernelbench.core.problem import load_problem
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.generate.family import FAMILIES
-from report import Report, arguments, bench_ms, number, ours_cell
+from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 from roofline import DATASHEETS
 
 N, K = 1536, 2048
@@ -132,11 +132,9 @@ def measure(args, report: Report) -> None:
         for key in ("loop_ms", "compile_ms"):
             if row.get(key):
                 row[key.replace("_ms", "_tflops")] = flops / row[key] / 1e9
-        timed = {c: t for c, t in row["ours"].items() if t is not None}
-        if timed:
-            best = min(timed, key=timed.get)
-            row.update(best_config=best, ours_ms=timed[best], ours_tflops=flops / timed[best] / 1e9,
-                       ours_bound=bound_ms / timed[best])
+        ms = keep_fastest(row)
+        if ms is not None:
+            row.update(ours_tflops=flops / ms / 1e9, ours_bound=bound_ms / ms)
         row["bound_ms"] = bound_ms
         report.add(row)
 

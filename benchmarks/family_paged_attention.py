@@ -30,7 +30,7 @@ if "--dry-run" in sys.argv:
 
 import torch
 from family_attention import kernels
-from report import Report, arguments, bench_ms, number, ours_cell
+from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 
 from kernelbench.generate.families.paged_attention import TILES
 from roofline import DATASHEETS
@@ -134,12 +134,10 @@ def measure(args, report: Report) -> None:
                 compiled(q, k_cache, v_cache, padded, lengths)
                 row["compile_ms"] = bench_ms(lambda: compiled(q, k_cache, v_cache, padded, lengths), False)
                 torch._dynamo.reset()
-        timed = {c: t for c, t in row["ours"].items() if t is not None}
-        if timed:
-            best = min(timed, key=timed.get)
-            row.update(best_config=best, ours_ms=timed[best], ours_gbs=moved / timed[best] / 1e6,
-                       ours_bandwidth=moved / bandwidth / (timed[best] / 1e3),
-                       ours_tflops=row["flops"] / timed[best] / 1e9)
+        ms = keep_fastest(row)
+        if ms is not None:
+            row.update(ours_gbs=moved / ms / 1e6, ours_bandwidth=moved / bandwidth / (ms / 1e3),
+                       ours_tflops=row["flops"] / ms / 1e9)
         for key in ("gather_sdpa_ms", "compile_ms"):
             if row.get(key) and row.get("ours_ms"):
                 row[key.replace("_ms", "_speedup")] = row[key] / row["ours_ms"]

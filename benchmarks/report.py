@@ -39,6 +39,17 @@ def ours_cell(row: dict, untimed: str = "checked, not timed") -> str:
     return untimed
 
 
+def keep_fastest(row: dict) -> float | None:
+    """The fastest of row["ours"] (configuration -> ms, None: not timed) kept as row's best_config and ours_ms;
+    returns its ms, or None when no configuration was timed."""
+    timed = {c: t for c, t in row["ours"].items() if t is not None}
+    if not timed:
+        return None
+    best = min(timed, key=timed.get)
+    row.update(best_config=best, ours_ms=timed[best])
+    return timed[best]
+
+
 def arguments(doc: str, configs: int, budget_s: float, no_compile: bool = True) -> argparse.ArgumentParser:
     """The options the product families' scripts share: OUT, --configs (of the space, per shape), --budget-s,
     --no-compile, --dry-run (CPU: every render checked through the interpreter, nothing timed)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from report import Report, arguments, bench_ms, number, ours_cell  # noqa: E402
+from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell  # noqa: E402
 
 
 def saved(path: Path) -> dict:
@@ -54,3 +54,10 @@ def test_the_shared_options():
     assert (args.out, args.configs, args.budget_s, args.no_compile, args.dry_run) == (Path("out"), 5, 40.0, False, True)
     assert not hasattr(arguments("T", 1, 1.0, no_compile=False).parse_args(["o"]), "no_compile")
 
+
+
+def test_the_fastest_timed_configuration_is_kept():
+    row = {"ours": {"a": 0.5, "b": None, "c": 0.2}}
+    assert keep_fastest(row) == 0.2 and row["best_config"] == "c" and row["ours_ms"] == 0.2
+    untimed = {"ours": {"a": None}}                  # a dry run, or every configuration failed
+    assert keep_fastest(untimed) is None and "ours_ms" not in untimed and "best_config" not in untimed
