@@ -110,27 +110,36 @@ def flush_gpu_us() -> float:
     return statistics.median(times)
 
 
-def in_process_rows(directory: Path) -> dict:
-    """The rows plain .. runner, measured in this process."""
+def plain_solution(directory: Path):
+    """(problem, its smallest workload, the fused family's first configuration rendered as plain launches), or
+    (problem, None, why the family does not match)."""
     import kernelbench.generate.families  # noqa: F401 - registers the families
-    from audit.runtime import RuntimeGuard
-    from kernelbench.core.inputs import generate_inputs
     from kernelbench.core.problem import load_problem
-    from kernelbench.core.reference import compile_reference
-    from kernelbench.core.solution import load_entry_point, materialize
-    from kernelbench.eval.buffers import allocate_outputs
-    from kernelbench.eval.runner import RunPlan, WorkloadRunner, built
-    from kernelbench.eval.timing import FreshInputPool, TimingConfig, host_ms_per_call, time_callable
     from kernelbench.generate.family import FAMILIES
 
     problem = load_problem(directory)
     family = FAMILIES["fused"]
     match = family.match(problem)
     if match is None:
-        return {"skipped": family.last_rejection}
+        return problem, None, family.last_rejection
     workload = min(problem.workloads, key=problem.workload_size)
-    config = {**family.space(match, problem.axes_for(workload))[0], "graph": False}
-    solution = family.render(match, config)
+    return problem, workload, family.render(match, {**family.space(match, problem.axes_for(workload))[0],
+                                                    "graph": False})
+
+
+def in_process_rows(directory: Path) -> dict:
+    """The rows plain .. runner, measured in this process."""
+    from audit.runtime import RuntimeGuard
+    from kernelbench.core.inputs import generate_inputs
+    from kernelbench.core.reference import compile_reference
+    from kernelbench.core.solution import load_entry_point, materialize
+    from kernelbench.eval.buffers import allocate_outputs
+    from kernelbench.eval.runner import RunPlan, WorkloadRunner, built
+    from kernelbench.eval.timing import FreshInputPool, TimingConfig, host_ms_per_call, time_callable
+
+    problem, workload, solution = plain_solution(directory)
+    if workload is None:
+        return {"skipped": solution}
     module = compile_reference(problem.definition)
     device = torch.device("cuda")
     timing = TimingConfig(warmup=10, iterations=ITERATIONS)
@@ -188,16 +197,11 @@ def child_rows(directory: Path) -> dict:
 
 
 def evaluator_row(directory: Path) -> dict:
-    import kernelbench.generate.families  # noqa: F401
-    from kernelbench.core.problem import load_problem
     from kernelbench.eval.evaluator import EvalConfig, evaluate
-    from kernelbench.generate.family import FAMILIES
 
-    problem = load_problem(directory)
-    family = FAMILIES["fused"]
-    match = family.match(problem)
-    workload = min(problem.workloads, key=problem.workload_size)
-    solution = family.render(match, {**family.space(match, problem.axes_for(workload))[0], "graph": False})
+    problem, workload, solution = plain_solution(directory)
+    if workload is None:
+        return {"skipped": solution}
     trace = evaluate(problem, solution, EvalConfig(device="cuda", rounds=1, max_workloads=1, shape_probe=False,
                                                    timing={"warmup": 10, "iterations": ITERATIONS}))[0]
     performance = trace.evaluation.performance

@@ -14,26 +14,22 @@ from pathlib import Path
 
 import torch
 
-import kernelbench.generate.families  # noqa: F401 - registers the families
 from audit.runtime import RuntimeGuard
+from evaluator_overhead import plain_solution
 from kernelbench.core.inputs import generate_inputs
-from kernelbench.core.problem import load_problem
 from kernelbench.core.reference import compile_reference
 from kernelbench.core.solution import load_entry_point, materialize
 from kernelbench.eval.buffers import allocate_outputs
-from kernelbench.generate.family import FAMILIES
 from launch_overhead import host_us
 
 CALLS = 200
 
 
 def main() -> int:
-    problem = load_problem(Path(sys.argv[1]))
-    family = FAMILIES["fused"]
-    match = family.match(problem)
-    workload = min(problem.workloads, key=problem.workload_size)
-    config = {**family.space(match, problem.axes_for(workload))[0], "graph": False}
-    solution = family.render(match, config)
+    problem, workload, solution = plain_solution(Path(sys.argv[1]))
+    if workload is None:
+        print(solution)
+        return 1
     run = load_entry_point(solution, materialize(solution))
     inputs = generate_inputs(problem, workload, seed=1, device="cuda",
                              reference_module=compile_reference(problem.definition))
