@@ -24,6 +24,7 @@ import torch
 import torch.fx
 
 from kernelbench.generate.frontend import CONSTANTS, INLINE_CONSTANT_ELEMENTS, RULES, is_symbolic, tensor_meta
+from kernelbench.generate.gathers import GATHERS
 from kernelbench.generate.remap import ARANGES, MOVES, SPLITS, is_piece, is_view, moved_from
 
 aten = torch.ops.aten
@@ -73,7 +74,7 @@ def _input_free_values(module: torch.fx.GraphModule) -> dict[torch.fx.Node, torc
             value = node.target(*args, **kwargs)
         except Exception:   # an op the CPU lacks: it stays in the program
             continue
-        if not _exact(node, value, values):
+        if not _exact(node, value):
             continue
         values[node] = value
     return values
@@ -94,7 +95,7 @@ def _foldable_op(node: torch.fx.Node) -> bool:
     return meta is not None and not is_symbolic(meta) and meta.numel() <= INLINE_CONSTANT_ELEMENTS
 
 
-def _exact(node: torch.fx.Node, value: Any, values: dict) -> bool:
+def _exact(node: torch.fx.Node, value: Any) -> bool:
     """The CPU's value is the GPU's: an integer or boolean result, or floating data only moved and cast
     (every input of the node is then exact too, by induction)."""
     tensors = value if isinstance(value, (list, tuple)) else [value]
@@ -113,12 +114,11 @@ def _only_read(node: torch.fx.Node) -> bool:
     """Every use of the node, through views, reads it: elementwise ops, gathers, concatenations. Not an
     output (a returned tensor must be fresh), nor the base a scatter updates (the kept constant would be
     written into)."""
-    from kernelbench.generate.gathers import GATHERS
     pending = [node]
     while pending:
         current = pending.pop()
         for user in current.users:
-            if is_view(user) or user.target in SPLITS:
+            if is_view(user):   # splits and their pieces included
                 pending.append(user)
             elif user.op != "call_function" or user.target not in RULES.keys() | GATHERS | {aten.cat.default}:
                 return False

@@ -98,7 +98,7 @@ class PagedAttention(Family):
         plan = match.plan
         roles = plan["roles"]
         cache = roles["k_cache"]
-        per_page = math.prod(_size(cache["shape"][1:], axes, whole=True)) * cache["bytes"]
+        per_page = _size(cache["shape"][1:], axes) * cache["bytes"]
         pages = _size(roles["table"]["shape"], axes)   # CSR: the referenced pages; block table: its entries
         read = (_size(roles["q"]["shape"], axes) * roles["q"]["bytes"] + 2 * pages * per_page
                 + sum(_size(r["shape"], axes) * r["bytes"] for k, r in roles.items()
@@ -393,9 +393,9 @@ def _call_arguments(plan: dict) -> dict[str, str]:
             "window": f"{window} + 1" if plan["window_offset"] and "window" in roles else window}
 
 
-def _size(shape: list, axes: dict[str, int], whole: bool = False):
-    sizes = [axes[a] if a in axes else int(a) for a in shape]
-    return sizes if whole else math.prod(sizes)
+def _size(shape: list, axes: dict[str, int]) -> int:
+    """Elements of a shape of axis names and literals at these axes."""
+    return math.prod(axes[a] if a in axes else int(a) for a in shape)
 
 
 def _page_size(plan: dict, axes: dict[str, int]) -> int:
