@@ -45,13 +45,18 @@ def test_pool_hands_out_pristine_values_after_in_place_changes():
     assert torch.equal(x, original)  # and the pristine input is never handed out
 
 
-def test_pool_with_fresh_values_gives_new_values_at_a_fresh_address_every_call():
+def recorded_fresh_values():
+    """(the calls asked for so far, fresh_values: call i's values are a tensor full of i and the scalar i / 2)."""
     made = []
 
     def fresh_values(i):
         made.append(i)
         return [torch.full((32,), float(i)), 0.5 * i]
+    return made, fresh_values
 
+
+def test_pool_with_fresh_values_gives_new_values_at_a_fresh_address_every_call():
+    made, fresh_values = recorded_fresh_values()
     pool = FreshInputPool(fresh_values=fresh_values, copies=2)
     previous = None
     for i in range(5):
@@ -66,12 +71,7 @@ def test_pool_with_fresh_values_gives_new_values_at_a_fresh_address_every_call()
 
 
 def test_pool_prepares_every_calls_fresh_values_before_timing_when_they_fit():
-    made = []
-
-    def fresh_values(i):
-        made.append(i)
-        return [torch.full((32,), float(i)), 0.5 * i]
-
+    made, fresh_values = recorded_fresh_values()
     pool = FreshInputPool(fresh_values=fresh_values, calls=4)
     assert made == [0, 1, 2, 3]                      # all made up front: nothing is generated between calls
     addresses = set()
