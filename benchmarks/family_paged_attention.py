@@ -3,11 +3,12 @@
     PYTHONPATH=. python3 benchmarks/family_paged_attention.py OUT_DIR [--configs 3] [--budget-s 200]
     PYTHONPATH=. python3 benchmarks/family_paged_attention.py OUT_DIR --dry-run     # CPU interpreter, tiny shapes
 
-Decode (one query token per sequence) and prefill (the last 512 tokens of each sequence, causal) against a paged
-bf16 KV cache (NHD), sequence lengths spread +-50% around the mean, pages shuffled in the pool: Llama-3-8B-like GQA
-(32 / 8 heads, page size 16) at batch 1, 16 and 64, Falcon-7B's MQA (71 / 1 heads, head_dim 64, page size 1), a
-vLLM block table (40 / 8 heads, page size 64) and a chunked prefill. Ours: the kernel (`_paged_decode` /
-`_paged_prefill`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
+Decode (one query token per sequence), speculative verification (each sequence's last 4 tokens, causal, a
+[B, 4, H, D] query) and prefill (the last 512 tokens of each sequence, causal, ragged) against a paged bf16 KV cache
+(NHD), sequence lengths spread +-50% around the mean, pages shuffled in the pool: Llama-3-8B-like GQA (32 / 8 heads,
+page size 16) at batch 1, 16 and 64, Falcon-7B's MQA (71 / 1 heads, head_dim 64, page size 1), a vLLM block table
+(40 / 8 heads, page size 64), Llama-3-70B's verification (64 / 8 heads, page size 32) and a chunked prefill. Ours:
+the kernel (`_paged_decode` / `_paged_prefill`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
 kept, reading the page table in the kernel. The PyTorch way: gather each sequence's pages into a padded
 [B, T, Hkv, D] copy, then SDPA with a length (and causal) mask (enable_gqa); and torch.compile of that (skipped
 once `--budget-s` has passed). Each timed by triton.testing.do_bench, checked against fp32 math. Reported: GB/s of
@@ -36,15 +37,18 @@ from kernelbench.generate.families.paged_attention import TILES
 from roofline import DATASHEETS
 
 # (label, batch, q heads, kv heads, head_dim, page size, mean tokens per sequence, page table: "csr" or "table",
-#  new tokens per sequence: 1 decodes, more prefill the sequence's last ones)
-SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1),
-          ("llama3-8b decode, batch 16", 16, 32, 8, 128, 16, 4096, "csr", 1),
-          ("llama3-8b decode, batch 64", 64, 32, 8, 128, 16, 2048, "csr", 1),
-          ("falcon-7b MQA, page size 1", 32, 71, 1, 64, 1, 2048, "csr", 1),
-          ("qwen2-14b block table, page size 64", 32, 40, 8, 128, 64, 4096, "table", 1),
-          ("llama3-8b chunked prefill, 512 new tokens", 4, 32, 8, 128, 16, 4096, "csr", 512)]
-DRY_SHAPES = [("csr", 2, 8, 2, 32, 4, 24, "csr", 1), ("table", 3, 4, 4, 32, 8, 20, "table", 1),
-              ("prefill", 2, 8, 2, 32, 4, 24, "csr", 5)]
+#  new tokens per sequence: the sequence's last ones, a [B, T, H, D] query to _paged_decode ("decode") or ragged rows
+#  to _paged_prefill ("prefill"))
+SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
+          ("llama3-8b decode, batch 16", 16, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
+          ("llama3-8b decode, batch 64", 64, 32, 8, 128, 16, 2048, "csr", 1, "decode"),
+          ("falcon-7b MQA, page size 1", 32, 71, 1, 64, 1, 2048, "csr", 1, "decode"),
+          ("qwen2-14b block table, page size 64", 32, 40, 8, 128, 64, 4096, "table", 1, "decode"),
+          ("llama3-70b speculative verify, 4 tokens, batch 8", 8, 64, 8, 128, 32, 4096, "csr", 4, "decode"),
+          ("llama3-70b speculative verify, 4 tokens, batch 64", 64, 64, 8, 128, 32, 2048, "csr", 4, "decode"),
+          ("llama3-8b chunked prefill, 512 new tokens", 4, 32, 8, 128, 16, 4096, "csr", 512, "prefill")]
+DRY_SHAPES = [("csr", 2, 8, 2, 32, 4, 24, "csr", 1, "decode"), ("table", 3, 4, 4, 32, 8, 20, "table", 1, "decode"),
+              ("verify", 2, 8, 2, 32, 4, 24, "csr", 3, "decode"), ("prefill", 2, 8, 2, 32, 4, 24, "csr", 5, "prefill")]
 
 
 def paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens, new, device):
@@ -81,7 +85,7 @@ def measure(args, report: Report) -> None:
     bandwidth = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"].dram_bandwidth
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="paged_kernels_"))   # not under OUT: only the report comes back
-    for label, batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new in shapes:
+    for label, batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new, launcher in shapes:
         torch.manual_seed(0)
         q, k_cache, v_cache, lengths, lists = paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens,
                                                            new, device)
@@ -100,23 +104,25 @@ def measure(args, report: Report) -> None:
         expected = gathered(q.float(), k_cache.float(), v_cache.float(), padded.long(), lengths)
         moved = (2 * q.numel() * 2 + 2 * int(lengths.sum()) * kv_heads * head_dim * 2)
         pairs = sum(int(n) * new - new * (new - 1) // 2 for n in lengths)   # causal: query i sees n - new + i + 1
-        row = {"shape": label, "dims": [batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new],
+        row = {"shape": label, "dims": [batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new, launcher],
                "ours": {}, "errors": {}, "bytes": moved, "flops": 4.0 * heads * head_dim * pairs}
         out = torch.empty_like(q)
         lse = torch.empty(q.shape[0], heads, device=device)
         scale = head_dim ** -0.5
         query_offsets = (torch.arange(batch + 1) * new).to(torch.int32).to(device)
         for tiles in TILES[:args.configs]:
-            rows = 64 if new > 1 else min(128, max(16, 1 << (heads // kv_heads - 1).bit_length()))
+            rows = 64 if launcher == "prefill" else min(128, max(16, 1 << (new * heads // kv_heads - 1).bit_length()))
             config = {"block_m": rows, **dict(zip(("block_n", "num_warps", "num_stages", "split"), tiles))}
             name = json.dumps(config, sort_keys=True)
             module = kernels(config, scratch)
 
             def ours(m=module):
-                if new > 1:
+                if launcher == "prefill":
                     m._paged_prefill(q, k_cache, v_cache, query_offsets, *paging, scale, out, lse)
-                else:
-                    m._paged_decode(q, k_cache, v_cache, *paging, scale, out, lse)
+                else:   # [B, T, H, D]: T queries a sequence (T = 1: [B, H, D])
+                    shape = (batch, new) if new > 1 else (batch,)
+                    m._paged_decode(q.view(*shape, heads, head_dim), k_cache, v_cache, *paging, scale,
+                                    out.view(*shape, heads, -1), lse.view(*shape, heads))
             try:
                 ours()
             except Exception as exc:  # noqa: BLE001 - one configuration's failure is recorded, the others go on
@@ -145,7 +151,7 @@ def measure(args, report: Report) -> None:
 
 
 def markdown(header: str, rows: list[dict]) -> str:
-    lines = [header, "", "| shape | B, Hq, Hkv, D, page size, mean tokens, table, new tokens | ours (ms) | ours GB/s | "
+    lines = [header, "", "| shape | B, Hq, Hkv, D, page size, mean tokens, table, new tokens, launcher | ours (ms) | ours GB/s | "
              "% of DRAM bandwidth | ours TFLOP/s | gather + SDPA (ms) | compile (ms) | ours vs gather + SDPA | "
              "ours vs compile | best config |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

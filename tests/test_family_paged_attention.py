@@ -2,7 +2,7 @@
 running the reference (kernelbench.generate.families.paged_attention), on references written several ways:
 vectorized over a CSR page table (natural LSE), a FlashInfer-style loop over sequences and heads (base-2 LSE, page
 size 1), a vLLM block table with a soft cap or with ALiBi slopes, a sliding window with sinks, a paged prefill of
-ragged queries (causal or not); each solution
+ragged queries (causal or not), several queries a sequence (speculative verification); each solution
 matches eager through Triton's interpreter. What is not paged decode under the same signature is refused."""
 
 from __future__ import annotations
@@ -303,6 +303,60 @@ def test_ragged_queries_of_a_paged_prefill(tmp_path, causal):
     match, solution = assert_passes(problem)
     assert "paged prefill" in match.summary and ("causal" if causal else "not causal") in match.summary
     assert "base-2 LSE" in match.summary and "_paged_prefill(" in solution.sources[0].content
+
+
+VERIFY = '''import torch
+
+
+def get_inputs(axes, device):
+    b, pool, width = axes["batch_size"], axes["num_blocks"], axes["max_blocks"]
+    lengths = torch.tensor([5, 11, 3, 16][:b], dtype=torch.int32)   # >= 3 tokens: the candidates are the last 3
+    return {"query": torch.randn(b, 3, 8, 32, dtype=torch.bfloat16),
+            "k_pages": torch.randn(pool, 2, 4, 32, dtype=torch.bfloat16),
+            "v_pages": torch.randn(pool, 2, 4, 32, dtype=torch.bfloat16),
+            "page_table": torch.stack([torch.randperm(pool)[:width] for _ in range(b)]).to(torch.int32),
+            "lengths": lengths}
+
+
+@torch.no_grad()
+def run(query, k_pages, v_pages, page_table, lengths):
+    # speculative verification: each sequence's last 3 tokens are candidates, candidate t at position n - 3 + t
+    b, t, hq, d = query.shape
+    out = torch.empty_like(query)
+    lse = torch.empty(b, t, hq)
+    for i in range(b):
+        n = int(lengths[i])
+        pages = page_table[i].long()
+        k = k_pages[pages].transpose(1, 2).reshape(-1, 2, d)[:n].float().repeat_interleave(hq // 2, 1)
+        v = v_pages[pages].transpose(1, 2).reshape(-1, 2, d)[:n].float().repeat_interleave(hq // 2, 1)
+        scores = torch.einsum("thd,nhd->htn", query[i].float(), k) / d ** 0.5
+        hidden = torch.arange(n)[None, :] > (n - t + torch.arange(t))[:, None]
+        scores = scores.masked_fill(hidden & CAUSAL, float("-inf"))
+        lse[i] = torch.logsumexp(scores, -1).transpose(0, 1)
+        out[i] = torch.einsum("htn,nhd->thd", scores.softmax(-1), v).to(query.dtype)
+    return out, lse
+'''
+
+
+@pytest.mark.parametrize("causal, split", [(True, 1), (True, 3), (False, 1)])
+def test_several_queries_a_sequence_over_an_hnd_block_table(tmp_path, causal, split):
+    # a [B, T, H, D] query (speculative verification): a GQA group's heads times the T tokens are one program's rows
+    axes = {"batch_size": {"type": "var"}, "num_blocks": {"type": "var"}, "max_blocks": {"type": "var"},
+            "tokens": {"type": "const", "value": 3}, "num_heads": {"type": "const", "value": 8},
+            "num_kv_heads": {"type": "const", "value": 2}, "block_size": {"type": "const", "value": 4},
+            "head_dim": {"type": "const", "value": 32}}
+    inputs = {"query": spec(["batch_size", "tokens", "num_heads", "head_dim"], "bfloat16"),
+              "k_pages": spec(["num_blocks", "num_kv_heads", "block_size", "head_dim"], "bfloat16"),
+              "v_pages": spec(["num_blocks", "num_kv_heads", "block_size", "head_dim"], "bfloat16"),
+              "page_table": spec(["batch_size", "max_blocks"], "int32"), "lengths": spec(["batch_size"], "int32")}
+    outputs = {"out": spec(["batch_size", "tokens", "num_heads", "head_dim"], "bfloat16"),
+               "lse": spec(["batch_size", "tokens", "num_heads"], "float32")}
+    problem = problem_of(tmp_path, "paged_verify", VERIFY.replace("CAUSAL", str(causal)), inputs, outputs, axes,
+                         [{"batch_size": 4, "num_blocks": 24, "max_blocks": 4}])
+    match, solution = assert_passes(problem, {"split": split, "block_n": 8})
+    assert "several queries a sequence" in match.summary and "HND cache" in match.summary
+    assert ("not causal" not in match.summary) == causal
+    assert f"causal={causal})" in solution.sources[0].content
 
 
 @pytest.mark.parametrize("change, why", [

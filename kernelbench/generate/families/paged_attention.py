@@ -5,27 +5,29 @@ A paged decode reference reaches its cache through a page table: a host sync for
 loop over the sequences (FlashInfer's references). No trace follows that, so this family reads the problem's
 signature instead and lets the reference decide:
 
-- roles: a query `q` [B, Hq, D] (float; with ragged queries [total_q, Hq, D], sequence b's the rows between its
-  query offsets, the sequence's last tokens); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
+- roles: a query `q` [B, Hq, D] (float), or [B, T, Hq, D]: each sequence's last T tokens (speculative verification,
+  multi-token prediction), or ragged [total_q, Hq, D]: sequence b's the rows between its query offsets, the
+  sequence's last tokens (paged prefill); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
   [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv; a page table: CSR (offsets B + 1, page ids, and
   optionally each sequence's tokens in its last page) or a block table [B, pages] with each sequence's length;
   optional float scalars (the softmax scale, else 1/sqrt(D); a soft cap), an integer sliding window, and a
-  per-head vector (gpt-oss's sinks or BLOOM's ALiBi slopes); outputs: the attention output [B, Hq, Dv] and
-  optionally the LSE [B, Hq].
+  per-head vector (gpt-oss's sinks or BLOOM's ALiBi slopes); outputs: the attention output shaped as q (Dv last)
+  and optionally the LSE (q's shape without D).
 - every reading the signature allows (which input plays which role, the layout, the window counting its own token
-  or not, causal or not for ragged queries, the LSE's base: natural or 2) is run against the reference on small
+  or not, causal or not for several queries a sequence, the LSE's base: natural or 2) is run against the reference on small
   valid inputs made here, on the CPU; the first reading whose outputs agree is the match, and none agreeing is no
   match (with what was tried).
 
 render: templates/paged_attention.py.j2, `_paged_decode` / `_paged_prefill` of templates/attention.py.j2: the flash
 kernel with each sequence's tokens read through the page table in the kernel (no gathered copy). Decode: no host
-sync, a GQA group's query heads as one program's rows, the keys split across programs when the batch alone leaves
-the GPU idle. Prefill: a program per 64 queries of a sequence and head; one host sync sizes the grid.
+sync, a GQA group's query heads (times the T tokens) as one program's rows, the keys split across programs when the
+batch alone leaves the GPU idle. Prefill: a program per 64 queries of a sequence and head; one host sync sizes the grid.
 space: key tile, warps, pipeline stages, split (0: chosen at run time from the SM count).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -59,6 +61,7 @@ LN2 = math.log(2.0)
 # than the sequence's tokens: 2 pages hold at least 2, 1 page 1, 3 pages 3).
 CHECK_PAGES_PER_SEQUENCE, CHECK_POOL = (2, 1, 3), 11
 CHECK_QUERIES_PER_SEQUENCE = (2, 1, 3)
+CHECK_TOKENS = 3   # queries a sequence of a [B, T, H, D] query whose T the definition leaves free
 
 
 @register_family
@@ -75,15 +78,16 @@ class PagedAttention(Family):
         details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"),
                                             ("alibi", "ALiBi")) if role in roles]
         details += [f"{'base-2' if plan['lse_factor'] == 1.0 else 'natural'} LSE"] if plan["lse"] else []
-        if plan["ragged"]:
-            details.insert(0, "ragged queries, " + ("causal" if plan["causal"] else "not causal"))
+        if plan["ragged"] or plan["tokens"]:
+            queries = "ragged queries" if plan["ragged"] else "several queries a sequence"
+            details.insert(0, f"{queries}, {'causal' if plan['causal'] else 'not causal'}")
         summary = f"paged {'prefill' if plan['ragged'] else 'decode'} attention ({', '.join(details)})"
         return Match(self.name, summary, plan)
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
-        group = _group(match.plan, axes)
-        # decode: a whole GQA group a program where it fits; prefill: 64 queries a program
-        block_m = 64 if match.plan["ragged"] else min(128, max(16, 1 << (group - 1).bit_length()))
+        rows = _group(match.plan, axes) * (_size(match.plan["roles"]["q"]["shape"][1:2], axes) if match.plan["tokens"] else 1)
+        # decode: a whole GQA group (times its tokens) a program where it fits; prefill: 64 queries a program
+        block_m = 64 if match.plan["ragged"] else min(128, max(16, 1 << (rows - 1).bit_length()))
         return [{"block_m": block_m, "block_n": n, "num_warps": w, "num_stages": s, "split": split}
                 for n, w, s, split in TILES]
 
@@ -104,7 +108,7 @@ class PagedAttention(Family):
                 + sum(_size(r["shape"], axes) * r["bytes"] for k, r in roles.items()
                       if k in ("offsets", "table", "seq_lens", "qo_offsets")))
         written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
-        heads_by_dim = _size(roles["q"]["shape"][1:], axes)   # each sequence's Hq x D query against its own tokens
+        heads_by_dim = _size(roles["q"]["shape"][1:], axes)   # each sequence's (T x) Hq x D queries against its tokens
         tokens = pages * _page_size(plan, axes)
         if plan["ragged"]:   # the mean queries a sequence, each against (at most) the sequence's tokens
             tokens *= _size(roles["q"]["shape"][:1], axes) / max(1, _size(roles["qo_offsets"]["shape"], axes) - 1)
@@ -138,26 +142,26 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     integers = [n for n in order if inputs[n].shape is not None and not torch_dtype(inputs[n].dtype).is_floating_point]
     scalars = [n for n in order if inputs[n].shape is None and torch_dtype(inputs[n].dtype).is_floating_point]
     windows = [n for n in order if inputs[n].shape is None and not torch_dtype(inputs[n].dtype).is_floating_point]
-    queries = [n for n in floats if len(inputs[n].shape) == 3]
-    caches = [n for n in floats if len(inputs[n].shape) == 4]
     per_head = [n for n in floats if len(inputs[n].shape) == 1]   # sinks or ALiBi slopes
+    queries = _queries(floats, inputs)
     tables = _tables(integers, inputs)
-    if len(queries) != 1 or len(caches) != 2 or len(floats) != 3 + len(per_head) or len(per_head) > 1 or not tables \
-            or len(scalars) > 2 or len(windows) > 1:
-        return None, (f"{problem.name}: not a paged decode signature (one [B, H, D] query, two 4-d caches, a CSR page "
-                      "table or a block table with lengths; at most a float scale and soft cap, an integer window, "
-                      "per-head sinks or ALiBi slopes)")
-    out_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == 3]
-    lse_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == 2]
+    if not queries or len(floats) != 3 + len(per_head) or len(per_head) > 1 or not tables or len(scalars) > 2 \
+            or len(windows) > 1:
+        return None, (f"{problem.name}: not a paged decode signature (a [B, (T,) H, D] query, two 4-d caches, a CSR "
+                      "page table or a block table with lengths; at most a float scale and soft cap, an integer "
+                      "window, per-head sinks or ALiBi slopes)")
+    rank = len(inputs[queries[0][0]].shape)
+    out_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == rank]
+    lse_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == rank - 1]
     if len(out_names) != 1 or len(lse_names) > 1 or len(outputs) != len(out_names) + len(lse_names):
-        return None, f"{problem.name}: outputs other than an attention output [B, H, D] and an LSE [B, H]"
+        return None, f"{problem.name}: outputs other than an attention output shaped as the query and an LSE"
     consts = {n: a.value for n, a in definition.axes.items() if a.kind == "const"}
     module = compile_reference(definition)
     deadline = time.monotonic() + time_limit_s
     tried = []
     window = {"window": windows[0]} if windows else {}
     extras = [{**window, role: per_head[0]} for role in ("sinks", "alibi")] if per_head else [window]
-    for roles, layout, window_offset, causal in _readings(queries[0], caches, tables, scalars, extras):
+    for roles, layout, window_offset, causal in _readings(queries, tables, scalars, extras, rank == 4):
         if time.monotonic() > deadline:
             tried.append(f"out of time after {len(tried)} readings")
             break
@@ -170,6 +174,19 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
             return _plan(problem, order, case, out_names[0], lse_names, agreed), ""
         tried.append(f"{json.dumps(roles)} {layout}: {why}")
     return None, f"{problem.name}: no paged decode reading agrees with the reference ({'; '.join(tried[:4])})"
+
+
+def _queries(floats: list[str], inputs: dict) -> list[tuple[str, tuple[str, str]]]:
+    """(query, its two caches) the float tensors can be: one 3-d query beside two 4-d caches, or three 4-d tensors
+    one of which is a [B, T, H, D] query (a name that starts with "q" first)."""
+    three = [n for n in floats if len(inputs[n].shape) == 3]
+    four = [n for n in floats if len(inputs[n].shape) == 4]
+    if len(three) == 1 and len(four) == 2:
+        return [(three[0], tuple(four))]
+    if not three and len(four) == 3:
+        choices = [(q, tuple(n for n in four if n != q)) for q in four]
+        return sorted(choices, key=lambda choice: not choice[0].lower().startswith("q"))
+    return []
 
 
 def _tables(integers: list[str], inputs: dict) -> list[dict]:
@@ -195,20 +212,25 @@ def _tables(integers: list[str], inputs: dict) -> list[dict]:
                                                 for role, name in roles.items()))
 
 
-def _readings(query: str, caches: list[str], tables: list[dict], scalars: list[str], extras: list[dict]):
-    """(roles, layout, window offset, causal) in the order worth trying: names that say their role first. `extras`:
-    the roles the window and a per-head vector may play. The window offset: a window input w shows the last w +
-    offset tokens (j > n - 1 - w, or j >= n - 1 - w). causal: ragged queries see only keys up to their own
-    position (decode's one query sees every key either way)."""
-    key_first = sorted(itertools.permutations(caches), key=lambda kv: not kv[0].lower().startswith("k"))
+def _readings(queries: list[tuple[str, tuple[str, str]]], tables: list[dict], scalars: list[str],
+              extras: list[dict], tokens: bool):
+    """(roles, layout, window offset, causal) in the order worth trying: names that say their role first. `queries`:
+    (query, caches) choices, `tokens` when the query is [B, T, H, D]; `extras`: the roles the window and a per-head
+    vector may play. The window offset: a
+    window input w shows the last w + offset tokens (j > n - 1 - w, or j >= n - 1 - w). causal: several queries a
+    sequence (ragged, or [B, T, H, D]) see only keys up to their own position (decode's one query sees every key
+    either way)."""
     scalar_roles = [dict(zip(("scale", "softcap"), chosen)) for chosen in itertools.permutations(scalars)]
     scalar_roles.sort(key=lambda roles: "cap" not in roles.get("softcap", "cap"))
     extras = sorted(extras, key=lambda roles: not any(role in name.lower() for role, name in roles.items()))
     offsets = (0, 1) if "window" in extras[0] else (0,)
-    for table, extra, (key, value), named, layout, offset in itertools.product(tables, extras, key_first, scalar_roles,
-                                                                                ("NHD", "HND"), offsets):
-        for causal in ((True, False) if "qo_offsets" in table else (True,)):
-            yield {"q": query, "k_cache": key, "v_cache": value, **table, **named, **extra}, layout, offset, causal
+    for (query, caches), table, extra in itertools.product(queries, tables, extras):
+        if tokens and "qo_offsets" in table:   # a [B, T, H, D] query has no ragged offsets
+            continue
+        key_first = sorted(itertools.permutations(caches), key=lambda kv: not kv[0].lower().startswith("k"))
+        for (key, value), named, layout, offset in itertools.product(key_first, scalar_roles, ("NHD", "HND"), offsets):
+            for causal in ((True, False) if "qo_offsets" in table or tokens else (True,)):
+                yield {"q": query, "k_cache": key, "v_cache": value, **table, **named, **extra}, layout, offset, causal
 
 
 @dataclass
@@ -235,30 +257,37 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
         return int(axis) if str(axis).isdigit() else consts.get(axis, default)
 
     ragged = "qo_offsets" in roles
-    batch, heads, head_dim = (sized(roles["q"], i, d) for i, d in enumerate((len(CHECK_PAGES_PER_SEQUENCE), 8, 32)))
+    multi = len(inputs[roles["q"]].shape) == 4   # [B, T, H, D]: T queries a sequence
+    batch, heads, head_dim = (sized(roles["q"], i + (i > 0 and multi), d)
+                              for i, d in enumerate((len(CHECK_PAGES_PER_SEQUENCE), 8, 32)))
+    tokens = sized(roles["q"], 1, CHECK_TOKENS) if multi else 1
     if ragged:   # q's first axis counts queries: the batch is the check's own
         batch = len(CHECK_PAGES_PER_SEQUENCE)
     page_dim, head_dim_kv = (1, 2) if layout == "NHD" else (2, 1)
     page_size = sized(roles["k_cache"], page_dim, 4)
     kv_heads = sized(roles["k_cache"], head_dim_kv, 2)
     value_dim = sized(roles["v_cache"], 3, head_dim)
-    if batch < 1 or kv_heads < 1 or heads % kv_heads or sized(roles["k_cache"], 3, head_dim) != head_dim:
+    if batch < 1 or tokens < 1 or kv_heads < 1 or heads % kv_heads or sized(roles["k_cache"], 3, head_dim) != head_dim:
         return None
     generator = torch.Generator().manual_seed(7)
-    counts = [CHECK_PAGES_PER_SEQUENCE[b % len(CHECK_PAGES_PER_SEQUENCE)] for b in range(batch)]   # a fixed batch too
+    # a fixed batch too; every sequence holds at least its T queries
+    counts = [max(CHECK_PAGES_PER_SEQUENCE[b % len(CHECK_PAGES_PER_SEQUENCE)], -(-tokens // page_size))
+              for b in range(batch)]
     pages_per_sequence = torch.tensor(counts)
     total = int(pages_per_sequence.sum())
     pool = max(CHECK_POOL, total)
     shape = (pool, page_size, kv_heads) if layout == "NHD" else (pool, kv_heads, page_size)
     pages = torch.randperm(pool, generator=generator)[:total]
     last = torch.randint(1, page_size + 1, (batch,), generator=generator)
+    last = torch.maximum(last, tokens - (pages_per_sequence - 1) * page_size)
 
     def typed(role, values):
         return values.to(torch_dtype(inputs[roles[role]].dtype))
 
     queries = [CHECK_QUERIES_PER_SEQUENCE[b % len(CHECK_QUERIES_PER_SEQUENCE)] for b in range(batch)] if ragged \
-        else [1] * batch
-    values = {roles["q"]: typed("q", torch.randn(sum(queries), heads, head_dim, generator=generator)),
+        else [tokens] * batch
+    q_shape = (batch, tokens) if multi else (sum(queries),)
+    values = {roles["q"]: typed("q", torch.randn(*q_shape, heads, head_dim, generator=generator)),
               roles["k_cache"]: typed("k_cache", torch.randn(*shape, head_dim, generator=generator)),
               roles["v_cache"]: typed("v_cache", torch.randn(*shape, value_dim, generator=generator))}
     if "offsets" in roles:
@@ -321,6 +350,13 @@ def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
     """What the kernel computes for this reading, in fp32 torch: (output in q's dtype, natural-log LSE in fp32), one
     row per query (decode: one per sequence)."""
     q, k_cache, v_cache = case.value("q"), case.value("k_cache"), case.value("v_cache")
+    if q.dim() == 4:   # [B, T, H, D]: T queries a sequence, computed as ragged rows and shaped back
+        batch, tokens = q.shape[:2]
+        offsets = torch.arange(batch + 1) * tokens
+        flat = dataclasses.replace(case, roles={**case.roles, "q": "_q", "qo_offsets": "_qo"},
+                                   values={**case.values, "_q": q.flatten(0, 1), "_qo": offsets})
+        out, lse = paged_decode_reference(flat)
+        return out.unflatten(0, (batch, tokens)), lse.unflatten(0, (batch, tokens))
     rows, heads, head_dim = q.shape
     if case.layout == "HND":
         k_cache, v_cache = k_cache.transpose(1, 2), v_cache.transpose(1, 2)
@@ -373,7 +409,8 @@ def _plan(problem: Problem, order: list[str], case: Case, out_name: str, lse_nam
         return {"name": name, "shape": None if spec.shape is None else list(spec.shape),
                 "bytes": torch_dtype(spec.dtype).itemsize}
     return {"problem": problem.name, "layout": case.layout, "window_offset": case.window_offset,
-            "ragged": "qo_offsets" in case.roles, "causal": case.causal,
+            "ragged": "qo_offsets" in case.roles, "tokens": len(definition.inputs[case.roles["q"]].shape) == 4,
+            "causal": case.causal,
             "lse_factor": lse_factor, "lse": bool(lse_names),
             "parameters": [*order, *definition.outputs], "out": out_name, "lse_name": lse_names[0] if lse_names else None,
             "roles": {role: described(name) for role, name in case.roles.items()},
