@@ -7,8 +7,9 @@ Decode (one query token per sequence), speculative verification (each sequence's
 [B, 4, H, D] query) and prefill (the last 512 tokens of each sequence, causal, ragged) against a paged bf16 KV cache
 (NHD), sequence lengths spread +-50% around the mean, pages shuffled in the pool: Llama-3-8B-like GQA (32 / 8 heads,
 page size 16) at batch 1, 16 and 64, Falcon-7B's MQA (71 / 1 heads, head_dim 64, page size 1), a vLLM block table
-(40 / 8 heads, page size 64), Llama-3-70B's verification (64 / 8 heads, page size 32) and a chunked prefill. Ours:
-the kernel (`_paged_decode` / `_paged_prefill`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
+(40 / 8 heads, page size 64), Llama-3-70B's verification (64 / 8 heads, page size 32), a chunked prefill, and MLA
+decode (DeepSeek-V3's 128 heads over a 512 + 64 latent cache, page size 64; FlashInfer's 16-head page size 1). Ours:
+the kernel (`_paged_decode` / `_paged_prefill` / `_mla_decode`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
 kept, reading the page table in the kernel. The PyTorch way: gather each sequence's pages into a padded
 [B, T, Hkv, D] copy, then SDPA with a length (and causal) mask (enable_gqa); and torch.compile of that (skipped
 once `--budget-s` has passed). Each timed by triton.testing.do_bench, checked against fp32 math. Reported: GB/s of
@@ -33,12 +34,12 @@ import torch
 from family_attention import kernels
 from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 
-from kernelbench.generate.families.paged_attention import TILES
+from kernelbench.generate.families.paged_attention import MLA_TILES, TILES
 from roofline import DATASHEETS
 
 # (label, batch, q heads, kv heads, head_dim, page size, mean tokens per sequence, page table: "csr" or "table",
 #  new tokens per sequence: the sequence's last ones, a [B, T, H, D] query to _paged_decode ("decode") or ragged rows
-#  to _paged_prefill ("prefill"))
+#  to _paged_prefill ("prefill"); "mla": head_dim is the latent C plus MLA_ROPE, one latent head, values the C part)
 SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
           ("llama3-8b decode, batch 16", 16, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
           ("llama3-8b decode, batch 64", 64, 32, 8, 128, 16, 2048, "csr", 1, "decode"),
@@ -46,9 +47,13 @@ SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1, "deco
           ("qwen2-14b block table, page size 64", 32, 40, 8, 128, 64, 4096, "table", 1, "decode"),
           ("llama3-70b speculative verify, 4 tokens, batch 8", 8, 64, 8, 128, 32, 4096, "csr", 4, "decode"),
           ("llama3-70b speculative verify, 4 tokens, batch 64", 64, 64, 8, 128, 32, 2048, "csr", 4, "decode"),
-          ("llama3-8b chunked prefill, 512 new tokens", 4, 32, 8, 128, 16, 4096, "csr", 512, "prefill")]
+          ("llama3-8b chunked prefill, 512 new tokens", 4, 32, 8, 128, 16, 4096, "csr", 512, "prefill"),
+          ("deepseek-v3 MLA decode, batch 32", 32, 128, 1, 576, 64, 2048, "table", 1, "mla"),
+          ("MLA decode, 16 heads, page size 1, batch 64", 64, 16, 1, 576, 1, 2048, "csr", 1, "mla")]
+MLA_ROPE = 64
 DRY_SHAPES = [("csr", 2, 8, 2, 32, 4, 24, "csr", 1, "decode"), ("table", 3, 4, 4, 32, 8, 20, "table", 1, "decode"),
-              ("verify", 2, 8, 2, 32, 4, 24, "csr", 3, "decode"), ("prefill", 2, 8, 2, 32, 4, 24, "csr", 5, "prefill")]
+              ("verify", 2, 8, 2, 32, 4, 24, "csr", 3, "decode"), ("prefill", 2, 8, 2, 32, 4, 24, "csr", 5, "prefill"),
+              ("mla", 2, 16, 1, 32 + MLA_ROPE, 4, 24, "csr", 1, "mla")]
 
 
 def paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens, new, device):
@@ -70,7 +75,7 @@ def gathered(q, k_cache, v_cache, table, lengths):
     batch, kv_heads, head_dim = table.shape[0], k_cache.shape[2], k_cache.shape[3]
     new = q.shape[0] // batch
     k = k_cache[table].reshape(batch, -1, kv_heads, head_dim).transpose(1, 2)
-    v = v_cache[table].reshape(batch, -1, kv_heads, head_dim).transpose(1, 2)
+    v = v_cache[table].reshape(batch, -1, kv_heads, v_cache.shape[3]).transpose(1, 2)
     keys = torch.arange(k.shape[2], device=q.device).view(1, 1, -1)
     positions = lengths.view(-1, 1, 1) - new + torch.arange(new, device=q.device).view(1, -1, 1)
     mask = (keys < lengths.view(-1, 1, 1)) & (keys <= positions)
@@ -101,17 +106,22 @@ def measure(args, report: Report) -> None:
             paging = (table, offsets, last)
         else:
             paging = (padded, None, lengths.to(torch.int32))
+        value_dim = head_dim - MLA_ROPE if launcher == "mla" else head_dim
+        if launcher == "mla":   # the latent cache [ckv | kpe]: keys all of it, values its ckv part
+            v_cache = k_cache[..., :value_dim]
         expected = gathered(q.float(), k_cache.float(), v_cache.float(), padded.long(), lengths)
-        moved = (2 * q.numel() * 2 + 2 * int(lengths.sum()) * kv_heads * head_dim * 2)
+        moved = (q.numel() * 2 + q.shape[0] * heads * value_dim * 2
+                 + int(lengths.sum()) * kv_heads * (head_dim + (value_dim if launcher != "mla" else 0)) * 2)
         pairs = sum(int(n) * new - new * (new - 1) // 2 for n in lengths)   # causal: query i sees n - new + i + 1
         row = {"shape": label, "dims": [batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new, launcher],
-               "ours": {}, "errors": {}, "bytes": moved, "flops": 4.0 * heads * head_dim * pairs}
-        out = torch.empty_like(q)
+               "ours": {}, "errors": {}, "bytes": moved, "flops": 2.0 * heads * (head_dim + value_dim) * pairs}
+        out = torch.empty(q.shape[0], heads, value_dim, device=device, dtype=q.dtype)
         lse = torch.empty(q.shape[0], heads, device=device)
         scale = head_dim ** -0.5
         query_offsets = (torch.arange(batch + 1) * new).to(torch.int32).to(device)
-        for tiles in TILES[:args.configs]:
-            rows = 64 if launcher == "prefill" else min(128, max(16, 1 << (new * heads // kv_heads - 1).bit_length()))
+        for tiles in (MLA_TILES if launcher == "mla" else TILES)[:args.configs]:
+            rows = 64 if launcher == "prefill" else min(64 if launcher == "mla" else 128,
+                                                        max(16, 1 << (new * heads // kv_heads - 1).bit_length()))
             config = {"block_m": rows, **dict(zip(("block_n", "num_warps", "num_stages", "split"), tiles))}
             name = json.dumps(config, sort_keys=True)
             module = kernels(config, scratch)
@@ -119,6 +129,9 @@ def measure(args, report: Report) -> None:
             def ours(m=module):
                 if launcher == "prefill":
                     m._paged_prefill(q, k_cache, v_cache, query_offsets, *paging, scale, out, lse)
+                elif launcher == "mla":
+                    m._mla_decode(q[..., :value_dim], q[..., value_dim:], k_cache[:, :, 0, :value_dim],
+                                  k_cache[:, :, 0, value_dim:], *paging, scale, out, lse)
                 else:   # [B, T, H, D]: T queries a sequence (T = 1: [B, H, D])
                     shape = (batch, new) if new > 1 else (batch,)
                     m._paged_decode(q.view(*shape, heads, head_dim), k_cache, v_cache, *paging, scale,

@@ -2,7 +2,8 @@
 running the reference (kernelbench.generate.families.paged_attention), on references written several ways:
 vectorized over a CSR page table (natural LSE), a FlashInfer-style loop over sequences and heads (base-2 LSE, page
 size 1), a vLLM block table with a soft cap or with ALiBi slopes, a sliding window with sinks, a paged prefill of
-ragged queries (causal or not), several queries a sequence (speculative verification); each solution
+ragged queries (causal or not), several queries a sequence (speculative verification), MLA's latent caches; each
+solution
 matches eager through Triton's interpreter. What is not paged decode under the same signature is refused."""
 
 from __future__ import annotations
@@ -169,8 +170,8 @@ def test_a_vectorized_csr_reference_runs_on_the_paged_kernel(tmp_path):
 
 
 def test_split_keys_merge_to_the_same_result(tmp_path):
-    # three programs per sequence over the keys, merged by the second kernel
-    assert_passes(csr_problem(tmp_path), {"split": 3, "block_n": 16})
+    # three programs per sequence over the keys (the mean 12 tokens in 4-key tiles), merged by the second kernel
+    assert_passes(csr_problem(tmp_path), {"split": 3, "block_n": 4})
 
 
 def test_a_looped_reference_with_a_base_2_lse_and_an_empty_sequence(tmp_path):
@@ -357,6 +358,72 @@ def test_several_queries_a_sequence_over_an_hnd_block_table(tmp_path, causal, sp
     assert "several queries a sequence" in match.summary and "HND cache" in match.summary
     assert ("not causal" not in match.summary) == causal
     assert f"causal={causal})" in solution.sources[0].content
+
+
+MLA_LOOPED = '''import math
+import torch
+
+
+def get_inputs(axes, device):
+    b, pool = axes["batch_size"], axes["num_pages"]
+    counts = torch.tensor([4, 0, 20][:b])   # a sequence with no tokens too
+    indptr = torch.zeros(b + 1, dtype=torch.int32)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return {"q_nope": torch.randn(b, 16, 64, dtype=torch.bfloat16), "q_pe": torch.randn(b, 16, 16, dtype=torch.bfloat16),
+            "ckv_cache": torch.randn(pool, 1, 64, dtype=torch.bfloat16),
+            "kpe_cache": torch.randn(pool, 1, 16, dtype=torch.bfloat16),
+            "kv_indptr": indptr, "kv_indices": torch.randperm(pool)[:int(indptr[-1])].to(torch.int32), "sm_scale": 0.1}
+
+
+@torch.no_grad()
+def run(q_nope, q_pe, ckv_cache, kpe_cache, kv_indptr, kv_indices, sm_scale):
+    # FlashInfer-style MLA decode: the latent ckv is key and value, kpe the decoupled RoPE key; a base-2 LSE
+    batch, heads, rank = q_nope.shape
+    latent, rope = ckv_cache[:, 0].float(), kpe_cache[:, 0].float()
+    output = torch.zeros(batch, heads, rank, dtype=torch.bfloat16)
+    lse = torch.full((batch, heads), -float("inf"))
+    for b in range(batch):
+        first, last = int(kv_indptr[b].item()), int(kv_indptr[b + 1].item())
+        if first >= last:
+            continue
+        tokens = kv_indices[first:last].long()
+        logits = (q_nope[b].float() @ latent[tokens].T + q_pe[b].float() @ rope[tokens].T) * sm_scale
+        lse[b] = torch.logsumexp(logits, -1) / math.log(2.0)
+        output[b] = (torch.softmax(logits, -1) @ latent[tokens]).to(torch.bfloat16)
+    return output, lse
+'''
+MLA_AXES = {"batch_size": {"type": "var"}, "num_pages": {"type": "var"}, "num_kv_indices": {"type": "var"},
+            "len_indptr": {"type": "expr", "expression": "batch_size + 1"}, "num_qo_heads": {"type": "const", "value": 16},
+            "head_dim_ckv": {"type": "const", "value": 64}, "head_dim_kpe": {"type": "const", "value": 16},
+            "page_size": {"type": "const", "value": 1}}
+MLA_INPUTS = {"q_nope": spec(["batch_size", "num_qo_heads", "head_dim_ckv"], "bfloat16"),
+              "q_pe": spec(["batch_size", "num_qo_heads", "head_dim_kpe"], "bfloat16"),
+              "ckv_cache": spec(["num_pages", "page_size", "head_dim_ckv"], "bfloat16"),
+              "kpe_cache": spec(["num_pages", "page_size", "head_dim_kpe"], "bfloat16"),
+              "kv_indptr": spec(["len_indptr"], "int32"), "kv_indices": spec(["num_kv_indices"], "int32"),
+              "sm_scale": spec(None, "float32")}
+MLA_OUT = {"output": spec(["batch_size", "num_qo_heads", "head_dim_ckv"], "bfloat16"),
+           "lse": spec(["batch_size", "num_qo_heads"], "float32")}
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_mla_decode_over_latent_caches(tmp_path, split):
+    # DeepSeek's MLA with absorbed weights: one latent head shared by every query head, keys [ckv | kpe], values ckv
+    problem = problem_of(tmp_path, "paged_mla", MLA_LOOPED, MLA_INPUTS, MLA_OUT, MLA_AXES,
+                         [{"batch_size": 3, "num_pages": 30, "num_kv_indices": 24}], allow_negative_inf=True)
+    match, solution = assert_passes(problem, {"split": split, "block_n": 2})   # 3 splits of the mean 8 tokens
+    assert "MLA latent caches" in match.summary and "base-2 LSE" in match.summary
+    assert "_mla_decode(q_nope, q_pe, ckv_cache, kpe_cache, kv_indices, kv_indptr, None, sm_scale, output, lse" \
+        in " ".join(solution.sources[0].content.split())
+
+
+def test_mla_without_its_rope_part_is_refused(tmp_path):
+    # the same signature, the decoupled RoPE key ignored: no MLA reading agrees
+    reference = MLA_LOOPED.replace(" + q_pe[b].float() @ rope[tokens].T", "")
+    family = FAMILIES["paged_attention"]
+    assert family.match(problem_of(tmp_path, "not_mla", reference, MLA_INPUTS, MLA_OUT, MLA_AXES,
+                                   [{"batch_size": 3, "num_pages": 30, "num_kv_indices": 24}])) is None
+    assert "the attention outputs differ" in family.last_rejection
 
 
 @pytest.mark.parametrize("change, why", [

@@ -54,6 +54,8 @@ from templates import render as render_template
 
 # (block_n, num_warps, num_stages, split): 64-key tiles split over the GPU first; no split last (large batches).
 TILES = [(64, 4, 3, 0), (128, 4, 2, 0), (32, 4, 4, 0), (64, 8, 3, 0), (64, 4, 3, 1)]
+# MLA: a key tile is [BLOCK_N, C + R] (C 512: 32 KB of bf16 at 32 keys a stage), the accumulator [heads, C] in fp32
+MLA_TILES = [(32, 8, 2, 0), (32, 4, 2, 0), (64, 8, 2, 0), (16, 4, 3, 0), (32, 8, 2, 1)]
 TOLERANCE = 2e-2   # bf16 inputs, fp32 math on both sides: readings that disagree are off by O(1)
 LN2 = math.log(2.0)
 # The small valid case each reading is checked on: pages per sequence (a batch of 3 unless the definition fixes it),
@@ -74,7 +76,8 @@ class PagedAttention(Family):
         if plan is None:
             return None
         roles = plan["roles"]
-        details = [f"{plan['layout']} cache", "CSR page table" if "offsets" in roles else "block table"]
+        details = ["MLA latent caches" if plan["mla"] else f"{plan['layout']} cache",
+                   "CSR page table" if "offsets" in roles else "block table"]
         details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"),
                                             ("alibi", "ALiBi")) if role in roles]
         details += [f"{'base-2' if plan['lse_factor'] == 1.0 else 'natural'} LSE"] if plan["lse"] else []
@@ -85,11 +88,13 @@ class PagedAttention(Family):
         return Match(self.name, summary, plan)
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
-        rows = _group(match.plan, axes) * (_size(match.plan["roles"]["q"]["shape"][1:2], axes) if match.plan["tokens"] else 1)
-        # decode: a whole GQA group (times its tokens) a program where it fits; prefill: 64 queries a program
-        block_m = 64 if match.plan["ragged"] else min(128, max(16, 1 << (rows - 1).bit_length()))
+        plan = match.plan
+        rows = _group(plan, axes) * (_size(plan["roles"]["q"]["shape"][1:2], axes) if plan["tokens"] else 1)
+        # decode: a whole GQA group (times its tokens) a program where it fits; prefill: 64 queries a program; MLA: at
+        # most 64 heads, whose [heads, C] fp32 accumulator stays in registers
+        block_m = 64 if plan["ragged"] else min(64 if plan["mla"] else 128, max(16, 1 << (rows - 1).bit_length()))
         return [{"block_m": block_m, "block_n": n, "num_warps": w, "num_stages": s, "split": split}
-                for n, w, s, split in TILES]
+                for n, w, s, split in (MLA_TILES if plan["mla"] else TILES)]
 
     def shape_class(self, match: Match, axes: dict[str, int]) -> str:
         tokens = _size(match.plan["roles"]["table"]["shape"], axes) * _page_size(match.plan, axes)
@@ -97,22 +102,23 @@ class PagedAttention(Family):
         return f"batch~4^{round(math.log(max(batch, 1), 4))},tokens~4^{round(math.log(max(tokens, 1), 4))}"
 
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
-        """The query, the referenced pages of both caches (every token of every referenced page, the upper bound
-        of what is read), the page table and the outputs; 4 Hq D FLOPs per key token."""
+        """The queries, the referenced pages of the caches (every token of every referenced page, the upper bound
+        of what is read), the page table and the outputs; per key token 2 D FLOPs a query head for the scores and 2 Dv
+        for the values."""
         plan = match.plan
         roles = plan["roles"]
-        cache = roles["k_cache"]
-        per_page = _size(cache["shape"][1:], axes) * cache["bytes"]
         pages = _size(roles["table"]["shape"], axes)   # CSR: the referenced pages; block table: its entries
-        read = (_size(roles["q"]["shape"], axes) * roles["q"]["bytes"] + 2 * pages * per_page
-                + sum(_size(r["shape"], axes) * r["bytes"] for k, r in roles.items()
-                      if k in ("offsets", "table", "seq_lens", "qo_offsets")))
+        read = sum(_size(roles[r]["shape"][1:] if r.endswith("cache") else roles[r]["shape"], axes) * roles[r]["bytes"]
+                   * (pages if r.endswith("cache") else 1)
+                   for r in ("q", "q_pe", "k_cache", "v_cache", "kpe_cache", "offsets", "table", "seq_lens", "qo_offsets")
+                   if r in roles)
         written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
-        heads_by_dim = _size(roles["q"]["shape"][1:], axes)   # each sequence's (T x) Hq x D queries against its tokens
+        out = _size(plan["outputs"][plan["out"]]["shape"][1:], axes)   # each sequence's (T x) Hq x Dv outputs
+        scores = sum(_size(roles[r]["shape"][1:], axes) for r in ("q", "q_pe") if r in roles)   # (T x) Hq x D
         tokens = pages * _page_size(plan, axes)
         if plan["ragged"]:   # the mean queries a sequence, each against (at most) the sequence's tokens
             tokens *= _size(roles["q"]["shape"][:1], axes) / max(1, _size(roles["qo_offsets"]["shape"], axes) - 1)
-        return Traffic(bytes_read=read, bytes_written=written, flops=4.0 * heads_by_dim * tokens)
+        return Traffic(bytes_read=read, bytes_written=written, flops=2.0 * (scores + out) * tokens)
 
     def render(self, match: Match, config: Config) -> Solution:
         plan = match.plan
@@ -143,14 +149,15 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     scalars = [n for n in order if inputs[n].shape is None and torch_dtype(inputs[n].dtype).is_floating_point]
     windows = [n for n in order if inputs[n].shape is None and not torch_dtype(inputs[n].dtype).is_floating_point]
     per_head = [n for n in floats if len(inputs[n].shape) == 1]   # sinks or ALiBi slopes
-    queries = _queries(floats, inputs)
+    kind, tensors = _tensor_roles([n for n in floats if n not in per_head], inputs)
     tables = _tables(integers, inputs)
-    if not queries or len(floats) != 3 + len(per_head) or len(per_head) > 1 or not tables or len(scalars) > 2 \
-            or len(windows) > 1:
-        return None, (f"{problem.name}: not a paged decode signature (a [B, (T,) H, D] query, two 4-d caches, a CSR "
-                      "page table or a block table with lengths; at most a float scale and soft cap, an integer "
-                      "window, per-head sinks or ALiBi slopes)")
-    rank = len(inputs[queries[0][0]].shape)
+    extras_allowed = kind != "mla" or not (per_head or windows or len(scalars) > 1)   # MLA: a scale at most
+    if not tensors or len(per_head) > 1 or not tables or len(scalars) > 2 or len(windows) > 1 or not extras_allowed:
+        return None, (f"{problem.name}: not a paged decode signature (a [B, (T,) H, D] query and two 4-d caches, or "
+                      "MLA's [B, H, C] and [B, H, R] queries and 3-d latent caches; a CSR page table or a block table "
+                      "with lengths; at most a float scale and soft cap, an integer window, per-head sinks or ALiBi "
+                      "slopes)")
+    rank = len(inputs[tensors[0]["q"]].shape)
     out_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == rank]
     lse_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == rank - 1]
     if len(out_names) != 1 or len(lse_names) > 1 or len(outputs) != len(out_names) + len(lse_names):
@@ -161,7 +168,7 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     tried = []
     window = {"window": windows[0]} if windows else {}
     extras = [{**window, role: per_head[0]} for role in ("sinks", "alibi")] if per_head else [window]
-    for roles, layout, window_offset, causal in _readings(queries, tables, scalars, extras, rank == 4):
+    for roles, layout, window_offset, causal in _readings(kind, tensors, tables, scalars, extras):
         if time.monotonic() > deadline:
             tried.append(f"out of time after {len(tried)} readings")
             break
@@ -176,17 +183,30 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     return None, f"{problem.name}: no paged decode reading agrees with the reference ({'; '.join(tried[:4])})"
 
 
-def _queries(floats: list[str], inputs: dict) -> list[tuple[str, tuple[str, str]]]:
-    """(query, its two caches) the float tensors can be: one 3-d query beside two 4-d caches, or three 4-d tensors
-    one of which is a [B, T, H, D] query (a name that starts with "q" first)."""
+def _tensor_roles(floats: list[str], inputs: dict) -> tuple[str, list[dict]]:
+    """(kind, the roles the float tensors can play, names that say their role first). "decode": a 3-d query `q`
+    beside two 4-d caches (`k_cache`, `v_cache`); "tokens": three 4-d tensors, one a [B, T, H, D] query; "mla": four
+    3-d tensors, MLA's queries `q` [B, H, C] and `q_pe` [B, H, R] and latent caches `k_cache` [pages, page_size, C]
+    (keys and values) and `kpe_cache` [pages, page_size, R], paired by their axes."""
     three = [n for n in floats if len(inputs[n].shape) == 3]
     four = [n for n in floats if len(inputs[n].shape) == 4]
     if len(three) == 1 and len(four) == 2:
-        return [(three[0], tuple(four))]
-    if not three and len(four) == 3:
-        choices = [(q, tuple(n for n in four if n != q)) for q in four]
-        return sorted(choices, key=lambda choice: not choice[0].lower().startswith("q"))
-    return []
+        kind, choices = "decode", [(three[0], four)]
+    elif not three and len(four) == 3:
+        kind, choices = "tokens", [(q, [n for n in four if n != q]) for q in four]
+    elif len(three) == 4 and not four:
+        shape = {n: [str(a) for a in inputs[n].shape] for n in three}
+        found = [{"q": qn, "q_pe": qp, "k_cache": ckv, "kpe_cache": kpe}
+                 for qn, qp, ckv, kpe in itertools.permutations(three)
+                 if shape[qn][:2] == shape[qp][:2] and shape[ckv][:2] == shape[kpe][:2] and shape[qn][2] == shape[ckv][2]
+                 and shape[qp][2] == shape[kpe][2] and shape[qn][0] != shape[ckv][0]]
+        words = {"q": "nope", "q_pe": "pe", "k_cache": "kv", "kpe_cache": "pe"}
+        return "mla", sorted(found, key=lambda roles: -sum(words[r] in n.lower() for r, n in roles.items()))
+    else:
+        return "", []
+    found = [{"q": q, "k_cache": k, "v_cache": v} for q, caches in choices for k, v in itertools.permutations(caches)]
+    return kind, sorted(found, key=lambda roles: (not roles["q"].lower().startswith("q"),
+                                                  not roles["k_cache"].lower().startswith("k")))
 
 
 def _tables(integers: list[str], inputs: dict) -> list[dict]:
@@ -212,25 +232,23 @@ def _tables(integers: list[str], inputs: dict) -> list[dict]:
                                                 for role, name in roles.items()))
 
 
-def _readings(queries: list[tuple[str, tuple[str, str]]], tables: list[dict], scalars: list[str],
-              extras: list[dict], tokens: bool):
-    """(roles, layout, window offset, causal) in the order worth trying: names that say their role first. `queries`:
-    (query, caches) choices, `tokens` when the query is [B, T, H, D]; `extras`: the roles the window and a per-head
-    vector may play. The window offset: a
-    window input w shows the last w + offset tokens (j > n - 1 - w, or j >= n - 1 - w). causal: several queries a
-    sequence (ragged, or [B, T, H, D]) see only keys up to their own position (decode's one query sees every key
-    either way)."""
+def _readings(kind: str, tensors: list[dict], tables: list[dict], scalars: list[str], extras: list[dict]):
+    """(roles, layout, window offset, causal) in the order worth trying: names that say their role first. `kind` and
+    `tensors` as _tensor_roles gives them; `extras`: the roles the window and a per-head vector may play. The window
+    offset: a window input w shows the last w + offset tokens (j > n - 1 - w, or j >= n - 1 - w). causal: several
+    queries a sequence (ragged, or [B, T, H, D]) see only keys up to their own position (decode's one query sees
+    every key either way). MLA's latent caches have no head axis: one layout."""
     scalar_roles = [dict(zip(("scale", "softcap"), chosen)) for chosen in itertools.permutations(scalars)]
     scalar_roles.sort(key=lambda roles: "cap" not in roles.get("softcap", "cap"))
     extras = sorted(extras, key=lambda roles: not any(role in name.lower() for role, name in roles.items()))
     offsets = (0, 1) if "window" in extras[0] else (0,)
-    for (query, caches), table, extra in itertools.product(queries, tables, extras):
-        if tokens and "qo_offsets" in table:   # a [B, T, H, D] query has no ragged offsets
+    layouts = ("NHD",) if kind == "mla" else ("NHD", "HND")
+    for tensor, table, extra, named, layout, offset in itertools.product(tensors, tables, extras, scalar_roles,
+                                                                         layouts, offsets):
+        if "qo_offsets" in table and kind != "decode":   # a [B, T, H, D] query or MLA: no ragged queries
             continue
-        key_first = sorted(itertools.permutations(caches), key=lambda kv: not kv[0].lower().startswith("k"))
-        for (key, value), named, layout, offset in itertools.product(key_first, scalar_roles, ("NHD", "HND"), offsets):
-            for causal in ((True, False) if "qo_offsets" in table or tokens else (True,)):
-                yield {"q": query, "k_cache": key, "v_cache": value, **table, **named, **extra}, layout, offset, causal
+        for causal in ((True, False) if "qo_offsets" in table or kind == "tokens" else (True,)):
+            yield {**tensor, **table, **named, **extra}, layout, offset, causal
 
 
 @dataclass
@@ -263,11 +281,14 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     tokens = sized(roles["q"], 1, CHECK_TOKENS) if multi else 1
     if ragged:   # q's first axis counts queries: the batch is the check's own
         batch = len(CHECK_PAGES_PER_SEQUENCE)
+    mla = "kpe_cache" in roles   # one latent head: keys [C | R] from both caches, values the C part
     page_dim, head_dim_kv = (1, 2) if layout == "NHD" else (2, 1)
     page_size = sized(roles["k_cache"], page_dim, 4)
-    kv_heads = sized(roles["k_cache"], head_dim_kv, 2)
-    value_dim = sized(roles["v_cache"], 3, head_dim)
-    if batch < 1 or tokens < 1 or kv_heads < 1 or heads % kv_heads or sized(roles["k_cache"], 3, head_dim) != head_dim:
+    kv_heads = 1 if mla else sized(roles["k_cache"], head_dim_kv, 2)
+    value_dim = head_dim if mla else sized(roles["v_cache"], 3, head_dim)
+    rope_dim = sized(roles["q_pe"], 2, 16) if mla else 0
+    if batch < 1 or tokens < 1 or kv_heads < 1 or heads % kv_heads \
+            or sized(roles["k_cache"], len(inputs[roles["k_cache"]].shape) - 1, head_dim) != head_dim:
         return None
     generator = torch.Generator().manual_seed(7)
     # a fixed batch too; every sequence holds at least its T queries
@@ -276,7 +297,7 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     pages_per_sequence = torch.tensor(counts)
     total = int(pages_per_sequence.sum())
     pool = max(CHECK_POOL, total)
-    shape = (pool, page_size, kv_heads) if layout == "NHD" else (pool, kv_heads, page_size)
+    shape = (pool, page_size) if mla else (pool, page_size, kv_heads) if layout == "NHD" else (pool, kv_heads, page_size)
     pages = torch.randperm(pool, generator=generator)[:total]
     last = torch.randint(1, page_size + 1, (batch,), generator=generator)
     last = torch.maximum(last, tokens - (pages_per_sequence - 1) * page_size)
@@ -288,8 +309,12 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
         else [tokens] * batch
     q_shape = (batch, tokens) if multi else (sum(queries),)
     values = {roles["q"]: typed("q", torch.randn(*q_shape, heads, head_dim, generator=generator)),
-              roles["k_cache"]: typed("k_cache", torch.randn(*shape, head_dim, generator=generator)),
-              roles["v_cache"]: typed("v_cache", torch.randn(*shape, value_dim, generator=generator))}
+              roles["k_cache"]: typed("k_cache", torch.randn(*shape, head_dim, generator=generator))}
+    if mla:
+        values[roles["q_pe"]] = typed("q_pe", torch.randn(*q_shape, heads, rope_dim, generator=generator))
+        values[roles["kpe_cache"]] = typed("kpe_cache", torch.randn(*shape, rope_dim, generator=generator))
+    else:
+        values[roles["v_cache"]] = typed("v_cache", torch.randn(*shape, value_dim, generator=generator))
     if "offsets" in roles:
         offsets = torch.zeros(batch + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(pages_per_sequence, 0)
@@ -349,6 +374,15 @@ def _close(got, want: torch.Tensor) -> bool:
 def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
     """What the kernel computes for this reading, in fp32 torch: (output in q's dtype, natural-log LSE in fp32), one
     row per query (decode: one per sequence)."""
+    if "kpe_cache" in case.roles:   # MLA: one key / value head, keys [ckv | kpe] against queries [q | q_pe], values ckv
+        ckv = case.value("k_cache").unsqueeze(2)
+        joined = {"_q": torch.cat([case.value("q"), case.value("q_pe")], -1),
+                  "_k": torch.cat([ckv, case.value("kpe_cache").unsqueeze(2)], -1), "_v": ckv}
+        roles = {r: n for r, n in case.roles.items() if r not in ("q_pe", "kpe_cache")}
+        scale = {} if "scale" in roles else {"scale": "_scale"}   # 1 / sqrt(D) of the nope part alone, as the kernel
+        return paged_decode_reference(dataclasses.replace(
+            case, roles={**roles, "q": "_q", "k_cache": "_k", "v_cache": "_v", **scale},
+            values={**case.values, **joined, "_scale": case.value("q").shape[-1] ** -0.5}))
     q, k_cache, v_cache = case.value("q"), case.value("k_cache"), case.value("v_cache")
     if q.dim() == 4:   # [B, T, H, D]: T queries a sequence, computed as ragged rows and shaped back
         batch, tokens = q.shape[:2]
@@ -410,6 +444,7 @@ def _plan(problem: Problem, order: list[str], case: Case, out_name: str, lse_nam
                 "bytes": torch_dtype(spec.dtype).itemsize}
     return {"problem": problem.name, "layout": case.layout, "window_offset": case.window_offset,
             "ragged": "qo_offsets" in case.roles, "tokens": len(definition.inputs[case.roles["q"]].shape) == 4,
+            "mla": "kpe_cache" in case.roles,
             "causal": case.causal,
             "lse_factor": lse_factor, "lse": bool(lse_names),
             "parameters": [*order, *definition.outputs], "out": out_name, "lse_name": lse_names[0] if lse_names else None,
@@ -442,5 +477,5 @@ def _page_size(plan: dict, axes: dict[str, int]) -> int:
 
 def _group(plan: dict, axes: dict[str, int]) -> int:
     shape = plan["roles"]["k_cache"]["shape"]
-    kv_heads = _size([shape[2 if plan["layout"] == "NHD" else 1]], axes)
+    kv_heads = 1 if plan["mla"] else _size([shape[2 if plan["layout"] == "NHD" else 1]], axes)
     return max(1, _size([plan["roles"]["q"]["shape"][1]], axes) // max(kv_heads, 1))
