@@ -85,7 +85,7 @@ def gathered(q, k_cache, v_cache, table, lengths):
 
 
 def measure(args, report: Report) -> None:
-    shapes = [s for s in (DRY_SHAPES if args.dry_run else SHAPES) if args.only in s[0]]
+    shapes = [s for s in (DRY_SHAPES if args.dry_run else SHAPES) if not args.only or any(o in s[0] for o in args.only)]
     device = "cpu" if args.dry_run else "cuda"
     bandwidth = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"].dram_bandwidth
     started = time.monotonic()
@@ -182,7 +182,7 @@ def times(ratio: float | None) -> str:
 
 def main() -> int:
     parser = arguments(__doc__, configs=3, budget_s=200.0)
-    parser.add_argument("--only", default="", help="the shapes whose label contains this")
+    parser.add_argument("--only", action="append", default=[], help="the shapes whose label contains this (repeatable)")
     args = parser.parse_args()
     report = Report(args.out, "family_paged_attention", "paged_attention family", args.dry_run)
     measure(args, report)
