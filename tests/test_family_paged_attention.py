@@ -21,6 +21,7 @@ import kernelbench.generate.families  # noqa: F401 - registers the families
 from kernelbench.core.problem import load_problem
 from kernelbench.core.statuses import PASSED
 from kernelbench.generate.families.attention import kernel_source
+from kernelbench.generate.families.paged_attention import Case, paged_decode_reference
 from kernelbench.generate.family import FAMILIES
 
 CSR_INPUTS = '''import math
@@ -438,13 +439,40 @@ def test_the_same_signature_computing_something_else_is_refused(tmp_path, change
     assert why in family.last_rejection
 
 
-def test_a_sequence_without_tokens_gives_zeros_and_minus_infinity(tmp_path):
+def paged_kernels(tmp_path, config):
     path = tmp_path / "paged_kernels.py"
-    path.write_text(kernel_source({"block_m": 16, "block_n": 16, "num_warps": 4, "num_stages": 2, "split": 2}))
+    path.write_text(kernel_source(config))
     spec_ = importlib.util.spec_from_file_location("paged_kernels", path)
     module = importlib.util.module_from_spec(spec_)
     sys.modules["paged_kernels"] = module
     spec_.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("extras", [{"window": 3, "sinks": True}, {"alibi": True, "softcap": 2.0}])
+def test_ragged_prefill_with_a_window_sinks_alibi_and_a_soft_cap(tmp_path, extras):
+    # the prefill launcher packs a GQA group's heads into a program's rows: each head's own sink and slope must follow
+    module = paged_kernels(tmp_path, {"block_m": 16, "block_n": 4, "num_warps": 4, "num_stages": 2, "split": 1})
+    torch.manual_seed(3)
+    k, v = torch.randn(9, 4, 2, 32), torch.randn(9, 4, 2, 32)
+    queries, per_head = torch.tensor([0, 3, 4, 9], dtype=torch.int32), torch.rand(8) * 0.5
+    values = {"q": torch.randn(9, 8, 32), "k": k, "v": v, "qo": queries, "offsets": torch.tensor([0, 2, 3, 6]),
+              "table": torch.tensor([5, 1, 7, 0, 2, 8], dtype=torch.int32), "last": torch.tensor([3, 2, 4]),
+              "scale": 0.3, "window": extras.get("window"), "sinks": per_head, "alibi": per_head,
+              "softcap": extras.get("softcap")}
+    roles = {"q": "q", "k_cache": "k", "v_cache": "v", "qo_offsets": "qo", "offsets": "offsets", "table": "table",
+             "seq_lens": "last", "scale": "scale", **{role: role for role in ("window", "sinks", "alibi", "softcap")
+                                                      if extras.get(role)}}
+    want_out, want_lse = paged_decode_reference(Case(roles, "NHD", 0, True, values))
+    out, lse = torch.empty(9, 8, 32), torch.empty(9, 8)
+    module._paged_prefill(values["q"], k, v, queries, values["table"], values["offsets"].int(), values["last"].int(), 0.3,
+                          out, lse, window=extras.get("window"), sinks=per_head if "sinks" in extras else None,
+                          alibi=per_head if "alibi" in extras else None, softcap=extras.get("softcap", 0.0))
+    assert torch.allclose(out, want_out, atol=1e-4) and torch.allclose(lse, want_lse, atol=1e-4)
+
+
+def test_a_sequence_without_tokens_gives_zeros_and_minus_infinity(tmp_path):
+    module = paged_kernels(tmp_path, {"block_m": 16, "block_n": 16, "num_warps": 4, "num_stages": 2, "split": 2})
     q = torch.randn(2, 4, 32)
     k, v = torch.randn(6, 4, 2, 32), torch.randn(6, 4, 2, 32)
     out, lse = torch.full_like(q, float("nan")), torch.full((2, 4), float("nan"))
