@@ -7,7 +7,8 @@ Decode (one query token per sequence), speculative verification (each sequence's
 [B, 4, H, D] query) and prefill (the last 512 tokens of each sequence, causal, ragged) against a paged bf16 KV cache
 (NHD), sequence lengths spread +-50% around the mean, pages shuffled in the pool: Llama-3-8B-like GQA (32 / 8 heads,
 page size 16) at batch 1, 16 and 64, Falcon-7B's MQA (71 / 1 heads, head_dim 64, page size 1), a vLLM block table
-(40 / 8 heads, page size 64), Llama-3-70B's verification (64 / 8 heads, page size 32), a chunked prefill, and MLA
+(40 / 8 heads, page size 64), Llama-3-70B's verification (64 / 8 heads, page size 32), a chunked prefill over pages
+and over ragged keys (varlen), and MLA
 decode (DeepSeek-V3's 128 heads over a 512 + 64 latent cache, page size 64; FlashInfer's 16-head page size 1). Ours:
 the kernel (`_paged_decode` / `_paged_prefill` / `_mla_decode`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
 kept, reading the page table in the kernel. The PyTorch way: gather each sequence's pages into a padded
@@ -39,7 +40,7 @@ from roofline import DATASHEETS
 
 # (label, batch, q heads, kv heads, head_dim, page size, mean tokens per sequence, page table: "csr" or "table",
 #  new tokens per sequence: the sequence's last ones, a [B, T, H, D] query to _paged_decode ("decode") or ragged rows
-#  to _paged_prefill ("prefill"); "mla": head_dim is the latent C plus MLA_ROPE, one latent head, values the C part)
+#  to _paged_prefill ("prefill"; "ragged": its keys unpaged [total_kv, Hkv, D], page size 1 here); "mla": head_dim is the latent C plus MLA_ROPE, one latent head, values the C part)
 SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
           ("llama3-8b decode, batch 16", 16, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
           ("llama3-8b decode, batch 64", 64, 32, 8, 128, 16, 2048, "csr", 1, "decode"),
@@ -48,12 +49,13 @@ SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1, "deco
           ("llama3-70b speculative verify, 4 tokens, batch 8", 8, 64, 8, 128, 32, 4096, "csr", 4, "decode"),
           ("llama3-70b speculative verify, 4 tokens, batch 64", 64, 64, 8, 128, 32, 2048, "csr", 4, "decode"),
           ("llama3-8b chunked prefill, 512 new tokens", 4, 32, 8, 128, 16, 4096, "csr", 512, "prefill"),
+          ("llama3-8b varlen prefill (ragged keys), 512 new tokens", 4, 32, 8, 128, 1, 4096, "csr", 512, "ragged"),
           ("deepseek-v3 MLA decode, batch 32", 32, 128, 1, 576, 64, 2048, "table", 1, "mla"),
           ("MLA decode, 16 heads, page size 1, batch 64", 64, 16, 1, 576, 1, 2048, "csr", 1, "mla")]
 MLA_ROPE = 64
 DRY_SHAPES = [("csr", 2, 8, 2, 32, 4, 24, "csr", 1, "decode"), ("table", 3, 4, 4, 32, 8, 20, "table", 1, "decode"),
               ("verify", 2, 8, 2, 32, 4, 24, "csr", 3, "decode"), ("prefill", 2, 8, 2, 32, 4, 24, "csr", 5, "prefill"),
-              ("mla", 2, 16, 1, 32 + MLA_ROPE, 4, 24, "csr", 1, "mla")]
+              ("ragged", 2, 8, 2, 32, 1, 24, "csr", 5, "ragged"), ("mla", 2, 16, 1, 32 + MLA_ROPE, 4, 24, "csr", 1, "mla")]
 
 
 def paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens, new, device):
@@ -106,6 +108,8 @@ def measure(args, report: Report) -> None:
             paging = (table, offsets, last)
         else:
             paging = (padded, None, lengths.to(torch.int32))
+        if launcher == "ragged":
+            ragged_k, ragged_v = k_cache[paging[0].long()].squeeze(1), v_cache[paging[0].long()].squeeze(1)
         value_dim = head_dim - MLA_ROPE if launcher == "mla" else head_dim
         if launcher == "mla":   # the latent cache [ckv | kpe]: keys all of it, values its ckv part
             v_cache = k_cache[..., :value_dim]
@@ -120,7 +124,7 @@ def measure(args, report: Report) -> None:
         scale = head_dim ** -0.5
         query_offsets = (torch.arange(batch + 1) * new).to(torch.int32).to(device)
         for tiles in (MLA_TILES if launcher == "mla" else TILES)[:args.configs]:
-            rows = 64 if launcher == "prefill" else min(64 if launcher == "mla" else 128,
+            rows = 64 if launcher in ("prefill", "ragged") else min(64 if launcher == "mla" else 128,
                                                         max(16, 1 << (new * heads // kv_heads - 1).bit_length()))
             config = {"block_m": rows, **dict(zip(("block_n", "num_warps", "num_stages", "split"), tiles))}
             name = json.dumps(config, sort_keys=True)
@@ -129,6 +133,9 @@ def measure(args, report: Report) -> None:
             def ours(m=module):
                 if launcher == "prefill":
                     m._paged_prefill(q, k_cache, v_cache, query_offsets, *paging, scale, out, lse)
+                elif launcher == "ragged":   # the pages (of one token) copied into sequence order: varlen keys
+                    m._paged_prefill(q, ragged_k, ragged_v, query_offsets, None, paging[1], None, scale, out, lse,
+                                     layout="ragged")
                 elif launcher == "mla":
                     m._mla_decode(q[..., :value_dim], q[..., value_dim:], k_cache[:, :, 0, :value_dim],
                                   k_cache[:, :, 0, value_dim:], *paging, scale, out, lse)

@@ -2,7 +2,7 @@
 running the reference (kernelbench.generate.families.paged_attention), on references written several ways:
 vectorized over a CSR page table (natural LSE), a FlashInfer-style loop over sequences and heads (base-2 LSE, page
 size 1), a vLLM block table with a soft cap or with ALiBi slopes, a sliding window with sinks, a paged prefill of
-ragged queries (causal or not), several queries a sequence (speculative verification), MLA's latent caches; each
+ragged queries (causal or not), several queries a sequence (speculative verification), MLA's latent caches, ragged keys (varlen prefill); each
 solution
 matches eager through Triton's interpreter. What is not paged decode under the same signature is refused."""
 
@@ -425,6 +425,82 @@ def test_mla_without_its_rope_part_is_refused(tmp_path):
     assert family.match(problem_of(tmp_path, "not_mla", reference, MLA_INPUTS, MLA_OUT, MLA_AXES,
                                    [{"batch_size": 3, "num_pages": 30, "num_kv_indices": 24}])) is None
     assert "the attention outputs differ" in family.last_rejection
+
+
+RAGGED_KEYS = '''import math
+import torch
+
+
+def get_inputs(axes, device):
+    b = axes["batch_size"]
+    q_lens, kv_lens = torch.tensor([2, 1, 4][:b]), torch.tensor([6, 1, 9][:b])
+    qo, kv = torch.zeros(b + 1, dtype=torch.int32), torch.zeros(b + 1, dtype=torch.int32)
+    qo[1:], kv[1:] = torch.cumsum(q_lens, 0), torch.cumsum(kv_lens, 0)
+    return {"q": torch.randn(int(qo[-1]), 8, 32, dtype=torch.bfloat16),
+            "k": torch.randn(int(kv[-1]), 2, 32, dtype=torch.bfloat16),
+            "v": torch.randn(int(kv[-1]), 2, 32, dtype=torch.bfloat16), "qo_indptr": qo, "kv_indptr": kv,
+            "sm_scale": 0.2}
+
+
+@torch.no_grad()
+def run(q, k, v, qo_indptr, kv_indptr, sm_scale):
+    # FlashInfer-style ragged prefill: sequence b's queries and keys are row ranges, its queries its last tokens
+    output = torch.zeros_like(q)
+    lse = torch.full(q.shape[:2], -float("inf"))
+    for b in range(qo_indptr.shape[0] - 1):
+        q0, q1, k0, k1 = (int(x) for x in (qo_indptr[b], qo_indptr[b + 1], kv_indptr[b], kv_indptr[b + 1]))
+        keys = k[k0:k1].float().repeat_interleave(4, 1)
+        logits = torch.einsum("qhd,khd->qhk", q[q0:q1].float(), keys) * sm_scale
+        later = torch.arange(k1 - k0)[None, :] > (k1 - k0 - (q1 - q0) + torch.arange(q1 - q0))[:, None]
+        logits = logits.masked_fill(later[:, None, :], float("-inf"))
+        lse[q0:q1] = torch.logsumexp(logits, -1) / math.log(2.0)
+        output[q0:q1] = torch.einsum("qhk,khd->qhd", logits.softmax(-1), v[k0:k1].float().repeat_interleave(4, 1)).to(q.dtype)
+    return output, lse
+'''
+PACKED = '''import torch
+
+
+def get_inputs(axes, device):
+    lens = torch.tensor([3, 1, 6])
+    cu = torch.zeros(4, dtype=torch.int32)
+    cu[1:] = torch.cumsum(lens, 0)
+    return {"q": torch.randn(10, 8, 32, dtype=torch.bfloat16), "k": torch.randn(10, 2, 32, dtype=torch.bfloat16),
+            "v": torch.randn(10, 2, 32, dtype=torch.bfloat16), "cu_seqlens": cu}
+
+
+def run(q, k, v, cu_seqlens):
+    # packed sequences, causal self-attention within each (a block-diagonal causal mask), 1/sqrt(D) scale
+    rows = torch.arange(q.shape[0])
+    sequence = torch.searchsorted(cu_seqlens[1:].long(), rows, right=True)
+    visible = (sequence[:, None] == sequence[None, :]) & (rows[None, :] <= rows[:, None])
+    scores = torch.einsum("qhd,khd->hqk", q.float(), k.float().repeat_interleave(4, 1)) / 32 ** 0.5
+    probabilities = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+    return torch.einsum("hqk,khd->qhd", probabilities, v.float().repeat_interleave(4, 1)).to(q.dtype)
+'''
+
+
+@pytest.mark.parametrize("reference", ["flashinfer", "packed"])
+def test_ragged_keys_of_a_varlen_prefill(tmp_path, reference):
+    # keys and values not paged: [total_kv, Hkv, D] row ranges by their offsets (or the queries' own cu_seqlens)
+    axes = {"batch_size": {"type": "var"}, "total_q": {"type": "var"}, "total_kv": {"type": "var"},
+            "len_indptr": {"type": "expr", "expression": "batch_size + 1"}, "num_qo_heads": {"type": "const", "value": 8},
+            "num_kv_heads": {"type": "const", "value": 2}, "head_dim": {"type": "const", "value": 32}}
+    kv = "total_kv" if reference == "flashinfer" else "total_q"
+    inputs = {"q": spec(["total_q", "num_qo_heads", "head_dim"], "bfloat16"),
+              "k": spec([kv, "num_kv_heads", "head_dim"], "bfloat16"), "v": spec([kv, "num_kv_heads", "head_dim"], "bfloat16")}
+    outputs = {"output": spec(["total_q", "num_qo_heads", "head_dim"], "bfloat16")}
+    if reference == "flashinfer":
+        inputs.update(qo_indptr=spec(["len_indptr"], "int32"), kv_indptr=spec(["len_indptr"], "int32"),
+                      sm_scale=spec(None, "float32"))
+        outputs["lse"] = spec(["total_q", "num_qo_heads"], "float32")
+    else:
+        inputs["cu_seqlens"] = spec(["len_indptr"], "int32")
+    problem = problem_of(tmp_path, "ragged_" + reference, RAGGED_KEYS if reference == "flashinfer" else PACKED, inputs,
+                         outputs, axes, [{"batch_size": 3, "total_q": 7 if reference == "flashinfer" else 10,
+                                          "total_kv": 16}])
+    match, solution = assert_passes(problem, {"block_m": 16, "block_n": 4})
+    assert "ragged keys" in match.summary and "causal" in match.summary and "not causal" not in match.summary
+    assert 'layout="ragged"' in solution.sources[0].content
 
 
 @pytest.mark.parametrize("change, why", [

@@ -64,6 +64,7 @@ LN2 = math.log(2.0)
 CHECK_PAGES_PER_SEQUENCE, CHECK_POOL = (2, 1, 3), 11
 CHECK_QUERIES_PER_SEQUENCE = (2, 1, 3)
 CHECK_TOKENS = 3   # queries a sequence of a [B, T, H, D] query whose T the definition leaves free
+CHECK_TOKENS_PER_SEQUENCE = (5, 1, 7)   # ragged keys (no pages)
 
 
 @register_family
@@ -76,8 +77,9 @@ class PagedAttention(Family):
         if plan is None:
             return None
         roles = plan["roles"]
-        details = ["MLA latent caches" if plan["mla"] else f"{plan['layout']} cache",
-                   "CSR page table" if "offsets" in roles else "block table"]
+        details = ["MLA latent caches" if plan["mla"] else "ragged keys, no pages" if plan["layout"] == "ragged"
+                   else f"{plan['layout']} cache", "block table" if "offsets" not in roles
+                   else "CSR page table" if "table" in roles else "key offsets"]
         details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"),
                                             ("alibi", "ALiBi")) if role in roles]
         details += [f"{'base-2' if plan['lse_factor'] == 1.0 else 'natural'} LSE"] if plan["lse"] else []
@@ -97,7 +99,7 @@ class PagedAttention(Family):
                 for n, w, s, split in (MLA_TILES if plan["mla"] else TILES)]
 
     def shape_class(self, match: Match, axes: dict[str, int]) -> str:
-        tokens = _size(match.plan["roles"]["table"]["shape"], axes) * _page_size(match.plan, axes)
+        tokens = _referenced_pages(match.plan, axes) * _page_size(match.plan, axes)
         batch = _size(match.plan["roles"]["q"]["shape"][:1], axes)
         return f"batch~4^{round(math.log(max(batch, 1), 4))},tokens~4^{round(math.log(max(tokens, 1), 4))}"
 
@@ -107,11 +109,11 @@ class PagedAttention(Family):
         for the values."""
         plan = match.plan
         roles = plan["roles"]
-        pages = _size(roles["table"]["shape"], axes)   # CSR: the referenced pages; block table: its entries
+        pages = _referenced_pages(plan, axes)
         read = sum(_size(roles[r]["shape"][1:] if r.endswith("cache") else roles[r]["shape"], axes) * roles[r]["bytes"]
                    * (pages if r.endswith("cache") else 1)
-                   for r in ("q", "q_pe", "k_cache", "v_cache", "kpe_cache", "offsets", "table", "seq_lens", "qo_offsets")
-                   if r in roles)
+                   for r in {"q", "q_pe", "k_cache", "v_cache", "kpe_cache", "offsets", "table", "seq_lens", "qo_offsets"}
+                   if r in roles and (r != "qo_offsets" or roles[r]["name"] != roles.get("offsets", {}).get("name")))
         written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
         out = _size(plan["outputs"][plan["out"]]["shape"][1:], axes)   # each sequence's (T x) Hq x Dv outputs
         scores = sum(_size(roles[r]["shape"][1:], axes) for r in ("q", "q_pe") if r in roles)   # (T x) Hq x D
@@ -150,7 +152,7 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     windows = [n for n in order if inputs[n].shape is None and not torch_dtype(inputs[n].dtype).is_floating_point]
     per_head = [n for n in floats if len(inputs[n].shape) == 1]   # sinks or ALiBi slopes
     kind, tensors = _tensor_roles([n for n in floats if n not in per_head], inputs)
-    tables = _tables(integers, inputs)
+    tables = _ragged_tables(integers, inputs) if kind == "ragged" else _tables(integers, inputs)
     extras_allowed = kind != "mla" or not (per_head or windows or len(scalars) > 1)   # MLA: a scale at most
     if not tensors or len(per_head) > 1 or not tables or len(scalars) > 2 or len(windows) > 1 or not extras_allowed:
         return None, (f"{problem.name}: not a paged decode signature (a [B, (T,) H, D] query and two 4-d caches, or "
@@ -185,7 +187,8 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
 
 def _tensor_roles(floats: list[str], inputs: dict) -> tuple[str, list[dict]]:
     """(kind, the roles the float tensors can play, names that say their role first). "decode": a 3-d query `q`
-    beside two 4-d caches (`k_cache`, `v_cache`); "tokens": three 4-d tensors, one a [B, T, H, D] query; "mla": four
+    beside two 4-d caches (`k_cache`, `v_cache`); "tokens": three 4-d tensors, one a [B, T, H, D] query; "ragged":
+    three 3-d tensors, keys and values not paged but ragged [total_kv, Hkv, D] (varlen attention); "mla": four
     3-d tensors, MLA's queries `q` [B, H, C] and `q_pe` [B, H, R] and latent caches `k_cache` [pages, page_size, C]
     (keys and values) and `kpe_cache` [pages, page_size, R], paired by their axes."""
     three = [n for n in floats if len(inputs[n].shape) == 3]
@@ -194,6 +197,8 @@ def _tensor_roles(floats: list[str], inputs: dict) -> tuple[str, list[dict]]:
         kind, choices = "decode", [(three[0], four)]
     elif not three and len(four) == 3:
         kind, choices = "tokens", [(q, [n for n in four if n != q]) for q in four]
+    elif len(three) == 3 and not four:   # no pages: keys and values [total_kv, Hkv, D], a sequence's rows in order
+        kind, choices = "ragged", [(q, [n for n in three if n != q]) for q in three]
     elif len(three) == 4 and not four:
         shape = {n: [str(a) for a in inputs[n].shape] for n in three}
         found = [{"q": qn, "q_pe": qp, "k_cache": ckv, "kpe_cache": kpe}
@@ -232,20 +237,32 @@ def _tables(integers: list[str], inputs: dict) -> list[dict]:
                                                 for role, name in roles.items()))
 
 
+def _ragged_tables(integers: list[str], inputs: dict) -> list[dict]:
+    """Ragged keys' offsets (B + 1): alone (one query a sequence), with the queries' offsets, or one vector that is
+    both (self-attention over packed sequences: cu_seqlens)."""
+    vectors = [n for n in integers if len(inputs[n].shape) == 1]
+    if len(vectors) != len(integers) or len(vectors) not in (1, 2):
+        return []
+    if len(vectors) == 1:
+        return [{"offsets": vectors[0], "qo_offsets": vectors[0]}, {"offsets": vectors[0]}]
+    found = [{"offsets": kv, "qo_offsets": qo} for kv, qo in itertools.permutations(vectors)]
+    return sorted(found, key=lambda roles: not any(w in roles["qo_offsets"].lower() for w in ("qo", "_q", "q_")))
+
+
 def _readings(kind: str, tensors: list[dict], tables: list[dict], scalars: list[str], extras: list[dict]):
     """(roles, layout, window offset, causal) in the order worth trying: names that say their role first. `kind` and
     `tensors` as _tensor_roles gives them; `extras`: the roles the window and a per-head vector may play. The window
     offset: a window input w shows the last w + offset tokens (j > n - 1 - w, or j >= n - 1 - w). causal: several
     queries a sequence (ragged, or [B, T, H, D]) see only keys up to their own position (decode's one query sees
-    every key either way). MLA's latent caches have no head axis: one layout."""
+    every key either way). MLA's latent caches have no head axis, ragged keys no pages: one layout each."""
     scalar_roles = [dict(zip(("scale", "softcap"), chosen)) for chosen in itertools.permutations(scalars)]
     scalar_roles.sort(key=lambda roles: "cap" not in roles.get("softcap", "cap"))
     extras = sorted(extras, key=lambda roles: not any(role in name.lower() for role, name in roles.items()))
     offsets = (0, 1) if "window" in extras[0] else (0,)
-    layouts = ("NHD",) if kind == "mla" else ("NHD", "HND")
+    layouts = {"mla": ("NHD",), "ragged": ("ragged",)}.get(kind, ("NHD", "HND"))
     for tensor, table, extra, named, layout, offset in itertools.product(tensors, tables, extras, scalar_roles,
                                                                          layouts, offsets):
-        if "qo_offsets" in table and kind != "decode":   # a [B, T, H, D] query or MLA: no ragged queries
+        if "qo_offsets" in table and kind in ("tokens", "mla"):   # a [B, T, H, D] query or MLA: no ragged queries
             continue
         for causal in ((True, False) if "qo_offsets" in table or kind == "tokens" else (True,)):
             yield {**tensor, **table, **named, **extra}, layout, offset, causal
@@ -282,22 +299,24 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     if ragged:   # q's first axis counts queries: the batch is the check's own
         batch = len(CHECK_PAGES_PER_SEQUENCE)
     mla = "kpe_cache" in roles   # one latent head: keys [C | R] from both caches, values the C part
-    page_dim, head_dim_kv = (1, 2) if layout == "NHD" else (2, 1)
-    page_size = sized(roles["k_cache"], page_dim, 4)
+    unpaged = layout == "ragged"   # [total_kv, Hkv, D]: each token its own page, in order
+    page_dim, head_dim_kv = {"NHD": (1, 2), "HND": (2, 1), "ragged": (None, 1)}[layout]
+    page_size = 1 if unpaged else sized(roles["k_cache"], page_dim, 4)
     kv_heads = 1 if mla else sized(roles["k_cache"], head_dim_kv, 2)
-    value_dim = head_dim if mla else sized(roles["v_cache"], 3, head_dim)
+    value_dim = head_dim if mla else sized(roles["v_cache"], len(inputs[roles["v_cache"]].shape) - 1, head_dim)
     rope_dim = sized(roles["q_pe"], 2, 16) if mla else 0
     if batch < 1 or tokens < 1 or kv_heads < 1 or heads % kv_heads \
             or sized(roles["k_cache"], len(inputs[roles["k_cache"]].shape) - 1, head_dim) != head_dim:
         return None
     generator = torch.Generator().manual_seed(7)
     # a fixed batch too; every sequence holds at least its T queries
-    counts = [max(CHECK_PAGES_PER_SEQUENCE[b % len(CHECK_PAGES_PER_SEQUENCE)], -(-tokens // page_size))
-              for b in range(batch)]
+    per_sequence = CHECK_TOKENS_PER_SEQUENCE if unpaged else CHECK_PAGES_PER_SEQUENCE
+    counts = [max(per_sequence[b % len(per_sequence)], -(-tokens // page_size)) for b in range(batch)]
     pages_per_sequence = torch.tensor(counts)
     total = int(pages_per_sequence.sum())
-    pool = max(CHECK_POOL, total)
-    shape = (pool, page_size) if mla else (pool, page_size, kv_heads) if layout == "NHD" else (pool, kv_heads, page_size)
+    pool = total if unpaged else max(CHECK_POOL, total)
+    shape = {"NHD": (pool, page_size, kv_heads), "HND": (pool, kv_heads, page_size), "ragged": (pool, kv_heads)}[layout]
+    shape = (pool, page_size) if mla else shape
     pages = torch.randperm(pool, generator=generator)[:total]
     last = torch.randint(1, page_size + 1, (batch,), generator=generator)
     last = torch.maximum(last, tokens - (pages_per_sequence - 1) * page_size)
@@ -307,6 +326,8 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
 
     queries = [CHECK_QUERIES_PER_SEQUENCE[b % len(CHECK_QUERIES_PER_SEQUENCE)] for b in range(batch)] if ragged \
         else [tokens] * batch
+    if ragged and roles["qo_offsets"] == roles.get("offsets"):   # one offsets vector for both: self-attention
+        queries = counts
     q_shape = (batch, tokens) if multi else (sum(queries),)
     values = {roles["q"]: typed("q", torch.randn(*q_shape, heads, head_dim, generator=generator)),
               roles["k_cache"]: typed("k_cache", torch.randn(*shape, head_dim, generator=generator))}
@@ -318,7 +339,9 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     if "offsets" in roles:
         offsets = torch.zeros(batch + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(pages_per_sequence, 0)
-        values[roles["offsets"]], values[roles["table"]] = typed("offsets", offsets), typed("table", pages)
+        values[roles["offsets"]] = typed("offsets", offsets)
+        if "table" in roles:
+            values[roles["table"]] = typed("table", pages)
         if "seq_lens" in roles:
             values[roles["seq_lens"]] = typed("seq_lens", last)
     else:   # a block table as wide as the longest sequence's pages, unused entries 0
@@ -383,6 +406,12 @@ def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
         return paged_decode_reference(dataclasses.replace(
             case, roles={**roles, "q": "_q", "k_cache": "_k", "v_cache": "_v", **scale},
             values={**case.values, **joined, "_scale": case.value("q").shape[-1] ** -0.5}))
+    if case.layout == "ragged":   # as a CSR cache of one-token pages in order
+        k, v = case.value("k_cache"), case.value("v_cache")
+        paged = {"_k": k.unsqueeze(1), "_v": v.unsqueeze(1), "_t": torch.arange(k.shape[0])}
+        return paged_decode_reference(dataclasses.replace(
+            case, layout="NHD", roles={**case.roles, "k_cache": "_k", "v_cache": "_v", "table": "_t"},
+            values={**case.values, **paged}))
     q, k_cache, v_cache = case.value("q"), case.value("k_cache"), case.value("v_cache")
     if q.dim() == 4:   # [B, T, H, D]: T queries a sequence, computed as ragged rows and shaped back
         batch, tokens = q.shape[:2]
@@ -459,7 +488,7 @@ def _call_arguments(plan: dict) -> dict[str, str]:
     def name(role, default):
         return roles[role]["name"] if role in roles else default
     window = name("window", "None")
-    return {"qo_offsets": name("qo_offsets", "None"), "offsets": name("offsets", "None"), "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
+    return {"qo_offsets": name("qo_offsets", "None"), "offsets": name("offsets", "None"), "table": name("table", "None"), "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
             "scale": name("scale", f"1.0 / math.sqrt({roles['q']['name']}.shape[-1])"), "sinks": name("sinks", "None"),
             "alibi": name("alibi", "None"),
             "window": f"{window} + 1" if plan["window_offset"] and "window" in roles else window}
@@ -472,10 +501,16 @@ def _size(shape: list, axes: dict[str, int]) -> int:
 
 def _page_size(plan: dict, axes: dict[str, int]) -> int:
     shape = plan["roles"]["k_cache"]["shape"]
-    return _size([shape[1 if plan["layout"] == "NHD" else 2]], axes)
+    return 1 if plan["layout"] == "ragged" else _size([shape[1 if plan["layout"] == "NHD" else 2]], axes)
+
+
+def _referenced_pages(plan: dict, axes: dict[str, int]) -> int:
+    """CSR: the referenced pages; block table: its entries; ragged keys: every token."""
+    roles = plan["roles"]
+    return _size(roles["table"]["shape"] if "table" in roles else roles["k_cache"]["shape"][:1], axes)
 
 
 def _group(plan: dict, axes: dict[str, int]) -> int:
     shape = plan["roles"]["k_cache"]["shape"]
-    kv_heads = 1 if plan["mla"] else _size([shape[2 if plan["layout"] == "NHD" else 1]], axes)
+    kv_heads = 1 if plan["mla"] else _size([shape[2 if plan["layout"] == "NHD" else 1]], axes)   # HND, ragged: 1
     return max(1, _size([plan["roles"]["q"]["shape"][1]], axes) // max(kv_heads, 1))
