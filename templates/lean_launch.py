@@ -6,8 +6,8 @@ options into a cache key and look the compiled kernel up. `lean(kernel)[grid](..
 (device, each tensor's dtype and 16-byte alignment, every other argument's value, the keyword arguments),
 the compiled kernel Triton launched the first time, and afterwards calls that kernel's binary launcher
 directly. The key is at least as fine as Triton's own, so the kernel found is the one Triton would launch.
-Triton's own path runs under the interpreter, while a launch hook is set (profilers), for a grid given as a
-function and for arguments that cannot be part of a key.
+Triton's own path runs under the interpreter, while a launch hook is set (profilers, cross-compilation), for a grid
+given as a function and for arguments that cannot be part of a key.
 """
 
 import os
@@ -33,6 +33,9 @@ class _Site:
         return lambda *args, **options: self.launch(grid, args, options)
 
     def launch(self, grid, args, options):
+        if _hooked():   # Triton's path, nothing remembered: a profiler's hook must see every launch
+            self.kernel[grid](*args, **options)
+            return
         device = driver.active.get_current_device()
         try:
             key = (device, len(args), *[(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a
@@ -41,9 +44,9 @@ class _Site:
         except TypeError:   # an unhashable argument
             self.kernel[grid](*args, **options)
             return
-        if found is None or _hooked():
+        if found is None:
             compiled = self.kernel[grid](*args, **options)   # Triton's path: compiles at the first call, launches
-            if found is None and len(self.compiled) < _MAX_KEYS:
+            if len(self.compiled) < _MAX_KEYS:
                 self.compiled[key] = (compiled, self._tail(len(args), options))
             return
         compiled, tail = found

@@ -33,6 +33,7 @@ CHILD = textwrap.dedent('''
     import torch, triton, triton.language as tl
     from triton.backends.compiler import GPUTarget
     from kernelbench.eval.cross_compile import CrossCompile
+    from templates.lean_launch import _hooked, lean
 
     @triton.jit
     def scale(x, y, n, BLOCK: tl.constexpr):
@@ -55,8 +56,9 @@ CHILD = textwrap.dedent('''
     a, b, c = torch.randn(128, 512).half(), torch.randn(512, 128).half(), torch.empty(128, 128)
     with CrossCompile(GPUTarget("cuda", 90, 32)) as compiled:
         scale[(8,)](x, y, 1000, BLOCK=128, num_warps=4)
-        scale[(8,)](x, y, 1000, BLOCK=128, num_warps=4)     # the same signature compiles once
+        lean(scale)[(8,)](x, y, 1000, BLOCK=128, num_warps=4)   # a generated launcher; the same signature: once
         staged_dot[(1,)](a, b, c, 512, M=128, BK=128, num_stages=stages)
+    assert not _hooked()   # the block's launch hook is gone with it
     print(json.dumps([[r.kernel, r.signature, r.error] for r in compiled.results]))
 ''')
 
