@@ -8,20 +8,23 @@ signature instead and lets the reference decide:
 - roles: a query `q` [B, Hq, D] (float), or [B, T, Hq, D]: each sequence's last T tokens (speculative verification,
   multi-token prediction), or ragged [total_q, Hq, D]: sequence b's the rows between its query offsets, the
   sequence's last tokens (paged prefill); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
-  [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv; a page table: CSR (offsets B + 1, page ids, and
-  optionally each sequence's tokens in its last page) or a block table [B, pages] with each sequence's length;
-  optional float scalars (the softmax scale, else 1/sqrt(D); a soft cap), an integer sliding window, and a
-  per-head vector (gpt-oss's sinks or BLOOM's ALiBi slopes); outputs: the attention output shaped as q (Dv last)
-  and optionally the LSE (q's shape without D).
+  [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv, or unpaged ragged keys and values [total_kv, Hkv, D]
+  (varlen attention); or MLA's queries `q` [B, H, C] and `q_pe` [B, H, R] against latent caches [pages, page_size,
+  C] (keys and values) and [pages, page_size, R]; a page table: CSR (offsets B + 1, page ids, and optionally each
+  sequence's tokens in its last page) or a block table [B, pages] with each sequence's length (ragged keys: their
+  offsets alone); optional float scalars (the softmax scale, else 1/sqrt(D); a soft cap), an integer sliding
+  window, and a per-head vector (gpt-oss's sinks or BLOOM's ALiBi slopes); outputs: the attention output shaped as
+  q (Dv last) and optionally the LSE (q's shape without D).
 - every reading the signature allows (which input plays which role, the layout, the window counting its own token
-  or not, causal or not for several queries a sequence, the LSE's base: natural or 2) is run against the reference on small
-  valid inputs made here, on the CPU; the first reading whose outputs agree is the match, and none agreeing is no
-  match (with what was tried).
+  or not, causal or not for several queries a sequence, the LSE's base: natural or 2) is run against the reference
+  on small valid inputs made here, on the CPU; the first reading whose outputs agree is the match, and none
+  agreeing is no match (with what was tried).
 
-render: templates/paged_attention.py.j2, `_paged_decode` / `_paged_prefill` of templates/attention.py.j2: the flash
-kernel with each sequence's tokens read through the page table in the kernel (no gathered copy). Decode: no host
-sync, a GQA group's query heads (times the T tokens) as one program's rows, the keys split across programs when the
-batch alone leaves the GPU idle. Prefill: a program per 64 queries of a sequence and head; one host sync sizes the grid.
+render: templates/paged_attention.py.j2, `_paged_decode` / `_paged_prefill` / `_mla_decode` of
+templates/attention.py.j2: flash kernels that read each sequence's tokens through the page table (no gathered
+copy). Decode: no host sync, a GQA group's query heads (times the T tokens) as one program's rows, the keys split
+across programs when the batch alone leaves the GPU idle. Prefill: a group's heads times 64 / group queries of a
+sequence a program; one host sync sizes the grid. MLA: up to 64 heads a program against one latent tile at a time.
 space: key tile, warps, pipeline stages, split (0: chosen at run time from the SM count).
 """
 
@@ -112,7 +115,8 @@ class PagedAttention(Family):
         pages = _referenced_pages(plan, axes)
         read = sum(_size(roles[r]["shape"][1:] if r.endswith("cache") else roles[r]["shape"], axes) * roles[r]["bytes"]
                    * (pages if r.endswith("cache") else 1)
-                   for r in {"q", "q_pe", "k_cache", "v_cache", "kpe_cache", "offsets", "table", "seq_lens", "qo_offsets"}
+                   for r in ("q", "q_pe", "k_cache", "v_cache", "kpe_cache", "offsets", "table", "seq_lens",
+                             "qo_offsets")
                    if r in roles and (r != "qo_offsets" or roles[r]["name"] != roles.get("offsets", {}).get("name")))
         written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
         out = _size(plan["outputs"][plan["out"]]["shape"][1:], axes)   # each sequence's (T x) Hq x Dv outputs
@@ -203,8 +207,8 @@ def _tensor_roles(floats: list[str], inputs: dict) -> tuple[str, list[dict]]:
         shape = {n: [str(a) for a in inputs[n].shape] for n in three}
         found = [{"q": qn, "q_pe": qp, "k_cache": ckv, "kpe_cache": kpe}
                  for qn, qp, ckv, kpe in itertools.permutations(three)
-                 if shape[qn][:2] == shape[qp][:2] and shape[ckv][:2] == shape[kpe][:2] and shape[qn][2] == shape[ckv][2]
-                 and shape[qp][2] == shape[kpe][2] and shape[qn][0] != shape[ckv][0]]
+                 if shape[qn][:2] == shape[qp][:2] and shape[ckv][:2] == shape[kpe][:2]
+                 and shape[qn][2] == shape[ckv][2] and shape[qp][2] == shape[kpe][2] and shape[qn][0] != shape[ckv][0]]
         words = {"q": "nope", "q_pe": "pe", "k_cache": "kv", "kpe_cache": "pe"}
         return "mla", sorted(found, key=lambda roles: -sum(words[r] in n.lower() for r, n in roles.items()))
     else:
@@ -482,13 +486,14 @@ def _plan(problem: Problem, order: list[str], case: Case, out_name: str, lse_nam
 
 
 def _call_arguments(plan: dict) -> dict[str, str]:
-    """The text of each `_paged_decode` argument that depends on the reading (an absent role: its default)."""
+    """The text of each launcher argument that depends on the reading (an absent role: its default)."""
     roles = plan["roles"]
 
     def name(role, default):
         return roles[role]["name"] if role in roles else default
     window = name("window", "None")
-    return {"qo_offsets": name("qo_offsets", "None"), "offsets": name("offsets", "None"), "table": name("table", "None"), "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
+    return {"qo_offsets": name("qo_offsets", "None"), "offsets": name("offsets", "None"), "table": name("table", "None"),
+            "seq_lens": name("seq_lens", "None"), "softcap": name("softcap", "0.0"),
             "scale": name("scale", f"1.0 / math.sqrt({roles['q']['name']}.shape[-1])"), "sinks": name("sinks", "None"),
             "alibi": name("alibi", "None"),
             "window": f"{window} + 1" if plan["window_offset"] and "window" in roles else window}
