@@ -10,7 +10,7 @@ page size 16) at batch 1, 16 and 64, Falcon-7B's MQA (71 / 1 heads, head_dim 64,
 (40 / 8 heads, page size 64), Llama-3-70B's verification (64 / 8 heads, page size 32), a chunked prefill over pages
 and over ragged keys (varlen), and MLA
 decode (DeepSeek-V3's 128 heads over a 512 + 64 latent cache, page size 64; FlashInfer's 16-head page size 1). Ours:
-the kernel (`_paged_decode` / `_paged_prefill` / `_mla_decode`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
+the kernel (`_paged_decode` / `_paged_prefill` / `_mla_attention`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
 kept, reading the page table in the kernel. The PyTorch way: gather each sequence's pages into a padded
 [B, T, Hkv, D] copy, then SDPA with a length (and causal) mask (enable_gqa); and torch.compile of that (skipped
 once `--budget-s` has passed). Each timed by triton.testing.do_bench, checked against fp32 math. Reported: GB/s of
@@ -137,8 +137,8 @@ def measure(args, report: Report) -> None:
                     m._paged_prefill(q, ragged_k, ragged_v, query_offsets, None, paging[1], None, scale, out, lse,
                                      layout="ragged")
                 elif launcher == "mla":
-                    m._mla_decode(q[..., :value_dim], q[..., value_dim:], k_cache[:, :, 0, :value_dim],
-                                  k_cache[:, :, 0, value_dim:], *paging, scale, out, lse)
+                    m._mla_attention(q[..., :value_dim], q[..., value_dim:], k_cache[:, :, 0, :value_dim],
+                                     k_cache[:, :, 0, value_dim:], *paging, scale, out, lse)
                 else:   # [B, T, H, D]: T queries a sequence (T = 1: [B, H, D])
                     shape = (batch, new) if new > 1 else (batch,)
                     m._paged_decode(q.view(*shape, heads, head_dim), k_cache, v_cache, *paging, scale,

@@ -414,8 +414,59 @@ def test_mla_decode_over_latent_caches(tmp_path, split):
                          [{"batch_size": 3, "num_pages": 30, "num_kv_indices": 24}], allow_negative_inf=True)
     match, solution = assert_passes(problem, {"split": split, "block_n": 2})   # 3 splits of the mean 8 tokens
     assert "MLA latent caches" in match.summary and "base-2 LSE" in match.summary
-    assert "_mla_decode(q_nope, q_pe, ckv_cache, kpe_cache, kv_indices, kv_indptr, None, sm_scale, output, lse" \
+    assert "_mla_attention(q_nope, q_pe, ckv_cache, kpe_cache, kv_indices, kv_indptr, None, sm_scale, output, lse" \
         in " ".join(solution.sources[0].content.split())
+
+
+MLA_PREFILL = '''import math
+import torch
+
+
+def get_inputs(axes, device):
+    b, pool = axes["batch_size"], axes["num_pages"]
+    q_lens, kv_lens = torch.tensor([3, 1, 5][:b]), torch.tensor([4, 6, 5][:b])
+    qo, kv = torch.zeros(b + 1, dtype=torch.int32), torch.zeros(b + 1, dtype=torch.int32)
+    qo[1:], kv[1:] = torch.cumsum(q_lens, 0), torch.cumsum(kv_lens, 0)
+    total = int(qo[-1])
+    return {"q_nope": torch.randn(total, 16, 64, dtype=torch.bfloat16),
+            "q_pe": torch.randn(total, 16, 16, dtype=torch.bfloat16),
+            "ckv_cache": torch.randn(pool, 1, 64, dtype=torch.bfloat16),
+            "kpe_cache": torch.randn(pool, 1, 16, dtype=torch.bfloat16), "qo_indptr": qo, "kv_indptr": kv,
+            "kv_indices": torch.randperm(pool)[:int(kv[-1])].to(torch.int32), "sm_scale": 0.1}
+
+
+@torch.no_grad()
+def run(q_nope, q_pe, ckv_cache, kpe_cache, qo_indptr, kv_indptr, kv_indices, sm_scale):
+    # MLA prefill over one-token pages: query i of a sequence's q_len sees its first n - q_len + i + 1 tokens
+    latent, rope = ckv_cache[:, 0].float(), kpe_cache[:, 0].float()
+    output = torch.zeros(q_nope.shape, dtype=torch.bfloat16)
+    lse = torch.full(q_nope.shape[:2], -float("inf"))
+    for b in range(qo_indptr.shape[0] - 1):
+        q0, q1 = int(qo_indptr[b]), int(qo_indptr[b + 1])
+        tokens = kv_indices[int(kv_indptr[b]):int(kv_indptr[b + 1])].long()
+        for i in range(q1 - q0):
+            seen = tokens[:tokens.numel() - (q1 - q0) + i + 1]
+            logits = (q_nope[q0 + i].float() @ latent[seen].T + q_pe[q0 + i].float() @ rope[seen].T) * sm_scale
+            lse[q0 + i] = torch.logsumexp(logits, -1) / math.log(2.0)
+            output[q0 + i] = (logits.softmax(-1) @ latent[seen]).to(torch.bfloat16)
+    return output, lse
+'''
+
+
+def test_mla_prefill_of_ragged_queries(tmp_path):
+    # MLA's queries ragged by their offsets, causal among a sequence's last tokens: (query, head) pairs are the rows
+    axes = {**MLA_AXES, "total_q": {"type": "var"}}
+    inputs = {"q_nope": spec(["total_q", "num_qo_heads", "head_dim_ckv"], "bfloat16"),
+              "q_pe": spec(["total_q", "num_qo_heads", "head_dim_kpe"], "bfloat16"),
+              **{n: MLA_INPUTS[n] for n in ("ckv_cache", "kpe_cache")}, "qo_indptr": spec(["len_indptr"], "int32"),
+              **{n: MLA_INPUTS[n] for n in ("kv_indptr", "kv_indices", "sm_scale")}}
+    outputs = {"output": spec(["total_q", "num_qo_heads", "head_dim_ckv"], "bfloat16"),
+               "lse": spec(["total_q", "num_qo_heads"], "float32")}
+    problem = problem_of(tmp_path, "mla_prefill", MLA_PREFILL, inputs, outputs, axes,
+                         [{"batch_size": 3, "num_pages": 24, "num_kv_indices": 15, "total_q": 9}])
+    match, solution = assert_passes(problem, {"block_m": 32, "block_n": 2})
+    assert "MLA latent caches" in match.summary and "ragged queries, causal" in match.summary
+    assert "qo_offsets=qo_indptr, causal=True)" in solution.sources[0].content
 
 
 def test_mla_without_its_rope_part_is_refused(tmp_path):

@@ -9,8 +9,8 @@ signature instead and lets the reference decide:
   multi-token prediction), or ragged [total_q, Hq, D]: sequence b's the rows between its query offsets, the
   sequence's last tokens (paged prefill); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
   [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv, or unpaged ragged keys and values [total_kv, Hkv, D]
-  (varlen attention); or MLA's queries `q` [B, H, C] and `q_pe` [B, H, R] against latent caches [pages, page_size,
-  C] (keys and values) and [pages, page_size, R]; a page table: CSR (offsets B + 1, page ids, and optionally each
+  (varlen attention); or MLA's queries `q` [B, H, C] and `q_pe` [B, H, R] (or ragged, [total_q, H, *]) against
+  latent caches [pages, page_size, C] (keys and values) and [pages, page_size, R]; a page table: CSR (offsets B + 1, page ids, and optionally each
   sequence's tokens in its last page) or a block table [B, pages] with each sequence's length (ragged keys: their
   offsets alone); optional float scalars (the softmax scale, else 1/sqrt(D); a soft cap), an integer sliding
   window, and a per-head vector (gpt-oss's sinks or BLOOM's ALiBi slopes); outputs: the attention output shaped as
@@ -20,11 +20,12 @@ signature instead and lets the reference decide:
   on small valid inputs made here, on the CPU; the first reading whose outputs agree is the match, and none
   agreeing is no match (with what was tried).
 
-render: templates/paged_attention.py.j2, `_paged_decode` / `_paged_prefill` / `_mla_decode` of
+render: templates/paged_attention.py.j2, `_paged_decode` / `_paged_prefill` / `_mla_attention` of
 templates/attention.py.j2: flash kernels that read each sequence's tokens through the page table (no gathered
 copy). Decode: no host sync, a GQA group's query heads (times the T tokens) as one program's rows, the keys split
 across programs when the batch alone leaves the GPU idle. Prefill: a group's heads times 64 / group queries of a
-sequence a program; one host sync sizes the grid. MLA: up to 64 heads a program against one latent tile at a time.
+sequence a program; one host sync sizes the grid. MLA: up to 64 (query, head) rows a program against one latent
+tile at a time.
 space: key tile, warps, pipeline stages, split (0: chosen at run time from the SM count).
 """
 
@@ -97,7 +98,8 @@ class PagedAttention(Family):
         rows = _group(plan, axes) * (_size(plan["roles"]["q"]["shape"][1:2], axes) if plan["tokens"] else 1)
         # decode: a whole GQA group (times its tokens) a program where it fits; prefill: 64 queries a program; MLA: at
         # most 64 heads, whose [heads, C] fp32 accumulator stays in registers
-        block_m = 64 if plan["ragged"] else min(64 if plan["mla"] else 128, max(16, 1 << (rows - 1).bit_length()))
+        block_m = 64 if plan["ragged"] and not plan["mla"] else min(64 if plan["mla"] else 128,
+                                                                     max(16, 1 << (rows - 1).bit_length()))
         return [{"block_m": block_m, "block_n": n, "num_warps": w, "num_stages": s, "split": split}
                 for n, w, s, split in (MLA_TILES if plan["mla"] else TILES)]
 
@@ -266,7 +268,7 @@ def _readings(kind: str, tensors: list[dict], tables: list[dict], scalars: list[
     layouts = {"mla": ("NHD",), "ragged": ("ragged",)}.get(kind, ("NHD", "HND"))
     for tensor, table, extra, named, layout, offset in itertools.product(tensors, tables, extras, scalar_roles,
                                                                          layouts, offsets):
-        if "qo_offsets" in table and kind in ("tokens", "mla"):   # a [B, T, H, D] query or MLA: no ragged queries
+        if "qo_offsets" in table and kind == "tokens":   # a [B, T, H, D] query has no ragged offsets
             continue
         for causal in ((True, False) if "qo_offsets" in table or kind == "tokens" else (True,)):
             yield {**tensor, **table, **named, **extra}, layout, offset, causal
