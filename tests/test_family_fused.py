@@ -461,3 +461,85 @@ def test_a_view_eager_takes_of_a_permuted_layout_is_a_reshape_of_a_kernels_conti
                    TWO_SHAPES, axes={"n": {"type": "var"}, "h": {"type": "const", "value": 8},
                                      "s": {"type": "const", "value": 4}, "hs": {"type": "const", "value": 32}})
     assert_all_pass(problem, fused(problem))
+
+
+ROUTED_FP8_MOE = """import torch
+
+
+def get_inputs(axes, device):
+    t = axes["seq_len"]
+    e, el, h, i, blk = 16, 4, 256, 128, 128
+    fp8 = torch.float8_e4m3fn
+    return {"routing_logits": torch.randn(t, e), "routing_bias": (torch.randn(e) * 0.1).to(torch.bfloat16),
+            "hidden_states": (torch.randn(t, h) * 2).to(fp8),
+            "hidden_states_scale": torch.rand(h // blk, t) * 0.05 + 0.01,
+            "gemm1_weights": (torch.randn(el, 2 * i, h) * 2).to(fp8),
+            "gemm1_weights_scale": torch.rand(el, 2 * i // blk, h // blk) * 0.05 + 0.01,
+            "gemm2_weights": (torch.randn(el, h, i) * 2).to(fp8),
+            "gemm2_weights_scale": torch.rand(el, h // blk, i // blk) * 0.05 + 0.01,
+            "local_expert_offset": 4, "routed_scaling_factor": 2.5}
+
+
+@torch.no_grad()
+def run(routing_logits, routing_bias, hidden_states, hidden_states_scale, gemm1_weights, gemm1_weights_scale,
+        gemm2_weights, gemm2_weights_scale, local_expert_offset, routed_scaling_factor):
+    # DeepSeek-V3-style routed MoE over FP8 block-scaled (128 x 128) weights: grouped top-k routing (4 groups,
+    # best 2 groups, top 4 experts), then each local expert's SwiGLU MLP on its tokens, weighted and summed
+    t, h = hidden_states.shape
+    e = routing_logits.shape[1]
+    el, two_i, _ = gemm1_weights.shape
+    blk = 128
+    a = hidden_states.float() * hidden_states_scale.t().repeat_interleave(blk, 1)
+    w1 = gemm1_weights.float() * gemm1_weights_scale.repeat_interleave(blk, 1).repeat_interleave(blk, 2)
+    w2 = gemm2_weights.float() * gemm2_weights_scale.repeat_interleave(blk, 1).repeat_interleave(blk, 2)
+    scores = torch.sigmoid(routing_logits.float())
+    biased = scores + routing_bias.float()
+    groups = biased.view(t, 4, e // 4)
+    group_score = groups.topk(2, dim=-1).values.sum(-1)
+    keep = torch.zeros_like(group_score).scatter_(1, group_score.topk(2, dim=-1).indices, 1.0)
+    masked = biased.masked_fill(keep.repeat_interleave(e // 4, 1) == 0, float("-inf"))
+    chosen = masked.topk(4, dim=-1).indices
+    weights = scores.gather(1, chosen)
+    weights = weights / weights.sum(-1, keepdim=True) * routed_scaling_factor
+    out = torch.zeros(t, h)
+    for local in range(el):
+        expert = local_expert_offset + local
+        hit = chosen == expert
+        rows = hit.any(-1).nonzero().squeeze(-1)
+        if rows.numel() == 0:
+            continue
+        x = a[rows]
+        up_gate = x @ w1[local].t()
+        up, gate = up_gate[:, : two_i // 2], up_gate[:, two_i // 2:]
+        y = (torch.nn.functional.silu(gate) * up) @ w2[local].t()
+        out[rows] += y * (weights * hit).sum(-1, keepdim=True)[rows]
+    return out.to(torch.bfloat16)
+"""
+
+
+@pytest.mark.slow   # the interpreter over 4 experts' FP8 GEMMs: 15 s (the default suite is near its time limit)
+def test_a_flashinfer_style_routed_fp8_moe_loop(tmp_path):
+    # FlashInfer-Bench's MoE form at small sizes: DeepSeek grouped top-k routing, FP8 weights with 128 x 128 block
+    # scales dequantized in the reference, and a Python loop over the local experts whose token rows depend on the
+    # routing (traced along its branches)
+    e, h, i = 16, 256, 128
+    axes = {"seq_len": {"type": "var"}, **{n: {"type": "const", "value": v} for n, v in (
+        ("num_experts", e), ("num_local_experts", 4), ("hidden_size", h), ("intermediate_size", i),
+        ("gemm1_out_size", 2 * i), ("num_hidden_blocks", h // 128), ("num_intermediate_blocks", i // 128),
+        ("num_gemm1_out_blocks", 2 * i // 128))}}
+    spec = {"routing_logits": (["seq_len", "num_experts"], "float32"), "routing_bias": (["num_experts"], "bfloat16"),
+            "hidden_states": (["seq_len", "hidden_size"], "float8_e4m3fn"),
+            "hidden_states_scale": (["num_hidden_blocks", "seq_len"], "float32"),
+            "gemm1_weights": (["num_local_experts", "gemm1_out_size", "hidden_size"], "float8_e4m3fn"),
+            "gemm1_weights_scale": (["num_local_experts", "num_gemm1_out_blocks", "num_hidden_blocks"], "float32"),
+            "gemm2_weights": (["num_local_experts", "hidden_size", "intermediate_size"], "float8_e4m3fn"),
+            "gemm2_weights_scale": (["num_local_experts", "num_hidden_blocks", "num_intermediate_blocks"], "float32"),
+            "local_expert_offset": (None, "int32"), "routed_scaling_factor": (None, "float32")}
+    definition = {"name": "routed_fp8_moe", "op_type": "moe", "axes": axes, "reference": ROUTED_FP8_MOE,
+                  "custom_inputs_entrypoint": "get_inputs",
+                  "inputs": {n: {"shape": s, "dtype": t} for n, (s, t) in spec.items()},
+                  "outputs": {"output": {"shape": ["seq_len", "hidden_size"], "dtype": "bfloat16"}}}
+    workloads = [{"uuid": f"moe-{t}", "axes": {"seq_len": t}, "inputs": {n: {"type": "custom"} for n in spec},
+                  "tolerance": {"max_atol": 1.0, "max_rtol": 0.3, "required_matched_ratio": 0.9}} for t in (7, 24)]
+    problem = load_problem(write_problem(tmp_path, definition, workloads))
+    assert_all_pass(problem, fused(problem))
