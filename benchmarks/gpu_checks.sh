@@ -7,6 +7,8 @@
 #                                              # of the memory-bound tasks (launches, host time per call)
 #   bash benchmarks/gpu_checks.sh membatch 1/8 # issue #12: kb batch over part k/n of the memory-bound tasks,
 #                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
+#   bash benchmarks/gpu_checks.sh paged     # the paged_attention family's benchmark (PAGED_S seconds), then kb batch over
+#                                           # the tasks235 attention tasks it matches (BATCH_S), leaderboard CSV
 #   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
 #                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
 #   bash benchmarks/gpu_checks.sh families  # every family's benchmark but rowwise's (gpu_rowwise.sh), each bounded by
@@ -56,6 +58,11 @@ case "${1:-}" in
     run kb leaderboard --per-workload --csv "$OUT/leaderboard_memory_bound_${part/\//of}_per_workload.csv"
     python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
         "$KB_DB" "$OUT/kb_memory_bound_${part/\//of}.db" ;;
+  paged)
+    run timeout "${PAGED_S:-150}" python3 benchmarks/family_paged_attention.py "$OUT/paged_attention" --configs 2 \
+        --budget-s 100
+    ONLY="--only Attention/002_* --only Attention/005_* --only Attention/009_* --only Attention/025_* --only Attention/026_*
+          --only Attention/013_* --only Attention/019_* --only Attention/008_*" BATCH_S=${BATCH_S:-330} "$0" membatch paged ;;
   gemm)
     run python3 benchmarks/family_gemm.py "$OUT/family_gemm" --configs "${CONFIGS:-4}" --budget-s "${BUDGET_S:-150}"
     [ -n "${TASKS:-}" ] && run python3 benchmarks/family_gemm.py "$OUT/family_gemm_tasks" --configs "${CONFIGS:-4}" \
@@ -86,5 +93,5 @@ case "${1:-}" in
     # that returns a few files from $OUT takes one archive)
     (cd "$OUT" && folders=$(find . -mindepth 1 -maxdepth 1 -type d) && [ -n "$folders" ] &&
      tar czf results.tgz --exclude=kernels --exclude=cpp_extensions $folders && rm -rf $folders && ls -l results.tgz) ;;
-  *) echo "usage: $0 timers|samples|batch|fused|membatch|gemm|families|sweep|pack"; exit 2 ;;
+  *) echo "usage: $0 timers|samples|batch|fused|membatch|paged|gemm|families|sweep|pack"; exit 2 ;;
 esac
