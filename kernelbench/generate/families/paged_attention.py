@@ -74,7 +74,7 @@ CHECK_TOKENS_PER_SEQUENCE = (5, 1, 7)   # ragged keys (no pages)
 @register_family
 class PagedAttention(Family):
     name = "paged_attention"
-    version = "1"
+    version = "2"   # 2: GQA-packed prefill rows, several queries a sequence, MLA, ragged keys
 
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
         plan, self.last_rejection = plan_of(problem, time_limit_s)
