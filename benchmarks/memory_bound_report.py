@@ -84,9 +84,9 @@ def summarize(rows: list[dict], root: Path) -> tuple[pd.DataFrame, list[str]]:
     return table, missing
 
 
-def markdown(table: pd.DataFrame, missing: list[str], total: int) -> str:
+def markdown(table: pd.DataFrame, missing: list[str], total: int, folder: Path) -> str:
     lines = ["# Memory-bound tasks of tasks235 through `kb batch` (issue #12), merged", "",
-             f"Command: `python3 benchmarks/memory_bound_report.py {{folder}} --root tasks235`. "
+             f"Command: `python3 benchmarks/memory_bound_report.py {folder} --root tasks235`. "
              f"Tasks measured: {len(table)} of {total}.", ""]
     if len(table):
         lines += [f"**Mean S over the {len(table)} measured: {benchmark_score(table['sol_score'].tolist()):.3f}** "
@@ -147,7 +147,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     table, missing = summarize(merged_rows(args.folder), args.root)
     total = len(table) + len(missing)
-    out.with_suffix(".md").write_text(markdown(table, missing, total).replace("{folder}", str(args.folder)))
+    out.with_suffix(".md").write_text(markdown(table, missing, total, args.folder))
     table.to_csv(out.with_suffix(".csv"), index=False)
     if len(table):
         plot(table, out.with_suffix(".png"))
