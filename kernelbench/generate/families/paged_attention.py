@@ -321,8 +321,8 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
     pages_per_sequence = torch.tensor(counts)
     total = int(pages_per_sequence.sum())
     pool = total if unpaged else max(CHECK_POOL, total)
-    shape = {"NHD": (pool, page_size, kv_heads), "HND": (pool, kv_heads, page_size), "ragged": (pool, kv_heads)}[layout]
-    shape = (pool, page_size) if mla else shape
+    shape = (pool, page_size) if mla else {"NHD": (pool, page_size, kv_heads), "HND": (pool, kv_heads, page_size),
+                                           "ragged": (pool, kv_heads)}[layout]
     pages = torch.randperm(pool, generator=generator)[:total]
     last = torch.randint(1, page_size + 1, (batch,), generator=generator)
     last = torch.maximum(last, tokens - (pages_per_sequence - 1) * page_size)
