@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_checks.sh membatch 1/8 # issue #12: kb batch over part k/n of the memory-bound tasks,
 #                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
 #   bash benchmarks/gpu_checks.sh paged     # the paged_attention family's benchmark (PAGED_S seconds), then kb batch over
-#                                           # the tasks235 attention tasks it matches (BATCH_S), leaderboard CSV
+#                                           # 8 of the 11 tasks235 attention tasks it matches (BATCH_S), leaderboard CSV
 #   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
 #                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
 #   bash benchmarks/gpu_checks.sh families  # every family's benchmark but rowwise's (gpu_rowwise.sh), each bounded by
