@@ -8,10 +8,12 @@ Decode (one query token per sequence), speculative verification (each sequence's
 (NHD), sequence lengths spread +-50% around the mean, pages shuffled in the pool: Llama-3-8B-like GQA (32 / 8 heads,
 page size 16) at batch 1, 16 and 64, Falcon-7B's MQA (71 / 1 heads, head_dim 64, page size 1), a vLLM block table
 (40 / 8 heads, page size 64), Llama-3-70B's verification (64 / 8 heads, page size 32), a chunked prefill over pages
-and over ragged keys (varlen), and MLA
-decode (DeepSeek-V3's 128 heads over a 512 + 64 latent cache, page size 64; FlashInfer's 16-head page size 1). Ours:
-the kernel (`_paged_decode` / `_paged_prefill` / `_mla_attention`, templates/attention.py.j2) at the first `--configs` configurations of the family's space, best
-kept, reading the page table in the kernel. The PyTorch way: gather each sequence's pages into a padded
+and over ragged keys (varlen), MLA
+decode (DeepSeek-V3's 128 heads over a 512 + 64 latent cache, page size 64; FlashInfer's 16-head page size 1), and
+cascade decode (Qwen2-7B's 28 / 4 heads: a 4096-token prefix every sequence shares, stored once, then each sequence's
+own pages). Ours: the kernel (`_paged_decode` / `_paged_prefill` / `_mla_attention` / `_cascade_decode`,
+templates/attention.py.j2) at the first `--configs` configurations of the family's space, best kept, reading the page
+table in the kernel. The PyTorch way: gather each sequence's pages into a padded
 [B, T, Hkv, D] copy, then SDPA with a length (and causal) mask (enable_gqa); and torch.compile of that (skipped
 once `--budget-s` has passed). Each timed by triton.testing.do_bench, checked against fp32 math. Reported: GB/s of
 the bytes attention must move (the queries, every valid key and value token, the outputs), % of the DRAM bandwidth
@@ -40,7 +42,8 @@ from roofline import DATASHEETS
 
 # (label, batch, q heads, kv heads, head_dim, page size, mean tokens per sequence, page table: "csr" or "table",
 #  new tokens per sequence: the sequence's last ones, a [B, T, H, D] query to _paged_decode ("decode") or ragged rows
-#  to _paged_prefill ("prefill"; "ragged": its keys unpaged [total_kv, Hkv, D], page size 1 here); "mla": head_dim is the latent C plus MLA_ROPE, one latent head, values the C part)
+#  to _paged_prefill ("prefill"; "ragged": its keys unpaged [total_kv, Hkv, D], page size 1 here); "mla": head_dim is
+#  the latent C plus MLA_ROPE, one latent head, values the C part; "cascade": CASCADE_PREFIX shared tokens first)
 SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
           ("llama3-8b decode, batch 16", 16, 32, 8, 128, 16, 4096, "csr", 1, "decode"),
           ("llama3-8b decode, batch 64", 64, 32, 8, 128, 16, 2048, "csr", 1, "decode"),
@@ -51,11 +54,14 @@ SHAPES = [("llama3-8b decode, batch 1", 1, 32, 8, 128, 16, 4096, "csr", 1, "deco
           ("llama3-8b chunked prefill, 512 new tokens", 4, 32, 8, 128, 16, 4096, "csr", 512, "prefill"),
           ("llama3-8b varlen prefill (ragged keys), 512 new tokens", 4, 32, 8, 128, 1, 4096, "csr", 512, "ragged"),
           ("deepseek-v3 MLA decode, batch 32", 32, 128, 1, 576, 64, 2048, "table", 1, "mla"),
-          ("MLA decode, 16 heads, page size 1, batch 64", 64, 16, 1, 576, 1, 2048, "csr", 1, "mla")]
+          ("MLA decode, 16 heads, page size 1, batch 64", 64, 16, 1, 576, 1, 2048, "csr", 1, "mla"),
+          ("qwen2-7b cascade decode, shared prefix, batch 64", 64, 28, 4, 128, 16, 512, "csr", 1, "cascade")]
 MLA_ROPE = 64
+CASCADE_PREFIX = {False: 4096, True: 8}   # by --dry-run
 DRY_SHAPES = [("csr", 2, 8, 2, 32, 4, 24, "csr", 1, "decode"), ("table", 3, 4, 4, 32, 8, 20, "table", 1, "decode"),
               ("verify", 2, 8, 2, 32, 4, 24, "csr", 3, "decode"), ("prefill", 2, 8, 2, 32, 4, 24, "csr", 5, "prefill"),
-              ("ragged", 2, 8, 2, 32, 1, 24, "csr", 5, "ragged"), ("mla", 2, 16, 1, 32 + MLA_ROPE, 4, 24, "csr", 1, "mla")]
+              ("ragged", 2, 8, 2, 32, 1, 24, "csr", 5, "ragged"), ("mla", 2, 16, 1, 32 + MLA_ROPE, 4, 24, "csr", 1, "mla"),
+              ("cascade", 3, 8, 2, 32, 4, 12, "csr", 1, "cascade")]
 
 
 def paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens, new, device):
@@ -96,26 +102,34 @@ def measure(args, report: Report) -> None:
         torch.manual_seed(0)
         q, k_cache, v_cache, lengths, lists = paged_inputs(batch, heads, kv_heads, head_dim, page_size, mean_tokens,
                                                            new, device)
-        width = max(len(p) for p in lists)
+        own_lengths, seen = lengths, lists   # a cascade's own tokens; the pages each query sees (the prefix's first)
+        if launcher == "cascade":   # the prefix as whole pages at the pool's end, shared by every sequence
+            prefix_ids = torch.arange(k_cache.shape[0], k_cache.shape[0] + CASCADE_PREFIX[args.dry_run] // page_size)
+            k_cache, v_cache = (torch.cat([c, torch.randn(len(prefix_ids), *c.shape[1:], device=device,
+                                                          dtype=c.dtype)]) for c in (k_cache, v_cache))
+            prefix_k, prefix_v = (c[prefix_ids.to(device)].flatten(0, 1) for c in (k_cache, v_cache))
+            seen, lengths = [torch.cat([prefix_ids, p]) for p in lists], lengths + CASCADE_PREFIX[args.dry_run]
+        width = max(len(p) for p in seen)
         padded = torch.zeros(batch, width, dtype=torch.int32)
-        for b, p in enumerate(lists):
+        for b, p in enumerate(seen):
             padded[b, :len(p)] = p
         padded = padded.to(device)
         if kind == "csr":
             table = torch.cat(lists).to(torch.int32).to(device)
             offsets = torch.tensor([0] + [len(p) for p in lists]).cumsum(0).to(torch.int32).to(device)
-            last = (lengths - (torch.tensor([len(p) for p in lists], device=device) - 1) * page_size).to(torch.int32)
+            last = (own_lengths - (torch.tensor([len(p) for p in lists], device=device) - 1) * page_size).to(torch.int32)
             paging = (table, offsets, last)
         else:
-            paging = (padded, None, lengths.to(torch.int32))
+            paging = (padded, None, own_lengths.to(torch.int32))
         if launcher == "ragged":
             ragged_k, ragged_v = k_cache[paging[0].long()].squeeze(1), v_cache[paging[0].long()].squeeze(1)
         value_dim = head_dim - MLA_ROPE if launcher == "mla" else head_dim
         if launcher == "mla":   # the latent cache [ckv | kpe]: keys all of it, values its ckv part
             v_cache = k_cache[..., :value_dim]
         expected = gathered(q.float(), k_cache.float(), v_cache.float(), padded.long(), lengths)
+        stored = int(own_lengths.sum()) + (CASCADE_PREFIX[args.dry_run] if launcher == "cascade" else 0)
         moved = (q.numel() * 2 + q.shape[0] * heads * value_dim * 2
-                 + int(lengths.sum()) * kv_heads * (head_dim + (value_dim if launcher != "mla" else 0)) * 2)
+                 + stored * kv_heads * (head_dim + (value_dim if launcher != "mla" else 0)) * 2)
         pairs = sum(int(n) * new - new * (new - 1) // 2 for n in lengths)   # causal: query i sees n - new + i + 1
         row = {"shape": label, "dims": [batch, heads, kv_heads, head_dim, page_size, mean_tokens, kind, new, launcher],
                "ours": {}, "errors": {}, "bytes": moved, "flops": 2.0 * heads * (head_dim + value_dim) * pairs}
@@ -124,7 +138,7 @@ def measure(args, report: Report) -> None:
         scale = head_dim ** -0.5
         query_offsets = (torch.arange(batch + 1) * new).to(torch.int32).to(device)
         for tiles in (MLA_TILES if launcher == "mla" else TILES)[:args.configs]:
-            rows = 64 if launcher in ("prefill", "ragged") else min(64 if launcher == "mla" else 128,
+            rows = 64 if launcher in ("prefill", "ragged", "cascade") else min(64 if launcher == "mla" else 128,
                                                         max(16, 1 << (new * heads // kv_heads - 1).bit_length()))
             config = {"block_m": rows, **dict(zip(("block_n", "num_warps", "num_stages", "split"), tiles))}
             name = json.dumps(config, sort_keys=True)
@@ -136,6 +150,8 @@ def measure(args, report: Report) -> None:
                 elif launcher == "ragged":   # the pages (of one token) copied into sequence order: varlen keys
                     m._paged_prefill(q, ragged_k, ragged_v, query_offsets, None, paging[1], None, scale, out, lse,
                                      layout="ragged")
+                elif launcher == "cascade":
+                    m._cascade_decode(q, prefix_k, prefix_v, k_cache, v_cache, *paging, scale, out, lse)
                 elif launcher == "mla":
                     m._mla_attention(q[..., :value_dim], q[..., value_dim:], k_cache[:, :, 0, :value_dim],
                                      k_cache[:, :, 0, value_dim:], *paging, scale, out, lse)

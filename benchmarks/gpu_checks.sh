@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_checks.sh membatch 1/8 # issue #12: kb batch over part k/n of the memory-bound tasks,
 #                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
 #   bash benchmarks/gpu_checks.sh paged     # the paged_attention family's benchmark (PAGED_S seconds), then kb batch over
-#                                           # 8 of the 11 tasks235 attention tasks it matches (BATCH_S), leaderboard CSV
+#                                           # 9 of the 12 tasks235 attention tasks it matches (BATCH_S), leaderboard CSV
 #   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
 #                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
 #   bash benchmarks/gpu_checks.sh families  # every family's benchmark but rowwise's (gpu_rowwise.sh), each bounded by
@@ -62,7 +62,7 @@ case "${1:-}" in
     run timeout "${PAGED_S:-150}" python3 benchmarks/family_paged_attention.py "$OUT/paged_attention" --configs 2 \
         --budget-s 100
     ONLY="--only Attention/002_* --only Attention/005_* --only Attention/009_* --only Attention/025_* --only Attention/026_*
-          --only Attention/013_* --only Attention/019_* --only Attention/008_*" BATCH_S=${BATCH_S:-330} "$0" membatch paged ;;
+          --only Attention/013_* --only Attention/019_* --only Attention/008_* --only Attention/016_*" BATCH_S=${BATCH_S:-330} "$0" membatch paged ;;
   gemm)
     run python3 benchmarks/family_gemm.py "$OUT/family_gemm" --configs "${CONFIGS:-4}" --budget-s "${BUDGET_S:-150}"
     [ -n "${TASKS:-}" ] && run python3 benchmarks/family_gemm.py "$OUT/family_gemm_tasks" --configs "${CONFIGS:-4}" \

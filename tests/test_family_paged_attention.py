@@ -554,6 +554,75 @@ def test_ragged_keys_of_a_varlen_prefill(tmp_path, reference):
     assert 'layout="ragged"' in solution.sources[0].content
 
 
+CASCADE = '''import torch
+
+
+def get_inputs(axes, device):
+    b, pool, prefix = axes["batch_size"], axes["num_pages"], axes["prefix_len"]
+    pages = torch.tensor([3, 1, 2][:b])
+    indptr = torch.zeros(b + 1, dtype=torch.int32)
+    indptr[1:] = torch.cumsum(pages, 0)
+    return {"q": torch.randn(b, 8, 32, dtype=torch.bfloat16),
+            "shared_k": torch.randn(prefix, 2, 32, dtype=torch.bfloat16),
+            "shared_v": torch.randn(prefix, 2, 32, dtype=torch.bfloat16),
+            "paged_k": torch.randn(pool, 2, 4, 32, dtype=torch.bfloat16),
+            "paged_v": torch.randn(pool, 2, 4, 32, dtype=torch.bfloat16),
+            "kv_indptr": indptr, "kv_indices": torch.randperm(pool)[:int(indptr[-1])].to(torch.int32),
+            "kv_last_page_len": torch.tensor([2, 4, 1][:b], dtype=torch.int32), "sm_scale": 0.25}
+
+
+@torch.no_grad()
+def run(q, shared_k, shared_v, paged_k, paged_v, kv_indptr, kv_indices, kv_last_page_len, sm_scale):
+    # a prefix all requests share, then each request's own pages (HND: [pages, heads, page_size, dim])
+    out, lse = torch.empty_like(q), torch.empty(q.shape[:2])
+    for b in range(q.shape[0]):
+        pages = kv_indices[int(kv_indptr[b]):int(kv_indptr[b + 1])].long()
+        n = (len(pages) - 1) * paged_k.shape[2] + int(kv_last_page_len[b])
+        own_k = paged_k[pages].transpose(1, 2).reshape(-1, 2, 32)[:n]
+        own_v = paged_v[pages].transpose(1, 2).reshape(-1, 2, 32)[:n]
+        k = torch.cat([shared_k, own_k]).float().repeat_interleave(4, 1)
+        v = torch.cat([shared_v, own_v]).float().repeat_interleave(4, 1)
+        scores = torch.einsum("hd,thd->ht", q[b].float(), k) * sm_scale
+        lse[b] = torch.logsumexp(scores, -1)
+        out[b] = torch.einsum("ht,thd->hd", scores.softmax(-1), v).to(q.dtype)
+    return out, lse
+'''
+
+
+@pytest.mark.parametrize("split", [1, 2])
+def test_cascade_decode_over_a_shared_prefix_then_each_sequences_pages(tmp_path, split):
+    # split 2: both levels split their keys and merge before the levels merge
+    axes = {"batch_size": {"type": "var"}, "num_pages": {"type": "var"}, "num_kv_indices": {"type": "var"},
+            "prefix_len": {"type": "var"}, "len_indptr": {"type": "expr", "expression": "batch_size + 1"},
+            "page_size": {"type": "const", "value": 4}, "num_qo_heads": {"type": "const", "value": 8},
+            "num_kv_heads": {"type": "const", "value": 2}, "head_dim": {"type": "const", "value": 32}}
+    prefix = spec(["prefix_len", "num_kv_heads", "head_dim"], "bfloat16")
+    paged = spec(["num_pages", "num_kv_heads", "page_size", "head_dim"], "bfloat16")
+    inputs = {"q": CSR_INPUT_SPECS["q"], "shared_k": prefix, "shared_v": prefix, "paged_k": paged, "paged_v": paged,
+              **{n: CSR_INPUT_SPECS[n] for n in ("kv_indptr", "kv_indices", "kv_last_page_len", "sm_scale")}}
+    problem = problem_of(tmp_path, "cascade", CASCADE, inputs, ATTENTION_OUT, axes,
+                         [{"batch_size": 3, "num_pages": 9, "num_kv_indices": 6, "prefix_len": 10}])
+    match, solution = assert_passes(problem, {"block_n": 4, "split": split})
+    assert "a shared prefix first (cascade)" in match.summary and "HND cache" in match.summary
+    assert "_cascade_decode(q, shared_k, shared_v, paged_k, paged_v, kv_indices, kv_indptr" in \
+        " ".join(solution.sources[0].content.split())
+
+
+def test_a_prefix_the_reference_ignores_is_no_cascade(tmp_path):
+    # the same signature, but the reference attends to the pages alone: every cascade reading disagrees
+    wrong = CASCADE.replace("torch.cat([shared_k, own_k])", "own_k").replace("torch.cat([shared_v, own_v])", "own_v")
+    prefix = spec(["prefix_len", "num_kv_heads", "head_dim"], "bfloat16")
+    paged = spec(["num_pages", "num_kv_heads", "page_size", "head_dim"], "bfloat16")
+    inputs = {"q": CSR_INPUT_SPECS["q"], "shared_k": prefix, "shared_v": prefix, "paged_k": paged, "paged_v": paged,
+              **{n: CSR_INPUT_SPECS[n] for n in ("kv_indptr", "kv_indices", "kv_last_page_len", "sm_scale")}}
+    axes = {**CSR_AXES, "prefix_len": {"type": "var"}}
+    problem = problem_of(tmp_path, "not_cascade", wrong, inputs, ATTENTION_OUT, axes,
+                         [{"batch_size": 3, "num_pages": 9, "num_kv_indices": 6, "prefix_len": 10}])
+    family = FAMILIES["paged_attention"]
+    assert family.match(problem) is None
+    assert "the attention outputs differ" in family.last_rejection
+
+
 @pytest.mark.parametrize("change, why", [
     ("scores = scores.masked_fill(~valid[:, None, None, :], float(\"-inf\"))", "the attention outputs differ"),
     ("torch.logsumexp(scores, -1)", "the LSE is neither natural nor base 2"),

@@ -9,7 +9,8 @@ signature instead and lets the reference decide:
   multi-token prediction), or ragged [total_q, Hq, D]: sequence b's the rows between its query offsets, the
   sequence's last tokens (paged prefill); a key and a value cache [pages, page_size, Hkv, D] ("NHD") or
   [pages, Hkv, page_size, D] ("HND"), Hq a multiple of Hkv, or unpaged ragged keys and values [total_kv, Hkv, D]
-  (varlen attention); or MLA's queries `q` [B, H, C] and `q_pe` [B, H, R] (or ragged, [total_q, H, *]) against
+  (varlen attention), the caches optionally after a prefix every sequence shares, its keys and values
+  [P, Hkv, D] stored once (cascade decode); or MLA's queries `q` [B, H, C] and `q_pe` [B, H, R] (or ragged, [total_q, H, *]) against
   latent caches [pages, page_size, C] (keys and values) and [pages, page_size, R]; a page table: CSR (offsets B + 1, page ids, and optionally each
   sequence's tokens in its last page) or a block table [B, pages] with each sequence's length (ragged keys: their
   offsets alone); optional float scalars (the softmax scale, else 1/sqrt(D); a soft cap), an integer sliding
@@ -25,7 +26,8 @@ templates/attention.py.j2: flash kernels that read each sequence's tokens throug
 copy). Decode: no host sync, a GQA group's query heads (times the T tokens) as one program's rows, the keys split
 across programs when the batch alone leaves the GPU idle. Prefill: a group's heads times 64 / group queries of a
 sequence a program; one host sync sizes the grid. MLA: up to 64 (query, head) rows a program against one latent
-tile at a time.
+tile at a time. Cascade: the B queries over the prefix as one sequence's B tokens, then decode over the pages, the two
+levels' (output, LSE) merged.
 space: key tile, warps, pipeline stages, split (0: chosen at run time from the SM count).
 """
 
@@ -69,12 +71,13 @@ CHECK_PAGES_PER_SEQUENCE, CHECK_POOL = (2, 1, 3), 11
 CHECK_QUERIES_PER_SEQUENCE = (2, 1, 3)
 CHECK_TOKENS = 3   # queries a sequence of a [B, T, H, D] query whose T the definition leaves free
 CHECK_TOKENS_PER_SEQUENCE = (5, 1, 7)   # ragged keys (no pages)
+CHECK_PREFIX = 6   # a cascade's shared prefix, unless the definition fixes its length
 
 
 @register_family
 class PagedAttention(Family):
     name = "paged_attention"
-    version = "2"   # 2: GQA-packed prefill rows, several queries a sequence, MLA, ragged keys
+    version = "3"   # 2: GQA-packed prefill rows, several queries a sequence, MLA, ragged keys; 3: cascade
 
     def match(self, problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> Match | None:
         plan, self.last_rejection = plan_of(problem, time_limit_s)
@@ -82,7 +85,9 @@ class PagedAttention(Family):
             return None
         roles = plan["roles"]
         details = ["MLA latent caches" if plan["mla"] else "ragged keys, no pages" if plan["layout"] == "ragged"
-                   else f"{plan['layout']} cache", "block table" if "offsets" not in roles
+                   else f"{plan['layout']} cache"]
+        details += ["a shared prefix first (cascade)"] if plan["cascade"] else []
+        details += ["block table" if "offsets" not in roles
                    else "CSR page table" if "table" in roles else "key offsets"]
         details += [name for role, name in (("softcap", "soft cap"), ("window", "sliding window"), ("sinks", "sinks"),
                                             ("alibi", "ALiBi")) if role in roles]
@@ -96,9 +101,10 @@ class PagedAttention(Family):
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
         plan = match.plan
         rows = _group(plan, axes) * (_size(plan["roles"]["q"]["shape"][1:2], axes) if plan["tokens"] else 1)
-        # decode: a whole GQA group (times its tokens) a program where it fits; prefill: 64 queries a program; MLA: at
-        # most 64 heads, whose [heads, C] fp32 accumulator stays in registers
-        block_m = 64 if plan["ragged"] and not plan["mla"] else min(64 if plan["mla"] else 128,
+        # decode: a whole GQA group (times its tokens) a program where it fits; prefill, and a cascade's prefix that
+        # all B queries read: 64 (query, head) rows a program; MLA: at most 64 heads, whose [heads, C] fp32
+        # accumulator stays in registers
+        block_m = 64 if (plan["ragged"] or plan["cascade"]) and not plan["mla"] else min(64 if plan["mla"] else 128,
                                                                      max(16, 1 << (rows - 1).bit_length()))
         return [{"block_m": block_m, "block_n": n, "num_warps": w, "num_stages": s, "split": split}
                 for n, w, s, split in (MLA_TILES if plan["mla"] else TILES)]
@@ -110,15 +116,16 @@ class PagedAttention(Family):
 
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
         """The queries, the referenced pages of the caches (every token of every referenced page, the upper bound
-        of what is read), the page table and the outputs; per key token 2 D FLOPs a query head for the scores and 2 Dv
-        for the values."""
+        of what is read), a cascade's shared prefix (once), the page table and the outputs; per key token 2 D FLOPs a
+        query head for the scores and 2 Dv for the values (a cascade: every sequence's query against the prefix
+        too)."""
         plan = match.plan
         roles = plan["roles"]
         pages = _referenced_pages(plan, axes)
         read = sum(_size(roles[r]["shape"][1:] if r.endswith("cache") else roles[r]["shape"], axes) * roles[r]["bytes"]
                    * (pages if r.endswith("cache") else 1)
-                   for r in ("q", "q_pe", "k_cache", "v_cache", "kpe_cache", "offsets", "table", "seq_lens",
-                             "qo_offsets")
+                   for r in ("q", "q_pe", "k_cache", "v_cache", "kpe_cache", "prefix_k", "prefix_v", "offsets",
+                             "table", "seq_lens", "qo_offsets")
                    if r in roles and (r != "qo_offsets" or roles[r]["name"] != roles.get("offsets", {}).get("name")))
         written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
         out = _size(plan["outputs"][plan["out"]]["shape"][1:], axes)   # each sequence's (T x) Hq x Dv outputs
@@ -126,6 +133,8 @@ class PagedAttention(Family):
         tokens = pages * _page_size(plan, axes)
         if plan["ragged"]:   # the mean queries a sequence, each against (at most) the sequence's tokens
             tokens *= _size(roles["q"]["shape"][:1], axes) / max(1, _size(roles["qo_offsets"]["shape"], axes) - 1)
+        if plan["cascade"]:
+            tokens += _size(roles["q"]["shape"][:1], axes) * _size(roles["prefix_k"]["shape"][:1], axes)
         return Traffic(bytes_read=read, bytes_written=written, flops=2.0 * (scores + out) * tokens)
 
     def render(self, match: Match, config: Config) -> Solution:
@@ -159,12 +168,14 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     per_head = [n for n in floats if len(inputs[n].shape) == 1]   # sinks or ALiBi slopes
     kind, tensors = _tensor_roles([n for n in floats if n not in per_head], inputs)
     tables = _ragged_tables(integers, inputs) if kind == "ragged" else _tables(integers, inputs)
-    extras_allowed = kind != "mla" or not (per_head or windows or len(scalars) > 1)   # MLA: a scale at most
+    # MLA: a scale at most; a cascade: a scale and a soft cap (no window, sinks or ALiBi across its two levels)
+    extras_allowed = (kind != "mla" or not (per_head or windows or len(scalars) > 1)) \
+        and (kind != "cascade" or not (per_head or windows))
     if not tensors or len(per_head) > 1 or not tables or len(scalars) > 2 or len(windows) > 1 or not extras_allowed:
-        return None, (f"{problem.name}: not a paged decode signature (a [B, (T,) H, D] query and two 4-d caches, or "
-                      "MLA's [B, H, C] and [B, H, R] queries and 3-d latent caches; a CSR page table or a block table "
-                      "with lengths; at most a float scale and soft cap, an integer window, per-head sinks or ALiBi "
-                      "slopes)")
+        return None, (f"{problem.name}: not a paged decode signature (a [B, (T,) H, D] query and two 4-d caches (and "
+                      "a shared prefix's [P, Hkv, D] keys and values), or MLA's [B, H, C] and [B, H, R] queries and "
+                      "3-d latent caches; a CSR page table or a block table with lengths; at most a float scale and "
+                      "soft cap, an integer window, per-head sinks or ALiBi slopes)")
     rank = len(inputs[tensors[0]["q"]].shape)
     out_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == rank]
     lse_names = [n for n in outputs if outputs[n].shape is not None and len(outputs[n].shape) == rank - 1]
@@ -205,6 +216,14 @@ def _tensor_roles(floats: list[str], inputs: dict) -> tuple[str, list[dict]]:
         kind, choices = "tokens", [(q, [n for n in four if n != q]) for q in four]
     elif len(three) == 3 and not four:   # no pages: keys and values [total_kv, Hkv, D], a sequence's rows in order
         kind, choices = "ragged", [(q, [n for n in three if n != q]) for q in three]
+    elif len(three) == 3 and len(four) == 2:   # cascade: a prefix [P, Hkv, D] every sequence shares, then its pages
+        shape = {n: [str(a) for a in inputs[n].shape] for n in three}
+        found = [{"q": q, "prefix_k": pk, "prefix_v": pv, "k_cache": k, "v_cache": v}
+                 for q, pk, pv in itertools.permutations(three) for k, v in itertools.permutations(four)
+                 if shape[pk][0] == shape[pv][0] != shape[q][0]]
+        return "cascade", sorted(found, key=lambda roles: (not roles["q"].lower().startswith("q"),
+                                                           "k" not in roles["prefix_k"].lower(),
+                                                           not roles["k_cache"].lower().startswith("k")))
     elif len(three) == 4 and not four:
         shape = {n: [str(a) for a in inputs[n].shape] for n in three}
         found = [{"q": qn, "q_pe": qp, "k_cache": ckv, "kpe_cache": kpe}
@@ -268,7 +287,7 @@ def _readings(kind: str, tensors: list[dict], tables: list[dict], scalars: list[
     layouts = {"mla": ("NHD",), "ragged": ("ragged",)}.get(kind, ("NHD", "HND"))
     for tensor, table, extra, named, layout, offset in itertools.product(tensors, tables, extras, scalar_roles,
                                                                          layouts, offsets):
-        if "qo_offsets" in table and kind == "tokens":   # a [B, T, H, D] query has no ragged offsets
+        if "qo_offsets" in table and kind in ("tokens", "cascade"):   # one query a sequence (or T), no offsets
             continue
         for causal in ((True, False) if "qo_offsets" in table or kind == "tokens" else (True,)):
             yield {**tensor, **table, **named, **extra}, layout, offset, causal
@@ -342,6 +361,10 @@ def _check_case(problem: Problem, roles: dict, layout: str, window_offset: int, 
         values[roles["kpe_cache"]] = typed("kpe_cache", torch.randn(*shape, rope_dim, generator=generator))
     else:
         values[roles["v_cache"]] = typed("v_cache", torch.randn(*shape, value_dim, generator=generator))
+    if "prefix_k" in roles:
+        prefix = (sized(roles["prefix_k"], 0, CHECK_PREFIX), kv_heads)
+        values[roles["prefix_k"]] = typed("prefix_k", torch.randn(*prefix, head_dim, generator=generator))
+        values[roles["prefix_v"]] = typed("prefix_v", torch.randn(*prefix, value_dim, generator=generator))
     if "offsets" in roles:
         offsets = torch.zeros(batch + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(pages_per_sequence, 0)
@@ -445,10 +468,15 @@ def paged_decode_reference(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
             length = int(lengths[b])
             pages = table[b, :-(-length // page_size)]
         first_row, last_row = int(query_offsets[b]), int(query_offsets[b + 1])
-        if length <= 0 or last_row == first_row:
+        length = max(length, 0)
+        k = k_cache[pages].reshape(-1, kv_heads, head_dim)[:length].float()
+        v = v_cache[pages].reshape(-1, kv_heads, value_dim)[:length].float()
+        if "prefix_k" in case.roles:   # cascade: the shared prefix's tokens come before the sequence's own
+            k, v = torch.cat([case.value("prefix_k").float(), k]), torch.cat([case.value("prefix_v").float(), v])
+            length = k.shape[0]
+        if length == 0 or last_row == first_row:
             continue
-        k = k_cache[pages].reshape(-1, kv_heads, head_dim)[:length].float().repeat_interleave(group, dim=1)
-        v = v_cache[pages].reshape(-1, kv_heads, value_dim)[:length].float().repeat_interleave(group, dim=1)
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         positions = length - (last_row - first_row) + torch.arange(last_row - first_row)   # the new tokens are last
         keys = torch.arange(length)
         visible = keys[None, :] <= positions[:, None] if case.causal else torch.ones(len(positions), length, dtype=torch.bool)
@@ -479,7 +507,7 @@ def _plan(problem: Problem, order: list[str], case: Case, out_name: str, lse_nam
                 "bytes": torch_dtype(spec.dtype).itemsize}
     return {"problem": problem.name, "layout": case.layout, "window_offset": case.window_offset,
             "ragged": "qo_offsets" in case.roles, "tokens": len(definition.inputs[case.roles["q"]].shape) == 4,
-            "mla": "kpe_cache" in case.roles,
+            "mla": "kpe_cache" in case.roles, "cascade": "prefix_k" in case.roles,
             "causal": case.causal,
             "lse_factor": lse_factor, "lse": bool(lse_names),
             "parameters": [*order, *definition.outputs], "out": out_name, "lse_name": lse_names[0] if lse_names else None,
