@@ -37,7 +37,7 @@ import torch
 from family_attention import kernels
 from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 
-from kernelbench.generate.families.paged_attention import MLA_TILES, TILES
+from kernelbench.generate.families.paged_attention import MLA_TILES, TILES, rows_a_program
 from roofline import DATASHEETS
 
 # (label, batch, q heads, kv heads, head_dim, page size, mean tokens per sequence, page table: "csr" or "table",
@@ -138,8 +138,7 @@ def measure(args, report: Report) -> None:
         scale = head_dim ** -0.5
         query_offsets = (torch.arange(batch + 1) * new).to(torch.int32).to(device)
         for tiles in (MLA_TILES if launcher == "mla" else TILES)[:args.configs]:
-            rows = 64 if launcher in ("prefill", "ragged", "cascade") else min(64 if launcher == "mla" else 128,
-                                                        max(16, 1 << (new * heads // kv_heads - 1).bit_length()))
+            rows = rows_a_program("prefill" if launcher == "ragged" else launcher, new * heads // kv_heads)
             config = {"block_m": rows, **dict(zip(("block_n", "num_warps", "num_stages", "split"), tiles))}
             name = json.dumps(config, sort_keys=True)
             module = kernels(config, scratch)

@@ -101,11 +101,8 @@ class PagedAttention(Family):
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
         plan = match.plan
         rows = _group(plan, axes) * (_size(plan["roles"]["q"]["shape"][1:2], axes) if plan["tokens"] else 1)
-        # decode: a whole GQA group (times its tokens) a program where it fits; prefill, and a cascade's prefix that
-        # all B queries read: 64 (query, head) rows a program; MLA: at most 64 heads, whose [heads, C] fp32
-        # accumulator stays in registers
-        block_m = 64 if (plan["ragged"] or plan["cascade"]) and not plan["mla"] else min(64 if plan["mla"] else 128,
-                                                                     max(16, 1 << (rows - 1).bit_length()))
+        launcher = "mla" if plan["mla"] else "prefill" if plan["ragged"] else "cascade" if plan["cascade"] else "decode"
+        block_m = rows_a_program(launcher, rows)
         return [{"block_m": block_m, "block_n": n, "num_warps": w, "num_stages": s, "split": split}
                 for n, w, s, split in (MLA_TILES if plan["mla"] else TILES)]
 
@@ -149,6 +146,15 @@ class PagedAttention(Family):
                         languages=("triton",), author="kernelbench-generator",
                         description=f"{self.name} {json.dumps(config, sort_keys=True)}: {match.summary}",
                         destination_passing_style=True)
+
+
+def rows_a_program(launcher: str, rows: int) -> int:
+    """block_m of a launcher whose query rows a sequence (a GQA group's heads times the tokens) are `rows`. Decode: a
+    whole group a program where it fits; prefill, and a cascade's prefix that all B queries read: 64 (query, head) rows
+    a program; MLA: at most 64 heads, whose [heads, C] fp32 accumulator stays in registers."""
+    if launcher in ("prefill", "cascade"):
+        return 64
+    return min(64 if launcher == "mla" else 128, max(16, 1 << (rows - 1).bit_length()))
 
 
 # ----------------------------------------------------------------------------- the signature
