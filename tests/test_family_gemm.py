@@ -121,6 +121,43 @@ def test_the_interpreter_grows_tiles_only_there_and_results_hold(tmp_path):
         assert comparison.status == PASSED, (workload.axes, comparison.message)
 
 
+GEMV_TILES = {**SMALL_TILES, "gemv_n": 16, "gemv_k": 32}
+
+
+@pytest.mark.parametrize("dtype, gemv_split", [("bfloat16", 0), ("float32", 3)])
+def test_few_rows_take_the_cuda_core_kernel_with_its_epilogue(tmp_path, dtype, gemv_split):
+    # rows 1 and 3 (<= _GEMV_ROWS) on the few-rows kernel, 33 on the tiled one; N 40 over 16-column programs and
+    # K 70 over 32-deep steps leave partial tiles on every edge; split 3: uneven K slices, the reduce pass
+    reference = ("import torch\nimport torch.nn.functional as F\n\n"
+                 "def run(x, w, b):\n    return F.silu(F.linear(x, w, b))\n")
+    inputs = {"x": (["m", "k"], dtype), "w": (["n", "k"], dtype), "b": (["n"], dtype)}
+    problem = make(tmp_path, f"gemv_{dtype}", reference, inputs, {"y": (["m", "n"], dtype)},
+                   [{"m": 1}, {"m": 3}, {"m": 33}], axes=AXES)
+    _, solution = assert_all_pass(problem, {**GEMV_TILES, "gemv_split": gemv_split})
+    kernel = load_entry_point(solution, materialize(solution)).__globals__
+    launched = []
+    for name in ("_g0_gemv", "_g0_main"):   # which kernel each row count reaches
+        original = kernel[name]
+        kernel[name] = type("Probe", (), {"__getitem__": lambda self, grid, n=name, o=original: (
+            launched.append(n), o[grid])[1]})()
+    x, w, b = (torch.randn(*shape, dtype=getattr(torch, dtype)) for shape in ((1, 70), (40, 70), (40,)))
+    for rows in (1, 3, 33):   # the traced shapes (any other runs the reference)
+        y = torch.empty(rows, 40, dtype=x.dtype)
+        kernel["run"](x.expand(rows, 70).contiguous(), w, b, y)
+    assert launched == ["_g0_gemv", "_g0_gemv", "_g0_main"]
+    assert kernel["_gemv_tiles"](1, 3, 40, 70, torch.device("cpu"))[:3] == (4, 16, 32)
+
+
+def test_a_weight_contiguous_along_columns_and_no_gemv_by_default(tmp_path):
+    # x @ w with w [K, N]: B's tile is contiguous along its columns, not along K
+    problem = make(tmp_path, "gemv_kn", "import torch\n\ndef run(x, w):\n    return x @ w\n",
+                   {"x": (["m", "k"], "float16"), "w": (["k", "n"], "float16")}, {"y": (["m", "n"], "float16")},
+                   [{"m": 2}], axes=AXES)
+    assert_all_pass(problem, GEMV_TILES)
+    source = FAMILIES["gemm"].render(matched(problem), SMALL_TILES).sources[0].content
+    assert "_GEMV_N = 0" in source   # a configuration without gemv_n keeps every row count on the tiled kernel
+
+
 def test_a_shape_it_never_traced_runs_the_reference(tmp_path):
     reference = "import torch\n\ndef run(x, w):\n    return torch.sigmoid(x @ w.t())\n"
     problem = linear_problem(tmp_path, "untraced", reference, "float32")

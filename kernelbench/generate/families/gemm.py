@@ -6,7 +6,7 @@ None when no graph is one.
 render: templates/gemm.py.j2, a tiled Triton matmul (fp32 accumulation, grouped tile order, optional
 split-K with a second reducing pass) per distinct epilogue, one host program per traced shape keyed by
 the input shapes, and the reference for any other shape. A configuration sets the tiles, the split and
-the warps and stages.
+the warps and stages, and optionally (gemv_n, gemv_k) a CUDA-core kernel for products of at most 8 rows (decode).
 """
 
 from __future__ import annotations
@@ -81,7 +81,11 @@ def configurations(batch: int, m: int, n: int, k: int) -> list[Config]:
         tiles = batch * math.ceil(n / 64)
         fill = 1 << max(0, math.ceil(math.log2(max(1, 2 * SMS / tiles))))   # splits to give ~2 programs per SM
         split = max(1, min(fill, 16, math.ceil(k / 256)))
-        found = [config(16, 64, 256, split, 4, 3), config(16, 64, 128, split, 4, 4), config(16, 128, 128, split, 4, 3),
+        dot = config(16, 64, 256, split, 4, 3)
+        # up to _GEMV_ROWS rows on the CUDA cores instead (the template's few-rows kernel; its K split is chosen
+        # at run time from the SM count), the tiled kernel for the others
+        found = [dot, {**dot, "gemv_n": 32, "gemv_k": 256}, config(16, 64, 128, split, 4, 4),
+                 {**dot, "gemv_n": 16, "gemv_k": 512}, config(16, 128, 128, split, 4, 3),
                  config(16, 64, 256, 1, 4, 3), config(16, 32, 256, max(1, split // 2), 2, 4),
                  config(16, 64, 128, min(16, split * 2), 4, 4)]
     elif m <= 128:
