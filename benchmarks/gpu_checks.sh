@@ -70,7 +70,7 @@ case "${1:-}" in
   families)
     # a few representative tasks for the families timed on tasks; every script checks what it times
     FUSED_TASKS="tasks235/L1/030_* tasks235/L1/044_* tasks235/L1/056_* tasks235/L2/009_*"
-    for family in ${FAMILIES:-gemm scaled_gemm grouped_gemm fused selection scans gathers attention conv cuda}; do
+    for family in ${FAMILIES:-gemm scaled_gemm grouped_gemm fused selection scans gathers attention attention_backward conv cuda}; do
       case $family in
         gemm) options="--configs 3 --budget-s 40" ;;
         grouped_gemm) options="--configs 3 --budget-s 40" ;;
@@ -78,6 +78,7 @@ case "${1:-}" in
         selection) options="--configs 2 --sizes 3 --budget-s 50" ;;
         scans) options="--configs 2 --sizes 2 --budget-s 50" ;;
         attention) options="--configs 3 --budget-s 40" ;;
+        attention_backward) options="--configs 2 --budget-s 60" ;;
         scaled_gemm) options="--configs 2 --budget-s 45" ;;
         cuda) options="--workloads 2 --sample-root $KB_SAMPLE_ROOT" ;;
         *) options="--configs 3" ;;

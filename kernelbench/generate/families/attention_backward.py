@@ -100,8 +100,7 @@ class AttentionBackward(Family):
         source = render_template("attention_backward.py.j2", family=self.name, version=self.version,
                                  problem=plan["problem"], summary=match.summary,
                                  config_text=json.dumps(config, sort_keys=True), config=config,
-                                 attention_config={"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2,
-                                                   "split": 1},
+                                 attention_config=FORWARD_TILES,
                                  plan=plan, call=_call_arguments(plan))
         digest = hashlib.sha256(source.encode()).hexdigest()[:10]
         return Solution(name=f"{plan['problem']}__{self.name}_{digest}", definition=plan["problem"],
@@ -110,6 +109,18 @@ class AttentionBackward(Family):
                         languages=("triton",), author="kernelbench-generator",
                         description=f"{self.name} {json.dumps(config, sort_keys=True)}: {match.summary}",
                         destination_passing_style=True)
+
+
+FORWARD_TILES = {"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2, "split": 1}   # the recomputed forward
+
+
+def kernel_source(config: Config) -> str:
+    """The template's kernels and launchers for one configuration without a problem's `run` (benchmarks): a module
+    importing `lean_launch` from beside it."""
+    return render_template("attention_backward.py.j2", family=AttentionBackward.name,
+                           version=AttentionBackward.version, problem="(kernels only)", summary="",
+                           config_text=json.dumps(config, sort_keys=True), config=config,
+                           attention_config=FORWARD_TILES, plan=None)
 
 
 # ----------------------------------------------------------------------------- the signature
