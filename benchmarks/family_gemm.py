@@ -3,9 +3,10 @@
     PYTHONPATH=. python3 benchmarks/family_gemm.py OUT_DIR [--configs 3] [--budget-s 200]
     PYTHONPATH=. python3 benchmarks/family_gemm.py OUT_DIR --tasks TASK_DIR ...   # the family on given tasks
     PYTHONPATH=. python3 benchmarks/family_gemm.py OUT_DIR --dry-run              # CPU interpreter, tiny shapes
+    PYTHONPATH=. python3 benchmarks/family_gemm.py OUT_DIR --regimes decode --configs 4   # decode rows alone
 
 Shapes: y = x @ W^T (nn.Linear, bf16 in and out, fp32 accumulation) for decode (M = 1..16 rows, weight-streaming,
-memory-bound), prefill (M = 2048..8192) and training (M >= 8192, N and K 4096..14336) shapes of Llama-class models.
+memory-bound; the space's second and fourth configurations run up to 8 rows on the CUDA-core kernel), prefill (M = 2048..8192) and training (M >= 8192, N and K 4096..14336) shapes of Llama-class models.
 For each: ours (the family's render at the first `--configs` configurations of its space, best kept), cuBLAS,
 and torch.compile(mode="max-autotune-no-cudagraphs") (skipped once `--budget-s` has passed: its autotuning takes
 tens of seconds a shape), each timed by triton.testing.do_bench and checked against torch.matmul. Reported:
@@ -41,7 +42,8 @@ from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
 from roofline import DATASHEETS
 
 # (regime, M, N, K): Llama-3-8B o_proj / gate_up / down_proj, Llama-3-70B shards, Mistral
-SHAPES = [("decode", 1, 4096, 4096), ("decode", 8, 14336, 4096), ("decode", 16, 4096, 14336),
+SHAPES = [("decode", 1, 4096, 4096), ("decode", 1, 1024, 4096), ("decode", 4, 14336, 4096),
+          ("decode", 8, 14336, 4096), ("decode", 16, 4096, 14336),
           ("prefill", 2048, 4096, 4096), ("prefill", 4096, 14336, 4096), ("prefill", 8192, 4096, 14336),
           ("training", 8192, 8192, 8192), ("training", 16384, 4096, 14336), ("training", 16384, 14336, 4096)]
 DRY_SHAPES = [("decode", 3, 40, 70), ("prefill", 33, 40, 70)]
@@ -64,7 +66,7 @@ def linear_problem(shapes: list[tuple], directory: Path):
 
 
 def measure_shapes(args, report: Report) -> None:
-    shapes = DRY_SHAPES if args.dry_run else SHAPES
+    shapes = [s for s in (DRY_SHAPES if args.dry_run else SHAPES) if not args.regimes or s[0] in args.regimes]
     device = "cpu" if args.dry_run else "cuda"
     hardware = DATASHEETS["H200" if not args.dry_run and "H200" in torch.cuda.get_device_name() else "H100"]
     peak, bandwidth = hardware.tensor["bf16"], hardware.dram_bandwidth
@@ -176,6 +178,7 @@ def markdown(header: str, results: list[dict]) -> str:
 def main() -> int:
     parser = arguments(__doc__, configs=3, budget_s=200.0)
     parser.add_argument("--tasks", nargs="+", type=Path, default=[])
+    parser.add_argument("--regimes", nargs="+", default=[], help="only these regimes' shapes (decode, prefill, training)")
     args = parser.parse_args()
     report = Report(args.out, "family_gemm", "gemm family", args.dry_run)
     (measure_tasks if args.tasks else measure_shapes)(args, report)
