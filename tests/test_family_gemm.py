@@ -146,6 +146,10 @@ def test_few_rows_take_the_cuda_core_kernel_with_its_epilogue(tmp_path, dtype, g
         kernel["run"](x.expand(rows, 70).contiguous(), w, b, y)
     assert launched == ["_g0_gemv", "_g0_gemv", "_g0_main"]
     assert kernel["_gemv_tiles"](1, 3, 40, 70, torch.device("cpu"))[:3] == (4, 16, 32)
+    # a product of many steps grows its tiles in the interpreter alone (a GPU keeps the configuration)
+    assert kernel["_gemv_tiles"](1, 1, 4096, 4096, torch.device("cpu")) == (1, 512, 512, 1)
+    kernel["_INTERPRETED"] = False
+    assert kernel["_gemv_tiles"](1, 1, 4096, 4096, torch.device("cpu"))[:3] == (1, 16, 32)
 
 
 def test_a_weight_contiguous_along_columns_and_no_gemv_by_default(tmp_path):

@@ -66,17 +66,13 @@ class AttentionBackward(Family):
         return Match(self.name, f"attention backward ({', '.join(details)})", plan)
 
     def space(self, match: Match, axes: dict[str, int]) -> list[Config]:
-        wide = _size([match.plan["roles"]["q"]["shape"][-1]], axes) > 128
+        wide = _dimensions(match.plan, axes)[3] > 128
         return [{"block_small": s, "block_large": n, "num_warps": w, "num_stages": st}
                 for s, n, w, st in (WIDE_TILES if wide else TILES)]
 
     def shape_class(self, match: Match, axes: dict[str, int]) -> str:
-        tokens = _size(match.plan["roles"]["q"]["shape"], axes) // max(1, _size(match.plan["roles"]["q"]["shape"][-2:]
-                                                                               if match.plan["layout"] != "BHSD" else
-                                                                               [match.plan["roles"]["q"]["shape"][1],
-                                                                                match.plan["roles"]["q"]["shape"][3]],
-                                                                               axes))
-        return f"tokens~4^{round(math.log(max(tokens, 1), 4))}"
+        batch, tokens, _, _ = _dimensions(match.plan, axes)
+        return f"tokens~4^{round(math.log(max(batch * tokens, 1), 4))}"
 
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
         """Every input read once, every gradient written once; FLOPs of the recomputed scores, dV, dP, dQ and dK
@@ -86,14 +82,10 @@ class AttentionBackward(Family):
         roles = plan["roles"]
         read = sum(_size(r["shape"], axes) * r["bytes"] for r in roles.values() if r["shape"] is not None)
         written = sum(_size(o["shape"], axes) * o["bytes"] for o in plan["outputs"].values())
-        q_shape = roles["q"]["shape"]
-        heads, head_dim = (q_shape[1], q_shape[3]) if plan["layout"] == "BHSD" else (q_shape[-2], q_shape[-1])
-        batch = 1 if plan["layout"] == "packed" else _size([q_shape[0]], axes)
-        tokens = _size(q_shape, axes) // max(1, _size([heads, head_dim], axes) * batch)
+        batch, tokens, heads, head_dim = _dimensions(plan, axes)
         pairs = batch * tokens * tokens * (0.5 if plan["causal"] else 1.0)
         products = 5 + (2 if "out" not in roles else 0)
-        return Traffic(bytes_read=read, bytes_written=written,
-                       flops=2.0 * products * pairs * _size([heads, head_dim], axes))
+        return Traffic(bytes_read=read, bytes_written=written, flops=2.0 * products * pairs * heads * head_dim)
 
     def render(self, match: Match, config: Config) -> Solution:
         plan = match.plan
@@ -400,6 +392,14 @@ def _call_arguments(plan: dict) -> dict[str, str]:
             "window": f"{window} + 1" if plan["window_offset"] and "window" in roles else window,
             "out": name("out", "None"), "lse": name("lse", "None"), "cu_seqlens": name("cu_seqlens", "None"),
             "grad_sinks": plan["outputs"]["grad_sinks"]["name"] if "grad_sinks" in plan["outputs"] else "None"}
+
+
+def _dimensions(plan: dict, axes: dict[str, int]) -> tuple[int, int, int, int]:
+    """(batch, tokens a sequence, query heads, head_dim) of q at these axes; packed: one sequence of them all."""
+    shape = plan["roles"]["q"]["shape"]
+    named = dict(zip({"BSHD": "bshd", "BHSD": "bhsd", "packed": "shd"}[plan["layout"]], shape))
+    return (_size([named["b"]], axes) if "b" in named else 1, _size([named["s"]], axes), _size([named["h"]], axes),
+            _size([named["d"]], axes))
 
 
 def _size(shape: list, axes: dict[str, int]) -> int:
