@@ -35,7 +35,7 @@ if "--dry-run" in sys.argv:
 
 import torch
 from family_attention import kernels
-from report import Report, arguments, bench_ms, keep_fastest, number, ours_cell
+from report import Report, bench_ms, keep_fastest, number, ours_cell, shapes_main, times
 
 from kernelbench.generate.families.paged_attention import MLA_TILES, TILES, rows_a_program
 from roofline import DATASHEETS
@@ -198,18 +198,8 @@ def markdown(header: str, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def times(ratio: float | None) -> str:
-    return number(ratio, ".2f") + ("x" if ratio is not None else "")
-
-
 def main() -> int:
-    parser = arguments(__doc__, configs=3, budget_s=200.0)
-    parser.add_argument("--only", action="append", default=[], help="the shapes whose label contains this (repeatable)")
-    args = parser.parse_args()
-    report = Report(args.out, "family_paged_attention", "paged_attention family", args.dry_run)
-    measure(args, report)
-    report.finish(markdown(report.heading, report.rows))
-    return 1 if any(not r["ours"] for r in report.rows) else 0
+    return shapes_main(__doc__, "family_paged_attention", "paged_attention family", measure, markdown)
 
 
 if __name__ == "__main__":

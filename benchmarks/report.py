@@ -29,6 +29,11 @@ def number(value, form: str) -> str:
     return format(value, form) if value is not None else "-"
 
 
+def times(ratio: float | None) -> str:
+    """A speedup cell: "1.23x", or "-" when it was not measured."""
+    return number(ratio, ".2f") + ("x" if ratio is not None else "")
+
+
 def ours_cell(row: dict, untimed: str = "checked, not timed") -> str:
     """A table's "ours (ms)": the best configuration's time; else why there is none: the failing configurations'
     errors, or `untimed` (a dry run)."""
@@ -61,6 +66,19 @@ def arguments(doc: str, configs: int, budget_s: float, no_compile: bool = True) 
         parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     return parser
+
+
+def shapes_main(doc: str, name: str, title: str, measure, markdown) -> int:
+    """A shape benchmark's main: the shared options and --only (repeatable: shapes whose label contains it);
+    measure(args, report) adds the rows, markdown(heading, rows) the table. Exit status 1 when a shape had no
+    passing configuration."""
+    parser = arguments(doc, configs=3, budget_s=200.0)
+    parser.add_argument("--only", action="append", default=[], help="the shapes whose label contains this (repeatable)")
+    args = parser.parse_args()
+    report = Report(args.out, name, title, args.dry_run)
+    measure(args, report)
+    report.finish(markdown(report.heading, report.rows))
+    return 1 if any(not r["ours"] for r in report.rows) else 0
 
 
 def bench_ms(fn, dry_run: bool) -> float | None:

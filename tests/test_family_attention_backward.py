@@ -7,12 +7,11 @@ solution matches eager through Triton's interpreter. A reference computing somet
 from __future__ import annotations
 
 import pytest
+from test_family_paged_attention import assert_passes as assert_passes_as
 from test_family_paged_attention import problem_of, spec
 
 import kernelbench.generate.families  # noqa: F401 - registers the families
-from kernelbench.core.statuses import PASSED
 from kernelbench.generate.family import FAMILIES
-from test_family_fused import check
 
 AUTOGRAD_BHSD = '''import torch
 
@@ -95,16 +94,7 @@ def run(q, k, v, sinks, grad_out, cu_seqlens, sm_scale, logit_cap, window):
 
 
 def assert_passes(problem, config_changes=None):
-    family = FAMILIES["attention_backward"]
-    match = family.match(problem)
-    assert match is not None, family.last_rejection
-    workload = problem.workloads[0]
-    config = {**family.space(match, problem.axes_for(workload))[0], **(config_changes or {})}
-    solution = family.render(match, config)
-    for seed in (1, 2):
-        comparison = check(problem, solution, workload, seed=seed)
-        assert comparison.status == PASSED, comparison.message
-    return match, solution
+    return assert_passes_as(problem, config_changes, "attention_backward")
 
 
 BATCHED_AXES = {"batch_size": {"type": "var"}, "seq_len": {"type": "var"}}

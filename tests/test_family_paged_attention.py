@@ -149,8 +149,10 @@ def csr_problem(tmp_path, reference=VECTORIZED, name="paged_csr"):
                       [{"batch_size": 3, "num_pages": 12, "num_kv_indices": 9}])
 
 
-def assert_passes(problem, config_changes=None):
-    family = FAMILIES["paged_attention"]
+def assert_passes(problem, config_changes=None, family_name="paged_attention"):
+    """(match, solution) of the family's first configuration at the first workload (with `config_changes`),
+    passing against the reference at two input seeds."""
+    family = FAMILIES[family_name]
     match = family.match(problem)
     assert match is not None, family.last_rejection
     workload = problem.workloads[0]

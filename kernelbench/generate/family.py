@@ -16,12 +16,15 @@ results, so a shape-keyed dispatch over several configurations always has a corr
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 from kernelbench.core.problem import Problem
-from kernelbench.core.solution import Solution
+from kernelbench.core.solution import Solution, Source
+from templates import LEAN_LAUNCH_FILE, lean_launch_source
 
 MATCH_TIME_LIMIT_S = 120.0   # a reference that hangs while being matched is abandoned after this
 
@@ -73,6 +76,16 @@ class Family(ABC):
     def traffic(self, match: Match, axes: dict[str, int]) -> Traffic | None:
         """Bytes and FLOPs one call moves for these axes (None: not declared)."""
         return None
+
+    def kernel_solution(self, problem: str, summary: str, config: Config, source: str) -> Solution:
+        """A destination-passing solution of one rendered kernel.py (entry point `run`) and the lean launcher
+        it imports, named by the family and the source's digest."""
+        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+        return Solution(name=f"{problem}__{self.name}_{digest}", definition=problem, entry_point="kernel.py::run",
+                        sources=(Source("kernel.py", source), Source(LEAN_LAUNCH_FILE, lean_launch_source())),
+                        languages=("triton",), author="kernelbench-generator",
+                        description=f"{self.name} {json.dumps(config, sort_keys=True)}: {summary}",
+                        destination_passing_style=True)
 
 
 FAMILIES: dict[str, Family] = {}

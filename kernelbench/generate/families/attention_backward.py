@@ -24,7 +24,6 @@ space: the small and large block (dK/dV: small query steps over a large key bloc
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -35,9 +34,8 @@ import torch
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
-from kernelbench.core.solution import Solution, Source
+from kernelbench.core.solution import Solution
 from kernelbench.generate.family import MATCH_TIME_LIMIT_S, Config, Family, Match, Traffic, register_family
-from templates import LEAN_LAUNCH_FILE, lean_launch_source
 from templates import render as render_template
 
 # (small block, large block, warps, stages): dK/dV steps BLOCK_M = small queries over BLOCK_N = large keys
@@ -94,13 +92,7 @@ class AttentionBackward(Family):
                                  config_text=json.dumps(config, sort_keys=True), config=config,
                                  attention_config=FORWARD_TILES,
                                  plan=plan, call=_call_arguments(plan))
-        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-        return Solution(name=f"{plan['problem']}__{self.name}_{digest}", definition=plan["problem"],
-                        entry_point="kernel.py::run",
-                        sources=(Source("kernel.py", source), Source(LEAN_LAUNCH_FILE, lean_launch_source())),
-                        languages=("triton",), author="kernelbench-generator",
-                        description=f"{self.name} {json.dumps(config, sort_keys=True)}: {match.summary}",
-                        destination_passing_style=True)
+        return self.kernel_solution(plan["problem"], match.summary, config, source)
 
 
 FORWARD_TILES = {"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2, "split": 1}   # the recomputed forward

@@ -34,7 +34,6 @@ space: key tile, warps, pipeline stages, split (0: chosen at run time from the S
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -46,7 +45,7 @@ import torch
 from kernelbench.core.dtypes import torch_dtype
 from kernelbench.core.problem import Problem
 from kernelbench.core.reference import compile_reference
-from kernelbench.core.solution import Solution, Source
+from kernelbench.core.solution import Solution
 from kernelbench.generate.family import (
     MATCH_TIME_LIMIT_S,
     Config,
@@ -55,7 +54,6 @@ from kernelbench.generate.family import (
     Traffic,
     register_family,
 )
-from templates import LEAN_LAUNCH_FILE, lean_launch_source
 from templates import render as render_template
 
 # (block_n, num_warps, num_stages, split): 64-key tiles split over the GPU first; no split last (large batches).
@@ -139,13 +137,7 @@ class PagedAttention(Family):
         source = render_template("paged_attention.py.j2", family=self.name, version=self.version, problem=plan["problem"],
                                  summary=match.summary, config_text=json.dumps(config, sort_keys=True),
                                  attention_config=config, plan=plan, call=_call_arguments(plan))
-        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-        return Solution(name=f"{plan['problem']}__{self.name}_{digest}", definition=plan["problem"],
-                        entry_point="kernel.py::run",
-                        sources=(Source("kernel.py", source), Source(LEAN_LAUNCH_FILE, lean_launch_source())),
-                        languages=("triton",), author="kernelbench-generator",
-                        description=f"{self.name} {json.dumps(config, sort_keys=True)}: {match.summary}",
-                        destination_passing_style=True)
+        return self.kernel_solution(plan["problem"], match.summary, config, source)
 
 
 def rows_a_program(launcher: str, rows: int) -> int:
