@@ -41,6 +41,7 @@ from templates import render as render_template
 # (small block, large block, warps, stages): dK/dV steps BLOCK_M = small queries over BLOCK_N = large keys
 TILES = [(32, 64, 4, 2), (32, 128, 8, 2), (16, 64, 4, 2), (64, 64, 8, 1)]
 WIDE_TILES = [(16, 64, 8, 1), (16, 32, 4, 2), (32, 64, 8, 1)]   # head_dim > 128: the tiles' registers
+FORWARD_TILES = {"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2, "split": 1}   # the recomputed forward
 TOLERANCE = 2e-2
 LN2 = math.log(2.0)
 MAX_READINGS = 96   # a signature that fits but computes something else stops costing reference runs here
@@ -96,9 +97,6 @@ class AttentionBackward(Family):
         return self.kernel_solution(plan["problem"], match.summary, config, source)
 
 
-FORWARD_TILES = {"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2, "split": 1}   # the recomputed forward
-
-
 def kernel_source(config: Config) -> str:
     """The template's kernels and launchers for one configuration without a problem's `run` (benchmarks): a module
     importing `lean_launch` from beside it."""
@@ -122,7 +120,7 @@ def plan_of(problem: Problem, time_limit_s: float = MATCH_TIME_LIMIT_S) -> tuple
     rank = max((len(inputs[n].shape) for n in tensors if floating[n]), default=0)
     main = [n for n in tensors if floating[n] and len(inputs[n].shape) == rank]
     lses = [n for n in tensors if floating[n] and len(inputs[n].shape) == rank - 1]
-    per_head = [n for n in tensors if floating[n] and len(inputs[n].shape) == 1 and rank - 1 != 1]
+    per_head = [n for n in tensors if floating[n] and len(inputs[n].shape) == 1]
     integers = [n for n in tensors if not floating[n]]
     scalars = [n for n in order if inputs[n].shape is None and floating[n]]
     windows = [n for n in order if inputs[n].shape is None and not floating[n]]
