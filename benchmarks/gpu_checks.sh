@@ -9,6 +9,8 @@
 #                                              # its leaderboard CSV (ONLY="--only L1/001_*" to pick tasks)
 #   bash benchmarks/gpu_checks.sh paged     # the paged_attention family's benchmark (PAGED_S seconds), then kb batch over
 #                                           # 9 of the 12 tasks235 attention tasks it matches (BATCH_S), leaderboard CSV
+#   bash benchmarks/gpu_checks.sh new       # the kernels no GPU has run yet, about 8 minutes: the paged_attention,
+#                                           # attention_backward and gemm decode benchmarks, then kb batch over 3 tasks
 #   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
 #                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
 #   bash benchmarks/gpu_checks.sh families  # every family's benchmark but rowwise's (gpu_rowwise.sh), each bounded by
@@ -63,6 +65,12 @@ case "${1:-}" in
         --budget-s 100
     ONLY="--only Attention/002_* --only Attention/005_* --only Attention/009_* --only Attention/025_* --only Attention/026_*
           --only Attention/013_* --only Attention/019_* --only Attention/008_* --only Attention/016_*" BATCH_S=${BATCH_S:-330} "$0" membatch paged ;;
+  new)
+    run timeout 130 python3 benchmarks/family_paged_attention.py "$OUT/paged_attention" --configs 2 --budget-s 80
+    run timeout 120 python3 benchmarks/family_attention_backward.py "$OUT/attention_backward" --configs 2 --budget-s 50
+    run timeout 70 python3 benchmarks/family_gemm.py "$OUT/gemm_decode" --regimes decode --configs 4 --budget-s 0
+    ONLY="--only Attention/020_* --only Attention/016_* --only Attention/023_*" WORKLOADS=2 BATCH_S=${BATCH_S:-120} \
+        "$0" membatch new ;;
   gemm)
     run python3 benchmarks/family_gemm.py "$OUT/family_gemm" --configs "${CONFIGS:-4}" --budget-s "${BUDGET_S:-150}"
     [ -n "${TASKS:-}" ] && run python3 benchmarks/family_gemm.py "$OUT/family_gemm_tasks" --configs "${CONFIGS:-4}" \
@@ -94,5 +102,5 @@ case "${1:-}" in
     # that returns a few files from $OUT takes one archive)
     (cd "$OUT" && folders=$(find . -mindepth 1 -maxdepth 1 -type d) && [ -n "$folders" ] &&
      tar czf results.tgz --exclude=kernels --exclude=cpp_extensions $folders && rm -rf $folders && ls -l results.tgz) ;;
-  *) echo "usage: $0 timers|samples|batch|fused|membatch|paged|gemm|families|sweep|pack"; exit 2 ;;
+  *) echo "usage: $0 timers|samples|batch|fused|membatch|paged|new|gemm|families|sweep|pack"; exit 2 ;;
 esac
