@@ -247,6 +247,31 @@ def test_a_scalar_taken_as_a_tensor_is_a_parameter_for_every_value(tmp_path):
     assert_all_pass(problem, match)   # the second workload runs the program traced with the first one's value
 
 
+def test_a_scalar_base_raised_to_tensor_powers_is_fused_with_torchs_special_cases(tmp_path):
+    # RoPE's theta ** (2i / d) with theta a Python scalar traces as pow.Tensor_Tensor; the second output's bases
+    # and exponents cover 0 ** 0, 0 ** n, 1 ** y, negative bases with odd and even exponents, fractional ones
+    reference = ("import torch\n\ndef run(x, theta):\n"
+                 "    inv = 1.0 / theta ** (torch.arange(0, 8, 2, dtype=torch.float32) / 8)\n"
+                 "    b = torch.round(x * 2.0) / 2.0\n"
+                 "    return x * inv.repeat(2), b ** torch.round(x.abs() * 4.0) + (b.abs() + 0.5) ** x\n")
+    problem = make(tmp_path, "powers", reference, {"x": (["n", "h"], "float32"), "theta": (None, "float32")},
+                   {"y": (["n", "h"], "float32"), "z": (["n", "h"], "float32")},
+                   [{"n": 64, "scalars": {"theta": 10000.0}}, {"n": 64, "scalars": {"theta": 500000.0}}],
+                   tolerance=1e-5)
+    solution = assert_all_pass(problem, fused(problem))
+    assert "aten.pow" not in solution.sources[0].content
+
+
+def test_a_scalar_a_library_op_takes_as_a_tensor_is_passed_as_one(tmp_path):
+    # an integer power stays a library call; the scalar base was traced as a 0-d tensor and must be passed so
+    reference = "import torch\n\ndef run(n, base):\n    return base ** (n % 5)\n"
+    problem = make(tmp_path, "integer_powers", reference, {"n": (["n", "h"], "int32"), "base": (None, "int32")},
+                   {"y": (["n", "h"], "int32")}, [{"n": 3, "scalars": {"base": 3}}, {"n": 5, "scalars": {"base": -2}}],
+                   tolerance=0.0)
+    solution = assert_all_pass(problem, fused(problem))
+    assert "pow.Tensor_Tensor_out(torch.tensor(a1, dtype=torch.int32), " in solution.sources[0].content
+
+
 def test_a_scalar_needed_as_a_python_number_specializes_the_program_to_it(tmp_path):
     # `width` makes a shape: the graph holds for the traced value only, and a call with another value must not
     # run that program (it would silently compute the wrong slice)

@@ -249,6 +249,24 @@ def _scalar_pow(args, kwargs, ctype):
     return f"tl.exp2({args[1].to(ctype)} * {math.log2(base)!r})"
 
 
+def _tensor_pow(args, kwargs, ctype):
+    """x ** y for a run-time y: exp2(y log2|x|), with torch's special cases (x ** 0 = 1 ** y = 1; a negative base
+    takes an integer exponent's sign and gives NaN for any other)."""
+    try:
+        float(args[1].text)
+    except ValueError:
+        pass
+    else:   # a literal exponent
+        return _pow(args, kwargs, ctype)
+    if not ctype.is_floating_point:
+        raise Unsupported("integer pow")
+    x, y = args[0].to(ctype), args[1].to(ctype)
+    magnitude = f"tl.exp2({y} * tl.log2(tl.abs({x})))"
+    signed = (f"tl.where(tl.floor({y}) != {y}, float('nan'), "
+              f"tl.where(tl.floor({y} * 0.5) * 2.0 != {y}, -{magnitude}, {magnitude}))")
+    return f"tl.where(({y} == 0.0) | ({x} == 1.0), 1.0, tl.where({x} < 0, {signed}, {magnitude}))"
+
+
 def _gelu(args, kwargs, ctype):
     x = args[0].to(ctype)
     if kwargs.get("approximate", "none") == "tanh":
@@ -333,7 +351,7 @@ RULES: dict[Any, Rule] = {
     aten.gelu.default: _gelu, aten.leaky_relu.default: _leaky_relu, aten.softplus.default: _softplus,
     aten.sign.default: _sign, aten.sgn.default: _sign,
     aten.hardtanh.default: _clamp(1, 2),
-    aten.pow.Tensor_Scalar: _pow, aten.pow.Scalar: _scalar_pow,
+    aten.pow.Tensor_Scalar: _pow, aten.pow.Scalar: _scalar_pow, aten.pow.Tensor_Tensor: _tensor_pow,
     aten.maximum.default: _extreme(">"), aten.minimum.default: _extreme("<"),
     aten.clamp.default: _clamp(1, 2), aten.clamp_min.default: _clamp(1, None), aten.clamp_max.default: _clamp(None, 1),
     aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill,
@@ -1094,6 +1112,7 @@ class Lowering:
         if isinstance(target, torch._ops.OpOverload):
             if "cpu" in target._schema.name:   # traced on the CPU, the solution runs on the GPU
                 raise Unsupported(f"{target._schema.name} exists on the CPU only")
+            arguments = self.scalars_as_tensors(node, arguments)
             variant = out_variant(target) if node in self.destinations else None
             if variant is not None:   # the library writes the returned value straight into its destination
                 self.names[node] = self.destinations[node][0]
@@ -1112,6 +1131,23 @@ class Lowering:
         else:
             raise Unsupported(f"call of {getattr(target, '__name__', target)}")
         self.lines.append(f"{name} = {call}({', '.join(arguments)})")
+
+    def scalars_as_tensors(self, node: torch.fx.Node, arguments: list[str]) -> list[str]:
+        """`arguments` with each Python-scalar input that the op takes as a Tensor made the 0-d CPU tensor it
+        was traced as (`rope_theta ** exponents` is pow.Tensor_Tensor there); torch lets a 0-d CPU tensor
+        meet tensors of any device, as it did in the trace."""
+        schema = node.target._schema.arguments
+        tensor_at = {i for i, a in enumerate(schema) if isinstance(a.type, torch.TensorType)}
+        tensor_named = {a.name for a in schema if isinstance(a.type, torch.TensorType)}
+        keys = [None] * len(node.args) + list(node.kwargs)
+        values = list(node.args) + list(node.kwargs.values())
+        wrapped = []
+        for i, (key, value, text) in enumerate(zip(keys, values, arguments)):
+            if value in self.scalar_names and (i in tensor_at if key is None else key in tensor_named):
+                dtype = tensor_meta(value).dtype
+                text = (f"{key}=" if key else "") + f"torch.tensor({self.scalar_names[value]}, dtype={dtype})"
+            wrapped.append(text)
+        return wrapped
 
     def attribute(self, node: torch.fx.Node) -> str:
         value = getattr(self.module, node.target)
