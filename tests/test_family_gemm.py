@@ -93,6 +93,18 @@ def test_a_scalar_input_and_two_outputs_in_two_layouts(tmp_path):
     assert len(assert_all_pass(two, SMALL_TILES)[0].plan["kernels"][0]["stores"]) == 2
 
 
+def test_elementwise_work_on_inputs_is_computed_in_the_epilogue(tmp_path):
+    # (b1 + b2) * gate: broadcast vectors combined before they meet the product, computed per element in the
+    # epilogue rather than refused
+    reference = ("import torch\n\ndef run(x, w, b1, b2, gate):\n"
+                 "    return torch.relu(x @ w.t() + (b1 + b2) * torch.sigmoid(gate))\n")
+    problem = linear_problem(tmp_path, "combined_bias", reference, "float32",
+                             {"b1": (["n"], "float32"), "b2": (["n"], "float32"), "gate": (["m", "1"], "float32")})
+    match, _ = assert_all_pass(problem, SMALL_TILES)
+    body = match.plan["kernels"][0]["body"]
+    assert sum(line.startswith("c") for line in body) == 3   # b1 + b2, sigmoid(gate), their product
+
+
 @pytest.mark.parametrize("split_k", [1, 3])
 def test_tile_sizes_and_split_k_change_speed_not_results(tmp_path, split_k):
     # K = 70 over BLOCK_K 16 in 3 splits: uneven slices, the last one partial

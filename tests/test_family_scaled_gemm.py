@@ -111,6 +111,44 @@ def run(x8, xs, w8, ws):
     assert_all_pass(problem, SMALL_TILES)
 
 
+SCALED_AFTER = """import torch
+
+def run(x8, xs, w8, ws):
+    return ((x8.to(torch.float32) @ w8.to(torch.float32).t()) * (xs * ws)).to(torch.bfloat16)
+"""
+QUANTIZE_THEN_SCALE_PRODUCT = """import torch
+
+def run(x, w8, ws):
+    xf = x.float()
+    s = (xf.abs().max() / 448.0).clamp(min=1e-12)
+    x8 = (xf / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return (torch.matmul(x8.to(torch.float32), w8.to(torch.float32).t()) * (s * ws)).to(torch.bfloat16)
+"""
+
+
+def test_per_tensor_scales_applied_to_the_product_instead_of_the_operands(tmp_path):
+    # (x8 @ w8^T) * (xs * ws): unscaled fp8 operands (a unit scale in the kernel), the scales in the epilogue
+    problem = make(tmp_path, "scaled_after", SCALED_AFTER,
+                   {"x8": (["m", "k"], "float8_e4m3fn"), "xs": ([], "float32"), "w8": (["n", "k"], "float8_e4m3fn"),
+                    "ws": ([], "float32")}, {"y": (["m", "n"], "bfloat16")}, SHAPES, axes=AXES)
+    match, solution = assert_all_pass(problem, SMALL_TILES)
+    assert match.plan["form"] == "gemm" and match.plan["kernels"][0]["dot_dtype"] == "fp8"
+    assert solution.sources[0].content.count("_unit_scale(A.device)") == 2 * len(match.plan["programs"])
+    # the fused form: the activation quantized in the problem, its per-tensor scale applied after the product
+    problem = make(tmp_path, "quantize_then_scale", QUANTIZE_THEN_SCALE_PRODUCT,
+                   {"x": (["m", "k"], "bfloat16"), "w8": (["n", "k"], "float8_e4m3fn"), "ws": ([], "float32")},
+                   {"y": (["m", "n"], "bfloat16")}, SHAPES, axes=AXES)
+    match = matched(problem)
+    assert match.plan["form"] == "fused"
+    assert all(sum("_scaled_mm(" in line and ", None, None, " in line for line in p["lines"]) == 1
+               for p in match.plan["programs"])
+    solution = FAMILIES["scaled_gemm"].render(match, {**FAMILIES["scaled_gemm"].space(
+        match, problem.axes_for(problem.workloads[0]))[0], "gemm": SMALL_TILES})
+    for workload in problem.workloads:
+        comparison = check(problem, solution, workload)
+        assert comparison.status == PASSED, (workload.axes, comparison.message)
+
+
 QUANTIZE_PER_TOKEN = """import torch
 
 def run(x, w8, ws):
@@ -208,6 +246,10 @@ def test_the_rewrite_proves_maps_from_the_graph(tmp_path):
     ("import torch\n\ndef run(x8, xs, w8, ws):\n"
      "    return (x8.float() * xs[:, :12].repeat_interleave(8, dim=1)) @ (w8.float() * ws[:1, :1]).t()\n",
      "K blocks of 8"),
+    # an fp8 operand times a float32 one: no fp8 product
+    ("import torch\n\ndef run(x8, xs, w8, ws):\n"
+     "    return xs @ w8.float().t()\n",
+     "no matrix product of scaled fp8 operands"),
     # dequantized in bfloat16: the reference rounds each product, which the kernel would not
     ("import torch\n\ndef run(x8, xs, w8, ws):\n"
      "    return ((x8.bfloat16() * xs[:, :1].bfloat16()) @ (w8.bfloat16() * ws[:1, :1].bfloat16()).t()).float()\n",

@@ -97,6 +97,7 @@ class GemmLowering:
         self.kernel_scalars: list[str] = []   # host expressions passed as scalar kernel parameters
         self.body: list[str] = []
         self.loads: dict[tuple, Value] = {}
+        self.computed: dict[tuple, Value] = {}   # elementwise work on inputs, at a layout -> its value
 
     def find_product(self) -> torch.fx.Node:
         """The one product node the epilogue is read around (a subclass takes another op: convprogram)."""
@@ -263,25 +264,47 @@ class GemmLowering:
         return Value(var, ctype)
 
     def operand(self, arg: Any, layout: dict, values: dict, consumer: torch.fx.Node) -> Value:
-        if isinstance(arg, torch.fx.Node):
-            if arg in values:
-                return values[arg]
-            if arg in self.scalars:
-                meta = arg.meta.get("val")
-                kind = meta.dtype if isinstance(meta, torch.Tensor) else literal_type(meta)
-                parameter = f"p{len(self.kernel_scalars)}"
-                self.kernel_scalars.append(self.parameters[arg])
-                return Value(parameter, torch.float32 if kind.is_floating_point else
-                             torch.bool if kind == torch.bool else torch.int64)
-            if tensor_meta(arg) is None:
-                raise Unsupported(f"a non-tensor operand {arg.name} in the epilogue")
+        if isinstance(arg, torch.fx.Node) and arg not in values:
             inside = next(a for a in consumer.all_input_nodes if a in layout)
-            return self.load(arg, layout[inside])
+            return self.outside(arg, layout[inside])
+        return self.plain_operand(arg, values)
+
+    def plain_operand(self, arg: Any, values: dict) -> Value:
+        """A value of the epilogue, or a literal."""
+        if isinstance(arg, torch.fx.Node):
+            return values[arg]
         if arg is None or isinstance(arg, str):
             return Value(repr(arg), torch.float32)
         if isinstance(arg, torch.dtype):
             return Value(str(arg), torch.float32)
         return literal(arg, literal_type(arg))
+
+    def outside(self, arg: torch.fx.Node, chain: list[torch.fx.Node]) -> Value:
+        """An epilogue operand that does not depend on the product, at the coordinates `chain` reads: a scalar
+        input (a kernel parameter), an input's view or cast (loaded), or elementwise work on such operands
+        (`x_scale * w_scale`), computed in the epilogue from its own operands, broadcast as they are."""
+        if arg in self.scalars:
+            meta = arg.meta.get("val")
+            kind = meta.dtype if isinstance(meta, torch.Tensor) else literal_type(meta)
+            parameter = f"p{len(self.kernel_scalars)}"
+            self.kernel_scalars.append(self.parameters[arg])
+            return Value(parameter, torch.float32 if kind.is_floating_point else
+                         torch.bool if kind == torch.bool else torch.int64)
+        meta = tensor_meta(arg)
+        if meta is None:
+            raise Unsupported(f"a non-tensor operand {arg.name} in the epilogue")
+        if arg.op == "call_function" and arg.target in RULES and not _is_cast(arg) and meta.dtype in TL:
+            key = (arg, self.layout_key(chain))
+            if key not in self.computed:
+                arguments = [self.outside(a, chain) if isinstance(a, torch.fx.Node) else self.plain_operand(a, {})
+                             for a in arg.args]
+                keywords = {k: v for k, v in arg.kwargs.items() if not isinstance(v, torch.fx.Node)}
+                expression = rounded_as_eager(RULES[arg.target](arguments, keywords, compute_type(meta.dtype)), arg)
+                var = f"c{len(self.computed)}"
+                self.body.append(f"{var} = {expression}")
+                self.computed[key] = Value(var, compute_type(meta.dtype))
+            return self.computed[key]
+        return self.load(arg, chain)
 
     # -------------------------------------------------------------- the program
 

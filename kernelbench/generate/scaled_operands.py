@@ -49,7 +49,7 @@ MIN_K_GROUP = 16                 # tl.dot's least K: a K block of scales shorter
 
 
 @torch.library.custom_op("kernelbench::scaled_mm", mutates_args=())
-def scaled_mm(a8: torch.Tensor, b8: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, a_map: list[int],
+def scaled_mm(a8: torch.Tensor, b8: torch.Tensor, scale_a: torch.Tensor | None, scale_b: torch.Tensor | None, a_map: list[int],
               b_map: list[int], scale_a_map: list[int], scale_b_map: list[int], m: int, n: int, k: int
               ) -> torch.Tensor:
     """The product of the dequantized operands in float32 (the semantics the kernel implements)."""
@@ -64,13 +64,15 @@ def _scaled_mm_shape(a8, b8, scale_a, scale_b, a_map, b_map, scale_a_map, scale_
 SCALED_MM = torch.ops.kernelbench.scaled_mm.default
 
 
-def dequantized(data: torch.Tensor, scale: torch.Tensor, data_map: list[int], scale_map: list[int], rows: int,
+def dequantized(data: torch.Tensor, scale: torch.Tensor | None, data_map: list[int], scale_map: list[int], rows: int,
                 cols: int) -> torch.Tensor:
-    """The operand [rows, cols] the maps describe, in float32."""
+    """The operand [rows, cols] the maps describe, in float32 (scale None: the fp8 values themselves)."""
     r = torch.arange(rows, device=data.device)[:, None]
     c = torch.arange(cols, device=data.device)[None, :]
     offset, sr, sc = data_map
     values = data.contiguous().view(-1)[offset + r * sr + c * sc].to(torch.float32)
+    if scale is None:
+        return values
     offset, br, sr, bc, sc = scale_map
     return values * scale.contiguous().view(-1)[offset + (r // br) * sr + (c // bc) * sc].to(torch.float32)
 
@@ -142,13 +144,25 @@ def block_map(index: torch.Tensor) -> list[int]:
     return [offset, br, sr, bc, sc]
 
 
-def scaled_operand(node: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node, list[int], list[int]]:
+def scaled_operand(node: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node | None, list[int], list[int]]:
     """(fp8 source, scale source, fp8 map, scale map) of a product operand (a 2-D node) that is
-    (fp8 -> float32) * scale read through index ops; raises Unsupported otherwise."""
+    (fp8 -> float32) * scale read through index ops, or fp8 -> float32 alone (scale None, its map one block: a
+    reference that scales the product instead); raises Unsupported otherwise."""
     operand_ops = []
     while node.op == "call_function" and node.target in INDEX_OPS:
         operand_ops.append(node)
         node = node.args[0]
+    if node.op == "call_function" and node.target in CASTS and tensor_meta(node).dtype == torch.float32:
+        data = _chain(node)
+        if tensor_meta(data[0]).dtype not in FP8 or not set(data[2]) <= set(WIDE):
+            raise Unsupported("a float32 product operand that is no widened fp8 tensor")
+        data_index = _index_map(data[0], data[1])
+        for op in operand_ops[::-1]:
+            data_index = op.target(data_index, *op.args[1:], **op.kwargs)
+        if data_index.dim() != 2:
+            raise Unsupported("a scaled operand that is no matrix")
+        rows, cols = data_index.shape
+        return data[0], None, strided_map(data_index), [0, rows, 0, cols, 0]
     if node.op != "call_function" or node.target is not aten.mul.Tensor or tensor_meta(node).dtype != torch.float32:
         raise Unsupported("a product operand that is no float32 (fp8 * scale)")
     sides = [_chain(a) if isinstance(a, torch.fx.Node) else None for a in node.args]
