@@ -49,9 +49,9 @@ MIN_K_GROUP = 16                 # tl.dot's least K: a K block of scales shorter
 
 
 @torch.library.custom_op("kernelbench::scaled_mm", mutates_args=())
-def scaled_mm(a8: torch.Tensor, b8: torch.Tensor, scale_a: torch.Tensor | None, scale_b: torch.Tensor | None, a_map: list[int],
-              b_map: list[int], scale_a_map: list[int], scale_b_map: list[int], m: int, n: int, k: int
-              ) -> torch.Tensor:
+def scaled_mm(a8: torch.Tensor, b8: torch.Tensor, scale_a: torch.Tensor | None, scale_b: torch.Tensor | None,
+              a_map: list[int], b_map: list[int], scale_a_map: list[int], scale_b_map: list[int], m: int, n: int,
+              k: int) -> torch.Tensor:
     """The product of the dequantized operands in float32 (the semantics the kernel implements)."""
     return (dequantized(a8, scale_a, a_map, scale_a_map, m, k) @ dequantized(b8, scale_b, b_map, scale_b_map, k, n))
 
