@@ -8,6 +8,7 @@ Cases (tasks235, every workload of each, or --sizes N first ones):
   argmax   L1/063: greedy decoding over Qwen3's 151936-entry vocab, fp32, 1-1024 rows (split + merge kernels)
   top-k    L1/074: top-50 of Llama-3's 128256 logits, sorted, 1-1024 rows (per-tile bitonic top-k + merge)
   router   L1/073: gpt-oss top-4 of 32 experts then softmax, 1-131072 tokens (one tile a row: one launch)
+  top-2048 heldout/L1/006: DeepSeek-V3.2's indexer keeps 2048 of up to 131072 keys (k > MAX_K: the radix select)
 For each: the fused family's render (the front end with the selection kernels) over the first --configs
 configurations of its space, best kept (for top-k also "ours (rounds)": every tile's top-50 by 50 rounds of max
 instead of the bitonic tl.topk, which decides selection.ROUNDS_MAX_K); torch.compile(mode="max-autotune-no-cudagraphs", dynamic=False) of the
@@ -50,8 +51,10 @@ from report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 H100_BYTES_PER_S = 3.35e12
-CASES = {"argmax": "L1/063_qwen3_8b_greedy_argmax", "top-k": "L1/074_llama3_8b_sampling_topk_vocab",
-         "router": "L1/073_gpt_oss_20b_router_topk_softmax"}
+CASES = {"argmax": "tasks235/L1/063_qwen3_8b_greedy_argmax",
+         "top-k": "tasks235/L1/074_llama3_8b_sampling_topk_vocab",
+         "router": "tasks235/L1/073_gpt_oss_20b_router_topk_softmax",
+         "top-2048": "heldout/L1/006_deepseek_v3_2_indexer_topk"}
 
 
 def outputs_for(problem: Problem, workload: Workload, device: str) -> list[torch.Tensor]:
@@ -166,7 +169,7 @@ def main() -> int:
         raise SystemExit("no GPU: run with --dry-run on CPU")
     report = Report(args.out, "family_selection", "selection kernels", args.dry_run)
     for op, task in CASES.items():
-        problem = load_problem(ROOT / "tasks235" / task)
+        problem = load_problem(ROOT / task)
         matches = {"ours": matched(problem, selection.ROUNDS_MAX_K)}
         if op == "top-k":
             matches["ours (rounds)"] = matched(problem, selection.MAX_K)

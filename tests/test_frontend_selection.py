@@ -87,6 +87,37 @@ def test_the_bitonic_top_k_of_larger_k(tmp_path, monkeypatch):
     assert check(problem, solution, problem.workloads[0], run=run).status == PASSED
 
 
+def test_a_top_k_beyond_max_k_is_a_radix_select(tmp_path, monkeypatch):
+    # k = 37 of 3000 over 12 tiles of 256, in both directions
+    monkeypatch.setattr(selection, "TILE", 256)
+    monkeypatch.setattr(selection, "MAX_K", 4)
+    reference = ("import torch\n\ndef run(x):\n"
+                 "    v, i = torch.topk(x, 37, dim=-1)\n"
+                 "    w, j = torch.topk(x, 37, dim=-1, largest=False)\n"
+                 "    return v, i, w, j\n")
+    outputs = {"v": (["n", 37], "float32"), "i": (["n", 37], "int64"), "w": (["n", 37], "float32"),
+               "j": (["n", 37], "int64")}
+    match = selected(tmp_path, "radix", reference, {"x": (["n", "h"], "float32")}, outputs, LONG, expected=14)
+    assert "tl.histogram(" in "\n".join(line for p in match.plan["programs"] for k in p["kernels"] for line in k["body"])
+    # values truncated to a few integers: hundreds tie with the k-th, across tiles, and the lowest columns must be
+    # taken, equal values in column order (CUDA's order; the CPU's topk orders ties otherwise, so this is checked
+    # against a stable sort), by the interpreter's rounds and by the GPU's tl.sort
+    ties = make(tmp_path, "radix_ties", reference, {"x": (["n", "h"], "float32")}, outputs, [{"n": 2}], axes=LONG)
+    solution = render(ties, fused(ties))
+    assert "tl.sort(key, 1, True)" in solution.sources[0].content
+    torch.manual_seed(0)
+    y = (torch.randn(2, 3000) * 1.5).int().float()
+    for interpreted in (True, False):
+        run = load_entry_point(solution, materialize(solution))
+        run.__globals__["_INTERPRETED"] = interpreted
+        got = [torch.empty(2, 37), torch.empty(2, 37, dtype=torch.int64), torch.empty(2, 37),
+               torch.empty(2, 37, dtype=torch.int64)]
+        run(y, *got)
+        for descending, (values, indices) in ((True, got[:2]), (False, got[2:])):
+            expected = torch.sort(y, dim=-1, descending=descending, stable=True)
+            assert torch.equal(values, expected.values[:, :37]) and torch.equal(indices, expected.indices[:, :37])
+
+
 def test_a_router_softmax_topk_renormalize(tmp_path):
     reference = ("import torch\n\ndef run(logits):\n"
                  "    p = torch.softmax(logits.float(), dim=-1)\n"
@@ -135,6 +166,7 @@ def test_equal_values_come_lowest_index_first(tmp_path):
 
 def test_what_it_does_not_take_stays_with_the_library(tmp_path, monkeypatch):
     monkeypatch.setattr(selection, "MAX_K", 4)
+    monkeypatch.setattr(selection, "RADIX_MAX_K", 4)
     reference = ("import torch\n\ndef run(x):\n"
                  "    v, i = torch.topk(x, 5, dim=-1)\n"
                  "    w, j = torch.topk(x.double(), 2, dim=-1)\n"
@@ -144,4 +176,4 @@ def test_what_it_does_not_take_stays_with_the_library(tmp_path, monkeypatch):
                    {"v": (["n", 5], "float32"), "i": (["n", 5], "int64"), "w": (["n", 2], "float32"),
                     "j": (["n", 2], "int64"), "u": (["n", 2], "float32"), "k": (["n", 2], "int64")},
                    [{"n": 3}], axes=SHORT)
-    assert lines(fused(problem)).count("aten.topk") == 3   # k over MAX_K, fp64, sorted=False
+    assert lines(fused(problem)).count("aten.topk") == 3   # k over RADIX_MAX_K, fp64, sorted=False

@@ -16,9 +16,17 @@ A row that fits one tile (up to TILE columns) is ranked by one program per block
 the outputs. A longer one is split: programs of TILE columns each write their best key (argmax) or their
 top-KP keys (KP: k rounded up to a power of two), and a merge kernel ranks each row's candidates; so one
 152K-wide row keeps dozens of SMs busy. A tile's top-k is k rounds of max (k <= ROUNDS_MAX_K) or Triton's
-bitonic tl.topk; a sort is tl.sort of the keys (equal values in index order: what a stable sort gives). k above MAX_K, fp64 and int64 values (no room for the column in
-the key), sorted=False (torch's order is unspecified) and run-time sizes raise Unsupported: the op stays a
-library call.
+bitonic tl.topk; a sort is tl.sort of the keys (equal values in index order: what a stable sort gives). fp64 and
+int64 values (no room for the column in the key), sorted=False (torch's order is unspecified) and run-time sizes
+raise Unsupported: the op stays a library call.
+
+A top-k of more than MAX_K (a sparse-attention indexer keeps 2048 of 128K keys) is a radix select instead
+(RadixTopK): four passes of 256-bin histograms over the 8-bit digits of the value's 32-bit order, each counting
+only the elements whose higher digits equal those fixed so far, find the k-th value T and how many elements
+equal to T it takes; a collect pass writes the keys above T (slots taken with an atomic counter: their order does
+not matter) and counts each tile's keys equal to T; a last program per row adds the equal ones of the lowest
+columns, tile by tile in column order, and sorts the k keys. The row is read six times, nothing is sorted but
+the k results.
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from kernelbench.generate.frontend import (
 
 aten = torch.ops.aten
 
-MAX_K = 128              # top-k beyond this: the library's radix select does better than a sort per tile
+MAX_K = 128              # top-k beyond this: a radix select (a sort per tile loses to the library's)
+RADIX_MAX_K = 8192       # the radix select's k keys are sorted by one program
 ROUNDS_MAX_K = 16        # top-k up to this: k rounds of max; beyond, a bitonic top-k (benchmarks/family_selection.py)
 TILE = 4096              # columns one program ranks (a power of two)
 MAX_CANDIDATES = 8192    # keys a merge program ranks per row
@@ -63,8 +72,8 @@ def _index_of(node: torch.fx.Node) -> tuple[str, int, bool, bool]:
     k = args[1]
     largest = node.kwargs.get("largest", True if args[3] is None else args[3])
     ordered = node.kwargs.get("sorted", True if args[4] is None else args[4])
-    if not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise Unsupported(f"topk with k={k} (at most {MAX_K})")
+    if not isinstance(k, int) or not 1 <= k <= RADIX_MAX_K:
+        raise Unsupported(f"topk with k={k} (at most {RADIX_MAX_K})")
     if not ordered and k > 1:
         raise Unsupported("topk with sorted=False: torch's order of the k values is unspecified")
     return "top", k, bool(largest), True
@@ -77,7 +86,8 @@ SELECTIONS = {aten.argmax.default, aten.argmin.default, aten.max.dim, aten.min.d
 def lowered(lowering, node: torch.fx.Node) -> bool:
     """Lower a selection node into kernels (and name its results); True when done, or when the node is an
     element of a selection already lowered. False leaves the node to the library (nothing was changed)."""
-    return lower_with(lowering, node, SELECTIONS, Selection)
+    return lower_with(lowering, node, SELECTIONS, lambda lowering, node: (
+        RadixTopK if node.target is aten.topk.default and _index_of(node)[1] > MAX_K else Selection)(lowering, node))
 
 
 class Selection:
@@ -291,3 +301,136 @@ class Selection:
         self.lowering.kernels.append({"name": name, "parameters": parameters, "body": body, "unspecialized": [],
                                       "uses_tanh": False})
         return name
+
+
+class RadixTopK(Selection):
+    """A top-k of more than MAX_K as a radix select over the values' 32-bit order (the module's docstring)."""
+
+    PASSES = 4   # 8-bit digits of the order, highest first
+
+    def tiling(self) -> tuple[int, int]:
+        whole = 1 << (self.width - 1).bit_length()
+        block = min(TILE, whole)
+        return block, math.ceil(self.width / block)
+
+    def load_lines(self, tile: str) -> list[str]:
+        """`x`, `col`, `mask` of one tile of the row `row` (a scalar), then its `order` and `key`, and `u`: the order
+        as an unsigned 32-bit number (larger is better)."""
+        compute = "tl.float32" if self.dtype.is_floating_point else "tl.int32"
+        return [f"col = ({tile}) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)",
+                f"mask = col < {self.width}",
+                f"x = tl.load(in0 + (row // {self.inner}) * s0 + (row % {self.inner}) * s2 + col * s1, mask=mask)"
+                f".to({compute})",
+                *self.key_lines("x"),
+                "u = order.to(tl.int64) + 2147483648"]
+
+    def state_lines(self, step: str) -> list[str]:
+        """`prefix` (the digits fixed before pass `step`, in place) and `need` (how many of the elements having that
+        prefix the top-k still takes), from the state and histogram the pass before left; program (row, 0) stores
+        them for the next pass."""
+        return [f"if {step} == 0:",
+                "    prefix = tl.zeros([], tl.int64)",
+                f"    need = tl.full([], {self.k}, tl.int64)",
+                "else:",
+                f"    counts = tl.load(hist + (({step} - 1) * {self.rows} + row) * 256 + tl.arange(0, 256)).to(tl.int64)",
+                f"    prefix = tl.load(state + (({step} - 1) * {self.rows} + row) * 2)",
+                f"    need = tl.load(state + (({step} - 1) * {self.rows} + row) * 2 + 1)",
+                "    above = tl.sum(counts, 0) - tl.cumsum(counts, 0)   # elements in the bins above each digit",
+                "    hit = (above < need) & (above + counts >= need)     # the digit of the k-th element",
+                "    prefix = prefix | (tl.max(tl.where(hit, tl.arange(0, 256), 0), 0).to(tl.int64) << "
+                f"(24 - 8 * ({step} - 1)))",
+                "    need = need - tl.sum(tl.where(hit, above, 0), 0)",
+                "if tl.program_id(1) == 0:",
+                f"    tl.store(state + ({step} * {self.rows} + row) * 2, prefix)",
+                f"    tl.store(state + ({step} * {self.rows} + row) * 2 + 1, need)"]
+
+    def histogram_kernel(self) -> tuple[list[str], list[str]]:
+        body = ["row = tl.program_id(0).to(tl.int64)", *self.load_lines("tl.program_id(1).to(tl.int64)"),
+                *self.state_lines("PASS"),
+                "shift = 24 - 8 * PASS",
+                "same = mask & ((u >> (shift + 8)) == (prefix >> (shift + 8)))",
+                "counted = tl.histogram(((u >> shift) & 255).to(tl.int32), 256, mask=same)",
+                f"tl.atomic_add(hist + (PASS * {self.rows} + row) * 256 + tl.arange(0, 256), counted)"]
+        return ["in0", "hist", "state", "s0", "s1", "s2", "BLOCK_D: tl.constexpr", "PASS: tl.constexpr"], body
+
+    def collect_kernel(self) -> tuple[list[str], list[str]]:
+        """The keys above T into the row's first k - need slots; each tile's count of keys equal to T."""
+        body = ["row = tl.program_id(0).to(tl.int64)", *self.load_lines("tl.program_id(1).to(tl.int64)"),
+                *self.state_lines(str(self.PASSES)),
+                "above = mask & (u > prefix)",
+                "count = tl.sum(above.to(tl.int32), 0)",
+                "first = tl.atomic_add(taken + row, count)",
+                "slot = first + tl.cumsum(above.to(tl.int32), 0) - 1",
+                f"tl.store(keys + row * {self.kp} + slot, key, mask=above)",
+                f"tl.store(equal + row * {self.splits} + tl.program_id(1), tl.sum((mask & (u == prefix)).to(tl.int32), 0))"]
+        return ["in0", "hist", "state", "taken", "keys", "equal", "s0", "s1", "s2", "BLOCK_D: tl.constexpr"], body
+
+    def finish_kernel(self) -> tuple[list[str], list[str]]:
+        """The `need` keys equal to T of the lowest columns after the others, then the k keys sorted."""
+        body = ["row = tl.program_id(0).to(tl.int64)",
+                f"prefix = tl.load(state + ({self.PASSES} * {self.rows} + row) * 2)",
+                f"need = tl.load(state + ({self.PASSES} * {self.rows} + row) * 2 + 1)",
+                # each tile's count of equal keys and how many come before it, in registers: a tile is read only
+                # when it holds some of the `need` lowest-column ones
+                f"t = tl.arange(0, {1 << (self.splits - 1).bit_length()})",
+                f"counts = tl.load(equal + row * {self.splits} + t, mask=t < {self.splits}, other=0).to(tl.int64)",
+                "before = tl.cumsum(counts, 0) - counts",
+                f"for tile in range(0, {self.splits}):",
+                "    start = tl.sum(tl.where(t == tile, before, 0), 0)",
+                "    if (start < need) & (tl.sum(tl.where(t == tile, counts, 0), 0) > 0):",
+                *["        " + line for line in self.load_lines("tile")],
+                "        same = mask & (u == prefix)",
+                "        rank = start + tl.cumsum(same.to(tl.int64), 0)",
+                f"        tl.store(keys + row * {self.kp} + {self.k} - need + rank - 1, key, mask=same & (rank <= need))",
+                "tl.debug_barrier()",
+                f"j = tl.arange(0, {self.kp})[None, :]",
+                f"key = tl.load(keys + row * {self.kp} + j, mask=j < {self.k}, other={MASKED})",
+                "row = row + tl.zeros([1, 1], tl.int64)",
+                *self.sort_lines(),
+                *self.store_lines()]
+        outputs = ["out0", "out1"] if self.values else ["out0"]
+        return ["in0", "state", "keys", "equal", *outputs, "s0", "s1", "s2", "BLOCK_D: tl.constexpr",
+                "INTERPRETED: tl.constexpr"], body
+
+    def sort_lines(self) -> list[str]:
+        """`best` [1, KP]: the keys in descending order (k rounds of max in the interpreter, which sorts slowly)."""
+        rounds = [f"best = tl.full([1, {self.kp}], {MASKED}, tl.int64)",
+                  f"for t in range(0, {self.k}):",
+                  "    top = tl.max(key, 1)[:, None]",
+                  f"    best = tl.where(tl.arange(0, {self.kp})[None, :] == t, top, best)",
+                  f"    key = tl.where(key == top, {MASKED}, key)"]
+        return ["if INTERPRETED:", *["    " + line for line in rounds], "else:", "    best = tl.sort(key, 1, True)"]
+
+    def emit(self) -> None:
+        lowering, node = self.lowering, self.node
+        name = f"v{lowering.partition.index[node]}"
+        slots = result_slots(lowering, name, self.results(),
+                             lambda result: 1 if result.args[1] == 1 else 0)
+        for position in (0, 1):   # a result nobody reads still needs a buffer to be stored into
+            if position not in slots:
+                dtype = torch.int64 if position else self.dtype
+                slots[position] = f"{name}_{'indices' if position else 'values'}"
+                lowering.lines.append(f"{slots[position]} = torch.empty(({self.rows * self.k},), dtype={dtype}, "
+                                      f"device={lowering.device})")
+        outputs = f"{slots[0]}, {slots[1]}"
+        source = lowering.argument(node.args[0])
+        rows, device = self.rows, lowering.device
+        strides = f"{name}_x.stride(0), {name}_x.stride(1), {name}_x.stride(2)"
+        warps = min(8, max(1, self.block_d // 512))
+        histogram, collect, finish = (self.kernel(*make()) for make in (self.histogram_kernel, self.collect_kernel,
+                                                                        self.finish_kernel))
+        lowering.lines += [
+            f"{name}_x = {source}.reshape({self.outer}, {self.width}, {self.inner})",
+            f"{name}_counts = torch.zeros(({self.PASSES * rows * 256 + rows},), dtype=torch.int32, device={device})",
+            f"{name}_hist, {name}_taken = {name}_counts[:{self.PASSES * rows * 256}], "
+            f"{name}_counts[{self.PASSES * rows * 256}:]",
+            f"{name}_state = torch.empty(({(self.PASSES + 1) * rows * 2},), dtype=torch.int64, device={device})",
+            f"{name}_keys = torch.empty(({rows * self.kp},), dtype=torch.int64, device={device})",
+            f"{name}_equal = torch.empty(({rows * self.splits},), dtype=torch.int32, device={device})",
+            *[f"_lean({histogram})[({rows}, {self.splits})]({name}_x, {name}_hist, {name}_state, {strides}, "
+              f"BLOCK_D={self.block_d}, PASS={p}, num_warps={warps})" for p in range(self.PASSES)],
+            f"_lean({collect})[({rows}, {self.splits})]({name}_x, {name}_hist, {name}_state, {name}_taken, {name}_keys, "
+            f"{name}_equal, {strides}, BLOCK_D={self.block_d}, num_warps={warps})",
+            f"_lean({finish})[({rows},)]({name}_x, {name}_state, {name}_keys, {name}_equal, {outputs}, {strides}, "
+            f"BLOCK_D={self.block_d}, INTERPRETED=_INTERPRETED, num_warps={min(8, max(1, self.kp // 256))})"]
+        lowering.launches += self.PASSES + 3
