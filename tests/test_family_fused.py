@@ -272,6 +272,25 @@ def test_a_scalar_a_library_op_takes_as_a_tensor_is_passed_as_one(tmp_path):
     assert "pow.Tensor_Tensor_out(torch.tensor(a1, dtype=torch.int32), " in solution.sources[0].content
 
 
+def test_upsampling_and_max_pooling_are_generated_kernels(tmp_path):
+    # bilinear and nearest 2-D upsampling and max pooling are gathers, lerps and a window maximum (a row
+    # reduction: the pooled indices are not read), not library calls
+    reference = ("import torch\nimport torch.nn.functional as F\n\ndef run(x):\n"
+                 "    up = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=True)\n"
+                 "    near = F.interpolate(x, size=(7, 9), mode='nearest')\n"
+                 "    return up, near, F.max_pool2d(x, 3, stride=2, padding=1)\n")
+    problem = make(tmp_path, "resampled", reference, {"x": (["n", "c", "h", "w"], "float32")},
+                   {"up": (["n", "c", "h2", "w2"], "float32"), "near": (["n", "c", "7", "9"], "float32"),
+                    "pooled": (["n", "c", "hp", "wp"], "float32")}, [{"n": 2}],
+                   axes={"n": {"type": "var"}, "c": {"type": "const", "value": 3}, "h": {"type": "const", "value": 5},
+                         "w": {"type": "const", "value": 6}, "h2": {"type": "const", "value": 10},
+                         "w2": {"type": "const", "value": 12}, "hp": {"type": "const", "value": 3},
+                         "wp": {"type": "const", "value": 3}}, tolerance=1e-5)
+    solution = assert_all_pass(problem, fused(problem))
+    source = solution.sources[0].content
+    assert not any(op in source for op in ("upsample", "max_pool", "max.dim", "topk")), source
+
+
 def test_a_scalar_needed_as_a_python_number_specializes_the_program_to_it(tmp_path):
     # `width` makes a shape: the graph holds for the traced value only, and a call with another value must not
     # run that program (it would silently compute the wrong slice)

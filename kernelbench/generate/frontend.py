@@ -563,6 +563,25 @@ def merge_duplicates(graph: torch.fx.Graph) -> None:
             seen[key] = node
 
 
+def reduce_unindexed_extremes(graph: torch.fx.Graph) -> None:
+    """max / min along a dimension whose indices nobody reads become amax / amin, in place: a row reduction that
+    row regions fuse with its prologue (max pooling's window gather), where a selection with indices is not."""
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.max.dim, aten.min.dim) or any(
+                u.target is not operator.getitem or u.args[1] != 0 for u in node.users):
+            continue
+        args = list(node.args) + [False] * (3 - len(node.args))
+        keepdim = node.kwargs.get("keepdim", args[2])
+        with graph.inserting_before(node):
+            reduced = graph.call_function(aten.amax.default if node.target is aten.max.dim else aten.amin.default,
+                                          (args[0], [args[1]], keepdim))
+        for user in list(node.users):
+            reduced.meta.update(user.meta)
+            user.replace_all_uses_with(reduced)
+            graph.erase_node(user)
+        graph.erase_node(node)
+
+
 def op_path(op: torch._ops.OpOverload) -> str:
     return f"torch.ops.{op.namespace}.{op._schema.name.split('::')[-1]}.{op._overloadname}"
 
@@ -932,6 +951,7 @@ class Lowering:
         sink_casts_below_views(module.graph)
         hoist_casts_above_concatenation(module.graph)
         merge_duplicates(module.graph)
+        reduce_unindexed_extremes(module.graph)
         remap.duplicate_shared_producers(module.graph)
         self.module = module
         self.prefix = prefix

@@ -165,11 +165,14 @@ def _scalar_value(problem: Problem, name: str) -> Any:
 
 
 def decompositions() -> dict:
-    """Core aten, keeping softmax and log-softmax whole (families lower them as they see fit)."""
+    """Core aten, keeping softmax and log-softmax whole (families lower them as they see fit); bilinear and nearest
+    2-D upsampling and max pooling become the gathers, lerps and window maxima they compute."""
     aten = torch.ops.aten
     table = dict(core_aten_decompositions())
     table.update(get_decompositions([aten.native_layer_norm, aten.var_mean, aten.var, aten.std, aten.std_mean,
-                                     aten.native_group_norm, aten.rms_norm, aten._fused_rms_norm]))
+                                     aten.native_group_norm, aten.rms_norm, aten._fused_rms_norm,
+                                     aten.upsample_bilinear2d, aten.upsample_nearest2d,
+                                     aten.max_pool2d_with_indices]))
     for op in (torch.ops.aten._softmax.default, torch.ops.aten._log_softmax.default):
         table.pop(op, None)
     return table
