@@ -291,6 +291,21 @@ def test_upsampling_and_max_pooling_are_generated_kernels(tmp_path):
     assert not any(op in source for op in ("upsample", "max_pool", "max.dim", "topk")), source
 
 
+def test_round_half_to_even_and_clamp_by_scalar_inputs_are_fused(tmp_path):
+    # QAT fake quantization: round (halves go to the even neighbour), then clamp to integer scalar bounds
+    reference = ("import torch\n\ndef run(x, qmin, qmax):\n"
+                 "    halves = torch.round(x * 4.0) / 2.0\n"
+                 "    return torch.clamp(torch.round(halves), qmin, qmax), torch.round(x * 3.0)\n")
+    problem = make(tmp_path, "fake_quant", reference,
+                   {"x": (["n", "h"], "bfloat16"), "qmin": (None, "int32"), "qmax": (None, "int32")},
+                   {"y": (["n", "h"], "float32"), "z": (["n", "h"], "bfloat16")},
+                   [{"n": 64, "scalars": {"qmin": -2, "qmax": 1}}, {"n": 64, "scalars": {"qmin": -8, "qmax": 7}}],
+                   tolerance=0.0)
+    match = fused(problem)
+    solution = assert_all_pass(problem, match)
+    assert all(p["launches"] == 1 for p in match.plan["programs"]), solution.sources[0].content
+
+
 def test_a_scalar_needed_as_a_python_number_specializes_the_program_to_it(tmp_path):
     # `width` makes a shape: the graph holds for the traced value only, and a call with another value must not
     # run that program (it would silently compute the wrong slice)

@@ -201,7 +201,7 @@ def _extreme(pick: str) -> Rule:
 
 
 def _clamp(low_at: int | None, high_at: int | None) -> Rule:
-    """clamp with scalar bounds (None: no bound); NaN stays NaN."""
+    """clamp with scalar or tensor bounds (None: no bound); NaN stays NaN."""
     def rule(args, kwargs, ctype):
         x = args[0].to(ctype)
         low = args[low_at] if low_at is not None and low_at < len(args) else None
@@ -265,6 +265,18 @@ def _tensor_pow(args, kwargs, ctype):
     signed = (f"tl.where(tl.floor({y}) != {y}, float('nan'), "
               f"tl.where(tl.floor({y} * 0.5) * 2.0 != {y}, -{magnitude}, {magnitude}))")
     return f"tl.where(({y} == 0.0) | ({x} == 1.0), 1.0, tl.where({x} < 0, {signed}, {magnitude}))"
+
+
+def _round(args, kwargs, ctype):
+    """Round half to even, as torch.round: floor, then up past .5 and at exactly .5 to the even neighbour; inf
+    and NaN (no fraction) stay as they are."""
+    x = args[0].to(ctype)
+    if not ctype.is_floating_point:
+        return x
+    f = f"tl.floor({x})"
+    d = f"({x} - {f})"
+    rounded = f"tl.where({d} > 0.5, {f} + 1.0, tl.where({d} < 0.5, {f}, {f} + ({f} - 2.0 * tl.floor({f} * 0.5))))"
+    return f"tl.where({d} == {d}, {rounded}, {x})"
 
 
 def _gelu(args, kwargs, ctype):
@@ -352,9 +364,10 @@ RULES: dict[Any, Rule] = {
     aten.sign.default: _sign, aten.sgn.default: _sign,
     aten.hardtanh.default: _clamp(1, 2),
     aten.pow.Tensor_Scalar: _pow, aten.pow.Scalar: _scalar_pow,
-    aten.pow.Tensor_Tensor: _tensor_pow,
+    aten.pow.Tensor_Tensor: _tensor_pow, aten.round.default: _round,
     aten.maximum.default: _extreme(">"), aten.minimum.default: _extreme("<"),
     aten.clamp.default: _clamp(1, 2), aten.clamp_min.default: _clamp(1, None), aten.clamp_max.default: _clamp(None, 1),
+    aten.clamp.Tensor: _clamp(1, 2), aten.clamp_min.Tensor: _clamp(1, None), aten.clamp_max.Tensor: _clamp(None, 1),
     aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill,
     aten.remainder.Tensor: _remainder, aten.remainder.Scalar: _remainder,
     aten.logical_not.default: lambda a, k, t: f"({a[0].to(torch.bool)} == 0)",
@@ -1157,9 +1170,14 @@ class Lowering:
         """`arguments` with each Python-scalar input that the op takes as a Tensor made the 0-d CPU tensor it
         was traced as (`rope_theta ** exponents` is pow.Tensor_Tensor there); torch lets a 0-d CPU tensor
         meet tensors of any device, as it did in the trace."""
+        def takes_tensor(argument) -> bool:   # Tensor or Tensor?
+            kind = argument.type
+            return isinstance(kind.getElementType() if isinstance(kind, torch.OptionalType) else kind,
+                              torch.TensorType)
+
         schema = node.target._schema.arguments
-        tensor_at = {i for i, a in enumerate(schema) if isinstance(a.type, torch.TensorType)}
-        tensor_named = {a.name for a in schema if isinstance(a.type, torch.TensorType)}
+        tensor_at = {i for i, a in enumerate(schema) if takes_tensor(a)}
+        tensor_named = {a.name for a in schema if takes_tensor(a)}
         keys = [None] * len(node.args) + list(node.kwargs)
         values = list(node.args) + list(node.kwargs.values())
         wrapped = []
