@@ -25,8 +25,8 @@ A top-k of more than MAX_K (a sparse-attention indexer keeps 2048 of 128K keys) 
 only the elements whose higher digits equal those fixed so far, find the k-th value T and how many elements
 equal to T it takes; a collect pass writes the keys above T (slots taken with an atomic counter: their order does
 not matter) and counts each tile's keys equal to T; a last program per row adds the equal ones of the lowest
-columns, tile by tile in column order, and sorts the k keys. The row is read six times, nothing is sorted but
-the k results.
+columns, reading only the tiles that hold some, and sorts the k keys. The row is read five times; nothing is
+sorted but the k results.
 """
 
 from __future__ import annotations
