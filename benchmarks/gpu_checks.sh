@@ -11,6 +11,8 @@
 #                                           # 9 of the 12 tasks235 attention tasks it matches (BATCH_S), leaderboard CSV
 #   bash benchmarks/gpu_checks.sh new       # the kernels no GPU has run yet, about 8 minutes: the paged_attention,
 #                                           # attention_backward and gemm decode benchmarks, then kb batch over 3 tasks
+#   bash benchmarks/gpu_checks.sh heldout 1/6  # issue #12: kb batch over every 6th held-out problem (heldout/), its
+#                                              # leaderboard CSV: mean S on problems the generator was not built on
 #   bash benchmarks/gpu_checks.sh gemm      # issue #13: the gemm family vs cuBLAS and max-autotune, and on the
 #                                           # tasks235 GEMM tasks it matches (TASKS="tasks235/L1/005_* ...")
 #   bash benchmarks/gpu_checks.sh families  # every family's benchmark but rowwise's (gpu_rowwise.sh), each bounded by
@@ -53,7 +55,7 @@ case "${1:-}" in
   membatch)
     part=${2:-1/8}
     # BATCH_S bounds the batch alone (tasks finished by then are in the store), so the leaderboard is still written
-    run timeout "${BATCH_S:-3000}" kb batch tasks235 ${ONLY:-$(python3 benchmarks/memory_bound.py tasks235 --part "$part")} --device cuda \
+    run timeout "${BATCH_S:-3000}" kb batch "${ROOT:-tasks235}" ${ONLY:-$(python3 benchmarks/memory_bound.py tasks235 --part "$part")} --device cuda \
         --workloads "${WORKLOADS:-3}" --budget "${BUDGET:-20}" --rounds "${ROUNDS:-5}" \
         --iterations "${ITERATIONS:-30}" --out /tmp/kb_out
     run kb leaderboard --csv "$OUT/leaderboard_memory_bound_${part/\//of}.csv"
@@ -71,6 +73,12 @@ case "${1:-}" in
     run timeout 70 python3 benchmarks/family_gemm.py "$OUT/gemm_decode" --regimes decode --configs 4 --budget-s 0
     ONLY="--only Attention/020_* --only Attention/016_* --only Attention/023_*" WORKLOADS=2 BATCH_S=${BATCH_S:-120} \
         "$0" membatch new ;;
+  heldout)
+    # issue #12's mean S on problems the generator was not built on (heldout/README.md): part k/n, every n-th
+    # problem from the k-th on, then its leaderboard CSV
+    IFS=/ read -r k n <<< "${2:-1/6}"
+    ONLY=$(ls -d heldout/*/*/ | awk -v k="$k" -v n="$n" '(NR - k) % n == 0 {split($0, p, "/"); printf "--only %s/%s ", p[2], p[3]}')
+    ROOT=heldout ONLY="$ONLY" WORKLOADS=${WORKLOADS:-2} BATCH_S=${BATCH_S:-540} "$0" membatch "heldout_${2:-1/6}" ;;
   gemm)
     run python3 benchmarks/family_gemm.py "$OUT/family_gemm" --configs "${CONFIGS:-4}" --budget-s "${BUDGET_S:-150}"
     [ -n "${TASKS:-}" ] && run python3 benchmarks/family_gemm.py "$OUT/family_gemm_tasks" --configs "${CONFIGS:-4}" \
