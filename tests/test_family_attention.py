@@ -164,6 +164,22 @@ def test_a_bare_sdpa_call_is_a_program(tmp_path):
     assert FAMILIES["fused"].match(problem) is None   # nothing else to fuse: only this family takes it
 
 
+def test_a_boolean_padding_mask_and_a_tanh_gated_residual(tmp_path):
+    # a cross-attention block's shape (Mllama): per-head RMS-normalized queries (a row region beside the attention
+    # node, whose arguments are all keywords: the row grouping once failed on it), keys masked per sequence by a
+    # bool [b, s] mask, the output gated by tanh of a 1-element gate and added to the query
+    reference = ("import torch\nimport torch.nn.functional as F\n\ndef run(q, k, v, keep, gate):\n"
+                 "    n = q.shape[1] // k.shape[1]\n"
+                 "    q = (q.float() * torch.rsqrt(q.float().pow(2).mean(-1, keepdim=True) + 1e-6)).to(q.dtype)\n"
+                 "    o = F.scaled_dot_product_attention(q, k.repeat_interleave(n, 1), v.repeat_interleave(n, 1),\n"
+                 "                                       attn_mask=keep[:, None, None, :])\n"
+                 "    return q + gate.tanh() * o\n")
+    problem = make(tmp_path, "masked_gated", reference, {**QKV, "keep": (["b", "s"], "bool"), "gate": (["1"], "bfloat16")},
+                   OUT, SHAPES, axes=AXES)
+    family, match = attention_family(problem)
+    assert_all_pass(problem, family, match)
+
+
 def test_repeated_kv_heads_are_read_unrepeated(tmp_path):
     reference = ("import torch\nimport torch.nn.functional as F\n\ndef run(q, k, v):\n"
                  "    n = q.shape[1] // k.shape[1]\n"

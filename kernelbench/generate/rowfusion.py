@@ -138,7 +138,7 @@ def _static(node: Any) -> bool:
 
 def _is_view(node: torch.fx.Node) -> bool:
     """A view that keeps the element order and count (prims.broadcast_in_dim only adds size-1 dims here)."""
-    if node.op != "call_function" or not _static(node) or not _static(node.args[0]):
+    if node.op != "call_function" or not node.args or not _static(node) or not _static(node.args[0]):
         return False
     if node.target in ORDER_KEEPING_VIEWS:
         return True
