@@ -227,12 +227,10 @@ class Selection:
 
     def rank_kernel(self) -> tuple[list[str], list[str]]:
         """(parameters, body) of the kernel that ranks tiles of the input rows."""
-        compute = "tl.float32" if self.dtype.is_floating_point else "tl.int32"
         body = ["row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]",
                 "col = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]",
                 f"mask = (row < {self.rows}) & (col < {self.width})",
-                f"x = tl.load(in0 + (row // {self.inner}) * s0 + (row % {self.inner}) * s2 + col * s1, mask=mask)"
-                f".to({compute})"]
+                self.load_line()]
         body += self.key_lines("x") + self.select_lines()
         if self.splits == 1:
             body += self.store_lines()
@@ -261,15 +259,7 @@ class Selection:
         lowering, node = self.lowering, self.node
         name = f"v{lowering.partition.index[node]}"
         source = lowering.argument(node.args[0])
-        slots = result_slots(lowering, name, self.results(),
-                             lambda result: 1 if result is node or result.args[1] == 1 else 0)
-        for position in (0, 1):   # a result nobody reads still needs a buffer to be stored into
-            if position not in slots and (position == 1 or self.values):
-                dtype = torch.int64 if position else self.dtype
-                slots[position] = f"{name}_{'indices' if position else 'values'}"
-                lowering.lines.append(f"{slots[position]} = torch.empty(({self.rows * self.k},), dtype={dtype}, "
-                                      f"device={lowering.device})")
-        outputs = [slots[0], slots[1]] if self.values else [slots[1]]
+        outputs = self.output_buffers(name)
         if self.flat:
             lowering.lines.append(f"{name}_x = {source}.reshape(1, {self.width}, 1)")
         else:
@@ -296,6 +286,26 @@ class Selection:
                               f"INTERPRETED=_INTERPRETED, num_warps={min(8, max(1, block_c // 256))})")
         lowering.launches += 2
 
+    def output_buffers(self, name: str) -> list[str]:
+        """The host names the kernels store into: the values (when kept) and the indices, each a result's name or
+        its destination; a result nobody reads still gets a buffer."""
+        lowering, node = self.lowering, self.node
+        slots = result_slots(lowering, name, self.results(),
+                             lambda result: 1 if result is node or result.args[1] == 1 else 0)
+        for position in (0, 1):
+            if position not in slots and (position == 1 or self.values):
+                dtype = torch.int64 if position else self.dtype
+                slots[position] = f"{name}_{'indices' if position else 'values'}"
+                lowering.lines.append(f"{slots[position]} = torch.empty(({self.rows * self.k},), dtype={dtype}, "
+                                      f"device={lowering.device})")
+        return [slots[0], slots[1]] if self.values else [slots[1]]
+
+    def load_line(self) -> str:
+        """`x`: the input at (`row`, `col`) under `mask`, in its compute type."""
+        compute = "tl.float32" if self.dtype.is_floating_point else "tl.int32"
+        return (f"x = tl.load(in0 + (row // {self.inner}) * s0 + (row % {self.inner}) * s2 + col * s1, mask=mask)"
+                f".to({compute})")
+
     def kernel(self, parameters: list[str], body: list[str]) -> str:
         name = f"{self.lowering.prefix}_k{len(self.lowering.kernels)}"
         self.lowering.kernels.append({"name": name, "parameters": parameters, "body": body, "unspecialized": [],
@@ -316,11 +326,9 @@ class RadixTopK(Selection):
     def load_lines(self, tile: str) -> list[str]:
         """`x`, `col`, `mask` of one tile of the row `row` (a scalar), then its `order` and `key`, and `u`: the order
         as an unsigned 32-bit number (larger is better)."""
-        compute = "tl.float32" if self.dtype.is_floating_point else "tl.int32"
         return [f"col = ({tile}) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)",
                 f"mask = col < {self.width}",
-                f"x = tl.load(in0 + (row // {self.inner}) * s0 + (row % {self.inner}) * s2 + col * s1, mask=mask)"
-                f".to({compute})",
+                self.load_line(),
                 *self.key_lines("x"),
                 "u = order.to(tl.int64) + 2147483648"]
 
@@ -404,15 +412,7 @@ class RadixTopK(Selection):
     def emit(self) -> None:
         lowering, node = self.lowering, self.node
         name = f"v{lowering.partition.index[node]}"
-        slots = result_slots(lowering, name, self.results(),
-                             lambda result: 1 if result.args[1] == 1 else 0)
-        for position in (0, 1):   # a result nobody reads still needs a buffer to be stored into
-            if position not in slots:
-                dtype = torch.int64 if position else self.dtype
-                slots[position] = f"{name}_{'indices' if position else 'values'}"
-                lowering.lines.append(f"{slots[position]} = torch.empty(({self.rows * self.k},), dtype={dtype}, "
-                                      f"device={lowering.device})")
-        outputs = f"{slots[0]}, {slots[1]}"
+        outputs = ", ".join(self.output_buffers(name))
         source = lowering.argument(node.args[0])
         rows, device = self.rows, lowering.device
         strides = f"{name}_x.stride(0), {name}_x.stride(1), {name}_x.stride(2)"
