@@ -133,7 +133,7 @@ def test_per_tensor_scales_applied_to_the_product_instead_of_the_operands(tmp_pa
                     "ws": ([], "float32")}, {"y": (["m", "n"], "bfloat16")}, SHAPES, axes=AXES)
     match, solution = assert_all_pass(problem, SMALL_TILES)
     assert match.plan["form"] == "gemm" and match.plan["kernels"][0]["dot_dtype"] == "fp8"
-    assert solution.sources[0].content.count("_unit_scale(A.device)") == 2 * len(match.plan["programs"])
+    assert solution.sources[0].content.count("_scale_vector(None, 0, A.device)") == 2 * len(match.plan["programs"])
     # the fused form: the activation quantized in the problem, its per-tensor scale applied after the product
     problem = make(tmp_path, "quantize_then_scale", QUANTIZE_THEN_SCALE_PRODUCT,
                    {"x": (["m", "k"], "bfloat16"), "w8": (["n", "k"], "float8_e4m3fn"), "ws": ([], "float32")},

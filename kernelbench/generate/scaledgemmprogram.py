@@ -32,16 +32,16 @@ class ScaledGemmLowering(GemmLowering):
             raise Unsupported(f"{node.name} feeds the scaled product but is computed (no input)")
         return self.parameters[node]
 
-    def scale_vector(self, scale: torch.fx.Node | None, scale_map: list[int]) -> str:
-        """The host expression of a scale vector (an operand without a scale: the template's cached 1)."""
-        return "_unit_scale(A.device)" if scale is None else f"_flat({self.input_name(scale)}, {scale_map[0]})"
+    def scale_name(self, scale: torch.fx.Node | None) -> str:
+        """The scale input's name; None for an operand without a scale (the template's unit scale)."""
+        return "None" if scale is None else self.input_name(scale)
 
     def product_operands(self) -> tuple[dict, int, str]:
         a8, b8, scale_a, scale_b, a_map, b_map, scale_a_map, scale_b_map, m, n, k = self.product.args
         self.lines += [f"A = _strided({self.input_name(a8)}, {a_map[0]}, ({m}, {k}), ({a_map[1]}, {a_map[2]}))",
                        f"B = _strided({self.input_name(b8)}, {b_map[0]}, ({k}, {n}), ({b_map[1]}, {b_map[2]}))",
-                       f"SA = {self.scale_vector(scale_a, scale_a_map)}",
-                       f"SB = {self.scale_vector(scale_b, scale_b_map)}"]
+                       f"SA = _scale_vector({self.scale_name(scale_a)}, {scale_a_map[0]}, A.device)",
+                       f"SB = _scale_vector({self.scale_name(scale_b)}, {scale_b_map[0]}, A.device)"]
         group = k_group(scale_a_map, scale_b_map, k)
         types = [str(tensor_meta(t).dtype).replace("torch.", "") for t in (a8, b8)]
         fields = {"a_casts": [], "b_casts": [], "dot_dtype": "fp8",
