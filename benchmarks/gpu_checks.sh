@@ -110,5 +110,5 @@ case "${1:-}" in
     # that returns a few files from $OUT takes one archive)
     (cd "$OUT" && folders=$(find . -mindepth 1 -maxdepth 1 -type d) && [ -n "$folders" ] &&
      tar czf results.tgz --exclude=kernels --exclude=cpp_extensions $folders && rm -rf $folders && ls -l results.tgz) ;;
-  *) echo "usage: $0 timers|samples|batch|fused|membatch|paged|new|gemm|families|sweep|pack"; exit 2 ;;
+  *) echo "usage: $0 timers|samples|batch|fused|membatch|paged|new|heldout|gemm|families|sweep|pack"; exit 2 ;;
 esac
